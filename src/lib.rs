@@ -2,4 +2,11 @@
 //!
 //! The pipeline runs one way: `source` → `load` → `render` → `probe` → `plan` → `apply` → `report`.
 
+pub mod diag;
+pub mod kinds;
+pub mod load;
+pub mod model;
+pub mod pki;
+pub mod render;
+pub mod secrets;
 pub mod yaml;

@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::fmt;
 
 /// A position in a YAML source: 1-based line and column.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
 pub struct Mark {
     /// Line, counted from 1.
     pub line: usize,

@@ -1,0 +1,174 @@
+//! Diagnostics: errors in a cluster repo, each with file, line, column, field, message and hint.
+//!
+//! Loading and validating a repo collects every problem it finds into [`Diagnostics`] instead of
+//! stopping at the first, so an operator fixes a repo in one pass.
+
+use crate::yaml::{Mark, Node};
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// One problem in a cluster repo.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Diagnostic {
+    /// The file, relative to the repo root where possible.
+    pub file: PathBuf,
+    /// Where in the file, when known.
+    pub mark: Option<Mark>,
+    /// The field path inside the document (`hosts`, `roles[0].password`), when there is one.
+    pub field: Option<String>,
+    /// What is wrong.
+    pub message: String,
+    /// What to do about it.
+    pub hint: Option<String>,
+}
+
+impl Diagnostic {
+    /// A diagnostic about a whole file.
+    pub fn file(file: impl Into<PathBuf>, message: impl Into<String>) -> Self {
+        Diagnostic {
+            file: file.into(),
+            mark: None,
+            field: None,
+            message: message.into(),
+            hint: None,
+        }
+    }
+
+    /// A diagnostic at a position.
+    pub fn at(file: impl Into<PathBuf>, mark: Mark, message: impl Into<String>) -> Self {
+        Diagnostic {
+            mark: Some(mark),
+            ..Diagnostic::file(file, message)
+        }
+    }
+
+    /// A diagnostic about a field of a document: the position is looked up from the field path,
+    /// falling back to the nearest enclosing node that exists.
+    pub fn field(
+        file: impl Into<PathBuf>,
+        doc: &Node,
+        field: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
+        let field = field.into();
+        let mark = doc.locate(&field).mark;
+        Diagnostic {
+            mark: Some(mark),
+            field: if field.is_empty() { None } else { Some(field) },
+            ..Diagnostic::file(file, message)
+        }
+    }
+
+    /// Adds a hint.
+    pub fn with_hint(mut self, hint: impl Into<String>) -> Self {
+        self.hint = Some(hint.into());
+        self
+    }
+
+    /// Sets the field path without moving the position.
+    pub fn with_field(mut self, field: impl Into<String>) -> Self {
+        let field = field.into();
+        self.field = if field.is_empty() { None } else { Some(field) };
+        self
+    }
+
+    /// `file:line:column` (or just the file).
+    pub fn location(&self) -> String {
+        match self.mark {
+            Some(m) => format!("{}:{}:{}", self.file.display(), m.line, m.column),
+            None => self.file.display().to_string(),
+        }
+    }
+}
+
+impl fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: error: ", self.location())?;
+        if let Some(field) = &self.field {
+            write!(f, "field `{field}`: ")?;
+        }
+        write!(f, "{}", self.message)?;
+        if let Some(hint) = &self.hint {
+            write!(f, "\n  hint: {hint}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Every problem found in a repo, in file and line order.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Diagnostics {
+    /// The problems.
+    pub items: Vec<Diagnostic>,
+}
+
+impl Diagnostics {
+    /// No problems yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Records a problem.
+    pub fn push(&mut self, d: Diagnostic) {
+        self.items.push(d);
+    }
+
+    /// Records several problems.
+    pub fn extend(&mut self, ds: impl IntoIterator<Item = Diagnostic>) {
+        self.items.extend(ds);
+    }
+
+    /// True when nothing was recorded.
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    /// Number of problems.
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    /// `Ok(value)` when empty, otherwise the sorted problems.
+    pub fn into_result<T>(mut self, value: T) -> Result<T, Diagnostics> {
+        if self.items.is_empty() {
+            Ok(value)
+        } else {
+            self.sort();
+            Err(self)
+        }
+    }
+
+    /// Sorts by file, then position; drops exact duplicates.
+    pub fn sort(&mut self) {
+        self.items
+            .sort_by(|a, b| (&a.file, a.mark, &a.message).cmp(&(&b.file, b.mark, &b.message)));
+        self.items.dedup();
+    }
+}
+
+impl fmt::Display for Diagnostics {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for d in &self.items {
+            writeln!(f, "{d}")?;
+        }
+        let n = self.items.len();
+        write!(
+            f,
+            "{n} error{} in the cluster repo; nothing was contacted or changed",
+            if n == 1 { "" } else { "s" }
+        )
+    }
+}
+
+impl std::error::Error for Diagnostics {}
+
+impl From<Diagnostic> for Diagnostics {
+    fn from(d: Diagnostic) -> Self {
+        Diagnostics { items: vec![d] }
+    }
+}
+
+/// Makes `path` relative to `root` for display, when it is inside it.
+pub fn display_path(root: &Path, path: &Path) -> PathBuf {
+    path.strip_prefix(root).unwrap_or(path).to_path_buf()
+}

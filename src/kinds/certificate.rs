@@ -1,0 +1,252 @@
+//! `Certificate`: a key, a certificate signed by a plumb CA, and the CA bundle, at given paths.
+//! plumb issues the certificate on the controller (the key is generated in memory and pushed as
+//! sensitive content, never printed), and reissues it inside its renew-before window or when the
+//! names it must carry change.
+
+use super::{CheckCx, PrimitiveSpec, desired};
+use crate::diag::Diagnostic;
+use crate::model::desired::{Content, Desired};
+use crate::model::manifest::Manifest;
+use crate::model::values::{FileMode, Span};
+use crate::render::HostCx;
+use serde::{Deserialize, Serialize};
+use std::net::IpAddr;
+
+/// Key algorithms plumb issues.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum KeyAlgorithm {
+    /// ECDSA on P-256 (the default: small, fast, accepted everywhere).
+    #[default]
+    EcdsaP256,
+    /// ECDSA on P-384.
+    EcdsaP384,
+    /// Ed25519.
+    Ed25519,
+}
+
+/// A certificate as declared.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CertificateSpec {
+    /// The `CertificateAuthority` that signs it.
+    pub ca: String,
+    /// Subject CN; default: the host name. Tera expressions allowed (`{{ host.name }}`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub common_name: Option<String>,
+    /// DNS SANs; default: the host name. Tera expressions allowed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns_names: Option<Vec<String>>,
+    /// IP SANs; default: the host's address when it is an IP. Tera expressions allowed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip_addresses: Option<Vec<String>>,
+    /// Where the certificate goes.
+    pub cert_path: String,
+    /// Where the private key goes.
+    pub key_path: String,
+    /// Where the CA certificate goes (optional).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_path: Option<String>,
+    /// Owner of the three files.
+    #[serde(default = "super::directory::root")]
+    pub owner: String,
+    /// Group of the three files.
+    #[serde(default = "super::directory::root")]
+    pub group: String,
+    /// Mode of the key.
+    #[serde(default = "key_mode")]
+    pub key_mode: FileMode,
+    /// Mode of the certificate and CA files.
+    #[serde(default = "cert_mode")]
+    pub cert_mode: FileMode,
+    /// Validity of issued certificates.
+    #[serde(default = "validity")]
+    pub validity: Span,
+    /// Reissue when fewer than this remain.
+    #[serde(default = "renew_before")]
+    pub renew_before: Span,
+    /// Key algorithm.
+    #[serde(default)]
+    pub key_algorithm: KeyAlgorithm,
+}
+
+fn key_mode() -> FileMode {
+    FileMode(0o600)
+}
+fn cert_mode() -> FileMode {
+    FileMode(0o644)
+}
+fn validity() -> Span {
+    Span { secs: 365 * 86_400 }
+}
+fn renew_before() -> Span {
+    Span { secs: 30 * 86_400 }
+}
+
+/// A certificate as it should be on a host.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct CertificateState {
+    /// Signing CA name.
+    pub ca: String,
+    /// The CA certificate (PEM), for the bundle and for checking the chain.
+    pub ca_certificate: Content,
+    /// Subject CN.
+    pub common_name: String,
+    /// DNS SANs.
+    pub dns_names: Vec<String>,
+    /// IP SANs.
+    pub ip_addresses: Vec<String>,
+    /// Certificate path.
+    pub cert_path: String,
+    /// Key path.
+    pub key_path: String,
+    /// CA path.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca_path: Option<String>,
+    /// Owner.
+    pub owner: String,
+    /// Group.
+    pub group: String,
+    /// Key mode.
+    pub key_mode: FileMode,
+    /// Cert mode.
+    pub cert_mode: FileMode,
+    /// Validity.
+    pub validity: Span,
+    /// Renewal window.
+    pub renew_before: Span,
+    /// Key algorithm.
+    pub key_algorithm: KeyAlgorithm,
+}
+
+impl CertificateState {
+    pub(crate) fn contents(&self) -> Vec<&Content> {
+        vec![&self.ca_certificate]
+    }
+
+    pub(crate) fn paths(&self) -> Vec<String> {
+        let mut p = vec![self.cert_path.clone(), self.key_path.clone()];
+        p.extend(self.ca_path.clone());
+        p
+    }
+}
+
+impl CertificateSpec {
+    pub(crate) fn default_name(&self) -> Option<String> {
+        Some(self.cert_path.clone())
+    }
+
+    pub(crate) fn check(&self, cx: &mut CheckCx) {
+        if cx.repo.find("CertificateAuthority", &self.ca).is_none() {
+            let known = cx.repo.names_of("CertificateAuthority").join(", ");
+            cx.error(
+                "ca",
+                format!("certificate names unknown CA `{}`", self.ca),
+                Some(if known.is_empty() {
+                    format!("declare a CertificateAuthority named `{}` (and create it with `plumb certs init-ca {}`)", self.ca, self.ca)
+                } else {
+                    format!("known CAs: {known}")
+                }),
+            );
+        }
+        cx.abs_path("cert_path", &self.cert_path, &[]);
+        cx.abs_path("key_path", &self.key_path, &[]);
+        if let Some(p) = &self.ca_path {
+            cx.abs_path("ca_path", p, &[]);
+        }
+        cx.account("owner", &self.owner);
+        cx.account("group", &self.group);
+        if self.renew_before >= self.validity {
+            cx.error(
+                "renew_before",
+                format!(
+                    "renew_before ({}) is not shorter than validity ({})",
+                    self.renew_before, self.validity
+                ),
+                Some("a certificate would be reissued on every run".into()),
+            );
+        }
+        if self.key_mode.0 & 0o077 & !0o040 != 0 {
+            cx.error(
+                "key_mode",
+                format!(
+                    "key mode {} lets others read the private key",
+                    self.key_mode
+                ),
+                Some("use 0600 or 0640".into()),
+            );
+        }
+    }
+
+    pub(crate) fn render(&self, m: &Manifest, cx: &mut HostCx) -> Result<Vec<Desired>, Diagnostic> {
+        let state = self.resolve(m, cx)?;
+        Ok(vec![desired(
+            m,
+            cx,
+            m.name.clone(),
+            PrimitiveSpec::Certificate(state),
+        )])
+    }
+
+    /// Resolves names and the CA certificate for the host being rendered.
+    pub fn resolve(&self, m: &Manifest, cx: &mut HostCx) -> Result<CertificateState, Diagnostic> {
+        let host_name = cx.host().name.clone();
+        let host_addr = cx.host().address.clone();
+        let mut expand = |field: &str, s: &str| -> Result<String, Diagnostic> {
+            cx.render_str(s).map_err(|f| f.into_diagnostic(m, field))
+        };
+        let common_name = match &self.common_name {
+            Some(cn) => expand("common_name", cn)?,
+            None => host_name.clone(),
+        };
+        let dns_names = match &self.dns_names {
+            Some(v) => v
+                .iter()
+                .enumerate()
+                .map(|(i, s)| expand(&format!("dns_names[{i}]"), s))
+                .collect::<Result<_, _>>()?,
+            None => vec![host_name],
+        };
+        let ip_addresses: Vec<String> = match &self.ip_addresses {
+            Some(v) => v
+                .iter()
+                .enumerate()
+                .map(|(i, s)| expand(&format!("ip_addresses[{i}]"), s))
+                .collect::<Result<_, _>>()?,
+            None => host_addr
+                .parse::<IpAddr>()
+                .ok()
+                .map(|a| a.to_string())
+                .into_iter()
+                .collect(),
+        };
+        for (i, ip) in ip_addresses.iter().enumerate() {
+            if ip.parse::<IpAddr>().is_err() {
+                return Err(m.error(
+                    &format!("ip_addresses[{i}]"),
+                    format!("`{ip}` is not an IP address"),
+                ));
+            }
+        }
+        let ca_certificate = cx
+            .ca_certificate(&self.ca)
+            .map_err(|msg| m.error("ca", msg))?;
+        Ok(CertificateState {
+            ca: self.ca.clone(),
+            ca_certificate,
+            common_name,
+            dns_names,
+            ip_addresses,
+            cert_path: self.cert_path.clone(),
+            key_path: self.key_path.clone(),
+            ca_path: self.ca_path.clone(),
+            owner: self.owner.clone(),
+            group: self.group.clone(),
+            key_mode: self.key_mode,
+            cert_mode: self.cert_mode,
+            validity: self.validity,
+            renew_before: self.renew_before,
+            key_algorithm: self.key_algorithm,
+        })
+    }
+}

@@ -1,0 +1,74 @@
+//! `CertificateAuthority`: a private CA that lives on the controller. Its certificate is a file
+//! of the repo; its private key is an age-encrypted secret, never plain text in git.
+//! `plumb certs init-ca NAME` creates both.
+
+use super::CheckCx;
+use crate::diag::Diagnostic;
+use crate::model::desired::Desired;
+use crate::model::manifest::Manifest;
+use crate::model::values::{SecretRef, Span};
+use crate::render::HostCx;
+use serde::{Deserialize, Serialize};
+
+/// A CA as declared.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CertificateAuthoritySpec {
+    /// Subject common name of the CA certificate.
+    pub common_name: String,
+    /// Repo path of the CA certificate (PEM).
+    pub certificate: String,
+    /// The secret holding the CA private key (PEM).
+    pub key: SecretRef,
+    /// Validity of the CA certificate when created.
+    #[serde(default = "ca_validity")]
+    pub validity: Span,
+}
+
+fn ca_validity() -> Span {
+    Span {
+        secs: 3650 * 86_400,
+    }
+}
+
+impl CertificateAuthoritySpec {
+    pub(crate) fn check(&self, cx: &mut CheckCx) {
+        let name = cx.manifest.name.clone();
+        if let Err(msg) = crate::model::values::check_repo_relative(&self.certificate) {
+            cx.error("certificate", msg, None);
+        } else {
+            match std::fs::read_to_string(cx.repo.root.join(&self.certificate)) {
+                Err(_) => cx.error(
+                    "certificate",
+                    format!(
+                        "CA certificate `{}` does not exist in the repo",
+                        self.certificate
+                    ),
+                    Some(format!("create the CA with `plumb certs init-ca {name}`")),
+                ),
+                Ok(pem) if !pem.contains("-----BEGIN CERTIFICATE-----") => cx.error(
+                    "certificate",
+                    format!("`{}` is not a PEM certificate", self.certificate),
+                    None,
+                ),
+                Ok(_) => {}
+            }
+        }
+        if !cx.repo.secrets.contains(&self.key.secret) {
+            cx.error(
+                "key.secret",
+                format!("secret `{}` (the CA key) is not defined", self.key.secret),
+                Some(format!("create the CA with `plumb certs init-ca {name}`")),
+            );
+        }
+    }
+
+    pub(crate) fn render(
+        &self,
+        _m: &Manifest,
+        _cx: &mut HostCx,
+    ) -> Result<Vec<Desired>, Diagnostic> {
+        // A CA has no state on hosts: certificates that name it carry its certificate.
+        Ok(Vec::new())
+    }
+}

@@ -1,0 +1,227 @@
+//! `ComposeStack`: a folder with `docker-compose.yml` and `.env`. plumb runs `docker compose up -d`
+//! (or `docker-compose`, whichever the VM has) when its files change or it is not running, and
+//! `down` when it is removed.
+
+use super::{CheckCx, PrimitiveSpec, check_content, content_source, desired, render_content};
+use crate::diag::Diagnostic;
+use crate::model::desired::{Content, Desired};
+use crate::model::manifest::Manifest;
+use crate::model::values::{FileMode, Presence, SecretRef};
+use crate::render::HostCx;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use std::collections::BTreeMap;
+
+/// A value in the stack's `.env`: literal text or a secret.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(untagged)]
+pub enum EnvValue {
+    /// Literal.
+    Text(String),
+    /// From a secret (makes `.env` sensitive).
+    Secret(SecretRef),
+}
+
+/// A compose stack as declared; the resource name is the compose project name.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ComposeStackSpec {
+    /// Folder holding the compose file and `.env`.
+    pub dir: String,
+    /// Literal compose file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content: Option<String>,
+    /// Tera template for the compose file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template: Option<String>,
+    /// Repo file for the compose file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    /// Template variables.
+    #[serde(default, skip_serializing_if = "Map::is_empty")]
+    pub vars: Map<String, Value>,
+    /// `.env` entries.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, EnvValue>,
+    /// Owner of the files.
+    #[serde(default = "super::directory::root")]
+    pub owner: String,
+    /// Group of the files.
+    #[serde(default = "super::directory::root")]
+    pub group: String,
+    /// Mode of the files.
+    #[serde(default = "stack_mode")]
+    pub mode: FileMode,
+    /// Services restarted when notified (all when empty).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub restart_on_notify: Vec<String>,
+    /// Present (up) or absent (down, files removed).
+    #[serde(default)]
+    pub state: Presence,
+}
+
+fn stack_mode() -> FileMode {
+    FileMode(0o640)
+}
+
+/// A stack as it should be on a host.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct StackState {
+    /// Compose project name.
+    pub project: String,
+    /// Folder.
+    pub dir: String,
+    /// `docker-compose.yml`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub compose: Option<Content>,
+    /// `.env`, if any entries.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub env: Option<Content>,
+    /// Owner of the files.
+    pub owner: String,
+    /// Group of the files.
+    pub group: String,
+    /// Mode of the files.
+    pub mode: FileMode,
+    /// Services restarted when notified.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub restart_on_notify: Vec<String>,
+    /// Up or down.
+    pub state: Presence,
+}
+
+impl StackState {
+    /// Path of the compose file.
+    pub fn compose_path(&self) -> String {
+        format!("{}/docker-compose.yml", self.dir)
+    }
+
+    /// Path of the env file.
+    pub fn env_path(&self) -> String {
+        format!("{}/.env", self.dir)
+    }
+
+    pub(crate) fn contents(&self) -> Vec<&Content> {
+        self.compose.iter().chain(self.env.iter()).collect()
+    }
+
+    pub(crate) fn paths(&self) -> Vec<String> {
+        let mut p = vec![self.compose_path()];
+        if self.env.is_some() {
+            p.push(self.env_path());
+        }
+        p
+    }
+}
+
+/// Renders `.env` text; sensitive when any value is a secret.
+pub fn render_env(
+    cx: &mut HostCx,
+    m: &Manifest,
+    env: &BTreeMap<String, EnvValue>,
+) -> Result<Option<Content>, Diagnostic> {
+    if env.is_empty() {
+        return Ok(None);
+    }
+    let mut text = String::new();
+    let mut sensitive = false;
+    for (k, v) in env {
+        let value = match v {
+            EnvValue::Text(t) => t.clone(),
+            EnvValue::Secret(s) => {
+                sensitive = true;
+                cx.secret(&s.secret)
+                    .map_err(|msg| m.error(&format!("env.{k}"), msg))?
+                    .expose()
+                    .to_string()
+            }
+        };
+        text.push_str(&format!("{k}={}\n", env_quote(&value)));
+    }
+    Ok(Some(if sensitive {
+        Content::sensitive(text.into_bytes())
+    } else {
+        Content::plain(text.into_bytes())
+    }))
+}
+
+/// Quotes a value for a compose `.env` file when it needs it.
+fn env_quote(v: &str) -> String {
+    if v.bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"_-./:@,+%".contains(&b))
+    {
+        v.to_string()
+    } else {
+        format!("'{}'", v.replace('\'', "'\\''"))
+    }
+}
+
+impl ComposeStackSpec {
+    pub(crate) fn default_name(&self) -> Option<String> {
+        None
+    }
+
+    pub(crate) fn check(&self, cx: &mut CheckCx) {
+        let name = cx.manifest.name.clone();
+        let ok = name
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+        if !ok {
+            cx.error(
+                "name",
+                format!("`{name}` is not a valid compose project name"),
+                Some("use lowercase letters, digits, `-` and `_`".into()),
+            );
+        }
+        cx.abs_path("dir", &self.dir, &[]);
+        cx.account("owner", &self.owner);
+        cx.account("group", &self.group);
+        check_content(
+            cx,
+            &self.content,
+            &self.template,
+            &self.source,
+            self.state == Presence::Present,
+        );
+        for (k, v) in &self.env {
+            if let EnvValue::Secret(s) = v {
+                cx.secret(&format!("env.{k}"), &s.secret);
+            }
+        }
+    }
+
+    pub(crate) fn render(&self, m: &Manifest, cx: &mut HostCx) -> Result<Vec<Desired>, Diagnostic> {
+        let (compose, env) = if self.state == Presence::Present {
+            let src = content_source(&self.content, &self.template, &self.source)
+                .map_err(|msg| m.error("", msg))?;
+            let resource = serde_json::to_value(self).unwrap_or(Value::Null);
+            (
+                Some(render_content(cx, m, src, &resource, &self.vars)?),
+                render_env(cx, m, &self.env)?,
+            )
+        } else {
+            (None, None)
+        };
+        let state = StackState {
+            project: m.name.clone(),
+            dir: self.dir.clone(),
+            compose,
+            env,
+            owner: self.owner.clone(),
+            group: self.group.clone(),
+            mode: self.mode,
+            restart_on_notify: self.restart_on_notify.clone(),
+            state: self.state,
+        };
+        Ok(vec![desired(
+            m,
+            cx,
+            m.name.clone(),
+            PrimitiveSpec::ComposeStack(state),
+        )])
+    }
+}

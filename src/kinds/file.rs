@@ -1,0 +1,141 @@
+//! `File`: a file with content from inline text, a Tera template, or a file of the repo.
+
+use super::{CheckCx, PrimitiveSpec, check_content, content_source, desired, render_content};
+use crate::diag::Diagnostic;
+use crate::model::desired::{Content, Desired};
+use crate::model::manifest::Manifest;
+use crate::model::values::{FileMode, Presence};
+use crate::render::HostCx;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// A file as declared.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileSpec {
+    /// Absolute path on the host.
+    pub path: String,
+    /// Owner (name or uid).
+    #[serde(default = "super::directory::root")]
+    pub owner: String,
+    /// Group (name or gid).
+    #[serde(default = "super::directory::root")]
+    pub group: String,
+    /// Permission mode.
+    #[serde(default = "file_mode")]
+    pub mode: FileMode,
+    /// Literal content.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content: Option<String>,
+    /// Tera template under `templates/`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template: Option<String>,
+    /// Repo file copied as is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    /// Variables for the template, over the host's.
+    #[serde(default, skip_serializing_if = "Map::is_empty")]
+    pub vars: Map<String, Value>,
+    /// Treat the content as secret even if no secret was used to render it.
+    #[serde(default)]
+    pub sensitive: bool,
+    /// Present or absent.
+    #[serde(default)]
+    pub state: Presence,
+}
+
+fn file_mode() -> FileMode {
+    FileMode(0o644)
+}
+
+/// A file as it should be on a host.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct FileState {
+    /// Absolute path.
+    pub path: String,
+    /// Owner.
+    pub owner: String,
+    /// Group.
+    pub group: String,
+    /// Mode.
+    pub mode: FileMode,
+    /// Present or absent.
+    pub state: Presence,
+    /// Final content (absent files have none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub content: Option<Content>,
+}
+
+impl FileState {
+    /// A present file.
+    pub fn new(
+        path: impl Into<String>,
+        owner: &str,
+        group: &str,
+        mode: u32,
+        content: Content,
+    ) -> Self {
+        FileState {
+            path: path.into(),
+            owner: owner.into(),
+            group: group.into(),
+            mode: FileMode(mode),
+            state: Presence::Present,
+            content: Some(content),
+        }
+    }
+
+    pub(crate) fn contents(&self) -> Vec<&Content> {
+        self.content.iter().collect()
+    }
+
+    pub(crate) fn paths(&self) -> Vec<String> {
+        vec![self.path.clone()]
+    }
+}
+
+impl FileSpec {
+    pub(crate) fn default_name(&self) -> Option<String> {
+        Some(self.path.clone())
+    }
+
+    pub(crate) fn check(&self, cx: &mut CheckCx) {
+        cx.abs_path("path", &self.path, &[]);
+        cx.account("owner", &self.owner);
+        cx.account("group", &self.group);
+        check_content(
+            cx,
+            &self.content,
+            &self.template,
+            &self.source,
+            self.state == Presence::Present,
+        );
+    }
+
+    pub(crate) fn render(&self, m: &Manifest, cx: &mut HostCx) -> Result<Vec<Desired>, Diagnostic> {
+        let content = if self.state == Presence::Absent {
+            None
+        } else {
+            let src = content_source(&self.content, &self.template, &self.source)
+                .map_err(|msg| m.error("", msg))?;
+            let resource = serde_json::to_value(self).unwrap_or(Value::Null);
+            let mut c = render_content(cx, m, src, &resource, &self.vars)?;
+            c.sensitive |= self.sensitive;
+            Some(c)
+        };
+        let state = FileState {
+            path: self.path.clone(),
+            owner: self.owner.clone(),
+            group: self.group.clone(),
+            mode: self.mode,
+            state: self.state,
+            content,
+        };
+        Ok(vec![desired(
+            m,
+            cx,
+            m.name.clone(),
+            PrimitiveSpec::File(state),
+        )])
+    }
+}

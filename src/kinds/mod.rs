@@ -1,0 +1,329 @@
+//! Resource kinds: one module per kind, each holding its manifest fields, its validation and its
+//! rendering into the desired state (and, for primitives, how it is probed, diffed and applied).
+//!
+//! Adding a kind means writing its module and adding one line to the [`kinds!`] registry below.
+
+pub mod backup_repo;
+pub mod certificate;
+pub mod certificate_authority;
+pub mod command;
+pub mod compose_stack;
+pub mod directory;
+pub mod file;
+pub mod group;
+pub mod package;
+pub mod postgres_cluster;
+pub mod symlink;
+pub mod systemd_unit;
+pub mod user;
+
+use crate::diag::{Diagnostic, Diagnostics};
+use crate::model::desired::{Content, Desired};
+use crate::model::inventory::Inventory;
+use crate::model::manifest::{COMMON_FIELDS, Manifest};
+use crate::render::HostCx;
+use crate::yaml::{self, Node};
+use serde::Serialize;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+/// What validation of one manifest can see of the rest of the repo.
+pub struct RepoIndex<'a> {
+    /// Repo root on disk.
+    pub root: &'a Path,
+    /// Resolved inventory.
+    pub inventory: &'a Inventory,
+    /// Names of templates under `templates/` (and built-in ones).
+    pub templates: &'a BTreeSet<String>,
+    /// Names of secrets under `secrets/`.
+    pub secrets: &'a BTreeSet<String>,
+    /// Every manifest by `Kind/name`.
+    pub manifests: BTreeMap<String, &'a Manifest>,
+}
+
+impl RepoIndex<'_> {
+    /// The manifest `kind/name`, if declared.
+    pub fn find(&self, kind: &str, name: &str) -> Option<&Manifest> {
+        self.manifests.get(&format!("{kind}/{name}")).copied()
+    }
+
+    /// Names of declared resources of one kind.
+    pub fn names_of(&self, kind: &str) -> Vec<&str> {
+        self.manifests
+            .values()
+            .filter(|m| m.kind == kind)
+            .map(|m| m.name.as_str())
+            .collect()
+    }
+}
+
+/// Validation of one manifest: collects diagnostics located in its document.
+pub struct CheckCx<'a, 'r> {
+    /// The manifest under check.
+    pub manifest: &'a Manifest,
+    /// The rest of the repo.
+    pub repo: &'a RepoIndex<'r>,
+    /// Where problems go.
+    pub diags: &'a mut Diagnostics,
+}
+
+impl CheckCx<'_, '_> {
+    /// Records a problem at `field`.
+    pub fn error(&mut self, field: &str, message: impl Into<String>, hint: Option<String>) {
+        let mut d = self.manifest.error(field, message);
+        d.hint = hint;
+        self.diags.push(d);
+    }
+
+    /// Checks a host path field (absolute, normal, inside `roots` when given).
+    pub fn abs_path(&mut self, field: &str, path: &str, roots: &[&str]) {
+        if let Err(msg) = crate::model::values::check_abs_path(path, roots) {
+            self.error(
+                field,
+                msg,
+                Some("write a normalized absolute path such as /etc/app/app.conf".into()),
+            );
+        }
+    }
+
+    /// Checks that a template exists.
+    pub fn template(&mut self, field: &str, name: &str) {
+        if !self.repo.templates.contains(name) {
+            let known: Vec<&str> = self.repo.templates.iter().map(String::as_str).collect();
+            let hint = match crate::model::manifest::closest(name, &known) {
+                Some(c) => format!("did you mean `{c}`? templates live under templates/"),
+                None => "templates live under templates/, named by their path there".into(),
+            };
+            self.error(
+                field,
+                format!("template `{name}` does not exist"),
+                Some(hint),
+            );
+        }
+    }
+
+    /// Checks that a secret exists.
+    pub fn secret(&mut self, field: &str, name: &str) {
+        if !self.repo.secrets.contains(name) {
+            self.error(
+                field,
+                format!("secret `{name}` is not defined"),
+                Some(format!(
+                    "create it with `plumb secrets set {name}` (reads the value from stdin)"
+                )),
+            );
+        }
+    }
+
+    /// Checks an owner/group account name.
+    pub fn account(&mut self, field: &str, name: &str) {
+        let numeric = !name.is_empty() && name.bytes().all(|b| b.is_ascii_digit());
+        if !numeric && !crate::model::values::is_valid_account_name(name) {
+            self.error(
+                field,
+                format!("`{name}` is not a valid user or group name"),
+                Some("use lowercase letters, digits, `_` and `-`, starting with a letter, or a numeric id".into()),
+            );
+        }
+    }
+
+    /// Checks a repo-relative source file.
+    pub fn source_file(&mut self, field: &str, path: &str) {
+        if let Err(msg) = crate::model::values::check_repo_relative(path) {
+            self.error(field, msg, None);
+        } else if !self.repo.root.join(path).is_file() {
+            self.error(
+                field,
+                format!("source file `{path}` does not exist in the repo"),
+                Some("paths are relative to the repo root, e.g. files/motd".into()),
+            );
+        }
+    }
+}
+
+/// Where file content comes from: exactly one of `content`, `template`, `source`.
+pub enum ContentSource<'a> {
+    /// Literal text.
+    Inline(&'a str),
+    /// A Tera template under `templates/`.
+    Template(&'a str),
+    /// A file of the repo, copied as is.
+    Source(&'a str),
+}
+
+/// Picks the one content source of a resource, or says what is wrong.
+pub fn content_source<'a>(
+    content: &'a Option<String>,
+    template: &'a Option<String>,
+    source: &'a Option<String>,
+) -> Result<ContentSource<'a>, String> {
+    match (content, template, source) {
+        (Some(c), None, None) => Ok(ContentSource::Inline(c)),
+        (None, Some(t), None) => Ok(ContentSource::Template(t)),
+        (None, None, Some(s)) => Ok(ContentSource::Source(s)),
+        (None, None, None) => Err("one of `content`, `template` or `source` is required".into()),
+        _ => Err("give only one of `content`, `template` or `source`".into()),
+    }
+}
+
+/// Validates a content source triple.
+pub fn check_content(
+    cx: &mut CheckCx,
+    content: &Option<String>,
+    template: &Option<String>,
+    source: &Option<String>,
+    required: bool,
+) {
+    match content_source(content, template, source) {
+        Ok(ContentSource::Template(t)) => cx.template("template", t),
+        Ok(ContentSource::Source(s)) => cx.source_file("source", s),
+        Ok(ContentSource::Inline(_)) => {}
+        Err(msg) if required || content.is_some() || template.is_some() || source.is_some() => {
+            cx.error("", msg, None)
+        }
+        Err(_) => {}
+    }
+}
+
+/// Renders a content source for a host.
+pub fn render_content(
+    cx: &mut HostCx,
+    m: &Manifest,
+    src: ContentSource,
+    resource: &serde_json::Value,
+    vars: &serde_json::Map<String, serde_json::Value>,
+) -> Result<Content, Diagnostic> {
+    match src {
+        ContentSource::Inline(text) => Ok(Content::plain(text.as_bytes().to_vec())),
+        ContentSource::Template(name) => cx
+            .render_template(name, resource, vars)
+            .map_err(|f| f.into_diagnostic(m, "template")),
+        ContentSource::Source(path) => cx.read_source(path).map_err(|msg| m.error("source", msg)),
+    }
+}
+
+macro_rules! kinds {
+    (
+        primitives { $($pk:ident => $pmod:ident :: $pspec:ident / $pstate:ident, rank $rank:expr;)* }
+        composites { $($ck:ident => $cmod:ident :: $cspec:ident;)* }
+    ) => {
+        /// The fields of a manifest, by kind.
+        #[derive(Clone, Debug)]
+        pub enum Spec {
+            $(#[doc = concat!("A `", stringify!($pk), "`.")] $pk($pmod::$pspec),)*
+            $(#[doc = concat!("A `", stringify!($ck), "`.")] $ck($cmod::$cspec),)*
+        }
+
+        /// The desired state of a primitive resource, by kind.
+        #[derive(Clone, Debug, PartialEq, Serialize)]
+        #[serde(untagged)]
+        pub enum PrimitiveSpec {
+            $(#[doc = concat!("A `", stringify!($pk), "`.")] $pk($pmod::$pstate),)*
+        }
+
+        /// Every kind name, primitives first.
+        pub const KIND_NAMES: &[&str] = &[$(stringify!($pk),)* $(stringify!($ck),)*];
+
+        /// Reads the kind-specific fields of a manifest document.
+        pub fn parse_spec(kind: &str, doc: &Node) -> Result<Spec, yaml::de::Error> {
+            match kind {
+                $(stringify!($pk) => yaml::de::from_node_excluding(doc, COMMON_FIELDS).map(Spec::$pk),)*
+                $(stringify!($ck) => yaml::de::from_node_excluding(doc, COMMON_FIELDS).map(Spec::$ck),)*
+                _ => Err(serde::de::Error::custom(format!("unknown kind `{kind}`"))),
+            }
+        }
+
+        impl Spec {
+            /// A name derived from the fields when `name:` is omitted (paths for files).
+            pub fn default_name(&self) -> Option<String> {
+                match self {
+                    $(Spec::$pk(s) => s.default_name(),)*
+                    $(Spec::$ck(_) => None,)*
+                }
+            }
+
+            /// False for kinds that live on the controller only.
+            pub fn needs_hosts(&self) -> bool {
+                !matches!(self, Spec::CertificateAuthority(_))
+            }
+
+            /// Validates the fields against the repo.
+            pub fn check(&self, cx: &mut CheckCx) {
+                match self {
+                    $(Spec::$pk(s) => s.check(cx),)*
+                    $(Spec::$ck(s) => s.check(cx),)*
+                }
+            }
+
+            /// Expands into the desired state of one host.
+            pub fn render(&self, m: &Manifest, cx: &mut HostCx) -> Result<Vec<Desired>, Diagnostic> {
+                match self {
+                    $(Spec::$pk(s) => s.render(m, cx),)*
+                    $(Spec::$ck(s) => s.render(m, cx),)*
+                }
+            }
+        }
+
+        impl PrimitiveSpec {
+            /// The kind name.
+            pub fn kind(&self) -> &'static str {
+                match self {
+                    $(PrimitiveSpec::$pk(_) => stringify!($pk),)*
+                }
+            }
+
+            /// Apply order: lower ranks first (packages, groups, users, directories, files, ...).
+            pub fn rank(&self) -> u8 {
+                match self {
+                    $(PrimitiveSpec::$pk(_) => $rank,)*
+                }
+            }
+
+            /// The contents this resource writes (for sensitivity checks and hashing).
+            pub fn contents(&self) -> Vec<&Content> {
+                match self {
+                    $(PrimitiveSpec::$pk(s) => s.contents(),)*
+                }
+            }
+
+            /// Absolute paths this resource writes on the host (two resources may not share one).
+            pub fn paths(&self) -> Vec<String> {
+                match self {
+                    $(PrimitiveSpec::$pk(s) => s.paths(),)*
+                }
+            }
+        }
+    };
+}
+
+kinds! {
+    primitives {
+        Package => package::PackageSpec / PackageSpec, rank 0;
+        Group => group::GroupSpec / GroupSpec, rank 1;
+        User => user::UserSpec / UserSpec, rank 2;
+        Directory => directory::DirectorySpec / DirectorySpec, rank 3;
+        Certificate => certificate::CertificateSpec / CertificateState, rank 5;
+        File => file::FileSpec / FileState, rank 5;
+        Symlink => symlink::SymlinkSpec / SymlinkSpec, rank 6;
+        SystemdUnit => systemd_unit::SystemdUnitSpec / UnitState, rank 7;
+        ComposeStack => compose_stack::ComposeStackSpec / StackState, rank 8;
+        Command => command::CommandSpec / CommandSpec, rank 9;
+    }
+    composites {
+        CertificateAuthority => certificate_authority::CertificateAuthoritySpec;
+        PostgresCluster => postgres_cluster::PostgresClusterSpec;
+        BackupRepo => backup_repo::BackupRepoSpec;
+    }
+}
+
+/// Builds a desired item for a manifest with its common fields.
+pub fn desired(m: &Manifest, cx: &HostCx, name: String, spec: PrimitiveSpec) -> Desired {
+    Desired {
+        kind: spec.kind(),
+        name,
+        origin: cx.origin(m),
+        drift: m.drift,
+        notify: m.notify.clone(),
+        spec,
+    }
+}

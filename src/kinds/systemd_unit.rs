@@ -1,0 +1,182 @@
+//! `SystemdUnit`: a unit file (service, timer, ...) and whether it is enabled and active.
+//! plumb runs `systemctl daemon-reload` once per host when any unit file changed.
+
+use super::{CheckCx, PrimitiveSpec, check_content, content_source, desired, render_content};
+use crate::diag::Diagnostic;
+use crate::model::desired::{Content, Desired};
+use crate::model::manifest::Manifest;
+use crate::model::values::Presence;
+use crate::render::HostCx;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// What a unit does when a resource notifies it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum UnitRefresh {
+    /// `systemctl restart`.
+    #[default]
+    Restart,
+    /// `systemctl reload`.
+    Reload,
+    /// `systemctl try-restart` (only if running).
+    TryRestart,
+}
+
+/// A unit as declared; its name (`rds-backup.timer`) is the resource name.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SystemdUnitSpec {
+    /// Literal unit file. Omit all three sources to manage a unit a package installed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content: Option<String>,
+    /// Tera template.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template: Option<String>,
+    /// Repo file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    /// Template variables.
+    #[serde(default, skip_serializing_if = "Map::is_empty")]
+    pub vars: Map<String, Value>,
+    /// Where the unit file goes (default /etc/systemd/system/NAME).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// `systemctl enable` / `disable`; unmanaged when omitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+    /// Running (`start`) or stopped (`stop`); unmanaged when omitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub active: Option<bool>,
+    /// What to do when notified.
+    #[serde(default)]
+    pub on_notify: UnitRefresh,
+    /// Present or absent (absent: stopped, disabled, file removed).
+    #[serde(default)]
+    pub state: Presence,
+}
+
+/// A unit as it should be on a host.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct UnitState {
+    /// Unit name.
+    pub unit: String,
+    /// Unit file path.
+    pub path: String,
+    /// Unit file content, if plumb manages the file.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub content: Option<Content>,
+    /// Enabled state, if managed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+    /// Active state, if managed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub active: Option<bool>,
+    /// Refresh action.
+    pub on_notify: UnitRefresh,
+    /// Present or absent.
+    pub state: Presence,
+}
+
+impl UnitState {
+    /// A managed unit file, enabled and active as given.
+    pub fn new(unit: &str, content: Content, enabled: Option<bool>, active: Option<bool>) -> Self {
+        UnitState {
+            unit: unit.to_string(),
+            path: format!("/etc/systemd/system/{unit}"),
+            content: Some(content),
+            enabled,
+            active,
+            on_notify: UnitRefresh::Restart,
+            state: Presence::Present,
+        }
+    }
+
+    pub(crate) fn contents(&self) -> Vec<&Content> {
+        self.content.iter().collect()
+    }
+
+    pub(crate) fn paths(&self) -> Vec<String> {
+        if self.content.is_some() || self.state == Presence::Absent {
+            vec![self.path.clone()]
+        } else {
+            Vec::new()
+        }
+    }
+}
+
+/// True for names systemd accepts as unit names with a known suffix.
+pub fn is_valid_unit_name(name: &str) -> bool {
+    const SUFFIXES: &[&str] = &[
+        ".service",
+        ".timer",
+        ".socket",
+        ".target",
+        ".mount",
+        ".path",
+        ".slice",
+        ".automount",
+    ];
+    SUFFIXES
+        .iter()
+        .any(|s| name.len() > s.len() && name.ends_with(s))
+        && name.bytes().all(|b| {
+            b.is_ascii_alphanumeric() || matches!(b, b':' | b'_' | b'.' | b'@' | b'-' | b'\\')
+        })
+}
+
+impl SystemdUnitSpec {
+    pub(crate) fn default_name(&self) -> Option<String> {
+        None
+    }
+
+    pub(crate) fn check(&self, cx: &mut CheckCx) {
+        let name = cx.manifest.name.clone();
+        if !is_valid_unit_name(&name) {
+            cx.error(
+                "name",
+                format!("`{name}` is not a systemd unit name"),
+                Some(
+                    "unit names end in .service, .timer, .socket, .target, .mount, .path or .slice"
+                        .into(),
+                ),
+            );
+        }
+        if let Some(p) = &self.path {
+            cx.abs_path(
+                "path",
+                p,
+                &["/etc/systemd/system", "/usr/local/lib/systemd/system"],
+            );
+        }
+        check_content(cx, &self.content, &self.template, &self.source, false);
+    }
+
+    pub(crate) fn render(&self, m: &Manifest, cx: &mut HostCx) -> Result<Vec<Desired>, Diagnostic> {
+        let content = match content_source(&self.content, &self.template, &self.source) {
+            Ok(src) if self.state == Presence::Present => {
+                let resource = serde_json::to_value(self).unwrap_or(Value::Null);
+                Some(render_content(cx, m, src, &resource, &self.vars)?)
+            }
+            _ => None,
+        };
+        let state = UnitState {
+            unit: m.name.clone(),
+            path: self
+                .path
+                .clone()
+                .unwrap_or_else(|| format!("/etc/systemd/system/{}", m.name)),
+            content,
+            enabled: self.enabled,
+            active: self.active,
+            on_notify: self.on_notify,
+            state: self.state,
+        };
+        Ok(vec![desired(
+            m,
+            cx,
+            m.name.clone(),
+            PrimitiveSpec::SystemdUnit(state),
+        )])
+    }
+}

@@ -1,0 +1,339 @@
+//! Loading a cluster repo: parse the inventory, manifests, templates and secrets, and validate
+//! everything that can be checked without rendering. Every problem is collected, with file, line,
+//! column and field, before anything else happens.
+
+use crate::diag::{Diagnostic, Diagnostics, display_path};
+use crate::kinds::{CheckCx, RepoIndex, Spec};
+use crate::model::desired::Content;
+use crate::model::inventory::{self, Inventory};
+use crate::model::manifest::{Manifest, parse_manifest};
+use crate::render::templates::Templates;
+use crate::secrets::{SecretError, SecretStore, SecretValue};
+use crate::yaml;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Where the inventory lives inside a repo.
+pub const INVENTORY_FILE: &str = "inventory/hosts.yaml";
+
+/// How to load a repo.
+#[derive(Clone, Debug, Default)]
+pub struct LoadOptions {
+    /// Repo root.
+    pub root: PathBuf,
+    /// Inventory overlay merged over the repo's inventory.
+    pub overlay: Option<PathBuf>,
+    /// age identity for secrets.
+    pub identity: Option<PathBuf>,
+    /// Render secrets as placeholders when no identity is given (validation only).
+    pub placeholders: bool,
+}
+
+/// A loaded, validated repo.
+pub struct Repo {
+    /// Root folder.
+    pub root: PathBuf,
+    /// Resolved inventory.
+    pub inventory: Inventory,
+    /// Manifests in file order, then document order.
+    pub manifests: Vec<Manifest>,
+    /// Templates.
+    pub templates: Templates,
+    /// Secrets.
+    pub secrets: Arc<SecretStore>,
+    /// CA certificates by CA name.
+    pub ca_certificates: BTreeMap<String, Content>,
+    selected: Vec<BTreeSet<String>>,
+}
+
+impl Repo {
+    /// Manifests that land on `host`, in declaration order.
+    pub fn manifests_for<'a>(&'a self, host: &'a str) -> impl Iterator<Item = &'a Manifest> + 'a {
+        self.manifests
+            .iter()
+            .zip(&self.selected)
+            .filter(move |(_, s)| s.contains(host))
+            .map(|(m, _)| m)
+    }
+
+    /// Hosts a manifest lands on.
+    pub fn hosts_of(&self, m: &Manifest) -> Vec<&str> {
+        self.manifests
+            .iter()
+            .position(|x| std::ptr::eq(x, m))
+            .map(|i| self.selected[i].iter().map(String::as_str).collect())
+            .unwrap_or_default()
+    }
+
+    /// Decrypts a secret for rendering.
+    pub fn secret(&self, name: &str) -> Result<SecretValue, SecretError> {
+        self.secrets.get_for_render(name)
+    }
+
+    /// The manifest `kind/name`.
+    pub fn find(&self, kind: &str, name: &str) -> Option<&Manifest> {
+        self.manifests
+            .iter()
+            .find(|m| m.kind == kind && m.name == name)
+    }
+}
+
+/// Every YAML file under `dir`, sorted.
+fn yaml_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            if e.file_name().to_string_lossy().starts_with('.') {
+                continue;
+            }
+            if p.is_dir() {
+                stack.push(p);
+            } else if matches!(p.extension().and_then(|x| x.to_str()), Some("yaml" | "yml")) {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Built-in templates of the composite kinds (a repo file of the same name overrides one).
+pub fn builtin_templates() -> Vec<(&'static str, &'static str)> {
+    let mut v = Vec::new();
+    v.extend_from_slice(crate::kinds::postgres_cluster::BUILTIN_TEMPLATES);
+    v.extend_from_slice(crate::kinds::backup_repo::BUILTIN_TEMPLATES);
+    v
+}
+
+/// Loads and validates a repo.
+pub fn load(opts: &LoadOptions) -> Result<Repo, Diagnostics> {
+    let root = &opts.root;
+    let mut ds = Diagnostics::new();
+    if !root.is_dir() {
+        return Err(
+            Diagnostic::file(root, "the cluster repo folder does not exist")
+                .with_hint("pass the repo folder, e.g. `plumb validate path/to/repo`")
+                .into(),
+        );
+    }
+
+    // Inventory (and overlay).
+    let inv_path = root.join(INVENTORY_FILE);
+    let base = match std::fs::read_to_string(&inv_path) {
+        Ok(text) => {
+            inventory::parse_inventory(Path::new(INVENTORY_FILE), &root.join("inventory"), &text)
+                .map_err(|e| ds.extend(e.items))
+                .ok()
+        }
+        Err(e) => {
+            ds.push(
+                Diagnostic::file(INVENTORY_FILE, format!("cannot read the inventory: {e}"))
+                    .with_hint(
+                        "a cluster repo has inventory/hosts.yaml, manifests/ and templates/",
+                    ),
+            );
+            None
+        }
+    };
+    let overlay = opts.overlay.as_ref().and_then(|p| {
+        let dir = p.parent().map(Path::to_path_buf).unwrap_or_default();
+        match std::fs::read_to_string(p) {
+            Ok(text) => inventory::parse_inventory(p, &dir, &text)
+                .map_err(|e| ds.extend(e.items))
+                .ok(),
+            Err(e) => {
+                ds.push(Diagnostic::file(
+                    p,
+                    format!("cannot read the inventory overlay: {e}"),
+                ));
+                None
+            }
+        }
+    });
+    let inventory = match &base {
+        Some(b) => inventory::resolve(b, overlay.as_ref())
+            .map_err(|e| ds.extend(e.items))
+            .ok(),
+        None => None,
+    };
+
+    // Manifests.
+    let mut manifests = Vec::new();
+    for f in yaml_files(&root.join("manifests")) {
+        let display = display_path(root, &f);
+        let text = match std::fs::read_to_string(&f) {
+            Ok(t) => t,
+            Err(e) => {
+                ds.push(Diagnostic::file(&display, format!("cannot read: {e}")));
+                continue;
+            }
+        };
+        let docs = match yaml::parse_documents(&text) {
+            Ok(d) => d,
+            Err(e) => {
+                ds.push(
+                    Diagnostic::at(
+                        &display,
+                        e.mark,
+                        format!("YAML syntax error: {}", e.message),
+                    )
+                    .with_hint("check indentation, unclosed brackets and quotes around this line"),
+                );
+                continue;
+            }
+        };
+        for doc in docs {
+            if matches!(doc.root.resolve(), Some(yaml::Resolved::Null)) {
+                continue; // an empty document, e.g. a trailing `---`
+            }
+            match parse_manifest(&display, doc.root) {
+                Ok(m) => manifests.push(m),
+                Err(errs) => ds.extend(errs),
+            }
+        }
+    }
+
+    // Secrets.
+    let mut store = match SecretStore::open(root) {
+        Ok(s) => s,
+        Err(e) => {
+            ds.push(Diagnostic::file("secrets/", e.to_string()));
+            return Err(finish(ds));
+        }
+    };
+    if let Some(id) = &opts.identity {
+        match store.with_identity(id) {
+            Ok(s) => store = s,
+            Err(e) => {
+                ds.push(Diagnostic::file(id, e.to_string()));
+                return Err(finish(ds));
+            }
+        }
+    }
+    if opts.placeholders {
+        store = store.allow_placeholders();
+    }
+    let secrets = Arc::new(store);
+
+    let Some(inventory) = inventory else {
+        return Err(finish(ds));
+    };
+    let templates = Templates::load(
+        root,
+        &inventory,
+        secrets.clone(),
+        &builtin_templates(),
+        &mut ds,
+    );
+    let template_names = templates.names();
+
+    // Duplicates.
+    let mut seen: BTreeMap<String, &Manifest> = BTreeMap::new();
+    for m in &manifests {
+        let key = m.reference().to_string();
+        if let Some(first) = seen.get(&key) {
+            ds.push(
+                m.error(
+                    "name",
+                    format!(
+                        "duplicate resource `{key}`: already declared at {}:{}",
+                        first.file.display(),
+                        first.mark.line
+                    ),
+                )
+                .with_hint("names are unique per kind; rename one of them"),
+            );
+        } else {
+            seen.insert(key, m);
+        }
+    }
+
+    // Selectors and kind checks.
+    let mut selected = Vec::with_capacity(manifests.len());
+    for m in &manifests {
+        let mut set = BTreeSet::new();
+        if let Some(sel) = &m.hosts {
+            let bad = sel.check(&inventory);
+            let is_list = m
+                .doc
+                .get("hosts")
+                .is_some_and(|n| n.as_map().is_none() && n.as_str().is_none());
+            for u in bad {
+                let field = if is_list {
+                    format!("hosts[{}]", u.index)
+                } else {
+                    "hosts".into()
+                };
+                ds.push(m.error(&field, u.message).with_hint(u.hint));
+            }
+            set = sel
+                .select(&inventory)
+                .into_iter()
+                .map(str::to_string)
+                .collect();
+        }
+        selected.push(set);
+    }
+    let secret_names = secrets.names().clone();
+    let index = RepoIndex {
+        root,
+        inventory: &inventory,
+        templates: &template_names,
+        secrets: &secret_names,
+        manifests: seen,
+    };
+    for m in &manifests {
+        let mut cx = CheckCx {
+            manifest: m,
+            repo: &index,
+            diags: &mut ds,
+        };
+        m.spec.check(&mut cx);
+    }
+
+    // Every secret must open with the identity given.
+    if secrets.has_identity() {
+        for name in &secret_names {
+            if let Err(e) = secrets.get(name) {
+                ds.push(Diagnostic::file(
+                    format!("secrets/{name}.age"),
+                    e.to_string(),
+                ));
+            }
+        }
+    }
+
+    let mut ca_certificates = BTreeMap::new();
+    for m in &manifests {
+        if let Spec::CertificateAuthority(ca) = &m.spec {
+            if let Ok(pem) = std::fs::read(root.join(&ca.certificate)) {
+                ca_certificates.insert(m.name.clone(), Content::plain(pem));
+            }
+        }
+    }
+
+    drop(index);
+    if !ds.is_empty() {
+        return Err(finish(ds));
+    }
+    Ok(Repo {
+        root: root.clone(),
+        inventory,
+        manifests,
+        templates,
+        secrets,
+        ca_certificates,
+        selected,
+    })
+}
+
+fn finish(mut ds: Diagnostics) -> Diagnostics {
+    ds.sort();
+    ds
+}

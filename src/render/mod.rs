@@ -1,0 +1,314 @@
+//! Rendering: from the loaded repo to each host's desired state. Pure apart from reading the
+//! repo's files; no host is contacted.
+//!
+//! Templates are Tera 1.x (Jinja2-like, which is what operators coming from Ansible know; the 2.x
+//! rewrite departs from Jinja2 on purpose). A template sees the host's merged vars at top level,
+//! `host`, `hosts` (every host by name), `groups` (every group as a list of hosts with their
+//! addresses), `resource` (the resource's own fields) and the function `secret(name="...")`.
+//! Undefined variables are errors, reported with the template's file and line.
+
+pub mod templates;
+
+use crate::diag::{Diagnostic, Diagnostics};
+use crate::kinds::PrimitiveSpec;
+use crate::load::Repo;
+use crate::model::desired::{Content, Desired, DesiredHost, Origin};
+use crate::model::inventory::{Host, Inventory};
+use crate::model::manifest::Manifest;
+use crate::secrets::SecretValue;
+use serde_json::{Map, Value, json};
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+
+pub use templates::RenderFailure;
+
+/// Rendering of one host: the host, the repo, and a template context built once.
+pub struct HostCx<'r> {
+    repo: &'r Repo,
+    host: &'r Host,
+    context: tera::Context,
+    via: Option<String>,
+}
+
+impl<'r> HostCx<'r> {
+    /// Prepares rendering for one host.
+    pub fn new(repo: &'r Repo, host: &'r Host) -> Self {
+        let mut context = tera::Context::new();
+        for (k, v) in &host.vars {
+            context.insert(k.as_str(), v);
+        }
+        context.insert("vars", &host.vars);
+        context.insert(
+            "host",
+            &json!({
+                "name": host.name, "address": host.address, "port": host.port,
+                "user": host.user, "groups": host.groups, "vars": host.vars,
+            }),
+        );
+        context.insert("hosts", repo.templates.hosts_value());
+        context.insert("groups", repo.templates.groups_value());
+        HostCx {
+            repo,
+            host,
+            context,
+            via: None,
+        }
+    }
+
+    /// The host being rendered.
+    pub fn host(&self) -> &'r Host {
+        self.host
+    }
+
+    /// The inventory.
+    pub fn inventory(&self) -> &'r Inventory {
+        &self.repo.inventory
+    }
+
+    /// The repo.
+    pub fn repo(&self) -> &'r Repo {
+        self.repo
+    }
+
+    /// Marks the resources rendered from now on as expanded from a composite.
+    pub fn set_via(&mut self, via: Option<String>) {
+        self.via = via;
+    }
+
+    /// The origin of a resource declared by `m`.
+    pub fn origin(&self, m: &Manifest) -> Origin {
+        Origin {
+            file: m.file.clone(),
+            mark: m.mark,
+            via: self.via.clone(),
+        }
+    }
+
+    /// Renders a template of the repo with the resource's fields and extra variables.
+    pub fn render_template(
+        &mut self,
+        name: &str,
+        resource: &Value,
+        vars: &Map<String, Value>,
+    ) -> Result<Content, RenderFailure> {
+        self.context.insert("resource", resource);
+        if vars.is_empty() {
+            return self.repo.templates.render(name, &self.context, self.host);
+        }
+        let mut ctx = self.context.clone();
+        for (k, v) in vars {
+            ctx.insert(k.as_str(), v);
+        }
+        self.repo.templates.render(name, &ctx, self.host)
+    }
+
+    /// Renders a short string that may hold Tera expressions (`{{ host.name }}`).
+    pub fn render_str(&mut self, text: &str) -> Result<String, RenderFailure> {
+        if !text.contains("{{") && !text.contains("{%") {
+            return Ok(text.to_string());
+        }
+        let content = self
+            .repo
+            .templates
+            .render_inline(text, &self.context, self.host)?;
+        Ok(String::from_utf8_lossy(content.bytes()).into_owned())
+    }
+
+    /// Reads a file of the repo as content.
+    pub fn read_source(&self, path: &str) -> Result<Content, String> {
+        crate::model::values::check_repo_relative(path)?;
+        std::fs::read(self.repo.root.join(path))
+            .map(Content::plain)
+            .map_err(|e| format!("cannot read source file `{path}`: {e}"))
+    }
+
+    /// Decrypts a secret.
+    pub fn secret(&self, name: &str) -> Result<SecretValue, String> {
+        self.repo.secret(name).map_err(|e| e.to_string())
+    }
+
+    /// The certificate of a CA (PEM).
+    pub fn ca_certificate(&self, ca: &str) -> Result<Content, String> {
+        self.repo
+            .ca_certificates
+            .get(ca)
+            .cloned()
+            .ok_or_else(|| format!("unknown CA `{ca}`"))
+    }
+}
+
+/// Renders the desired state of one host.
+pub fn render_host(repo: &Repo, host: &Host) -> Result<DesiredHost, Diagnostics> {
+    let mut cx = HostCx::new(repo, host);
+    let mut ds = Diagnostics::new();
+    let mut items: Vec<Desired> = Vec::new();
+    for m in repo.manifests_for(&host.name) {
+        cx.set_via(None);
+        match m.spec.render(m, &mut cx) {
+            Ok(v) => items.extend(v),
+            Err(d) => ds.push(d),
+        }
+    }
+    let items = merge_and_check(&host.name, items, &mut ds);
+    check_notify(repo, &host.name, &items, &mut ds);
+    let mut resources = items;
+    resources.sort_by_key(|d| d.spec.rank());
+    ds.into_result(DesiredHost {
+        host: host.name.clone(),
+        resources,
+    })
+}
+
+/// Renders every host; problems of all hosts are reported together.
+pub fn render_all(repo: &Repo) -> Result<Vec<DesiredHost>, Diagnostics> {
+    let mut ds = Diagnostics::new();
+    let mut out = Vec::new();
+    for h in &repo.inventory.hosts {
+        match render_host(repo, h) {
+            Ok(d) => out.push(d),
+            Err(e) => ds.extend(e.items),
+        }
+    }
+    ds.into_result(out)
+}
+
+fn conflict(host: &str, what: String, a: &Origin, b: &Origin) -> Diagnostic {
+    Diagnostic::at(
+        b.file.clone(),
+        b.mark,
+        format!("{what} on host `{host}`: declared here and at {a}"),
+    )
+}
+
+/// Folds identical duplicates (a composite and a manifest both declaring the `postgres` user the
+/// same way is fine) and reports real conflicts: one resource declared two ways, two resources
+/// writing one path, two users or groups sharing an id.
+fn merge_and_check(host: &str, items: Vec<Desired>, ds: &mut Diagnostics) -> Vec<Desired> {
+    let mut out: Vec<Desired> = Vec::with_capacity(items.len());
+    let mut by_ref: HashMap<(&'static str, String), usize> = HashMap::new();
+    for d in items {
+        let key = (d.kind, d.name.clone());
+        if let Some(&i) = by_ref.get(&key) {
+            if out[i].spec != d.spec {
+                ds.push(
+                    conflict(
+                        host,
+                        format!("{}/{} is declared twice, differently", d.kind, d.name),
+                        &out[i].origin,
+                        &d.origin,
+                    )
+                    .with_hint("declare it once, or make both declarations identical"),
+                );
+            }
+            continue;
+        }
+        by_ref.insert(key, out.len());
+        out.push(d);
+    }
+    let mut paths: BTreeMap<String, usize> = BTreeMap::new();
+    let mut uids: BTreeMap<u32, usize> = BTreeMap::new();
+    let mut gids: BTreeMap<u32, usize> = BTreeMap::new();
+    for (i, d) in out.iter().enumerate() {
+        for p in d.spec.paths() {
+            if let Some(&j) = paths.get(&p) {
+                ds.push(
+                    conflict(
+                        host,
+                        format!(
+                            "{}/{} and {}/{} both write `{p}`",
+                            out[j].kind, out[j].name, d.kind, d.name
+                        ),
+                        &out[j].origin,
+                        &d.origin,
+                    )
+                    .with_hint("a path may belong to one resource only"),
+                );
+            } else {
+                paths.insert(p, i);
+            }
+        }
+        let ids = match &d.spec {
+            PrimitiveSpec::User(u) => u.uid.map(|id| (id, &mut uids, "uid")),
+            PrimitiveSpec::Group(g) => g.gid.map(|id| (id, &mut gids, "gid")),
+            _ => None,
+        };
+        if let Some((id, seen, what)) = ids {
+            if let Some(&j) = seen.get(&id) {
+                ds.push(
+                    conflict(
+                        host,
+                        format!(
+                            "{what} {id} is given to both {}/{} and {}/{}",
+                            out[j].kind, out[j].name, d.kind, d.name
+                        ),
+                        &out[j].origin,
+                        &d.origin,
+                    )
+                    .with_hint(format!("each {what} belongs to one account")),
+                );
+            } else {
+                seen.insert(id, i);
+            }
+        }
+    }
+    out
+}
+
+fn check_notify(repo: &Repo, host: &str, items: &[Desired], ds: &mut Diagnostics) {
+    for m in repo.manifests_for(host) {
+        for (i, r) in m.notify.iter().enumerate() {
+            let found = items.iter().any(|d| d.kind == r.kind && d.name == r.name);
+            if !found {
+                ds.push(
+                    m.error(
+                        &format!("notify[{i}]"),
+                        format!("`{r}` is not a resource on host `{host}`"),
+                    )
+                    .with_hint(
+                        "notify names a resource that lands on the same hosts, as `Kind/name`",
+                    ),
+                );
+            }
+        }
+    }
+}
+
+/// Writes each host's files under `out/HOST/` mirroring their absolute paths (for review and
+/// for validators). Returns the files written.
+pub fn write_tree(out: &std::path::Path, hosts: &[DesiredHost]) -> std::io::Result<Vec<PathBuf>> {
+    let mut written = Vec::new();
+    for h in hosts {
+        for d in &h.resources {
+            for (path, content) in files_of(&d.spec) {
+                let rel = path.trim_start_matches('/');
+                let target = out.join(&h.host).join(rel);
+                if let Some(parent) = target.parent() {
+                    std::fs::create_dir_all(parent)?;
+                }
+                std::fs::write(&target, content.bytes())?;
+                written.push(target);
+            }
+        }
+    }
+    Ok(written)
+}
+
+/// The files (path, content) a primitive writes whose content is known at render time.
+pub fn files_of(spec: &PrimitiveSpec) -> Vec<(String, &Content)> {
+    match spec {
+        PrimitiveSpec::File(f) => f.content.iter().map(|c| (f.path.clone(), c)).collect(),
+        PrimitiveSpec::SystemdUnit(u) => u.content.iter().map(|c| (u.path.clone(), c)).collect(),
+        PrimitiveSpec::ComposeStack(s) => {
+            let mut v: Vec<(String, &Content)> =
+                s.compose.iter().map(|c| (s.compose_path(), c)).collect();
+            v.extend(s.env.iter().map(|c| (s.env_path(), c)));
+            v
+        }
+        PrimitiveSpec::Certificate(c) => c
+            .ca_path
+            .iter()
+            .map(|p| (p.clone(), &c.ca_certificate))
+            .collect(),
+        _ => Vec::new(),
+    }
+}
