@@ -2,6 +2,7 @@
 //!
 //! The pipeline runs one way: `source` → `load` → `render` → `probe` → `plan` → `apply` → `report`.
 
+pub mod cli;
 pub mod diag;
 pub mod kinds;
 pub mod load;

@@ -111,16 +111,25 @@ pub fn builtin_templates() -> Vec<(&'static str, &'static str)> {
     v
 }
 
-/// Loads and validates a repo.
+/// Loads and validates a repo; any problem is an error.
 pub fn load(opts: &LoadOptions) -> Result<Repo, Diagnostics> {
+    match load_lenient(opts) {
+        (Some(repo), ds) if ds.is_empty() => Ok(repo),
+        (_, ds) => Err(finish(ds)),
+    }
+}
+
+/// Loads a repo as far as it can: the returned repo holds the manifests that parsed (for
+/// `plumb validate`, which then renders them to find template errors too), and the problems.
+pub fn load_lenient(opts: &LoadOptions) -> (Option<Repo>, Diagnostics) {
     let root = &opts.root;
     let mut ds = Diagnostics::new();
     if !root.is_dir() {
-        return Err(
+        ds.push(
             Diagnostic::file(root, "the cluster repo folder does not exist")
-                .with_hint("pass the repo folder, e.g. `plumb validate path/to/repo`")
-                .into(),
+                .with_hint("pass the repo folder, e.g. `plumb validate path/to/repo`"),
         );
+        return (None, ds);
     }
 
     // Inventory (and overlay).
@@ -204,7 +213,7 @@ pub fn load(opts: &LoadOptions) -> Result<Repo, Diagnostics> {
         Ok(s) => s,
         Err(e) => {
             ds.push(Diagnostic::file("secrets/", e.to_string()));
-            return Err(finish(ds));
+            return (None, finish(ds));
         }
     };
     if let Some(id) = &opts.identity {
@@ -212,7 +221,7 @@ pub fn load(opts: &LoadOptions) -> Result<Repo, Diagnostics> {
             Ok(s) => store = s,
             Err(e) => {
                 ds.push(Diagnostic::file(id, e.to_string()));
-                return Err(finish(ds));
+                return (None, finish(ds));
             }
         }
     }
@@ -222,7 +231,7 @@ pub fn load(opts: &LoadOptions) -> Result<Repo, Diagnostics> {
     let secrets = Arc::new(store);
 
     let Some(inventory) = inventory else {
-        return Err(finish(ds));
+        return (None, finish(ds));
     };
     let templates = Templates::load(
         root,
@@ -319,10 +328,7 @@ pub fn load(opts: &LoadOptions) -> Result<Repo, Diagnostics> {
     }
 
     drop(index);
-    if !ds.is_empty() {
-        return Err(finish(ds));
-    }
-    Ok(Repo {
+    let repo = Repo {
         root: root.clone(),
         inventory,
         manifests,
@@ -330,7 +336,8 @@ pub fn load(opts: &LoadOptions) -> Result<Repo, Diagnostics> {
         secrets,
         ca_certificates,
         selected,
-    })
+    };
+    (Some(repo), ds)
 }
 
 fn finish(mut ds: Diagnostics) -> Diagnostics {

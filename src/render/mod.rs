@@ -159,15 +159,36 @@ pub fn render_host(repo: &Repo, host: &Host) -> Result<DesiredHost, Diagnostics>
     })
 }
 
-/// Renders every host; problems of all hosts are reported together.
+/// Renders every host; problems of all hosts are reported together, and a problem that
+/// repeats on many hosts (a template error, say) is reported once with the list of hosts.
 pub fn render_all(repo: &Repo) -> Result<Vec<DesiredHost>, Diagnostics> {
-    let mut ds = Diagnostics::new();
     let mut out = Vec::new();
+    let mut seen: Vec<(Diagnostic, Vec<String>)> = Vec::new();
     for h in &repo.inventory.hosts {
         match render_host(repo, h) {
             Ok(d) => out.push(d),
-            Err(e) => ds.extend(e.items),
+            Err(e) => {
+                let marker = format!("host `{}`", h.name);
+                for mut d in e.items {
+                    d.message = d.message.replace(&marker, "host `{}`");
+                    match seen.iter_mut().find(|(x, _)| *x == d) {
+                        Some((_, hosts)) => hosts.push(h.name.clone()),
+                        None => seen.push((d, vec![h.name.clone()])),
+                    }
+                }
+            }
         }
+    }
+    let mut ds = Diagnostics::new();
+    for (mut d, hosts) in seen {
+        let list = hosts
+            .iter()
+            .map(|h| format!("`{h}`"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let label = if hosts.len() == 1 { "host" } else { "hosts" };
+        d.message = d.message.replace("host `{}`", &format!("{label} {list}"));
+        ds.push(d);
     }
     ds.into_result(out)
 }
