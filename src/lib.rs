@@ -2,6 +2,7 @@
 //!
 //! The pipeline runs one way: `source` → `load` → `render` → `probe` → `plan` → `apply` → `report`.
 
+pub mod apply;
 pub mod cli;
 pub mod diag;
 pub mod kinds;
@@ -11,6 +12,7 @@ pub mod pki;
 pub mod plan;
 pub mod probe;
 pub mod render;
+pub mod report;
 pub mod secrets;
 pub mod shell;
 pub mod state;

@@ -106,8 +106,8 @@ pl_guard() {
 pl_facts() {
   printf 'H\tuid\t%s\n' "$(id -u)"
   printf 'H\thostname\t%s\n' "$(hostname 2>/dev/null || cat /etc/hostname 2>/dev/null)"
-  if [ -r /var/lib/plumb/state ]; then
-    printf 'H\tstate\t%s\n' "$(base64 -w0 < /var/lib/plumb/state)"
+  if [ -r "$PL_STATE/state" ]; then
+    printf 'H\tstate\t%s\n' "$(base64 -w0 < "$PL_STATE/state")"
   else
     printf 'H\tstate\tnone\n'
   fi

@@ -9,9 +9,12 @@ use std::collections::BTreeMap;
 /// The shell library every probe and apply script starts with.
 pub const LIB: &str = include_str!("lib.sh");
 
-/// Builds the probe script for a host.
-pub fn probe_script(host: &DesiredHost) -> String {
+/// Builds the probe script for a host whose plumb folder is `state_dir`.
+pub fn probe_script(host: &DesiredHost, state_dir: &str) -> String {
     let mut s = String::with_capacity(LIB.len() + host.resources.len() * 64);
+    s.push_str("PL_STATE=");
+    s.push_str(&crate::shell::quote(state_dir));
+    s.push('\n');
     s.push_str(LIB);
     s.push_str("pl_facts\n");
     let has = |f: fn(&PrimitiveSpec) -> bool| host.resources.iter().any(|r| f(&r.spec));
@@ -266,7 +269,7 @@ mod tests {
         let f = dir.path().join("f");
         std::fs::write(&f, "hello\n").unwrap();
         let script = format!(
-            "{LIB}pl_facts\npl_path 0 {}\npl_path 1 {}\npl_path 2 {}\npl_user 3 root\npl_group 4 nosuchgroupxyz\npl_guard 5 creates {}\npl_guard 6 unless false\nprintf 'H\\tdone\\n'\n",
+            "PL_STATE=/nonexistent\n{LIB}pl_facts\npl_path 0 {}\npl_path 1 {}\npl_path 2 {}\npl_user 3 root\npl_group 4 nosuchgroupxyz\npl_guard 5 creates {}\npl_guard 6 unless false\nprintf 'H\\tdone\\n'\n",
             f.display(),
             dir.path().display(),
             dir.path().join("nope").display(),

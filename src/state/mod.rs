@@ -7,14 +7,9 @@ use crate::plan::{PlanCx, Step};
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 
-/// Where plumb keeps its files on a host.
+/// Where plumb keeps its files on a host unless the inventory says otherwise: `state` (what it
+/// manages), `backup/` (previous versions of replaced files) and `lock`.
 pub const HOST_DIR: &str = "/var/lib/plumb";
-/// The host's state file.
-pub const HOST_STATE: &str = "/var/lib/plumb/state";
-/// Where previous versions of replaced files go.
-pub const HOST_BACKUP: &str = "/var/lib/plumb/backup";
-/// The host lock file.
-pub const HOST_LOCK: &str = "/var/lib/plumb/lock";
 
 /// One resource plumb manages on a host, with what is needed to remove it later.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
