@@ -17,3 +17,5 @@ pub mod secrets;
 pub mod shell;
 pub mod state;
 pub mod yaml;
+pub mod converge;
+pub mod source;
