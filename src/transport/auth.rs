@@ -124,17 +124,29 @@ async fn connect_agent(socket: &Path) -> Result<LoadedIdentity, TransportError> 
     })
 }
 
-/// The RSA signature hash to use: the best one in the server's
-/// `server-sig-algs`; rsa-sha2-256 when the server sends no such list
-/// (every OpenSSH since 7.2 does; ssh-rsa/SHA-1 is disabled since 8.8).
-async fn rsa_hash(handle: &Handle<ClientHandler>, key: &PublicKey) -> Option<HashAlg> {
+/// Signature hashes to offer for `key`, best first.
+///
+/// For RSA the first is the best `rsa-sha2-*` in the server's
+/// `server-sig-algs` (rsa-sha2-256 when the server sends no such list: every
+/// OpenSSH since 7.2 does, and SHA-1 `ssh-rsa` is off since 8.8); the other
+/// rsa-sha2 follows because OpenSSH before 9.x advertises every algorithm it
+/// knows there, not the ones `PubkeyAcceptedAlgorithms` allows. Other key
+/// types have no choice to make.
+async fn signature_hashes(handle: &Handle<ClientHandler>, key: &PublicKey) -> Vec<Option<HashAlg>> {
     if !key.algorithm().is_rsa() {
-        return None;
+        return vec![None];
     }
-    match handle.best_supported_rsa_hash().await {
+    let best = match handle.best_supported_rsa_hash().await {
         Ok(Some(best)) => best,
         Ok(None) | Err(_) => Some(HashAlg::Sha256),
+    };
+    let mut hashes = vec![best];
+    for hash in [Some(HashAlg::Sha512), Some(HashAlg::Sha256)] {
+        if !hashes.contains(&hash) {
+            hashes.push(hash);
+        }
     }
+    hashes
 }
 
 fn describe_key(key: &PublicKey) -> String {
@@ -151,7 +163,7 @@ fn describe_methods(methods: &MethodSet) -> String {
     }
     methods
         .iter()
-        .map(|m| <&'static str>::from(m))
+        .map(<&'static str>::from)
         .collect::<Vec<_>>()
         .join(", ")
 }
@@ -170,22 +182,30 @@ pub(crate) async fn authenticate(
     match identity {
         LoadedIdentity::Key { path, key } => {
             let public = key.public_key().clone();
-            let hash = rsa_hash(handle, &public).await;
-            let result = handle
-                .authenticate_publickey(user, PrivateKeyWithHashAlg::new(Arc::clone(key), hash))
-                .await
-                .map_err(|e| session_error(&e))?;
-            match result {
-                AuthResult::Success => Ok(()),
-                AuthResult::Failure {
-                    remaining_methods, ..
-                } => Err(TransportError::AuthFailed {
-                    target: target.to_string(),
-                    user: user.to_string(),
-                    tried: format!("key {} ({})", path.display(), describe_key(&public)),
-                    methods: describe_methods(&remaining_methods),
-                }),
+            let mut remaining = MethodSet::from(&[MethodKind::PublicKey][..]);
+            for hash in signature_hashes(handle, &public).await {
+                let result = handle
+                    .authenticate_publickey(user, PrivateKeyWithHashAlg::new(Arc::clone(key), hash))
+                    .await
+                    .map_err(|e| session_error(&e))?;
+                match result {
+                    AuthResult::Success => return Ok(()),
+                    AuthResult::Failure {
+                        remaining_methods, ..
+                    } => {
+                        remaining = remaining_methods;
+                        if !remaining.contains(&MethodKind::PublicKey) {
+                            break;
+                        }
+                    }
+                }
             }
+            Err(TransportError::AuthFailed {
+                target: target.to_string(),
+                user: user.to_string(),
+                tried: format!("key {} ({})", path.display(), describe_key(&public)),
+                methods: describe_methods(&remaining),
+            })
         }
         LoadedIdentity::Agent {
             socket,
@@ -193,29 +213,30 @@ pub(crate) async fn authenticate(
             keys,
         } => {
             let mut remaining = MethodSet::from(&[MethodKind::PublicKey][..]);
-            for key in keys.iter() {
-                let hash = rsa_hash(handle, key).await;
-                let result = handle
-                    .authenticate_publickey_with(user, key.clone(), hash, client)
-                    .await;
-                match result {
-                    Ok(AuthResult::Success) => return Ok(()),
-                    Ok(AuthResult::Failure {
-                        remaining_methods, ..
-                    }) => {
-                        remaining = remaining_methods;
-                        if !remaining.contains(&MethodKind::PublicKey) {
-                            break;
+            'keys: for key in keys.iter() {
+                for hash in signature_hashes(handle, key).await {
+                    let result = handle
+                        .authenticate_publickey_with(user, key.clone(), hash, client)
+                        .await;
+                    match result {
+                        Ok(AuthResult::Success) => return Ok(()),
+                        Ok(AuthResult::Failure {
+                            remaining_methods, ..
+                        }) => {
+                            remaining = remaining_methods;
+                            if !remaining.contains(&MethodKind::PublicKey) {
+                                break 'keys;
+                            }
                         }
-                    }
-                    Err(e) => {
-                        return Err(TransportError::Agent {
-                            reason: format!(
-                                "the agent at {} failed to sign with {}: {e}",
-                                socket.display(),
-                                describe_key(key)
-                            ),
-                        });
+                        Err(e) => {
+                            return Err(TransportError::Agent {
+                                reason: format!(
+                                    "the agent at {} failed to sign with {}: {e}",
+                                    socket.display(),
+                                    describe_key(key)
+                                ),
+                            });
+                        }
                     }
                 }
             }

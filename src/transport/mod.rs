@@ -351,14 +351,22 @@ impl Connection {
         self.run(command, b"").await
     }
 
-    /// Says goodbye to the server. Dropping a `Connection` also closes it,
-    /// just less politely.
+    /// Says goodbye to the server and waits (at most 2 s) until the
+    /// session has ended, so the remote sshd process is gone when this
+    /// returns. Dropping a `Connection` also closes it, just without
+    /// waiting.
     pub async fn close(self) {
-        let bye = self
-            .handle
-            .disconnect(russh::Disconnect::ByApplication, "plumb done", "en");
-        if timeout(Duration::from_secs(2), bye).await.is_err() {
-            tracing::debug!(target = %self.target, "disconnect did not complete in 2s");
+        let Connection { handle, target, .. } = self;
+        let close = async move {
+            // The session ends right after sending DISCONNECT; awaiting the
+            // handle waits for exactly that.
+            let _ = handle
+                .disconnect(russh::Disconnect::ByApplication, "plumb done", "en")
+                .await;
+            let _ = handle.await;
+        };
+        if timeout(Duration::from_secs(2), close).await.is_err() {
+            tracing::debug!(target = %target, "SSH session did not end within 2s of disconnecting");
         }
     }
 
@@ -372,10 +380,9 @@ impl Connection {
             .await
             .map_err(|_| timed_out())?
             .map_err(|_| self.session_error("the connection is closing"))?;
-        let channel = timeout_at(deadline, self.handle.channel_open_session())
+        let channel = timeout_at(deadline, self.open_channel())
             .await
-            .map_err(|_| timed_out())?
-            .map_err(|e| self.session_error(&format!("cannot open a channel: {e}")))?;
+            .map_err(|_| timed_out())??;
         let (mut reader, writer) = channel.split();
         let result = timeout_at(deadline, self.drive(&mut reader, &writer, command, stdin)).await;
         let output = match result {
@@ -396,6 +403,31 @@ impl Connection {
         match self.sudo_failure(&output) {
             Some(e) => Err(e),
             None => Ok(output),
+        }
+    }
+
+    /// Opens a session channel, retrying briefly when sshd refuses it.
+    ///
+    /// The semaphore keeps us under `MaxSessions`, but sshd frees a finished
+    /// session slot a little after it sent the channel close we wait for, so
+    /// an open right behind a close can still be refused; a few short
+    /// retries absorb that. The caller's deadline bounds the whole loop.
+    async fn open_channel(&self) -> Result<russh::Channel<russh::client::Msg>, TransportError> {
+        let mut delay = Duration::from_millis(5);
+        let mut attempts = 0;
+        loop {
+            match self.handle.channel_open_session().await {
+                Ok(channel) => return Ok(channel),
+                Err(russh::Error::ChannelOpenFailure(reason)) if attempts < 8 => {
+                    attempts += 1;
+                    tracing::debug!(target = %self.target, ?reason, attempts, "channel refused, retrying");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_millis(200));
+                }
+                Err(e) => {
+                    return Err(self.session_error(&format!("cannot open a channel: {e}")));
+                }
+            }
         }
     }
 
@@ -442,10 +474,12 @@ impl Connection {
             };
             match message {
                 Some(ChannelMsg::Data { data }) => {
-                    self.append(&mut output.stdout, &data, "stdout")?;
+                    self.append(&mut output.stdout, &data, "stdout")
+                        .map_err(|stream| self.too_large(stream))?;
                 }
                 Some(ChannelMsg::ExtendedData { data, ext: 1 }) => {
-                    self.append(&mut output.stderr, &data, "stderr")?;
+                    self.append(&mut output.stderr, &data, "stderr")
+                        .map_err(|stream| self.too_large(stream))?;
                 }
                 Some(ChannelMsg::ExitStatus { exit_status }) => status = Some(exit_status),
                 Some(ChannelMsg::ExitSignal {
@@ -480,21 +514,27 @@ impl Connection {
         }
     }
 
+    /// Appends output unless that would pass the limit; the error is the
+    /// stream's name (kept small: this runs for every packet).
     fn append(
         &self,
         buffer: &mut Vec<u8>,
         data: &[u8],
         stream: &'static str,
-    ) -> Result<(), TransportError> {
+    ) -> Result<(), &'static str> {
         if buffer.len().saturating_add(data.len()) > self.max_output {
-            return Err(TransportError::OutputTooLarge {
-                target: self.target.clone(),
-                stream,
-                limit: self.max_output,
-            });
+            return Err(stream);
         }
         buffer.extend_from_slice(data);
         Ok(())
+    }
+
+    fn too_large(&self, stream: &'static str) -> TransportError {
+        TransportError::OutputTooLarge {
+            target: self.target.clone(),
+            stream,
+            limit: self.max_output,
+        }
     }
 
     fn session_error(&self, reason: &str) -> TransportError {
@@ -504,23 +544,20 @@ impl Connection {
         }
     }
 
-    /// Recognises sudo refusing to run the command. sudo reports on stderr
-    /// with a `sudo:` prefix and exits 1 before the command produced
-    /// anything; a missing sudo is the shell's "not found" with status 127.
-    /// The wording is localised, so only the prefix and "password" (which
-    /// sudo's English and most catalogues keep) are relied upon; anything
-    /// else from sudo is a [`TransportError::SudoFailed`] with its text.
+    /// Recognises sudo refusing to run the command: sudo prints a `sudo:`
+    /// line as its last word on stderr and exits 1 before the command
+    /// produced anything (other lines may precede it, such as sshd's "Could
+    /// not chdir to home directory"); a missing sudo is the shell's "not
+    /// found" with status 127. The wording is localised, so only the prefix
+    /// and "password" (kept by sudo's English and most catalogues) are
+    /// relied upon; anything else from sudo is a
+    /// [`TransportError::SudoFailed`] with its text.
     fn sudo_failure(&self, output: &Output) -> Option<TransportError> {
         if !self.sudo {
             return None;
         }
         let stderr = String::from_utf8_lossy(&output.stderr);
         let message = stderr.trim().to_string();
-        let lines: Vec<&str> = stderr
-            .lines()
-            .map(str::trim)
-            .filter(|l| !l.is_empty())
-            .collect();
         if output.status == 127 && stderr.contains("sudo") && stderr.contains("not found") {
             return Some(TransportError::SudoFailed {
                 target: self.target.clone(),
@@ -528,21 +565,35 @@ impl Connection {
                 message: format!("sudo is not installed ({message})"),
             });
         }
-        let only_sudo = !lines.is_empty() && lines.iter().all(|l| l.starts_with("sudo:"));
-        if output.status != 1 || !output.stdout.is_empty() || !only_sudo {
+        let lines: Vec<&str> = stderr
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect();
+        let last_is_sudo = lines.last().is_some_and(|l| l.starts_with("sudo:"));
+        if output.status != 1 || !output.stdout.is_empty() || !last_is_sudo {
             return None;
         }
-        if lines.iter().any(|l| l.contains("password")) {
+        let sudo_lines: Vec<&str> = lines
+            .into_iter()
+            .filter(|l| l.starts_with("sudo:"))
+            .collect();
+        // Report sudo's own words; sshd's chatter is not the point.
+        let message = sudo_lines.join("; ");
+        if sudo_lines.iter().any(|l| l.contains("password")) {
             return Some(TransportError::SudoPasswordRequired {
                 target: self.target.clone(),
                 user: self.user.clone(),
                 message,
             });
         }
-        // "unable to resolve host" is a warning sudo prints and then runs
-        // the command anyway: a script that failed silently after it is
-        // the script's failure, not sudo's.
-        if lines.iter().all(|l| l.contains("unable to resolve host")) {
+        // "unable to resolve host" is a warning after which sudo runs the
+        // command anyway: a script that then failed silently is the
+        // script's failure, not sudo's.
+        if sudo_lines
+            .iter()
+            .all(|l| l.contains("unable to resolve host"))
+        {
             return None;
         }
         Some(TransportError::SudoFailed {
