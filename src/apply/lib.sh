@@ -29,6 +29,7 @@ pl_mkparent() {
 # pl_backup PATH: keep the current version of a file (the five newest per path).
 pl_backup() {
   [ -f "$1" ] || return 0
+  case "$1" in "$PL_STATE"/*) return 0 ;; esac
   b="$PL_BACKUP$1"
   (umask 077; mkdir -p -- "$(dirname -- "$b")") || return 1
   cp -p -- "$1" "$b.$PL_RUN" || return 1
@@ -140,6 +141,7 @@ pl_compose() {
 
 # pl_run USER CWD TIMEOUT COMMAND [VAR=VALUE...]: a Command resource.
 pl_run() {
+  umask 022
   u=$1; c=$2; to=$3; cmd=$4; shift 4
   if [ -n "$c" ]; then cd -- "$c" || return 1; fi
   if [ -n "$u" ] && [ "$u" != root ]; then

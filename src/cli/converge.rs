@@ -124,7 +124,10 @@ pub struct ApplyArgs {
 }
 
 /// Loads the repo and renders the selected hosts. Any problem stops here: no host is contacted.
-fn prepare(repo_args: &RepoArgs, limit: Option<&str>) -> Result<Result<(Arc<Repo>, Vec<(Host, DesiredHost)>), Diagnostics>> {
+fn prepare(
+    repo_args: &RepoArgs,
+    limit: Option<&str>,
+) -> Result<Result<(Arc<Repo>, Vec<(Host, DesiredHost)>), Diagnostics>> {
     let repo = match super::load_repo(repo_args, false) {
         Ok(r) => r,
         Err(ds) => return Ok(Err(ds)),
@@ -137,7 +140,12 @@ fn prepare(repo_args: &RepoArgs, limit: Option<&str>) -> Result<Result<(Arc<Repo
                 bail!("--limit {l}: {}; {}", u.message, u.hint);
             }
             let names = sel.select(&repo.inventory);
-            repo.inventory.hosts.iter().filter(|h| names.contains(h.name.as_str())).cloned().collect()
+            repo.inventory
+                .hosts
+                .iter()
+                .filter(|h| names.contains(h.name.as_str()))
+                .cloned()
+                .collect()
         }
         None => repo.inventory.hosts.clone(),
     };
@@ -231,7 +239,12 @@ pub fn plan(a: &PlanArgs) -> Result<i32> {
     let file = PlanFile {
         schema: PLAN_SCHEMA.into(),
         repo: std::fs::canonicalize(&a.repo.repo)?,
-        inventory: a.repo.inventory.as_ref().map(std::fs::canonicalize).transpose()?,
+        inventory: a
+            .repo
+            .inventory
+            .as_ref()
+            .map(std::fs::canonicalize)
+            .transpose()?,
         commit,
         plan_sha256: hosts_hash(&hosts),
         hosts,
@@ -239,7 +252,11 @@ pub fn plan(a: &PlanArgs) -> Result<i32> {
     let text = serde_json::to_string_pretty(&file)? + "\n";
     crate::secrets::write_atomic(&a.out, crate::secrets::redact(&text).as_bytes())
         .with_context(|| format!("writing {}", a.out.display()))?;
-    eprintln!("plan written to {} (plan sha256 {})", a.out.display(), file.plan_sha256);
+    eprintln!(
+        "plan written to {} (plan sha256 {})",
+        a.out.display(),
+        file.plan_sha256
+    );
     Ok(code)
 }
 
@@ -248,13 +265,22 @@ pub fn apply(a: &ApplyArgs) -> Result<i32> {
     if a.hosts.limit.is_some() {
         bail!("`plumb apply` applies the hosts of the plan; --limit belongs to `plumb plan`");
     }
-    let text = std::fs::read_to_string(&a.plan).with_context(|| format!("reading {}", a.plan.display()))?;
-    let file: PlanFile = serde_json::from_str(&text).with_context(|| format!("{} is not a plumb plan", a.plan.display()))?;
+    let text = std::fs::read_to_string(&a.plan)
+        .with_context(|| format!("reading {}", a.plan.display()))?;
+    let file: PlanFile = serde_json::from_str(&text)
+        .with_context(|| format!("{} is not a plumb plan", a.plan.display()))?;
     if file.schema != PLAN_SCHEMA {
-        bail!("{}: unsupported plan schema `{}` (expected {PLAN_SCHEMA})", a.plan.display(), file.schema);
+        bail!(
+            "{}: unsupported plan schema `{}` (expected {PLAN_SCHEMA})",
+            a.plan.display(),
+            file.schema
+        );
     }
     if hosts_hash(&file.hosts) != file.plan_sha256 {
-        bail!("{}: the plan's hash does not match its content; it was edited or damaged; make a new plan", a.plan.display());
+        bail!(
+            "{}: the plan's hash does not match its content; it was edited or damaged; make a new plan",
+            a.plan.display()
+        );
     }
     let now_commit = crate::source::commit_label(&file.repo);
     if file.commit.is_some() && now_commit != file.commit {
@@ -271,7 +297,11 @@ pub fn apply(a: &ApplyArgs) -> Result<i32> {
         age_identity: a.age_identity.clone(),
     };
     let names: Vec<String> = file.hosts.iter().map(|h| h.host.clone()).collect();
-    let limit = names.iter().map(|n| format!("host:{n}")).collect::<Vec<_>>().join(",");
+    let limit = names
+        .iter()
+        .map(|n| format!("host:{n}"))
+        .collect::<Vec<_>>()
+        .join(",");
     let (repo, targets) = match prepare(&repo_args, Some(&limit))? {
         Ok(x) => x,
         Err(ds) => {
@@ -282,17 +312,32 @@ pub fn apply(a: &ApplyArgs) -> Result<i32> {
     // The re-rendered desired state must be the one planned, resource by resource.
     for (planned, (_, desired)) in file.hosts.iter().zip(&targets) {
         if planned.resources.len() != desired.resources.len() {
-            bail!("host {}: the repo renders {} resources, the plan has {}; make a new plan", planned.host, desired.resources.len(), planned.resources.len());
+            bail!(
+                "host {}: the repo renders {} resources, the plan has {}; make a new plan",
+                planned.host,
+                desired.resources.len(),
+                planned.resources.len()
+            );
         }
         for (p, d) in planned.resources.iter().zip(&desired.resources) {
             if p.desired_sha256 != crate::plan::desired_hash(d) {
-                bail!("host {}: {}/{} renders differently than when it was planned; make a new plan", planned.host, p.kind, p.name);
+                bail!(
+                    "host {}: {}/{} renders differently than when it was planned; make a new plan",
+                    planned.host,
+                    p.kind,
+                    p.name
+                );
             }
         }
     }
     let opts = a.hosts.options(false);
-    let report = runtime()?.block_on(converge::apply_planned(repo, targets, file.hosts, &opts, file.commit));
+    let report = runtime()?.block_on(converge::apply_planned(
+        repo,
+        targets,
+        file.hosts,
+        &opts,
+        file.commit,
+    ));
     print_report(&report, a.hosts.output);
     Ok(report.exit_code())
 }
-

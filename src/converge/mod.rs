@@ -76,7 +76,11 @@ impl Issuer for RepoIssuer<'_> {
         let Spec::CertificateAuthority(ca) = &m.spec else {
             return Err(format!("`{}` is not a CA", want.ca));
         };
-        let key = self.repo.secrets.get(&ca.key.secret).map_err(|e| e.to_string())?;
+        let key = self
+            .repo
+            .secrets
+            .get(&ca.key.secret)
+            .map_err(|e| e.to_string())?;
         let cert = self
             .repo
             .ca_certificates
@@ -91,7 +95,8 @@ impl Issuer for RepoIssuer<'_> {
 /// A run id: sortable time plus a random suffix.
 pub fn new_run_id() -> String {
     let now = time::OffsetDateTime::now_utc();
-    let rand = std::hash::BuildHasher::hash_one(&std::collections::hash_map::RandomState::new(), now);
+    let rand =
+        std::hash::BuildHasher::hash_one(&std::collections::hash_map::RandomState::new(), now);
     format!(
         "{:04}{:02}{:02}T{:02}{:02}{:02}Z-{:06x}",
         now.year(),
@@ -210,7 +215,9 @@ fn progress_bar(enabled: bool, n: usize) -> Option<indicatif::ProgressBar> {
         return None;
     }
     let bar = indicatif::ProgressBar::new(n as u64);
-    if let Ok(style) = indicatif::ProgressStyle::with_template("{spinner} {pos}/{len} hosts {wide_msg}") {
+    if let Ok(style) =
+        indicatif::ProgressStyle::with_template("{spinner} {pos}/{len} hosts {wide_msg}")
+    {
         bar.set_style(style);
     }
     bar.enable_steady_tick(Duration::from_millis(120));
@@ -231,12 +238,17 @@ struct Job<'a> {
 
 impl Job<'_> {
     async fn run(&self, planned: Option<HostPlan>) -> Result<HostRun, HostError> {
-        let remote = Remote::connect(self.host, &self.opts.remote).await.map_err(|e| (None, e))?;
+        let remote = Remote::connect(self.host, &self.opts.remote)
+            .await
+            .map_err(|e| (None, e))?;
         // Writers take the host lock first; a dry run only reads.
         let lock = if self.opts.dry_run {
             Ok(None)
         } else {
-            remote.lock(&self.host.state_dir, self.opts.lock_timeout).await.map(Some)
+            remote
+                .lock(&self.host.state_dir, self.opts.lock_timeout)
+                .await
+                .map(Some)
         };
         let result = match lock {
             Ok(lock) => {
@@ -252,7 +264,11 @@ impl Job<'_> {
         result
     }
 
-    async fn probe_plan_apply(&self, remote: &Remote, planned: Option<HostPlan>) -> Result<HostRun, HostError> {
+    async fn probe_plan_apply(
+        &self,
+        remote: &Remote,
+        planned: Option<HostPlan>,
+    ) -> Result<HostRun, HostError> {
         let (host, desired, opts) = (self.host, self.desired, self.opts);
         let script = probe::probe_script(desired, &host.state_dir);
         let out = remote.run(script.as_bytes()).await.map_err(|e| (None, e))?;
@@ -302,6 +318,8 @@ impl Job<'_> {
                 bad.name,
                 bad.error.as_deref().unwrap_or("unknown error")
             ));
+        }
+        if run.error.is_some() {
             run.plan = Some(plan);
             return Ok(run);
         }
@@ -317,17 +335,22 @@ impl Job<'_> {
         if let Err(e) = apply::issue_certificates(&mut plan, desired, &RepoIssuer::new(self.repo)) {
             return Err((Some(plan), e.to_string()));
         }
-        let script = match apply::apply_script(&plan, desired, &previous, &host.state_dir, self.run_id) {
-            Ok(s) => s,
-            Err(e) => return Err((Some(plan), e.to_string())),
-        };
+        let script =
+            match apply::apply_script(&plan, desired, &previous, &host.state_dir, self.run_id) {
+                Ok(s) => s,
+                Err(e) => return Err((Some(plan), e.to_string())),
+            };
         let out = match remote.run(script.as_bytes()).await {
             Ok(o) => o,
             Err(e) => return Err((Some(plan), e)),
         };
         let outcome = apply::parse_outcome(&String::from_utf8_lossy(&out.stdout), &plan);
         let step_failed = outcome.other_failure.is_some()
-            || outcome.resources.iter().flatten().any(|o| matches!(o, apply::Outcome::Failed(_)));
+            || outcome
+                .resources
+                .iter()
+                .flatten()
+                .any(|o| matches!(o, apply::Outcome::Failed(_)));
         if !outcome.complete && !step_failed {
             run.error = Some(format!(
                 "the apply script stopped early (exit {}): {}",
@@ -371,7 +394,10 @@ async fn fill_diffs(remote: &Remote, plan: &mut HostPlan) {
             for line in String::from_utf8_lossy(&out.stdout).lines() {
                 let f: Vec<&str> = line.splitn(3, '\t').collect();
                 if f.len() == 3 && f[0] == "C" {
-                    if let (Ok(i), Ok(bytes)) = (f[1].parse::<usize>(), base64::engine::general_purpose::STANDARD.decode(f[2])) {
+                    if let (Ok(i), Ok(bytes)) = (
+                        f[1].parse::<usize>(),
+                        base64::engine::general_purpose::STANDARD.decode(f[2]),
+                    ) {
                         if let (Some(p), Ok(text)) = (wanted.get(i), String::from_utf8(bytes)) {
                             old.insert(p.clone(), text);
                         }

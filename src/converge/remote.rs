@@ -3,7 +3,9 @@
 
 use crate::model::inventory::{Host, Privilege as InvPrivilege};
 use crate::shell::quote;
-use crate::transport::{self, ConnectOptions, Connection, Endpoint, HostKeyPolicy, Identity, Privilege};
+use crate::transport::{
+    self, ConnectOptions, Connection, Endpoint, HostKeyPolicy, Identity, Privilege,
+};
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
@@ -139,7 +141,9 @@ impl Remote {
                 .await
                 .map(Lock::Ssh)
                 .map_err(|e| lock_error(e.to_string(), secs)),
-            Remote::Local { .. } => hold_local(&cmd, ready, limit).await.map_err(|e| lock_error(e, secs)),
+            Remote::Local { .. } => hold_local(&cmd, ready, limit)
+                .await
+                .map_err(|e| lock_error(e, secs)),
         }
     }
 
@@ -152,8 +156,13 @@ impl Remote {
 }
 
 fn lock_error(e: String, secs: u64) -> String {
-    if e.contains("another plumb run holds the lock") || e.contains("exit status 75") || e.contains("exited with 75") {
-        format!("another plumb run holds this host's lock; waited {secs}s. Try again when it has finished (the lock is released when that run's connection ends)")
+    if e.contains("another plumb run holds the lock")
+        || e.contains("exit status 75")
+        || e.contains("exited with 75")
+    {
+        format!(
+            "another plumb run holds this host's lock; waited {secs}s. Try again when it has finished (the lock is released when that run's connection ends)"
+        )
     } else {
         format!("cannot take the host lock: {e}")
     }

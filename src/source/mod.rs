@@ -36,7 +36,9 @@ mod tests {
         idx.add_path(Path::new("a")).unwrap();
         let tree = repo.find_tree(idx.write_tree().unwrap()).unwrap();
         let sig = git2::Signature::now("t", "t@example.invalid").unwrap();
-        let id = repo.commit(Some("HEAD"), &sig, &sig, "c", &tree, &[]).unwrap();
+        let id = repo
+            .commit(Some("HEAD"), &sig, &sig, "c", &tree, &[])
+            .unwrap();
         assert_eq!(commit_of(dir.path()), Some((id.to_string(), false)));
         std::fs::write(dir.path().join("a"), "y").unwrap();
         assert_eq!(commit_label(dir.path()), Some(format!("{id}+dirty")));

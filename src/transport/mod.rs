@@ -29,6 +29,7 @@
 
 mod auth;
 mod error;
+mod hold;
 mod known_hosts;
 
 use std::borrow::Cow;
@@ -44,6 +45,7 @@ use tokio::sync::Semaphore;
 use tokio::time::{Instant, timeout, timeout_at};
 
 pub use error::{ConnectStage, TransportError};
+pub use hold::Held;
 use known_hosts::{KnownHosts, Verdict, host_pattern};
 
 /// Output limit per stream used by [`ConnectOptions::new`]: large enough for
