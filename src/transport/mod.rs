@@ -27,6 +27,9 @@
 //! handshake and authentication, [`ConnectOptions::command_timeout`] covers
 //! one command from channel open to exit status.
 
+// Every public item of the transport is documented; keep it that way.
+#![warn(missing_docs)]
+
 mod auth;
 mod error;
 mod known_hosts;
