@@ -676,6 +676,40 @@ async fn silent_server_hits_the_connect_timeout_in_the_handshake() {
 }
 
 #[tokio::test]
+async fn something_else_on_the_port_is_a_handshake_error() {
+    use std::io::Write as _;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = ClientKey::generate(dir.path(), "id", "ed25519");
+    let opts = ConnectOptions::new(Identity::File(key.private), dir.path().join("known_hosts"));
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let server = std::thread::spawn(move || {
+        if let Ok((mut stream, _)) = listener.accept() {
+            let _ = stream.write_all(b"HTTP/1.1 400 Bad Request\r\n\r\n");
+        }
+    });
+    let endpoint = plumb::transport::Endpoint {
+        host: "web1".into(),
+        address: "127.0.0.1".into(),
+        port,
+        user: "root".into(),
+    };
+    let err = Connection::open(&endpoint, &opts)
+        .await
+        .expect_err("not SSH");
+    let message = err.to_string();
+    eprintln!("{message}");
+    assert!(matches!(err, TransportError::Handshake { .. }), "{message}");
+    assert!(
+        message.starts_with(&format!(
+            "SSH handshake with web1 (127.0.0.1:{port}) failed"
+        )),
+        "{message}"
+    );
+    server.join().expect("server thread");
+}
+
+#[tokio::test]
 async fn command_timeout_fires_and_the_connection_stays_usable() {
     let f = Fixture::new();
     let mut opts = f.options();

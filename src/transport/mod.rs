@@ -286,7 +286,7 @@ impl Connection {
                     .take_rejection()
                     .unwrap_or_else(|| TransportError::Handshake {
                         target: target.clone(),
-                        reason: e.to_string(),
+                        reason: handshake_reason(&e),
                     }));
             }
             Ok(Ok(handle)) => handle,
@@ -638,6 +638,18 @@ fn signal_info(signal: &Sig) -> (String, Option<u32>) {
         Sig::Custom(name) => return (name.clone(), None),
     };
     (name.to_string(), Some(number))
+}
+
+/// russh's wording for the common handshake failures is terse
+/// ("Disconnected"); say what it means from here.
+fn handshake_reason(error: &russh::Error) -> String {
+    match error {
+        russh::Error::Disconnect | russh::Error::HUP => {
+            "the server closed the connection before the SSH handshake finished".to_string()
+        }
+        russh::Error::Version => "the server did not send an SSH version banner".to_string(),
+        other => other.to_string(),
+    }
 }
 
 /// Single-quotes `s` for sh.
