@@ -290,6 +290,56 @@ async fn accept_new_records_the_key_and_strict_then_trusts_it() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parallel_first_contacts_record_the_key_once() {
+    let f = Arc::new(Fixture::new());
+    let known_hosts = f.dir.path().join("tofu_known_hosts");
+    let mut opts = f.options();
+    opts.known_hosts = known_hosts.clone();
+    opts.host_key_policy = HostKeyPolicy::AcceptNew;
+    let tasks: Vec<_> = (0..10)
+        .map(|_| {
+            let (f, opts) = (Arc::clone(&f), opts.clone());
+            tokio::spawn(async move {
+                let conn = f.try_connect(&opts).await?;
+                conn.close().await;
+                Ok::<_, TransportError>(())
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.expect("join").unwrap_or_else(|e| panic!("{e}"));
+    }
+    assert_eq!(
+        std::fs::read_to_string(&known_hosts).expect("read"),
+        format!("{}\n", f.sshd.known_hosts_line("ed25519"))
+    );
+}
+
+#[tokio::test]
+async fn sshd_on_another_loopback_address() {
+    let f = Fixture::with(SshdConfig {
+        listen: "127.0.0.2".parse().expect("ip"),
+        ..SshdConfig::default()
+    });
+    assert!(f.sshd.known_hosts_name().starts_with("[127.0.0.2]:"));
+    let conn = f.connect().await;
+    let out = conn
+        .run_script(b"echo $SSH_CONNECTION\n")
+        .await
+        .expect("run");
+    let fields: Vec<String> = text(&out.stdout)
+        .split_whitespace()
+        .map(str::to_string)
+        .collect();
+    assert_eq!(
+        fields.get(2).map(String::as_str),
+        Some("127.0.0.2"),
+        "{fields:?}"
+    );
+    assert_eq!(fields.get(3), Some(&f.sshd.port.to_string()));
+}
+
 #[tokio::test]
 async fn changed_host_key_is_refused_even_with_accept_new() {
     let f = Fixture::new();
@@ -626,6 +676,40 @@ async fn silent_server_hits_the_connect_timeout_in_the_handshake() {
 }
 
 #[tokio::test]
+async fn something_else_on_the_port_is_a_handshake_error() {
+    use std::io::Write as _;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = ClientKey::generate(dir.path(), "id", "ed25519");
+    let opts = ConnectOptions::new(Identity::File(key.private), dir.path().join("known_hosts"));
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let server = std::thread::spawn(move || {
+        if let Ok((mut stream, _)) = listener.accept() {
+            let _ = stream.write_all(b"HTTP/1.1 400 Bad Request\r\n\r\n");
+        }
+    });
+    let endpoint = plumb::transport::Endpoint {
+        host: "web1".into(),
+        address: "127.0.0.1".into(),
+        port,
+        user: "root".into(),
+    };
+    let err = Connection::open(&endpoint, &opts)
+        .await
+        .expect_err("not SSH");
+    let message = err.to_string();
+    eprintln!("{message}");
+    assert!(matches!(err, TransportError::Handshake { .. }), "{message}");
+    assert!(
+        message.starts_with(&format!(
+            "SSH handshake with web1 (127.0.0.1:{port}) failed"
+        )),
+        "{message}"
+    );
+    server.join().expect("server thread");
+}
+
+#[tokio::test]
 async fn command_timeout_fires_and_the_connection_stays_usable() {
     let f = Fixture::new();
     let mut opts = f.options();
@@ -709,6 +793,7 @@ async fn fanout_50_connections_timing() {
         .run_script(b"true\n")
         .await
         .expect("warm-up");
+    let cpu_before = process_cpu_time();
     let started = Instant::now();
     let tasks: Vec<_> = (0..50)
         .map(|_| {
@@ -726,7 +811,26 @@ async fn fanout_50_connections_timing() {
         assert_eq!(status, 0);
     }
     let elapsed = started.elapsed();
-    println!("fanout: 50 parallel connections + `true` on one sshd in {elapsed:?}");
+    let client_cpu = process_cpu_time().saturating_sub(cpu_before);
+    println!(
+        "fanout: 50 parallel connections + `true` on one sshd in {elapsed:?} \
+         (plumb's own CPU: {client_cpu:?}, {:?} per connection)",
+        client_cpu / 50
+    );
+}
+
+/// User + system CPU time of this process (not of sshd).
+fn process_cpu_time() -> Duration {
+    // SAFETY: getrusage fills the struct we pass; zeroed is a valid start.
+    let usage = unsafe {
+        let mut usage: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_SELF, &mut usage);
+        usage
+    };
+    let time = |t: libc::timeval| {
+        Duration::from_secs(t.tv_sec.max(0) as u64) + Duration::from_micros(t.tv_usec.max(0) as u64)
+    };
+    time(usage.ru_utime) + time(usage.ru_stime)
 }
 
 /// A throwaway system user, removed (with its sudoers file) on drop.

@@ -27,6 +27,9 @@
 //! handshake and authentication, [`ConnectOptions::command_timeout`] covers
 //! one command from channel open to exit status.
 
+// Every public item of the transport is documented; keep it that way.
+#![warn(missing_docs)]
+
 mod auth;
 mod error;
 mod hold;
@@ -285,7 +288,7 @@ impl Connection {
                     .take_rejection()
                     .unwrap_or_else(|| TransportError::Handshake {
                         target: target.clone(),
-                        reason: e.to_string(),
+                        reason: handshake_reason(&e),
                     }));
             }
             Ok(Ok(handle)) => handle,
@@ -637,6 +640,18 @@ fn signal_info(signal: &Sig) -> (String, Option<u32>) {
         Sig::Custom(name) => return (name.clone(), None),
     };
     (name.to_string(), Some(number))
+}
+
+/// russh's wording for the common handshake failures is terse
+/// ("Disconnected"); say what it means from here.
+fn handshake_reason(error: &russh::Error) -> String {
+    match error {
+        russh::Error::Disconnect | russh::Error::HUP => {
+            "the server closed the connection before the SSH handshake finished".to_string()
+        }
+        russh::Error::Version => "the server did not send an SSH version banner".to_string(),
+        other => other.to_string(),
+    }
 }
 
 /// Single-quotes `s` for sh.
