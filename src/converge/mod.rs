@@ -393,15 +393,15 @@ async fn fill_diffs(remote: &Remote, plan: &mut HostPlan) {
         if let Ok(out) = remote.run(s.as_bytes()).await {
             for line in String::from_utf8_lossy(&out.stdout).lines() {
                 let f: Vec<&str> = line.splitn(3, '\t').collect();
-                if f.len() == 3 && f[0] == "C" {
-                    if let (Ok(i), Ok(bytes)) = (
+                if f.len() == 3
+                    && f[0] == "C"
+                    && let (Ok(i), Ok(bytes)) = (
                         f[1].parse::<usize>(),
                         base64::engine::general_purpose::STANDARD.decode(f[2]),
-                    ) {
-                        if let (Some(p), Ok(text)) = (wanted.get(i), String::from_utf8(bytes)) {
-                            old.insert(p.clone(), text);
-                        }
-                    }
+                    )
+                    && let (Some(p), Ok(text)) = (wanted.get(i), String::from_utf8(bytes))
+                {
+                    old.insert(p.clone(), text);
                 }
             }
         }

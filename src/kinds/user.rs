@@ -81,10 +81,10 @@ impl UserSpec {
         if let Some(h) = &self.home {
             cx.abs_path("home", h, &[]);
         }
-        if let Some(s) = &self.shell {
-            if let Err(msg) = check_abs_path(s, &[]) {
-                cx.error("shell", msg, None);
-            }
+        if let Some(s) = &self.shell
+            && let Err(msg) = check_abs_path(s, &[])
+        {
+            cx.error("shell", msg, None);
         }
     }
 
@@ -204,15 +204,16 @@ impl Converge for UserSpec {
                     }
                 }
                 let mut m = (None, Vec::new(), None, None, None);
-                if let Some(g) = &self.group {
-                    if groups.first() != Some(&g.as_str()) && g.parse::<u32>().ok() != Some(e.gid) {
-                        p.changes.push(Change::new(
-                            "group",
-                            groups.first().map(|s| s.to_string()),
-                            Some(g.clone()),
-                        ));
-                        m.0 = Some(g.clone());
-                    }
+                if let Some(g) = &self.group
+                    && groups.first() != Some(&g.as_str())
+                    && g.parse::<u32>().ok() != Some(e.gid)
+                {
+                    p.changes.push(Change::new(
+                        "group",
+                        groups.first().map(|s| s.to_string()),
+                        Some(g.clone()),
+                    ));
+                    m.0 = Some(g.clone());
                 }
                 for g in &self.groups {
                     if !groups.contains(&g.as_str()) {
