@@ -270,8 +270,10 @@ impl Job<'_> {
         planned: Option<HostPlan>,
     ) -> Result<HostRun, HostError> {
         let (host, desired, opts) = (self.host, self.desired, self.opts);
+        let t = Instant::now();
         let script = probe::probe_script(desired, &host.state_dir);
         let out = remote.run(script.as_bytes()).await.map_err(|e| (None, e))?;
+        tracing::debug!(host = %host.name, ms = t.elapsed().as_millis() as u64, bytes = script.len(), "probed");
         let stdout = String::from_utf8_lossy(&out.stdout);
         let records = probe::parse_records(&stdout);
         if !records.complete() || out.status != 0 {
@@ -340,10 +342,12 @@ impl Job<'_> {
                 Ok(s) => s,
                 Err(e) => return Err((Some(plan), e.to_string())),
             };
+        let t = Instant::now();
         let out = match remote.run(script.as_bytes()).await {
             Ok(o) => o,
             Err(e) => return Err((Some(plan), e)),
         };
+        tracing::debug!(host = %host.name, ms = t.elapsed().as_millis() as u64, status = out.status, "applied");
         let outcome = apply::parse_outcome(&String::from_utf8_lossy(&out.stdout), &plan);
         let step_failed = outcome.other_failure.is_some()
             || outcome
