@@ -37,18 +37,27 @@ pl_backup() {
   return 0
 }
 
-# pl_write PATH OWNER GROUP MODE < base64: atomic replace (temp file, fsync, owner, mode, rename).
+# pl_write PATH OWNER GROUP MODE SHA256 < base64: atomic replace (temp file, checked against its
+# hash, fsync, owner, mode, rename). A cut-off transfer can never reach the target.
 pl_write() {
   pl_mkparent "$1" || return 1
   d=$(dirname -- "$1")
   # Leftovers of an interrupted run: the lock guarantees none is in use.
   rm -f -- "$d"/.plumb-tmp.* 2>/dev/null
   t=$(mktemp -- "$d/.plumb-tmp.XXXXXX") || return 1
-  if base64 -d > "$t" && pl_own "$t" "$2" "$3" && chmod -- "$4" "$t" && sync -- "$t" && pl_backup "$1" && mv -f -- "$t" "$1"; then
+  if base64 -d > "$t" && pl_hash_is "$t" "$5" && pl_own "$t" "$2" "$3" && chmod -- "$4" "$t" && sync -- "$t" && pl_backup "$1" && mv -f -- "$t" "$1"; then
     sync -- "$d" 2>/dev/null
     return 0
   fi
   rm -f -- "$t"
+  return 1
+}
+
+# pl_hash_is FILE SHA256: the file holds exactly the expected bytes.
+pl_hash_is() {
+  h=$(sha256sum < "$1") || return 1
+  [ "${h%% *}" = "$2" ] && return 0
+  echo "content of $1 does not match its hash (transfer cut short?)" >&2
   return 1
 }
 

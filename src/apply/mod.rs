@@ -112,11 +112,12 @@ fn write_content(
 ) {
     let _ = writeln!(
         out,
-        "pl_do {tag} pl_write {} {} {} {} <<'{EOF_MARK}'",
+        "pl_do {tag} pl_write {} {} {} {} {} <<'{EOF_MARK}'",
         quote(path),
         quote(owner),
         quote(group),
-        mode
+        mode,
+        content.sha256()
     );
     out.push_str(&base64_lines(content.bytes()));
     out.push_str(EOF_MARK);
@@ -382,6 +383,9 @@ pub fn apply_script(
     let _ = writeln!(s, "PL_STATE={}", quote(state_dir));
     s.push_str(crate::probe::LIB);
     s.push_str(LIB);
+    // Everything runs inside one function called on the last line: the shell executes nothing
+    // until the whole script has arrived, so a connection cut mid-transfer changes nothing.
+    s.push_str("pl_main() {\n");
     let _ = writeln!(s, "PL_RUN={}", quote(run_id));
     let _ = writeln!(
         s,
@@ -478,7 +482,7 @@ pub fn apply_script(
         "0600",
         &Content::plain(plan.next_state.to_json()),
     );
-    s.push_str("printf 'A\\tdone\\n'\n");
+    s.push_str("printf 'A\\tdone\\n'\n}\npl_main\n");
     Ok(s)
 }
 

@@ -1,0 +1,289 @@
+//! End to end on the lab (containers acting as VMs, reached over SSH exactly like VMs): the
+//! reference repo converges and stays converged; dry-runs change nothing; drift is repaired;
+//! removed resources are pruned; a VM stopped mid-run fails alone and converges next time;
+//! plumb killed mid-apply leaves no half-written file and the next run completes.
+//!
+//! Needs a Docker engine; without one the tests print SKIPPED and pass (CI has one).
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+use support::lab;
+
+fn skip() -> bool {
+    if lab::docker_available() {
+        return false;
+    }
+    eprintln!("\n*************************************************");
+    eprintln!("*** SKIPPED: no Docker engine (tests/e2e_lab.rs) ***");
+    eprintln!("*************************************************\n");
+    true
+}
+
+fn plumb_bin() -> PathBuf {
+    assert_cmd::cargo::cargo_bin("plumb")
+}
+
+/// Runs plumb with the lab overlay; returns (exit code, stdout, stderr).
+fn plumb(repo: &Path, overlay: &Path, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(plumb_bin())
+        .args(args)
+        .arg(repo)
+        .arg("--inventory")
+        .arg(overlay)
+        .env("NO_COLOR", "1")
+        .env_remove("PLUMB_AGE_IDENTITY")
+        .output()
+        .expect("run plumb");
+    let r = (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    );
+    eprintln!("$ plumb {} -> exit {}\n{}{}", args.join(" "), r.0, r.1, r.2);
+    r
+}
+
+fn write(root: &Path, rel: &str, text: &str) {
+    let p = root.join(rel);
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    std::fs::write(p, text).unwrap();
+}
+
+fn sh(vm: &str, cmd: &str) -> String {
+    let out: Output = lab::exec(vm, cmd);
+    assert!(
+        out.status.success(),
+        "{vm}: `{cmd}` failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The lab's overlay with this test's own state folder on the VMs, so tests that use different
+/// repos never prune each other's resources.
+fn overlay(dir: &Path, state_dir: &str) -> PathBuf {
+    let text = std::fs::read_to_string(lab::inventory_overlay()).expect("lab overlay");
+    let state = lab::state_dir();
+    let text = text
+        .replace(
+            "ssh_key: id_ed25519",
+            &format!("ssh_key: {}", state.join("id_ed25519").display()),
+        )
+        .replace(
+            "known_hosts: known_hosts",
+            &format!("known_hosts: {}", state.join("known_hosts").display()),
+        )
+        .replace(
+            "defaults:\n",
+            &format!("defaults:\n  state_dir: {state_dir}\n"),
+        );
+    let p = dir.join("overlay.yaml");
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+const INVENTORY: &str = "\
+defaults: { ssh_user: root }
+groups: { postgres: {}, backup: {} }
+hosts:
+  pg-srv1: { address: 192.0.2.1, groups: [postgres] }
+  pg-srv2: { address: 192.0.2.2, groups: [postgres] }
+  pg-srv3: { address: 192.0.2.3, groups: [postgres] }
+  pg-backup-repo-server1: { address: 192.0.2.4, groups: [backup] }
+";
+
+#[test]
+fn a_vm_stopped_mid_run_fails_alone_and_converges_next_time() {
+    if skip() {
+        return;
+    }
+    let _guard = lab::lock();
+    lab::ensure_up();
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("repo");
+    write(&repo, "inventory/hosts.yaml", INVENTORY);
+    write(
+        &repo,
+        "manifests/slow.yaml",
+        "kind: File\nhosts: all\npath: /opt/e2e-stop/before\ncontent: \"before\\n\"\n---\n\
+         kind: Command\nname: slow\nhosts: all\nrun: touch /opt/e2e-stop/slow-started && sleep 6 && touch /opt/e2e-stop/slow-done\ncreates: /opt/e2e-stop/slow-done\n",
+    );
+    let overlay = overlay(dir.path(), "/var/lib/plumb-e2e-stop");
+    for vm in lab::vm_names() {
+        sh(&vm, "rm -rf /opt/e2e-stop /var/lib/plumb-e2e-stop");
+    }
+    let child = Command::new(plumb_bin())
+        .args([
+            "converge",
+            repo.to_str().unwrap(),
+            "--inventory",
+            overlay.to_str().unwrap(),
+            "--connect-timeout",
+            "5",
+            "--command-timeout",
+            "60",
+        ])
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until the slow command runs on pg-srv2, then stop that VM.
+    let started = Instant::now();
+    loop {
+        let out = lab::exec(
+            "pg-srv2",
+            "test -f /opt/e2e-stop/slow-started && echo yes || true",
+        );
+        if String::from_utf8_lossy(&out.stdout).contains("yes") {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the converge never reached pg-srv2's command"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    lab::stop("pg-srv2");
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    eprintln!("{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.status.code(), Some(1), "one host failed: exit 1");
+    assert!(stdout.contains("pg-srv2 FAILED"), "{stdout}");
+    assert!(
+        stdout.contains("3 changed") && stdout.contains("1 failed"),
+        "{stdout}"
+    );
+    for vm in ["pg-srv1", "pg-srv3", "pg-backup-repo-server1"] {
+        sh(vm, "test -f /opt/e2e-stop/slow-done");
+    }
+    lab::start("pg-srv2");
+    let (code, out, _) = plumb(&repo, &overlay, &["converge"]);
+    assert_eq!(code, 2, "{out}");
+    assert!(
+        out.contains("pg-srv2 changed") && out.contains("pg-srv1 unchanged"),
+        "{out}"
+    );
+    sh(
+        "pg-srv2",
+        "test -f /opt/e2e-stop/slow-done && test -f /opt/e2e-stop/before",
+    );
+    let (code, out, _) = plumb(&repo, &overlay, &["converge"]);
+    assert_eq!(code, 0, "{out}");
+}
+
+/// Every `f*` file present under /opt/e2e-kill on pg-srv1 is byte for byte the repo's file.
+fn assert_whole_files(repo: &Path) -> String {
+    let listing = sh(
+        "pg-srv1",
+        "mkdir -p /opt/e2e-kill && cd /opt/e2e-kill && for f in f*; do [ -f \"$f\" ] && printf '%s %s\\n' \"$f\" \"$(sha256sum < \"$f\" | cut -d' ' -f1)\"; done; ls -a",
+    );
+    for line in listing
+        .lines()
+        .filter(|l| l.starts_with('f') && l.contains(' '))
+    {
+        let (name, hash) = line.split_once(' ').unwrap();
+        let want = plumb::model::desired::sha256_hex(
+            &std::fs::read(repo.join("files").join(name)).unwrap(),
+        );
+        assert_eq!(hash, want, "{name} on the VM is not the whole file");
+    }
+    listing
+}
+
+#[test]
+fn plumb_killed_mid_apply_leaves_no_half_written_file() {
+    if skip() {
+        return;
+    }
+    let _guard = lab::lock();
+    lab::ensure_up();
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("repo");
+    write(&repo, "inventory/hosts.yaml", INVENTORY);
+    // Many large files (about 50 MB of script), then a pause at the end of the apply.
+    let mut manifests = String::new();
+    for i in 0..12 {
+        let byte = (b'a' + i as u8) as char;
+        write(
+            &repo,
+            &format!("files/f{i}"),
+            &byte.to_string().repeat(3 * 1024 * 1024),
+        );
+        manifests.push_str(&format!("---\nkind: File\nname: f{i}\nhosts: host:pg-srv1\npath: /opt/e2e-kill/f{i}\nsource: files/f{i}\n"));
+    }
+    manifests.push_str("---\nkind: Command\nname: pause\nhosts: host:pg-srv1\nrun: touch /opt/e2e-kill/pausing && sleep 4 && touch /opt/e2e-kill/paused\ncreates: /opt/e2e-kill/paused\n");
+    write(&repo, "manifests/big.yaml", &manifests);
+    let overlay = overlay(dir.path(), "/var/lib/plumb-e2e-kill");
+    let spawn = || {
+        Command::new(plumb_bin())
+            .args([
+                "converge",
+                repo.to_str().unwrap(),
+                "--inventory",
+                overlay.to_str().unwrap(),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+
+    // 1. Killed at fixed moments (while rendering, sending or writing, whichever it is then).
+    for delay in [300u64, 900, 1800] {
+        sh("pg-srv1", "rm -rf /opt/e2e-kill /var/lib/plumb-e2e-kill");
+        let mut child = spawn();
+        std::thread::sleep(Duration::from_millis(delay));
+        child.kill().unwrap(); // SIGKILL: no chance to clean up
+        let _ = child.wait();
+        std::thread::sleep(Duration::from_millis(500));
+        assert_whole_files(&repo);
+    }
+
+    // 2. Killed while the apply script runs on the host (the pause at its end).
+    sh("pg-srv1", "rm -rf /opt/e2e-kill /var/lib/plumb-e2e-kill");
+    let mut child = spawn();
+    let started = Instant::now();
+    loop {
+        let out = lab::exec(
+            "pg-srv1",
+            "test -f /opt/e2e-kill/pausing && echo yes || true",
+        );
+        if String::from_utf8_lossy(&out.stdout).contains("yes") {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(90),
+            "the apply never reached the pause"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    child.kill().unwrap();
+    let _ = child.wait();
+    std::thread::sleep(Duration::from_secs(1));
+    let listing = assert_whole_files(&repo);
+    assert!(
+        listing.contains("f11"),
+        "the files were written before the pause:\n{listing}"
+    );
+    assert!(
+        !listing.contains("paused"),
+        "the command was cut off with the connection:\n{listing}"
+    );
+
+    // The lock died with the connection: the next run proceeds, finishes the job, leaves no
+    // temp file; the one after has nothing to do.
+    let (code, out, _) = plumb(&repo, &overlay, &["converge", "--lock-timeout", "10"]);
+    assert_eq!(code, 2, "{out}");
+    let listing = assert_whole_files(&repo);
+    assert!(
+        !listing.contains("plumb-tmp"),
+        "temp files were left:\n{listing}"
+    );
+    assert!(listing.contains("paused"), "{listing}");
+    let (code, out, _) = plumb(&repo, &overlay, &["converge"]);
+    assert_eq!(code, 0, "{out}");
+}
