@@ -34,6 +34,7 @@ mod tests {
         std::fs::write(dir.path().join("a"), "x").unwrap();
         let mut idx = repo.index().unwrap();
         idx.add_path(Path::new("a")).unwrap();
+        idx.write().unwrap();
         let tree = repo.find_tree(idx.write_tree().unwrap()).unwrap();
         let sig = git2::Signature::now("t", "t@example.invalid").unwrap();
         let id = repo
