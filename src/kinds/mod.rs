@@ -17,6 +17,9 @@ pub mod symlink;
 pub mod systemd_unit;
 pub mod user;
 
+#[cfg(test)]
+pub(crate) mod testutil;
+
 use crate::diag::{Diagnostic, Diagnostics};
 use crate::model::desired::{Content, Desired};
 use crate::model::inventory::Inventory;
