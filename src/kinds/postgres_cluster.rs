@@ -673,10 +673,10 @@ pub(crate) fn check_common(
         cx.account(&format!("os_user.groups[{i}]"), g);
     }
     cx.abs_path("compose_command", compose_command, &[]);
-    if let Some(img) = image {
-        if img.is_empty() || img.chars().any(char::is_whitespace) {
-            cx.error("image", format!("`{img}` is not an image reference"), None);
-        }
+    if let Some(img) = image
+        && (img.is_empty() || img.chars().any(char::is_whitespace))
+    {
+        cx.error("image", format!("`{img}` is not an image reference"), None);
     }
     if cx.repo.find("CertificateAuthority", &tls.ca).is_none() {
         let known = cx.repo.names_of("CertificateAuthority");
@@ -705,18 +705,17 @@ pub(crate) fn check_common(
     }
 }
 
-fn check_credential(cx: &mut CheckCx, field: &str, c: &Credential) -> Option<String> {
+fn check_credential(cx: &mut CheckCx, field: &str, c: &Credential) {
     cx.secret(&format!("{field}.password.secret"), &c.password.secret);
-    if let Some(u) = &c.username {
-        if !is_pg_identifier(u) {
-            cx.error(
-                &format!("{field}.username"),
-                format!("`{u}` is not a valid PostgreSQL role name"),
-                Some("use lowercase letters, digits and `_`, starting with a letter".into()),
-            );
-        }
+    if let Some(u) = &c.username
+        && !is_pg_identifier(u)
+    {
+        cx.error(
+            &format!("{field}.username"),
+            format!("`{u}` is not a valid PostgreSQL role name"),
+            Some("use lowercase letters, digits and `_`, starting with a letter".into()),
+        );
     }
-    c.username.clone()
 }
 
 impl Credential {
@@ -998,17 +997,17 @@ impl PostgresClusterSpec {
                     cx.diags.push(d);
                 }
                 Some(rm) => {
-                    if let Spec::BackupRepo(r) = &rm.spec {
-                        if r.tls.ca != self.tls.ca {
-                            cx.error(
-                                "backup.repo",
-                                format!(
-                                    "BackupRepo `{}` uses CA `{}` but this cluster uses `{}`",
-                                    b.repo, r.tls.ca, self.tls.ca
-                                ),
-                                Some("both sides of pgBackRest TLS must trust one CA".into()),
-                            );
-                        }
+                    if let Spec::BackupRepo(r) = &rm.spec
+                        && r.tls.ca != self.tls.ca
+                    {
+                        cx.error(
+                            "backup.repo",
+                            format!(
+                                "BackupRepo `{}` uses CA `{}` but this cluster uses `{}`",
+                                b.repo, r.tls.ca, self.tls.ca
+                            ),
+                            Some("both sides of pgBackRest TLS must trust one CA".into()),
+                        );
                     }
                     let repo_hosts: BTreeSet<&str> = selected_hosts(rm, cx.repo.inventory)
                         .into_iter()

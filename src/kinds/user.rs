@@ -78,10 +78,10 @@ impl UserSpec {
         if let Some(h) = &self.home {
             cx.abs_path("home", h, &[]);
         }
-        if let Some(s) = &self.shell {
-            if let Err(msg) = check_abs_path(s, &[]) {
-                cx.error("shell", msg, None);
-            }
+        if let Some(s) = &self.shell
+            && let Err(msg) = check_abs_path(s, &[])
+        {
+            cx.error("shell", msg, None);
         }
     }
 
