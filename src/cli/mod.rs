@@ -374,14 +374,12 @@ fn init_ca(repo: &Path, name: &str, cn: Option<&str>, days: u64, force: bool) ->
         root: repo.to_path_buf(),
         placeholders: true,
         ..Default::default()
-    }) {
-        if let Some(m) = r.find("CertificateAuthority", name) {
-            if let crate::kinds::Spec::CertificateAuthority(ca) = &m.spec {
-                cert_path = PathBuf::from(&ca.certificate);
-                key_secret = ca.key.secret.clone();
-                common_name = common_name.or_else(|| Some(ca.common_name.clone()));
-            }
-        }
+    }) && let Some(m) = r.find("CertificateAuthority", name)
+        && let crate::kinds::Spec::CertificateAuthority(ca) = &m.spec
+    {
+        cert_path = PathBuf::from(&ca.certificate);
+        key_secret = ca.key.secret.clone();
+        common_name = common_name.or_else(|| Some(ca.common_name.clone()));
     }
     let common_name = common_name.unwrap_or_else(|| format!("{name} (plumb private CA)"));
     let full_cert = repo.join(&cert_path);

@@ -320,10 +320,10 @@ pub fn load_lenient(opts: &LoadOptions) -> (Option<Repo>, Diagnostics) {
 
     let mut ca_certificates = BTreeMap::new();
     for m in &manifests {
-        if let Spec::CertificateAuthority(ca) = &m.spec {
-            if let Ok(pem) = std::fs::read(root.join(&ca.certificate)) {
-                ca_certificates.insert(m.name.clone(), Content::plain(pem));
-            }
+        if let Spec::CertificateAuthority(ca) = &m.spec
+            && let Ok(pem) = std::fs::read(root.join(&ca.certificate))
+        {
+            ca_certificates.insert(m.name.clone(), Content::plain(pem));
         }
     }
 

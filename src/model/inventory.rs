@@ -228,10 +228,10 @@ pub fn parse_inventory(
 }
 
 fn resolve_path(dir: &Path, p: &Path) -> PathBuf {
-    if let Ok(rest) = p.strip_prefix("~") {
-        if let Some(home) = std::env::var_os("HOME") {
-            return PathBuf::from(home).join(rest);
-        }
+    if let Ok(rest) = p.strip_prefix("~")
+        && let Some(home) = std::env::var_os("HOME")
+    {
+        return PathBuf::from(home).join(rest);
     }
     if p.is_absolute() {
         p.to_path_buf()

@@ -362,13 +362,12 @@ fn revealed() -> &'static Mutex<Vec<String>> {
 /// Records a value that must never be printed.
 pub fn remember(value: &str) {
     // Very short values would redact ordinary words; they are weak passwords anyway.
-    if value.len() >= 4 {
-        if let Ok(mut v) = revealed().lock() {
-            if !v.iter().any(|x| x == value) {
-                v.push(value.to_string());
-                v.sort_by_key(|s| std::cmp::Reverse(s.len()));
-            }
-        }
+    if value.len() >= 4
+        && let Ok(mut v) = revealed().lock()
+        && !v.iter().any(|x| x == value)
+    {
+        v.push(value.to_string());
+        v.sort_by_key(|s| std::cmp::Reverse(s.len()));
     }
 }
 

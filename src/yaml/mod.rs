@@ -191,21 +191,22 @@ fn resolve_plain(text: &str) -> Resolved<'_> {
         ".nan" | ".NaN" | ".NAN" => return Resolved::Float(f64::NAN),
         _ => {}
     }
-    if let Some(oct) = text.strip_prefix("0o") {
-        if let Ok(v) = i64::from_str_radix(oct, 8) {
-            return Resolved::Int(v);
-        }
+    if let Some(oct) = text.strip_prefix("0o")
+        && let Ok(v) = i64::from_str_radix(oct, 8)
+    {
+        return Resolved::Int(v);
     }
-    if let Some(hex) = text.strip_prefix("0x") {
-        if let Ok(v) = i64::from_str_radix(hex, 16) {
-            return Resolved::Int(v);
-        }
+    if let Some(hex) = text.strip_prefix("0x")
+        && let Ok(v) = i64::from_str_radix(hex, 16)
+    {
+        return Resolved::Int(v);
     }
     let digits = text.strip_prefix(['-', '+']).unwrap_or(text);
-    if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
-        if let Ok(v) = text.parse::<i64>() {
-            return Resolved::Int(v);
-        }
+    if !digits.is_empty()
+        && digits.bytes().all(|b| b.is_ascii_digit())
+        && let Ok(v) = text.parse::<i64>()
+    {
+        return Resolved::Int(v);
     }
     let looks_numeric = digits
         .bytes()
@@ -214,10 +215,8 @@ fn resolve_plain(text: &str) -> Resolved<'_> {
         && digits
             .bytes()
             .all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'e' | b'E' | b'-' | b'+'));
-    if looks_numeric {
-        if let Ok(v) = text.parse::<f64>() {
-            return Resolved::Float(v);
-        }
+    if looks_numeric && let Ok(v) = text.parse::<f64>() {
+        return Resolved::Float(v);
     }
     Resolved::Str(text)
 }
@@ -396,18 +395,17 @@ impl Builder {
                 None => *pending = Some(node),
                 Some(key) => {
                     if let NodeValue::Map(entries) = &mut map.value {
-                        if let Some(text) = key.as_str() {
-                            if let Some((first, _)) =
+                        if let Some(text) = key.as_str()
+                            && let Some((first, _)) =
                                 entries.iter().find(|(k, _)| k.as_str() == Some(text))
-                            {
-                                return Err(SyntaxError {
-                                    mark: key.mark,
-                                    message: format!(
-                                        "duplicate key `{text}` (first defined at line {})",
-                                        first.mark.line
-                                    ),
-                                });
-                            }
+                        {
+                            return Err(SyntaxError {
+                                mark: key.mark,
+                                message: format!(
+                                    "duplicate key `{text}` (first defined at line {})",
+                                    first.mark.line
+                                ),
+                            });
                         }
                         entries.push((key, node));
                     }
