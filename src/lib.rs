@@ -1,13 +1,26 @@
 //! plumb: a declarative GitOps reconciler for VMs.
 //!
-//! The pipeline runs one way: `source` → `load` → `render` → `probe` → `plan` → `apply` → `report`.
+//! The pipeline runs one way, one module per stage: [`source`] (where the repo comes from) →
+//! [`load`] (parse and validate) → [`render`] (desired state per host) → [`probe`] (read the
+//! hosts, one round trip) → [`plan`] (what differs) → [`apply`] (change only that) → [`report`].
+//! [`converge`] drives the stages across hosts over [`transport`]; [`kinds`] holds one module
+//! per resource kind.
 
+pub mod apply;
 pub mod cli;
+pub mod converge;
 pub mod diag;
 pub mod kinds;
 pub mod load;
 pub mod model;
 pub mod pki;
+pub mod plan;
+pub mod probe;
 pub mod render;
+pub mod report;
 pub mod secrets;
+pub mod shell;
+pub mod source;
+pub mod state;
+pub mod transport;
 pub mod yaml;

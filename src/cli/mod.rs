@@ -2,6 +2,8 @@
 //! (`validate`, `render`, `secrets`, `certs init-ca`, `completions`). Commands that talk to hosts
 //! live in their own modules and are dispatched from here.
 
+pub mod converge;
+
 use crate::diag::Diagnostics;
 use crate::load::{LoadOptions, Repo};
 use anyhow::{Context, Result, bail};
@@ -77,6 +79,12 @@ pub enum Command {
     Validate(ValidateArgs),
     /// Print (or write) each host's desired state after templates and composite expansion.
     Render(RenderArgs),
+    /// Read every host, show what differs, and apply it (`--dry-run`: only show).
+    Converge(converge::ConvergeArgs),
+    /// Read every host and write the plan to a file for review (`plumb apply` applies it).
+    Plan(converge::PlanArgs),
+    /// Apply a plan written by `plumb plan`, exactly, refusing resources that changed since.
+    Apply(converge::ApplyArgs),
     /// Manage age-encrypted secrets in the repo's secrets/.
     #[command(subcommand)]
     Secrets(SecretsCommand),
@@ -178,6 +186,9 @@ pub fn run(cli: Cli) -> Result<i32> {
     match cli.command {
         Command::Validate(a) => validate(&a),
         Command::Render(a) => render(&a),
+        Command::Converge(a) => converge::converge(&a),
+        Command::Plan(a) => converge::plan(&a),
+        Command::Apply(a) => converge::apply(&a),
         Command::Secrets(SecretsCommand::Set { name, repo }) => secrets_set(&repo, &name),
         Command::Secrets(SecretsCommand::List { repo }) => secrets_list(&repo),
         Command::Certs(CertsCommand::InitCa {
@@ -195,7 +206,7 @@ pub fn run(cli: Cli) -> Result<i32> {
     }
 }
 
-fn print_diagnostics(ds: &Diagnostics) {
+pub(crate) fn print_diagnostics(ds: &Diagnostics) {
     eprintln!("{}", crate::secrets::redact(&ds.to_string()));
 }
 

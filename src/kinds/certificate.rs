@@ -3,12 +3,16 @@
 //! sensitive content, never printed), and reissues it inside its renew-before window or when the
 //! names it must carry change.
 
-use super::{CheckCx, PrimitiveSpec, desired};
+use super::{CheckCx, Converge, PrimitiveSpec, desired};
 use crate::diag::Diagnostic;
 use crate::model::desired::{Content, Desired};
 use crate::model::manifest::Manifest;
 use crate::model::values::{FileMode, Span};
+use crate::plan::{Action, Change, PlanCx, Planned, Step, converge_file};
+use crate::probe::{PathState, Records, parse_path};
 use crate::render::HostCx;
+use crate::shell::quote;
+use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use std::net::IpAddr;
 
@@ -248,5 +252,174 @@ impl CertificateSpec {
             renew_before: self.renew_before,
             key_algorithm: self.key_algorithm,
         })
+    }
+}
+
+impl CertificateState {
+    /// Why the certificate on the host must be (re)issued, if it must.
+    pub fn reissue_reason(
+        &self,
+        pem_b64: Option<&str>,
+        key: &PathState,
+        cx: &PlanCx,
+    ) -> Option<String> {
+        if cx.force_reissue {
+            return Some("rotation requested".into());
+        }
+        let Some(b64) = pem_b64.filter(|s| *s != "absent") else {
+            return Some("missing".into());
+        };
+        if !matches!(key, PathState::File(_)) {
+            return Some("private key missing".into());
+        }
+        let Some(pem) = base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .ok()
+            .and_then(|b| String::from_utf8(b).ok())
+        else {
+            return Some("unreadable certificate".into());
+        };
+        let Ok(info) = crate::pki::inspect(&pem) else {
+            return Some("unparsable certificate".into());
+        };
+        let ca_pem = String::from_utf8_lossy(self.ca_certificate.bytes());
+        match crate::pki::inspect(&ca_pem) {
+            Ok(ca) if ca.subject_der == info.issuer_der => {}
+            Ok(_) => {
+                return Some(format!(
+                    "issued by `{}`, not by CA `{}`",
+                    info.issuer, self.ca
+                ));
+            }
+            Err(_) => return Some(format!("CA `{}` certificate is unreadable", self.ca)),
+        }
+        if info.common_name != self.common_name {
+            return Some(format!(
+                "common name `{}` should be `{}`",
+                info.common_name, self.common_name
+            ));
+        }
+        let mut dns = self.dns_names.clone();
+        dns.sort();
+        let mut ips: Vec<String> = self
+            .ip_addresses
+            .iter()
+            .filter_map(|i| i.parse::<std::net::IpAddr>().ok().map(|a| a.to_string()))
+            .collect();
+        ips.sort();
+        if info.dns_names != dns || info.ip_addresses != ips {
+            return Some(format!(
+                "names {:?} {:?} should be {:?} {:?}",
+                info.dns_names, info.ip_addresses, dns, ips
+            ));
+        }
+        let left = info.not_after - cx.now;
+        if left <= self.renew_before.secs as i64 {
+            return Some(if left <= 0 {
+                "expired".into()
+            } else {
+                format!(
+                    "expires in {} days (renew_before {})",
+                    left / 86_400,
+                    self.renew_before
+                )
+            });
+        }
+        None
+    }
+}
+
+impl Converge for CertificateState {
+    fn probe(&self, index: usize, out: &mut String) {
+        self.cas_probe(index, out);
+        out.push_str(&format!("pl_cert {index} {}\n", quote(&self.cert_path)));
+    }
+
+    fn cas_keys(&self) -> &'static [&'static str] {
+        &["cert", "key", "ca"]
+    }
+
+    fn cas_probe(&self, index: usize, out: &mut String) {
+        out.push_str(&format!(
+            "pl_path {index}.cert {}\npl_path {index}.key {}\n",
+            quote(&self.cert_path),
+            quote(&self.key_path)
+        ));
+        if let Some(ca) = &self.ca_path {
+            out.push_str(&format!("pl_path {index}.ca {}\n", quote(ca)));
+        }
+    }
+
+    fn plan(&self, index: usize, actual: Records, cx: &PlanCx) -> Planned {
+        let mut p = Planned::default();
+        let cert = parse_path(actual.get("cert"));
+        let key = parse_path(actual.get("key"));
+        for (path, st) in [(&self.cert_path, &cert), (&self.key_path, &key)] {
+            if matches!(st, PathState::Dir(_) | PathState::Other) {
+                p.error = Some(format!("`{path}` is not a regular file on the host"));
+                return p;
+            }
+        }
+        let pem = actual
+            .get("pem")
+            .and_then(|f| f.first())
+            .map(String::as_str);
+        if let Some(reason) = self.reissue_reason(pem, &key, cx) {
+            p.action = Some(if cert == PathState::Absent {
+                Action::Create
+            } else {
+                Action::Update
+            });
+            p.changes.push(Change::new(
+                "certificate",
+                None,
+                Some(format!("issue ({reason})")),
+            ));
+            p.steps.push(Step::IssueCertificate { index, reason });
+        } else {
+            for (path, st, mode) in [
+                (&self.cert_path, &cert, self.cert_mode),
+                (&self.key_path, &key, self.key_mode),
+            ] {
+                if let PathState::File(f) = st {
+                    let mut meta = (None, None, None);
+                    if !f.meta.owner_is(&self.owner) {
+                        meta.0 = Some(self.owner.clone());
+                    }
+                    if !f.meta.group_is(&self.group) {
+                        meta.1 = Some(self.group.clone());
+                    }
+                    if f.meta.mode != mode.0 {
+                        meta.2 = Some(mode);
+                    }
+                    if meta != (None, None, None) {
+                        p.changes.push(Change::new(
+                            &format!("{path}: owner/mode"),
+                            None,
+                            Some(format!("{}:{} {mode}", self.owner, self.group)),
+                        ));
+                        p.steps.push(Step::SetMeta {
+                            path: path.clone(),
+                            owner: meta.0,
+                            group: meta.1,
+                            mode: meta.2,
+                        });
+                    }
+                }
+            }
+        }
+        if let Some(ca_path) = &self.ca_path {
+            let ca = parse_path(actual.get("ca"));
+            converge_file(
+                ca_path,
+                &ca,
+                &self.ca_certificate,
+                &self.owner,
+                &self.group,
+                self.cert_mode,
+                &mut p,
+            );
+        }
+        p
     }
 }

@@ -1,11 +1,14 @@
 //! `Command`: the escape hatch. It must carry a guard (`creates`, `unless`, `onlyif`) or run only
 //! when notified (`refresh_only`), so that a second converge does nothing.
 
-use super::{CheckCx, PrimitiveSpec, desired};
+use super::{CheckCx, Converge, PrimitiveSpec, desired};
 use crate::diag::Diagnostic;
 use crate::model::desired::{Content, Desired};
 use crate::model::manifest::Manifest;
+use crate::plan::{Action, Change, PlanCx, Planned, Step};
+use crate::probe::Records;
 use crate::render::HostCx;
+use crate::shell::quote;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -102,5 +105,86 @@ impl CommandSpec {
 
     pub(crate) fn paths(&self) -> Vec<String> {
         Vec::new()
+    }
+}
+
+impl CommandSpec {
+    /// Shell that prints the guard records.
+    fn guards(&self, index: usize, out: &mut String) {
+        out.push_str(&format!("printf '%s\\tcommand\\n' {index}\n"));
+        if let Some(c) = &self.creates {
+            out.push_str(&format!("pl_guard {index} creates {}\n", quote(c)));
+        }
+        if let Some(c) = &self.unless {
+            out.push_str(&format!("pl_guard {index} unless {}\n", quote(c)));
+        }
+        if let Some(c) = &self.onlyif {
+            out.push_str(&format!("pl_guard {index} onlyif {}\n", quote(c)));
+        }
+    }
+
+    /// True when the guards say the command must run.
+    pub fn guards_say_run(&self, actual: &Records) -> bool {
+        let g = |k: &str| actual.get(k).and_then(|f| f.first()).map(String::as_str);
+        let creates_ok = self.creates.is_none() || g("creates") == Some("fail");
+        let unless_ok = self.unless.is_none() || g("unless") == Some("fail");
+        let onlyif_ok = self.onlyif.is_none() || g("onlyif") == Some("ok");
+        creates_ok && unless_ok && onlyif_ok
+    }
+
+    fn step(&self) -> Step {
+        Step::Run {
+            command: self.run.clone(),
+            user: self.user.clone(),
+            cwd: self.cwd.clone(),
+            env: self.env.clone(),
+            timeout: self.timeout,
+            guard: self.guard_test(),
+        }
+    }
+
+    /// Shell test that re-checks the guards right before running (empty when there are none).
+    pub fn guard_test(&self) -> String {
+        let mut parts = Vec::new();
+        if let Some(c) = &self.creates {
+            parts.push(format!("[ ! -e {} ]", quote(c)));
+        }
+        if let Some(c) = &self.unless {
+            parts.push(format!("! sh -c {} >/dev/null 2>&1 </dev/null", quote(c)));
+        }
+        if let Some(c) = &self.onlyif {
+            parts.push(format!("sh -c {} >/dev/null 2>&1 </dev/null", quote(c)));
+        }
+        parts.join(" && ")
+    }
+}
+
+impl Converge for CommandSpec {
+    fn probe(&self, index: usize, out: &mut String) {
+        self.guards(index, out);
+    }
+
+    fn cas_keys(&self) -> &'static [&'static str] {
+        &[]
+    }
+
+    fn cas_probe(&self, _index: usize, _out: &mut String) {}
+
+    fn plan(&self, _index: usize, actual: Records, _cx: &PlanCx) -> Planned {
+        let mut p = Planned::default();
+        if self.refresh_only {
+            return p;
+        }
+        if self.guards_say_run(&actual) {
+            p.action = Some(Action::Run);
+            p.changes
+                .push(Change::new("run", None, Some(self.run.clone())));
+            p.steps.push(self.step());
+        }
+        p
+    }
+
+    fn refresh(&self, _cx: &PlanCx) -> Vec<Step> {
+        vec![self.step()]
     }
 }

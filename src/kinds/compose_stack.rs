@@ -2,12 +2,17 @@
 //! (or `docker-compose`, whichever the VM has) when its files change or it is not running, and
 //! `down` when it is removed.
 
-use super::{CheckCx, PrimitiveSpec, check_content, content_source, desired, render_content};
+use super::{
+    CheckCx, Converge, PrimitiveSpec, check_content, content_source, desired, render_content,
+};
 use crate::diag::Diagnostic;
 use crate::model::desired::{Content, Desired};
 use crate::model::manifest::Manifest;
 use crate::model::values::{FileMode, Presence, SecretRef};
+use crate::plan::{Action, Change, PlanCx, Planned, Step, converge_file};
+use crate::probe::{PathState, Records, parse_path};
 use crate::render::HostCx;
+use crate::shell::quote;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
@@ -223,5 +228,177 @@ impl ComposeStackSpec {
             m.name.clone(),
             PrimitiveSpec::ComposeStack(state),
         )])
+    }
+}
+
+/// Service names declared in a compose file (its top-level `services` keys).
+pub fn compose_services(content: &Content) -> Vec<String> {
+    let Ok(text) = std::str::from_utf8(content.bytes()) else {
+        return Vec::new();
+    };
+    crate::yaml::parse_single(text)
+        .ok()
+        .and_then(|root| {
+            root.get("services").and_then(|s| s.as_map()).map(|m| {
+                m.iter()
+                    .filter_map(|(k, _)| k.as_str().map(str::to_string))
+                    .collect()
+            })
+        })
+        .unwrap_or_default()
+}
+
+impl Converge for StackState {
+    fn probe(&self, index: usize, out: &mut String) {
+        out.push_str(&format!(
+            "pl_path {index}.compose {}\npl_path {index}.env {}\npl_stack_ps {index} {}\n",
+            quote(&self.compose_path()),
+            quote(&self.env_path()),
+            quote(&self.project)
+        ));
+    }
+
+    fn cas_keys(&self) -> &'static [&'static str] {
+        &["compose", "env"]
+    }
+
+    fn cas_probe(&self, index: usize, out: &mut String) {
+        out.push_str(&format!(
+            "pl_path {index}.compose {}\npl_path {index}.env {}\n",
+            quote(&self.compose_path()),
+            quote(&self.env_path())
+        ));
+    }
+
+    fn plan(&self, _index: usize, actual: Records, cx: &PlanCx) -> Planned {
+        let mut p = Planned::default();
+        let compose_file = parse_path(actual.get("compose"));
+        let env_file = parse_path(actual.get("env"));
+        let containers: Vec<(String, String)> = actual
+            .all("ps")
+            .filter(|f| f.len() >= 2)
+            .map(|f| (f[0].clone(), f[1].clone()))
+            .collect();
+        let no_docker =
+            actual.get("ps").and_then(|f| f.first()).map(String::as_str) == Some("no-docker");
+        let Some(_) = cx.compose() else {
+            if self.state == Presence::Present || !containers.is_empty() {
+                p.error =
+                    Some("neither `docker compose` nor `docker-compose` works on this host".into());
+            }
+            return p;
+        };
+        if self.state == Presence::Absent {
+            if !containers.is_empty() || matches!(compose_file, PathState::File(_)) {
+                p.action = Some(Action::Delete);
+                p.changes.push(Change::new(
+                    "stack",
+                    Some(format!(
+                        "{} ({} containers)",
+                        self.project,
+                        containers.len()
+                    )),
+                    Some("down".into()),
+                ));
+                p.steps.push(Step::StackDown {
+                    project: self.project.clone(),
+                    dir: self.dir.clone(),
+                });
+                for (path, state) in [
+                    (self.compose_path(), &compose_file),
+                    (self.env_path(), &env_file),
+                ] {
+                    if matches!(state, PathState::File(_)) {
+                        p.steps.push(Step::Remove { path });
+                    }
+                }
+            }
+            return p;
+        }
+        let Some(compose) = &self.compose else {
+            p.error = Some("no compose file".into());
+            return p;
+        };
+        if compose_file == PathState::Absent {
+            p.action = Some(Action::Create);
+        }
+        converge_file(
+            &self.compose_path(),
+            &compose_file,
+            compose,
+            &self.owner,
+            &self.group,
+            self.mode,
+            &mut p,
+        );
+        match &self.env {
+            Some(env) => converge_file(
+                &self.env_path(),
+                &env_file,
+                env,
+                &self.owner,
+                &self.group,
+                self.mode,
+                &mut p,
+            ),
+            None => {
+                if matches!(env_file, PathState::File(_)) {
+                    p.changes.push(Change::new(
+                        &self.env_path(),
+                        Some("present".into()),
+                        Some("removed".into()),
+                    ));
+                    p.steps.push(Step::Remove {
+                        path: self.env_path(),
+                    });
+                }
+            }
+        }
+        let files_changed = p
+            .steps
+            .iter()
+            .any(|s| matches!(s, Step::WriteFile { .. } | Step::Remove { .. }));
+        let services = compose_services(compose);
+        let not_running: Vec<&String> = services
+            .iter()
+            .filter(|s| {
+                !containers
+                    .iter()
+                    .any(|(svc, st)| svc == *s && st == "running")
+            })
+            .collect();
+        if no_docker {
+            p.error = Some("docker is not installed on this host".into());
+            return p;
+        }
+        if !not_running.is_empty() {
+            p.changes.push(Change::new(
+                "services",
+                Some(format!(
+                    "not running: {}",
+                    not_running
+                        .iter()
+                        .map(|s| s.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )),
+                Some("running".into()),
+            ));
+        }
+        if files_changed || !not_running.is_empty() {
+            p.steps.push(Step::StackUp {
+                project: self.project.clone(),
+                dir: self.dir.clone(),
+            });
+        }
+        p
+    }
+
+    fn refresh(&self, _cx: &PlanCx) -> Vec<Step> {
+        vec![Step::StackRestart {
+            project: self.project.clone(),
+            dir: self.dir.clone(),
+            services: self.restart_on_notify.clone(),
+        }]
     }
 }

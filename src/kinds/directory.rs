@@ -1,11 +1,14 @@
 //! `Directory`: a folder with owner, group and mode.
 
-use super::{CheckCx, PrimitiveSpec, desired};
+use super::{CheckCx, Converge, PrimitiveSpec, desired};
 use crate::diag::Diagnostic;
 use crate::model::desired::{Content, Desired};
 use crate::model::manifest::Manifest;
 use crate::model::values::{FileMode, Presence};
+use crate::plan::{Action, Change, PlanCx, Planned, Step};
+use crate::probe::{PathState, Records, parse_path};
 use crate::render::HostCx;
+use crate::shell::quote;
 use serde::{Deserialize, Serialize};
 
 /// A directory; parents are created as needed (owned by root, mode 0755).
@@ -62,5 +65,87 @@ impl DirectorySpec {
 
     pub(crate) fn paths(&self) -> Vec<String> {
         vec![self.path.clone()]
+    }
+}
+
+impl Converge for DirectorySpec {
+    fn probe(&self, index: usize, out: &mut String) {
+        out.push_str(&format!("pl_path {index} {}\n", quote(&self.path)));
+    }
+
+    fn plan(&self, _index: usize, actual: Records, _cx: &PlanCx) -> Planned {
+        let mut p = Planned::default();
+        let state = parse_path(actual.get(""));
+        match (self.state, state) {
+            (Presence::Present, PathState::Absent) => {
+                p.action = Some(Action::Create);
+                p.changes.push(Change::new(
+                    "directory",
+                    None,
+                    Some(format!(
+                        "{} {}:{} {}",
+                        self.path, self.owner, self.group, self.mode
+                    )),
+                ));
+                p.steps.push(Step::Mkdir {
+                    path: self.path.clone(),
+                    owner: self.owner.clone(),
+                    group: self.group.clone(),
+                    mode: self.mode,
+                });
+            }
+            (Presence::Present, PathState::Dir(m)) => {
+                let owner = (!m.owner_is(&self.owner)).then(|| self.owner.clone());
+                let group = (!m.group_is(&self.group)).then(|| self.group.clone());
+                let mode = (m.mode != self.mode.0).then_some(self.mode);
+                if let Some(o) = &owner {
+                    p.changes
+                        .push(Change::new("owner", Some(m.owner.clone()), Some(o.clone())));
+                }
+                if let Some(g) = &group {
+                    p.changes
+                        .push(Change::new("group", Some(m.group.clone()), Some(g.clone())));
+                }
+                if let Some(md) = mode {
+                    p.changes.push(Change::new(
+                        "mode",
+                        Some(FileMode(m.mode).to_string()),
+                        Some(md.to_string()),
+                    ));
+                }
+                if owner.is_some() || group.is_some() || mode.is_some() {
+                    p.steps.push(Step::SetMeta {
+                        path: self.path.clone(),
+                        owner,
+                        group,
+                        mode,
+                    });
+                }
+            }
+            (Presence::Present, PathState::Error(e)) => {
+                p.error = Some(format!("cannot read `{}`: {e}", self.path))
+            }
+            (Presence::Present, other) => {
+                p.error = Some(format!(
+                    "`{}` exists on the host but is not a directory ({}); plumb will not replace it",
+                    self.path,
+                    match other {
+                        PathState::File(_) => "a file",
+                        PathState::Link(_) => "a symlink",
+                        _ => "a special file",
+                    }
+                ));
+            }
+            (Presence::Absent, PathState::Dir(_)) => {
+                p.action = Some(Action::Delete);
+                p.changes
+                    .push(Change::new("directory", Some(self.path.clone()), None));
+                p.steps.push(Step::RemoveDir {
+                    path: self.path.clone(),
+                });
+            }
+            (Presence::Absent, _) => {}
+        }
+        p
     }
 }

@@ -1,11 +1,16 @@
 //! `File`: a file with content from inline text, a Tera template, or a file of the repo.
 
-use super::{CheckCx, PrimitiveSpec, check_content, content_source, desired, render_content};
+use super::{
+    CheckCx, Converge, PrimitiveSpec, check_content, content_source, desired, render_content,
+};
 use crate::diag::Diagnostic;
 use crate::model::desired::{Content, Desired};
 use crate::model::manifest::Manifest;
 use crate::model::values::{FileMode, Presence};
+use crate::plan::{Action, Change, PlanCx, Planned, Step, converge_file};
+use crate::probe::{PathState, Records, parse_path};
 use crate::render::HostCx;
+use crate::shell::quote;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -137,5 +142,59 @@ impl FileSpec {
             m.name.clone(),
             PrimitiveSpec::File(state),
         )])
+    }
+}
+
+impl Converge for FileState {
+    fn probe(&self, index: usize, out: &mut String) {
+        out.push_str(&format!("pl_path {index} {}\n", quote(&self.path)));
+    }
+
+    fn plan(&self, _index: usize, actual: Records, _cx: &PlanCx) -> Planned {
+        let mut p = Planned::default();
+        let state = parse_path(actual.get(""));
+        match (&self.content, self.state) {
+            (Some(content), Presence::Present) => {
+                if state == PathState::Absent {
+                    p.action = Some(Action::Create);
+                }
+                converge_file(
+                    &self.path,
+                    &state,
+                    content,
+                    &self.owner,
+                    &self.group,
+                    self.mode,
+                    &mut p,
+                );
+            }
+            (_, Presence::Absent) => match state {
+                PathState::File(f) => {
+                    p.action = Some(Action::Delete);
+                    p.changes.push(Change::new(
+                        &self.path,
+                        Some(format!("{} bytes", f.size)),
+                        Some("removed".into()),
+                    ));
+                    p.steps.push(Step::Remove {
+                        path: self.path.clone(),
+                    });
+                }
+                PathState::Link(_) => {
+                    p.action = Some(Action::Delete);
+                    p.changes.push(Change::new(
+                        &self.path,
+                        Some("symlink".into()),
+                        Some("removed".into()),
+                    ));
+                    p.steps.push(Step::Remove {
+                        path: self.path.clone(),
+                    });
+                }
+                _ => {}
+            },
+            (None, Presence::Present) => p.error = Some("no content".into()),
+        }
+        p
     }
 }

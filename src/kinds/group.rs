@@ -1,11 +1,14 @@
 //! `Group`: an OS group, with its gid pinned when given.
 
-use super::{CheckCx, PrimitiveSpec, desired};
+use super::{CheckCx, Converge, PrimitiveSpec, desired};
 use crate::diag::Diagnostic;
 use crate::model::desired::{Content, Desired};
 use crate::model::manifest::Manifest;
 use crate::model::values::{Presence, is_valid_account_name};
+use crate::plan::{Action, Change, PlanCx, Planned, Step};
+use crate::probe::Records;
 use crate::render::HostCx;
+use crate::shell::quote;
 use serde::{Deserialize, Serialize};
 
 /// A group. Its name is the resource's `name`.
@@ -21,6 +24,9 @@ pub struct GroupSpec {
     /// Create as a system group (when no gid is given).
     #[serde(default)]
     pub system: bool,
+    /// Allow changing the gid of an existing group (and re-owning its files).
+    #[serde(default)]
+    pub allow_renumber: bool,
     /// Present or absent.
     #[serde(default)]
     pub state: Presence,
@@ -59,5 +65,85 @@ impl GroupSpec {
 
     pub(crate) fn paths(&self) -> Vec<String> {
         Vec::new()
+    }
+}
+
+/// A parsed `getent group` line.
+pub fn parse_group_entry(line: &str) -> Option<(String, u32, Vec<String>)> {
+    let f: Vec<&str> = line.split(':').collect();
+    if f.len() < 4 {
+        return None;
+    }
+    let members = f[3]
+        .split(',')
+        .filter(|m| !m.is_empty())
+        .map(str::to_string)
+        .collect();
+    Some((f[0].to_string(), f[2].parse().ok()?, members))
+}
+
+impl Converge for GroupSpec {
+    fn probe(&self, index: usize, out: &mut String) {
+        out.push_str(&format!("pl_group {index} {}\n", quote(&self.group)));
+    }
+
+    fn plan(&self, _index: usize, actual: Records, _cx: &PlanCx) -> Planned {
+        let mut p = Planned::default();
+        let rec = actual.get("").unwrap_or(&[]);
+        let present = rec.first().map(String::as_str) == Some("present");
+        match (self.state, present) {
+            (Presence::Present, false) => {
+                p.action = Some(Action::Create);
+                p.changes.push(Change::new(
+                    "group",
+                    None,
+                    Some(match self.gid {
+                        Some(g) => format!("{} (gid {g})", self.group),
+                        None => self.group.clone(),
+                    }),
+                ));
+                p.steps.push(Step::GroupAdd {
+                    name: self.group.clone(),
+                    gid: self.gid,
+                    system: self.system,
+                });
+            }
+            (Presence::Present, true) => {
+                let Some((_, gid, _)) = rec.get(1).and_then(|l| parse_group_entry(l)) else {
+                    p.error = Some("unreadable group entry".into());
+                    return p;
+                };
+                if let Some(want) = self.gid.filter(|w| *w != gid) {
+                    if self.allow_renumber {
+                        p.changes.push(Change::new(
+                            "gid",
+                            Some(gid.to_string()),
+                            Some(want.to_string()),
+                        ));
+                        p.steps.push(Step::GroupRenumber {
+                            name: self.group.clone(),
+                            old: gid,
+                            new: want,
+                            reown: true,
+                        });
+                    } else {
+                        p.error = Some(format!(
+                            "group `{}` exists with gid {gid}, but the manifest pins gid {want}; set `allow_renumber: true` to change it (its files are re-owned), or change the manifest",
+                            self.group
+                        ));
+                    }
+                }
+            }
+            (Presence::Absent, true) => {
+                p.action = Some(Action::Delete);
+                p.changes
+                    .push(Change::new("group", Some(self.group.clone()), None));
+                p.steps.push(Step::GroupDel {
+                    name: self.group.clone(),
+                });
+            }
+            (Presence::Absent, false) => {}
+        }
+        p
     }
 }

@@ -270,6 +270,13 @@ macro_rules! kinds {
         }
 
         impl PrimitiveSpec {
+            /// How this resource is probed, planned and refreshed.
+            pub fn engine(&self) -> &dyn Converge {
+                match self {
+                    $(PrimitiveSpec::$pk(s) => s,)*
+                }
+            }
+
             /// The kind name.
             pub fn kind(&self) -> &'static str {
                 match self {
@@ -318,6 +325,39 @@ kinds! {
         CertificateAuthority => certificate_authority::CertificateAuthoritySpec;
         PostgresCluster => postgres_cluster::PostgresClusterSpec;
         BackupRepo => backup_repo::BackupRepoSpec;
+    }
+}
+
+/// How a primitive kind converges on a host: the probe fragment it adds to the host's probe
+/// script, the planning of its records into steps, and what it does when notified. Each
+/// primitive's module implements it next to its model.
+pub trait Converge {
+    /// Appends shell that prints this resource's records, tagged with `index`.
+    fn probe(&self, index: usize, out: &mut String);
+
+    /// Record sub-keys that compare-and-swap covers: the parts of the actual state that the
+    /// plan's steps overwrite.
+    fn cas_keys(&self) -> &'static [&'static str] {
+        &[""]
+    }
+
+    /// Appends shell that prints exactly the records named by [`Converge::cas_keys`], in probe
+    /// order (default: the whole probe).
+    fn cas_probe(&self, index: usize, out: &mut String) {
+        self.probe(index, out)
+    }
+
+    /// Decides the steps from the actual records.
+    fn plan(
+        &self,
+        index: usize,
+        actual: crate::probe::Records,
+        cx: &crate::plan::PlanCx,
+    ) -> crate::plan::Planned;
+
+    /// Steps run when a resource that notifies this one changed.
+    fn refresh(&self, _cx: &crate::plan::PlanCx) -> Vec<crate::plan::Step> {
+        Vec::new()
     }
 }
 

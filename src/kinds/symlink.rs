@@ -1,11 +1,14 @@
 //! `Symlink`: a symbolic link pointing at a target.
 
-use super::{CheckCx, PrimitiveSpec, desired};
+use super::{CheckCx, Converge, PrimitiveSpec, desired};
 use crate::diag::Diagnostic;
 use crate::model::desired::{Content, Desired};
 use crate::model::manifest::Manifest;
 use crate::model::values::Presence;
+use crate::plan::{Action, Change, PlanCx, Planned, Step};
+use crate::probe::{PathState, Records, parse_path};
 use crate::render::HostCx;
+use crate::shell::quote;
 use serde::{Deserialize, Serialize};
 
 /// A symbolic link at `path` pointing at `target`.
@@ -60,5 +63,61 @@ impl SymlinkSpec {
 
     pub(crate) fn paths(&self) -> Vec<String> {
         vec![self.path.clone()]
+    }
+}
+
+impl Converge for SymlinkSpec {
+    fn probe(&self, index: usize, out: &mut String) {
+        out.push_str(&format!("pl_path {index} {}\n", quote(&self.path)));
+    }
+
+    fn plan(&self, _index: usize, actual: Records, _cx: &PlanCx) -> Planned {
+        let mut p = Planned::default();
+        let step = Step::Symlink {
+            path: self.path.clone(),
+            target: self.target.clone(),
+            owner: self.owner.clone(),
+            group: self.group.clone(),
+        };
+        match (self.state, parse_path(actual.get(""))) {
+            (Presence::Present, PathState::Absent) => {
+                p.action = Some(Action::Create);
+                p.changes
+                    .push(Change::new("target", None, Some(self.target.clone())));
+                p.steps.push(step);
+            }
+            (Presence::Present, PathState::Link(t)) if t == self.target => {}
+            (Presence::Present, PathState::Link(t)) => {
+                p.changes
+                    .push(Change::new("target", Some(t), Some(self.target.clone())));
+                p.steps.push(step);
+            }
+            (Presence::Present, PathState::File(_)) => {
+                p.changes.push(Change::new(
+                    "target",
+                    Some("a regular file".into()),
+                    Some(self.target.clone()),
+                ));
+                p.steps.push(step);
+            }
+            (Presence::Present, PathState::Error(e)) => {
+                p.error = Some(format!("cannot read `{}`: {e}", self.path))
+            }
+            (Presence::Present, _) => {
+                p.error = Some(format!(
+                    "`{}` is a directory or special file on the host; plumb will not replace it with a symlink",
+                    self.path
+                ));
+            }
+            (Presence::Absent, PathState::Link(t)) => {
+                p.action = Some(Action::Delete);
+                p.changes.push(Change::new("symlink", Some(t), None));
+                p.steps.push(Step::Remove {
+                    path: self.path.clone(),
+                });
+            }
+            (Presence::Absent, _) => {}
+        }
+        p
     }
 }

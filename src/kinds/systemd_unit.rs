@@ -1,12 +1,18 @@
 //! `SystemdUnit`: a unit file (service, timer, ...) and whether it is enabled and active.
 //! plumb runs `systemctl daemon-reload` once per host when any unit file changed.
 
-use super::{CheckCx, PrimitiveSpec, check_content, content_source, desired, render_content};
+use super::{
+    CheckCx, Converge, PrimitiveSpec, check_content, content_source, desired, render_content,
+};
 use crate::diag::Diagnostic;
 use crate::model::desired::{Content, Desired};
 use crate::model::manifest::Manifest;
+use crate::model::values::FileMode;
 use crate::model::values::Presence;
+use crate::plan::{Action, Change, PlanCx, Planned, Step, converge_file};
+use crate::probe::{PathState, Records, parse_path};
 use crate::render::HostCx;
+use crate::shell::quote;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -178,5 +184,167 @@ impl SystemdUnitSpec {
             m.name.clone(),
             PrimitiveSpec::SystemdUnit(state),
         )])
+    }
+}
+
+fn systemctl(verb: &str, unit: &str) -> Step {
+    Step::Systemctl {
+        verb: verb.into(),
+        unit: unit.into(),
+    }
+}
+
+/// `is-enabled` answers that satisfy `enabled: true`.
+fn counts_as_enabled(s: &str) -> bool {
+    matches!(
+        s,
+        "enabled" | "enabled-runtime" | "static" | "indirect" | "alias" | "generated"
+    )
+}
+
+impl Converge for UnitState {
+    fn probe(&self, index: usize, out: &mut String) {
+        out.push_str(&format!(
+            "pl_path {index}.file {}\npl_unit_state {index} {}\n",
+            quote(&self.path),
+            quote(&self.unit)
+        ));
+    }
+
+    fn cas_keys(&self) -> &'static [&'static str] {
+        &["file", "enabled"]
+    }
+
+    fn cas_probe(&self, index: usize, out: &mut String) {
+        out.push_str(&format!(
+            "pl_path {index}.file {}\npl_unit_enabled {index} {}\n",
+            quote(&self.path),
+            quote(&self.unit)
+        ));
+    }
+
+    fn plan(&self, _index: usize, actual: Records, cx: &PlanCx) -> Planned {
+        let mut p = Planned::default();
+        let file = parse_path(actual.get("file"));
+        let enabled = actual
+            .get("enabled")
+            .and_then(|f| f.first())
+            .cloned()
+            .unwrap_or_default();
+        let active = actual
+            .get("active")
+            .and_then(|f| f.first())
+            .cloned()
+            .unwrap_or_default();
+        let no_systemd =
+            cx.facts.get("systemd").map(String::as_str) == Some("no") || enabled == "no-systemd";
+        if self.state == Presence::Absent {
+            if active == "active" {
+                p.steps.push(systemctl("stop", &self.unit));
+            }
+            if enabled == "enabled" {
+                p.steps.push(systemctl("disable", &self.unit));
+            }
+            if matches!(file, PathState::File(_) | PathState::Link(_)) {
+                p.steps.push(Step::Remove {
+                    path: self.path.clone(),
+                });
+                p.steps.push(Step::DaemonReload);
+            }
+            if !p.steps.is_empty() {
+                p.action = Some(Action::Delete);
+                p.changes
+                    .push(Change::new("unit", Some(self.unit.clone()), None));
+            }
+            return p;
+        }
+        if no_systemd && (self.enabled.is_some() || self.active.is_some()) {
+            p.error = Some("systemd is not running on this host; cannot manage unit state".into());
+            return p;
+        }
+        let mut content_changed = false;
+        if let Some(content) = &self.content {
+            if file == PathState::Absent {
+                p.action = Some(Action::Create);
+            }
+            let before = p.steps.len();
+            converge_file(
+                &self.path,
+                &file,
+                content,
+                "root",
+                "root",
+                FileMode(0o644),
+                &mut p,
+            );
+            content_changed = p.steps[before..]
+                .iter()
+                .any(|s| matches!(s, Step::WriteFile { .. }));
+            if p.steps.len() > before {
+                p.steps.push(Step::DaemonReload);
+            }
+        } else if matches!(file, PathState::Absent) && !no_systemd && enabled.is_empty() {
+            p.error = Some(format!(
+                "unit `{}` does not exist on the host and the manifest gives no content",
+                self.unit
+            ));
+            return p;
+        }
+        match self.enabled {
+            Some(true) if !counts_as_enabled(&enabled) => {
+                p.changes.push(Change::new(
+                    "enabled",
+                    Some(enabled.clone()),
+                    Some("enabled".into()),
+                ));
+                p.steps.push(systemctl("enable", &self.unit));
+            }
+            Some(false) if enabled == "enabled" => {
+                p.changes.push(Change::new(
+                    "enabled",
+                    Some(enabled.clone()),
+                    Some("disabled".into()),
+                ));
+                p.steps.push(systemctl("disable", &self.unit));
+            }
+            _ => {}
+        }
+        match self.active {
+            Some(true) if active != "active" => {
+                p.changes.push(Change::new(
+                    "active",
+                    Some(active.clone()),
+                    Some("active".into()),
+                ));
+                p.steps.push(systemctl("start", &self.unit));
+            }
+            Some(true) if content_changed => {
+                p.changes.push(Change::new(
+                    "active",
+                    Some("active".into()),
+                    Some("restarted (unit file changed)".into()),
+                ));
+                p.steps.push(systemctl("restart", &self.unit));
+            }
+            Some(false) if active == "active" => {
+                p.changes.push(Change::new(
+                    "active",
+                    Some(active.clone()),
+                    Some("inactive".into()),
+                ));
+                p.steps.push(systemctl("stop", &self.unit));
+            }
+            _ => {}
+        }
+        p
+    }
+
+    fn refresh(&self, _cx: &PlanCx) -> Vec<Step> {
+        let verb = match self.on_notify {
+            UnitRefresh::Restart => "restart",
+            UnitRefresh::Reload => "reload",
+            UnitRefresh::TryRestart => "try-restart",
+        };
+        vec![systemctl(verb, &self.unit)]
     }
 }

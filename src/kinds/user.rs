@@ -4,12 +4,15 @@
 //! owned by the same user on the VM. An existing user with another uid is a conflict, unless the
 //! manifest sets `allow_renumber`, which then also re-owns that user's files.
 
-use super::{CheckCx, PrimitiveSpec, desired};
+use super::{CheckCx, Converge, PrimitiveSpec, desired};
 use crate::diag::Diagnostic;
 use crate::model::desired::{Content, Desired};
 use crate::model::manifest::Manifest;
 use crate::model::values::{Presence, check_abs_path, is_valid_account_name};
+use crate::plan::{Action, Change, PlanCx, Planned, Step};
+use crate::probe::Records;
 use crate::render::HostCx;
+use crate::shell::quote;
 use serde::{Deserialize, Serialize};
 
 /// A user. Its login name is the resource's `name`.
@@ -102,5 +105,161 @@ impl UserSpec {
 
     pub(crate) fn paths(&self) -> Vec<String> {
         Vec::new()
+    }
+}
+
+/// A parsed `getent passwd` line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PasswdEntry {
+    /// Login.
+    pub name: String,
+    /// uid.
+    pub uid: u32,
+    /// Primary gid.
+    pub gid: u32,
+    /// GECOS.
+    pub comment: String,
+    /// Home.
+    pub home: String,
+    /// Shell.
+    pub shell: String,
+}
+
+/// Parses `name:x:uid:gid:gecos:home:shell`.
+pub fn parse_passwd(line: &str) -> Option<PasswdEntry> {
+    let f: Vec<&str> = line.split(':').collect();
+    if f.len() < 7 {
+        return None;
+    }
+    Some(PasswdEntry {
+        name: f[0].to_string(),
+        uid: f[2].parse().ok()?,
+        gid: f[3].parse().ok()?,
+        comment: f[4].to_string(),
+        home: f[5].to_string(),
+        shell: f[6].to_string(),
+    })
+}
+
+impl Converge for UserSpec {
+    fn probe(&self, index: usize, out: &mut String) {
+        out.push_str(&format!("pl_user {index} {}\n", quote(&self.user)));
+    }
+
+    fn plan(&self, _index: usize, actual: Records, _cx: &PlanCx) -> Planned {
+        let mut p = Planned::default();
+        let rec = actual.get("").unwrap_or(&[]);
+        let present = rec.first().map(String::as_str) == Some("present");
+        match (self.state, present) {
+            (Presence::Present, false) => {
+                p.action = Some(Action::Create);
+                p.changes.push(Change::new(
+                    "user",
+                    None,
+                    Some(match self.uid {
+                        Some(u) => format!("{} (uid {u})", self.user),
+                        None => self.user.clone(),
+                    }),
+                ));
+                p.steps.push(Step::UserAdd {
+                    name: self.user.clone(),
+                    uid: self.uid,
+                    group: self.group.clone(),
+                    groups: self.groups.clone(),
+                    home: self.home.clone(),
+                    shell: self.shell.clone(),
+                    comment: self.comment.clone(),
+                    system: self.system,
+                    create_home: self.create_home,
+                });
+            }
+            (Presence::Present, true) => {
+                let Some(e) = rec.get(1).and_then(|l| parse_passwd(l)) else {
+                    p.error = Some("unreadable passwd entry".into());
+                    return p;
+                };
+                // `id -Gn` lists the primary group first.
+                let groups: Vec<&str> = rec
+                    .get(2)
+                    .map(|g| g.split(',').filter(|s| !s.is_empty()).collect())
+                    .unwrap_or_default();
+                if let Some(want) = self.uid.filter(|w| *w != e.uid) {
+                    if self.allow_renumber {
+                        p.changes.push(Change::new(
+                            "uid",
+                            Some(e.uid.to_string()),
+                            Some(want.to_string()),
+                        ));
+                        p.steps.push(Step::UserRenumber {
+                            name: self.user.clone(),
+                            old: e.uid,
+                            new: want,
+                        });
+                    } else {
+                        p.error = Some(format!(
+                            "user `{}` exists with uid {}, but the manifest pins uid {want}; set `allow_renumber: true` to change it (its files are re-owned), or change the manifest",
+                            self.user, e.uid
+                        ));
+                        return p;
+                    }
+                }
+                let mut m = (None, Vec::new(), None, None, None);
+                if let Some(g) = &self.group {
+                    if groups.first() != Some(&g.as_str()) && g.parse::<u32>().ok() != Some(e.gid) {
+                        p.changes.push(Change::new(
+                            "group",
+                            groups.first().map(|s| s.to_string()),
+                            Some(g.clone()),
+                        ));
+                        m.0 = Some(g.clone());
+                    }
+                }
+                for g in &self.groups {
+                    if !groups.contains(&g.as_str()) {
+                        p.changes
+                            .push(Change::new("groups", None, Some(format!("+{g}"))));
+                        m.1.push(g.clone());
+                    }
+                }
+                if let Some(h) = self.home.as_ref().filter(|h| **h != e.home) {
+                    p.changes
+                        .push(Change::new("home", Some(e.home.clone()), Some(h.clone())));
+                    m.2 = Some(h.clone());
+                }
+                if let Some(s) = self.shell.as_ref().filter(|s| **s != e.shell) {
+                    p.changes
+                        .push(Change::new("shell", Some(e.shell.clone()), Some(s.clone())));
+                    m.3 = Some(s.clone());
+                }
+                if let Some(c) = self.comment.as_ref().filter(|c| **c != e.comment) {
+                    p.changes.push(Change::new(
+                        "comment",
+                        Some(e.comment.clone()),
+                        Some(c.clone()),
+                    ));
+                    m.4 = Some(c.clone());
+                }
+                if m != (None, Vec::new(), None, None, None) {
+                    p.steps.push(Step::UserMod {
+                        name: self.user.clone(),
+                        group: m.0,
+                        add_groups: m.1,
+                        home: m.2,
+                        shell: m.3,
+                        comment: m.4,
+                    });
+                }
+            }
+            (Presence::Absent, true) => {
+                p.action = Some(Action::Delete);
+                p.changes
+                    .push(Change::new("user", Some(self.user.clone()), None));
+                p.steps.push(Step::UserDel {
+                    name: self.user.clone(),
+                });
+            }
+            (Presence::Absent, false) => {}
+        }
+        p
     }
 }

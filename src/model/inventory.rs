@@ -68,6 +68,9 @@ pub struct DefaultsDef {
     /// How to become root.
     #[serde(default)]
     pub privilege: Option<Privilege>,
+    /// Where plumb keeps its state on hosts (default /var/lib/plumb).
+    #[serde(default)]
+    pub state_dir: Option<String>,
     /// Variables for every host.
     #[serde(default)]
     pub vars: Map<String, Value>,
@@ -110,6 +113,9 @@ pub struct HostDef {
     /// How to become root.
     #[serde(default)]
     pub privilege: Option<Privilege>,
+    /// Where plumb keeps its state on this host.
+    #[serde(default)]
+    pub state_dir: Option<String>,
     /// Host variables.
     #[serde(default)]
     pub vars: Map<String, Value>,
@@ -149,6 +155,8 @@ pub struct Host {
     pub known_hosts: Option<PathBuf>,
     /// How to become root.
     pub privilege: Privilege,
+    /// plumb's folder on the host (state, backups, lock).
+    pub state_dir: String,
     /// Groups, in precedence order.
     pub groups: Vec<String>,
     /// Merged variables.
@@ -214,7 +222,7 @@ pub fn parse_inventory(
             .with_field(e.path.clone());
         if e.message.contains("unknown field") {
             d = d.with_hint(
-                "host fields are address, groups, ssh_user, ssh_port, ssh_key, known_hosts, privilege, vars",
+                "host fields are address, groups, ssh_user, ssh_port, ssh_key, known_hosts, privilege, state_dir, vars",
             );
         }
         d
@@ -385,6 +393,9 @@ pub fn resolve(
         .or_else(|| base.def.defaults.ssh_user.clone());
     let d_port = od.and_then(|d| d.ssh_port).or(base.def.defaults.ssh_port);
     let d_priv = od.and_then(|d| d.privilege).or(base.def.defaults.privilege);
+    let d_state = od
+        .and_then(|d| d.state_dir.clone())
+        .or_else(|| base.def.defaults.state_dir.clone());
     let mut d_vars = base.def.defaults.vars.clone();
     if let Some(od) = od {
         merge_vars(&mut d_vars, &od.vars);
@@ -489,6 +500,11 @@ pub fn resolve(
                 .or(h.privilege)
                 .or(d_priv)
                 .unwrap_or_default(),
+            state_dir: o
+                .and_then(|o| o.state_dir.clone())
+                .or_else(|| h.state_dir.clone())
+                .or_else(|| d_state.clone())
+                .unwrap_or_else(|| crate::state::HOST_DIR.to_string()),
             groups: host_groups,
             vars,
         });

@@ -35,7 +35,7 @@ impl RenderFailure {
     /// A diagnostic pointing at the template line when known, else at the manifest field.
     pub fn into_diagnostic(self, m: &Manifest, field: &str) -> Diagnostic {
         let context = format!(
-            "while rendering {}/{} ({}:{}) for host `{}`",
+            "(rendering {}/{} from {}:{} for host `{}`)",
             m.kind,
             m.name,
             m.file.display(),
@@ -57,10 +57,11 @@ impl RenderFailure {
 }
 
 fn hint_for(message: &str) -> String {
-    if message.contains("is not defined") {
+    if message.contains("secret") {
+        "templates read secrets with {{ secret(name=\"NAME\") }}; each lives in secrets/NAME.age"
+            .into()
+    } else if message.contains("is not defined") {
         "define it in inventory vars (defaults, group or host), in the resource's `vars`, or guard it with `{% if x is defined %}`".into()
-    } else if message.contains("secret") {
-        "secrets are read with {{ secret(name=\"NAME\") }} from secrets/NAME.age".into()
     } else {
         "see https://keats.github.io/tera/docs/ for template syntax".into()
     }

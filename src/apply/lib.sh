@@ -1,0 +1,156 @@
+# plumb apply library (after the probe library). Every step either succeeds or prints a
+# `failed` record and stops the script: later steps may depend on earlier ones.
+PL_BACKUP=$PL_STATE/backup
+
+# pl_do KIND INDEX CMD...: run a step; on failure report the tail of its stderr and stop.
+pl_do() {
+  k=$1; i=$2; shift 2
+  "$@" >"$PL_ERR" 2>&1 && return 0
+  rc=$?
+  printf '%s\t%s\tfailed\t%s (exit %s)\n' "$k" "$i" "$(tail -c 1500 "$PL_ERR" | tr '\n\t' '  ')" "$rc"
+  exit 1
+}
+
+# pl_check INDEX EXPECTED FUNC: compare-and-swap: FUNC's records must hash to EXPECTED.
+pl_check() {
+  h=$("$3" | sha256sum)
+  h=${h%% *}
+  [ "$h" = "$2" ] && return 0
+  printf 'R\t%s\tconflict\t%s\n' "$1" "$h"
+  return 1
+}
+
+# pl_mkparent PATH: create PATH's folder (world-traversable, like mkdir -p would).
+pl_mkparent() {
+  d=$(dirname -- "$1")
+  [ -d "$d" ] || (umask 022; mkdir -p -- "$d")
+}
+
+# pl_backup PATH: keep the current version of a file (the five newest per path).
+pl_backup() {
+  [ -f "$1" ] || return 0
+  case "$1" in "$PL_STATE"/*) return 0 ;; esac
+  b="$PL_BACKUP$1"
+  (umask 077; mkdir -p -- "$(dirname -- "$b")") || return 1
+  cp -p -- "$1" "$b.$PL_RUN" || return 1
+  ls -1 -- "$b".* 2>/dev/null | sort -r | tail -n +6 | while IFS= read -r old; do rm -f -- "$old"; done
+  return 0
+}
+
+# pl_write PATH OWNER GROUP MODE < base64: atomic replace (temp file, fsync, owner, mode, rename).
+pl_write() {
+  pl_mkparent "$1" || return 1
+  d=$(dirname -- "$1")
+  # Leftovers of an interrupted run: the lock guarantees none is in use.
+  rm -f -- "$d"/.plumb-tmp.* 2>/dev/null
+  t=$(mktemp -- "$d/.plumb-tmp.XXXXXX") || return 1
+  if base64 -d > "$t" && pl_own "$t" "$2" "$3" && chmod -- "$4" "$t" && sync -- "$t" && pl_backup "$1" && mv -f -- "$t" "$1"; then
+    sync -- "$d" 2>/dev/null
+    return 0
+  fi
+  rm -f -- "$t"
+  return 1
+}
+
+# pl_own PATH OWNER GROUP: chown, skipping what is empty.
+pl_own() {
+  if [ -n "$2" ] && [ -n "$3" ]; then chown -h -- "$2:$3" "$1"
+  elif [ -n "$2" ]; then chown -h -- "$2" "$1"
+  elif [ -n "$3" ]; then chgrp -h -- "$3" "$1"
+  fi
+}
+
+# pl_meta PATH OWNER GROUP MODE (empty: leave as is).
+pl_meta() {
+  if [ -n "$2" ]; then chown -h -- "$2" "$1" || return 1; fi
+  if [ -n "$3" ]; then chgrp -h -- "$3" "$1" || return 1; fi
+  if [ -n "$4" ]; then chmod -- "$4" "$1" || return 1; fi
+  return 0
+}
+
+# pl_mkdir PATH OWNER GROUP MODE.
+pl_mkdir() {
+  (umask 022; mkdir -p -- "$1") && chown -- "$2:$3" "$1" && chmod -- "$4" "$1"
+}
+
+# pl_rm PATH: remove a file or symlink, keeping a backup of a file.
+pl_rm() {
+  [ -e "$1" ] || [ -L "$1" ] || return 0
+  [ -L "$1" ] || pl_backup "$1" || return 1
+  rm -f -- "$1"
+}
+
+# pl_rmdir PATH: remove a directory only if empty (a non-empty one is left with a note).
+pl_rmdir() {
+  [ -d "$1" ] || return 0
+  rmdir -- "$1" 2>/dev/null || printf 'W\t%s\tnot removed: directory is not empty\n' "$1"
+  return 0
+}
+
+# pl_symlink PATH TARGET OWNER GROUP: atomic replace of a symlink.
+pl_symlink() {
+  pl_mkparent "$1" || return 1
+  t="$1.plumb-tmp.$$"
+  rm -f -- "$t"
+  ln -s -- "$2" "$t" && chown -h -- "$3:$4" "$t" && mv -fT -- "$t" "$1"
+}
+
+# pl_reown_uid OLD NEW / pl_reown_gid OLD NEW: re-own files after renumbering (local file systems).
+pl_reown_uid() {
+  find / -xdev \( -path /proc -o -path /sys -o -path /dev \) -prune -o -uid "$1" -exec chown -h "$2" {} + 2>/dev/null
+  return 0
+}
+pl_reown_gid() {
+  find / -xdev \( -path /proc -o -path /sys -o -path /dev \) -prune -o -gid "$1" -exec chgrp -h "$2" {} + 2>/dev/null
+  return 0
+}
+
+# pl_pkg_install MANAGER PKG...
+pl_pkg_install() {
+  m=$1; shift
+  case "$m" in
+    apt)
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$@" ||
+        { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$@"; } ;;
+    dnf) dnf install -y -q "$@" ;;
+    *) echo "no package manager" >&2; return 1 ;;
+  esac
+}
+
+# pl_pkg_remove MANAGER PKG...
+pl_pkg_remove() {
+  m=$1; shift
+  case "$m" in
+    apt) DEBIAN_FRONTEND=noninteractive apt-get remove -y -q "$@" ;;
+    dnf) dnf remove -y -q "$@" ;;
+    *) echo "no package manager" >&2; return 1 ;;
+  esac
+}
+
+# pl_compose PROJECT DIR ARGS...: compose in the stack's folder, with whichever tool the host has.
+pl_compose() {
+  p=$1; d=$2; shift 2
+  if [ -z "$PL_COMPOSE" ]; then echo "neither 'docker compose' nor 'docker-compose' is installed" >&2; return 1; fi
+  if [ ! -d "$d" ]; then
+    # A stack whose folder is gone can still be stopped by project name.
+    $PL_COMPOSE -p "$p" "$@"
+    return $?
+  fi
+  (cd -- "$d" && $PL_COMPOSE -p "$p" "$@")
+}
+
+# pl_run USER CWD TIMEOUT COMMAND [VAR=VALUE...]: a Command resource.
+pl_run() {
+  umask 022
+  u=$1; c=$2; to=$3; cmd=$4; shift 4
+  if [ -n "$c" ]; then cd -- "$c" || return 1; fi
+  if [ -n "$u" ] && [ "$u" != root ]; then
+    timeout "$to" runuser -u "$u" -- env "$@" sh -c "$cmd" </dev/null
+  else
+    timeout "$to" env "$@" sh -c "$cmd" </dev/null
+  fi
+  rc=$?
+  cd / || true
+  [ "$rc" -eq 124 ] && echo "timed out after ${to}s" >&2
+  return "$rc"
+}

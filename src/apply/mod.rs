@@ -1,0 +1,600 @@
+//! Apply: turn a host's plan into ONE shell script (steps, compare-and-swap checks, handlers,
+//! the host state file) and read back what happened. Building the script is pure; sending it
+//! is the transport's job.
+//!
+//! Guarantees the script gives: every file is replaced atomically (temp file in the target
+//! folder, fsync, owner and mode, rename) with the previous version kept under
+//! /var/lib/plumb/backup; right before a resource is changed its actual state is hashed again
+//! and compared with the hash the plan was made against (a mismatch refuses that resource);
+//! `systemctl daemon-reload` runs once, after unit files changed and before units are started;
+//! handlers run once, after the resources, only if something that notifies them changed.
+
+use crate::kinds::PrimitiveSpec;
+use crate::kinds::certificate::CertificateState;
+use crate::model::desired::{Content, DesiredHost};
+use crate::plan::{ContentRef, HostPlan, Step};
+use crate::shell::quote;
+use crate::state::HostState;
+use base64::Engine as _;
+use std::fmt::Write as _;
+
+/// The apply library appended to the probe library.
+pub const LIB: &str = include_str!("lib.sh");
+
+/// Problems building an apply script.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    /// A step refers to content that is not in the plan.
+    #[error("content {0} is missing from the plan (the repo changed since planning?)")]
+    MissingContent(String),
+    /// Certificate issuance failed.
+    #[error("cannot issue certificate {path}: {reason}")]
+    Issue {
+        /// Certificate path.
+        path: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Issues certificates on the controller (implemented with the repo's CA keys).
+pub trait Issuer {
+    /// Returns (certificate PEM, key PEM) for the desired certificate.
+    fn issue(&self, want: &CertificateState) -> Result<(String, String), String>;
+}
+
+/// Replaces each `IssueCertificate` step with the writes of a freshly issued key, certificate
+/// and CA file. The key is sensitive content; it exists only in memory and in the script.
+pub fn issue_certificates(
+    plan: &mut HostPlan,
+    desired: &DesiredHost,
+    issuer: &dyn Issuer,
+) -> Result<(), ApplyError> {
+    for r in &mut plan.resources {
+        let mut steps = Vec::with_capacity(r.steps.len());
+        for s in std::mem::take(&mut r.steps) {
+            let Step::IssueCertificate { index, .. } = &s else {
+                steps.push(s);
+                continue;
+            };
+            let Some(PrimitiveSpec::Certificate(c)) =
+                desired.resources.get(*index).map(|d| &d.spec)
+            else {
+                steps.push(s);
+                continue;
+            };
+            let (cert_pem, key_pem) = issuer.issue(c).map_err(|reason| ApplyError::Issue {
+                path: c.cert_path.clone(),
+                reason,
+            })?;
+            let key = Content::sensitive(key_pem.into_bytes());
+            let cert = Content::plain(cert_pem.into_bytes());
+            for (path, content, mode) in [
+                (&c.key_path, key, c.key_mode),
+                (&c.cert_path, cert, c.cert_mode),
+            ] {
+                steps.push(Step::WriteFile {
+                    path: path.clone(),
+                    content: ContentRef::of(&content),
+                    owner: c.owner.clone(),
+                    group: c.group.clone(),
+                    mode,
+                });
+                plan.contents.insert(content.sha256(), content);
+            }
+        }
+        r.steps = steps;
+    }
+    Ok(())
+}
+
+fn base64_lines(bytes: &[u8]) -> String {
+    let b64 = base64::engine::general_purpose::STANDARD.encode(bytes);
+    let mut out = String::with_capacity(b64.len() + b64.len() / 76 + 2);
+    for chunk in b64.as_bytes().chunks(76) {
+        out.push_str(std::str::from_utf8(chunk).unwrap_or_default());
+        out.push('\n');
+    }
+    out
+}
+
+/// Heredoc terminator: base64 never contains `_`, so it cannot appear in the body.
+const EOF_MARK: &str = "PLUMB_EOF";
+
+fn write_content(
+    out: &mut String,
+    tag: &str,
+    path: &str,
+    owner: &str,
+    group: &str,
+    mode: &str,
+    content: &Content,
+) {
+    let _ = writeln!(
+        out,
+        "pl_do {tag} pl_write {} {} {} {} <<'{EOF_MARK}'",
+        quote(path),
+        quote(owner),
+        quote(group),
+        mode
+    );
+    out.push_str(&base64_lines(content.bytes()));
+    out.push_str(EOF_MARK);
+    out.push('\n');
+}
+
+fn opt(s: &Option<String>) -> String {
+    quote(s.as_deref().unwrap_or(""))
+}
+
+/// Shell for one step; `tag` is `R <index>`, `P <index>` or `X <index>`.
+fn step_shell(out: &mut String, tag: &str, step: &Step, plan: &HostPlan) -> Result<(), ApplyError> {
+    let q = |s: &str| quote(s);
+    match step {
+        Step::WriteFile {
+            path,
+            content,
+            owner,
+            group,
+            mode,
+        } => {
+            let c = plan
+                .contents
+                .get(&content.sha256)
+                .ok_or_else(|| ApplyError::MissingContent(content.sha256.clone()))?;
+            write_content(out, tag, path, owner, group, &mode.to_string(), c);
+        }
+        Step::SetMeta {
+            path,
+            owner,
+            group,
+            mode,
+        } => {
+            let _ = writeln!(
+                out,
+                "pl_do {tag} pl_meta {} {} {} {}",
+                q(path),
+                opt(owner),
+                opt(group),
+                quote(&mode.map(|m| m.to_string()).unwrap_or_default())
+            );
+        }
+        Step::Mkdir {
+            path,
+            owner,
+            group,
+            mode,
+        } => {
+            let _ = writeln!(
+                out,
+                "pl_do {tag} pl_mkdir {} {} {} {mode}",
+                q(path),
+                q(owner),
+                q(group)
+            );
+        }
+        Step::Remove { path } => {
+            let _ = writeln!(out, "pl_do {tag} pl_rm {}", q(path));
+        }
+        Step::RemoveDir { path } => {
+            let _ = writeln!(out, "pl_do {tag} pl_rmdir {}", q(path));
+        }
+        Step::Symlink {
+            path,
+            target,
+            owner,
+            group,
+        } => {
+            let _ = writeln!(
+                out,
+                "pl_do {tag} pl_symlink {} {} {} {}",
+                q(path),
+                q(target),
+                q(owner),
+                q(group)
+            );
+        }
+        Step::GroupAdd { name, gid, system } => {
+            let mut cmd = String::from("groupadd");
+            if let Some(g) = gid {
+                let _ = write!(cmd, " -g {g}");
+            } else if *system {
+                cmd.push_str(" -r");
+            }
+            let _ = writeln!(out, "pl_do {tag} {cmd} {}", q(name));
+        }
+        Step::GroupRenumber {
+            name,
+            old,
+            new,
+            reown,
+        } => {
+            let _ = writeln!(out, "pl_do {tag} groupmod -g {new} {}", q(name));
+            if *reown {
+                let _ = writeln!(out, "pl_do {tag} pl_reown_gid {old} {new}");
+            }
+        }
+        Step::GroupDel { name } => {
+            let _ = writeln!(out, "pl_do {tag} groupdel {}", q(name));
+        }
+        Step::UserAdd {
+            name,
+            uid,
+            group,
+            groups,
+            home,
+            shell,
+            comment,
+            system,
+            create_home,
+        } => {
+            let mut cmd = String::from("useradd");
+            if let Some(u) = uid {
+                let _ = write!(cmd, " -u {u}");
+            } else if *system {
+                cmd.push_str(" -r");
+            }
+            if let Some(g) = group {
+                let _ = write!(cmd, " -g {}", q(g));
+            }
+            if !groups.is_empty() {
+                let _ = write!(cmd, " -G {}", q(&groups.join(",")));
+            }
+            if let Some(h) = home {
+                let _ = write!(cmd, " -d {}", q(h));
+            }
+            if let Some(s) = shell {
+                let _ = write!(cmd, " -s {}", q(s));
+            }
+            if let Some(c) = comment {
+                let _ = write!(cmd, " -c {}", q(c));
+            }
+            cmd.push_str(if *create_home { " -m" } else { " -M" });
+            let _ = writeln!(out, "pl_do {tag} {cmd} {}", q(name));
+        }
+        Step::UserMod {
+            name,
+            group,
+            add_groups,
+            home,
+            shell,
+            comment,
+        } => {
+            let mut cmd = String::from("usermod");
+            if let Some(g) = group {
+                let _ = write!(cmd, " -g {}", q(g));
+            }
+            if !add_groups.is_empty() {
+                let _ = write!(cmd, " -a -G {}", q(&add_groups.join(",")));
+            }
+            if let Some(h) = home {
+                let _ = write!(cmd, " -d {}", q(h));
+            }
+            if let Some(s) = shell {
+                let _ = write!(cmd, " -s {}", q(s));
+            }
+            if let Some(c) = comment {
+                let _ = write!(cmd, " -c {}", q(c));
+            }
+            let _ = writeln!(out, "pl_do {tag} {cmd} {}", q(name));
+        }
+        Step::UserRenumber { name, old, new } => {
+            let _ = writeln!(out, "pl_do {tag} usermod -u {new} {}", q(name));
+            let _ = writeln!(out, "pl_do {tag} pl_reown_uid {old} {new}");
+        }
+        Step::UserDel { name } => {
+            let _ = writeln!(out, "pl_do {tag} userdel {}", q(name));
+        }
+        Step::PkgInstall { manager, packages } => {
+            let pkgs: Vec<String> = packages.iter().map(|p| q(p)).collect();
+            let _ = writeln!(
+                out,
+                "pl_do {tag} pl_pkg_install {} {}",
+                q(manager),
+                pkgs.join(" ")
+            );
+        }
+        Step::PkgRemove { manager, packages } => {
+            let pkgs: Vec<String> = packages.iter().map(|p| q(p)).collect();
+            let _ = writeln!(
+                out,
+                "pl_do {tag} pl_pkg_remove {} {}",
+                q(manager),
+                pkgs.join(" ")
+            );
+        }
+        Step::DaemonReload => {
+            let _ = writeln!(out, "pl_do {tag} systemctl daemon-reload");
+        }
+        Step::Systemctl { verb, unit } => {
+            let _ = writeln!(out, "pl_do {tag} systemctl {} {}", q(verb), q(unit));
+        }
+        Step::StackUp { project, dir } => {
+            let _ = writeln!(
+                out,
+                "pl_do {tag} pl_compose {} {} up -d --remove-orphans",
+                q(project),
+                q(dir)
+            );
+        }
+        Step::StackDown { project, dir } => {
+            let _ = writeln!(out, "pl_do {tag} pl_compose {} {} down", q(project), q(dir));
+        }
+        Step::StackRestart {
+            project,
+            dir,
+            services,
+        } => {
+            let svcs: Vec<String> = services.iter().map(|s| q(s)).collect();
+            let _ = writeln!(
+                out,
+                "pl_do {tag} pl_compose {} {} restart {}",
+                q(project),
+                q(dir),
+                svcs.join(" ")
+            );
+        }
+        Step::Run {
+            command,
+            user,
+            cwd,
+            env,
+            timeout,
+            guard,
+        } => {
+            let vars: Vec<String> = env.iter().map(|(k, v)| q(&format!("{k}={v}"))).collect();
+            let run = format!(
+                "pl_do {tag} pl_run {} {} {timeout} {} {}",
+                opt(user),
+                opt(cwd),
+                q(command),
+                vars.join(" ")
+            );
+            if guard.is_empty() {
+                let _ = writeln!(out, "{run}");
+            } else {
+                // The guard is checked again right before running: the compare-and-swap of a command.
+                let _ = writeln!(out, "if {guard}; then {run}; fi");
+            }
+        }
+        Step::IssueCertificate { .. } => {
+            // Replaced by `issue_certificates` before the script is built; reaching here is a bug.
+            let _ = writeln!(
+                out,
+                "printf '%s\\tfailed\\tcertificate was not issued\\n' '{tag}'; exit 1"
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Builds the apply script of a host. `previous` is the state the probe read; the state file is
+/// first widened to previous + next (so an interrupted run still knows what it may have
+/// created), then set to `next` once everything succeeded.
+pub fn apply_script(
+    plan: &HostPlan,
+    desired: &DesiredHost,
+    previous: &HostState,
+    state_dir: &str,
+    run_id: &str,
+) -> Result<String, ApplyError> {
+    let mut s = String::with_capacity(16 * 1024);
+    let _ = writeln!(s, "PL_STATE={}", quote(state_dir));
+    s.push_str(crate::probe::LIB);
+    s.push_str(LIB);
+    let _ = writeln!(s, "PL_RUN={}", quote(run_id));
+    let _ = writeln!(
+        s,
+        "PL_COMPOSE={}",
+        quote(plan.compose.as_deref().unwrap_or(""))
+    );
+    s.push_str("PL_ERR=$(mktemp) || exit 1\ntrap 'rm -f \"$PL_ERR\"' EXIT\n");
+    s.push_str("(umask 077; mkdir -p \"$PL_BACKUP\") || exit 1\n");
+    let state_file = format!("{}/state", state_dir.trim_end_matches('/'));
+    let widened = previous.union(&plan.next_state);
+    write_content(
+        &mut s,
+        "S 0",
+        &state_file,
+        "",
+        "",
+        "0600",
+        &Content::plain(widened.to_json()),
+    );
+
+    for (i, p) in plan.prune.iter().enumerate() {
+        let _ = writeln!(s, "# prune {}/{}", p.managed.kind, p.managed.name);
+        for step in &p.steps {
+            step_shell(&mut s, &format!("P {i}"), step, plan)?;
+        }
+        let _ = writeln!(s, "printf 'P\\t{i}\\tok\\n'");
+    }
+
+    let unit_rank = 7;
+    let mut deferred: Vec<(usize, &Step)> = Vec::new();
+    let mut reload_needed = false;
+    let mut flushed = false;
+    for (r, d) in plan.resources.iter().zip(&desired.resources) {
+        if !flushed && d.spec.rank() > unit_rank {
+            flush_units(&mut s, &deferred, reload_needed, plan)?;
+            flushed = true;
+        }
+        if r.steps.is_empty() {
+            continue;
+        }
+        let i = r.index;
+        let tag = format!("R {i}");
+        let _ = writeln!(s, "# {} {}", r.kind, r.name.replace('\n', " "));
+        let mut cas = String::new();
+        d.spec.engine().cas_probe(i, &mut cas);
+        let _ = writeln!(s, "pl_cas_{i}() {{\n{cas}:\n}}");
+        let _ = writeln!(
+            s,
+            "pl_ok_{i}=0\nif pl_check {i} {} pl_cas_{i}; then",
+            r.actual_sha256
+        );
+        for step in &r.steps {
+            match step {
+                Step::DaemonReload => reload_needed = true,
+                st if st.after_reload() && d.spec.rank() == unit_rank => deferred.push((i, st)),
+                st => step_shell(&mut s, &tag, st, plan)?,
+            }
+        }
+        let _ = writeln!(s, "pl_ok_{i}=1\nprintf 'R\\t{i}\\tok\\n'\nfi");
+    }
+    if !flushed {
+        flush_units(&mut s, &deferred, reload_needed, plan)?;
+    }
+
+    for (h, handler) in plan.handlers.iter().enumerate() {
+        let because: Vec<String> = handler
+            .because
+            .iter()
+            .filter_map(|b| {
+                desired
+                    .resources
+                    .iter()
+                    .position(|d| d.kind == b.kind && d.name == b.name)
+                    .map(|i| format!("[ \"${{pl_ok_{i}:-0}}\" = 1 ]"))
+            })
+            .collect();
+        let cond = if because.is_empty() {
+            "true".to_string()
+        } else {
+            because.join(" || ")
+        };
+        let _ = writeln!(s, "# handler {}\nif {cond}; then", handler.target);
+        for step in &handler.steps {
+            step_shell(&mut s, &format!("X {h}"), step, plan)?;
+        }
+        let _ = writeln!(s, "printf 'X\\t{h}\\tok\\n'\nfi");
+    }
+    write_content(
+        &mut s,
+        "S 1",
+        &state_file,
+        "",
+        "",
+        "0600",
+        &Content::plain(plan.next_state.to_json()),
+    );
+    s.push_str("printf 'A\\tdone\\n'\n");
+    Ok(s)
+}
+
+fn flush_units(
+    s: &mut String,
+    deferred: &[(usize, &Step)],
+    reload: bool,
+    plan: &HostPlan,
+) -> Result<(), ApplyError> {
+    if reload {
+        let _ = writeln!(s, "pl_do U 0 systemctl daemon-reload");
+    }
+    for (i, step) in deferred {
+        let _ = writeln!(s, "if [ \"${{pl_ok_{i}:-0}}\" = 1 ]; then");
+        step_shell(s, &format!("R {i}"), step, plan)?;
+        s.push_str("fi\n");
+    }
+    Ok(())
+}
+
+/// What happened to one item of the plan.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "result", content = "detail", rename_all = "snake_case")]
+pub enum Outcome {
+    /// Nothing to do.
+    Unchanged,
+    /// Steps ran.
+    Applied,
+    /// Refused: the actual state changed since planning (hash found).
+    Conflict(String),
+    /// A step failed (tail of its output).
+    Failed(String),
+    /// Not reached: an earlier step failed.
+    NotReached,
+}
+
+/// What happened on a host.
+#[derive(Clone, Debug, Default)]
+pub struct HostOutcome {
+    /// Per resource plan.
+    pub resources: Vec<Option<Outcome>>,
+    /// Per prune.
+    pub prune: Vec<Option<Outcome>>,
+    /// Per handler.
+    pub handlers: Vec<Option<Outcome>>,
+    /// Failure outside a resource (state file, unit reload).
+    pub other_failure: Option<String>,
+    /// Warnings (e.g. a directory not removed because not empty).
+    pub warnings: Vec<String>,
+    /// The script ran to its end.
+    pub complete: bool,
+}
+
+/// Reads the records an apply script printed.
+pub fn parse_outcome(stdout: &str, plan: &HostPlan) -> HostOutcome {
+    let mut o = HostOutcome {
+        resources: vec![None; plan.resources.len()],
+        prune: vec![None; plan.prune.len()],
+        handlers: vec![None; plan.handlers.len()],
+        ..Default::default()
+    };
+    for line in stdout.lines() {
+        let f: Vec<&str> = line.splitn(4, '\t').collect();
+        if f.len() < 2 {
+            continue;
+        }
+        if f[0] == "A" && f[1] == "done" {
+            o.complete = true;
+            continue;
+        }
+        if f[0] == "W" {
+            o.warnings
+                .push(format!("{}: {}", f[1], f.get(2).unwrap_or(&"")));
+            continue;
+        }
+        let Ok(i) = f[1].parse::<usize>() else {
+            continue;
+        };
+        let outcome = match f.get(2).copied() {
+            Some("ok") => Outcome::Applied,
+            Some("conflict") => Outcome::Conflict(f.get(3).unwrap_or(&"").to_string()),
+            Some("failed") => Outcome::Failed(crate::secrets::redact(f.get(3).unwrap_or(&""))),
+            _ => continue,
+        };
+        let slot = match f[0] {
+            "R" => plan
+                .resources
+                .iter()
+                .position(|r| r.index == i)
+                .and_then(|p| o.resources.get_mut(p)),
+            "P" => o.prune.get_mut(i),
+            "X" => o.handlers.get_mut(i),
+            _ => {
+                if let Outcome::Failed(m) = outcome {
+                    o.other_failure = Some(m);
+                }
+                continue;
+            }
+        };
+        if let Some(slot) = slot {
+            *slot = Some(outcome);
+        }
+    }
+    for (r, slot) in plan.resources.iter().zip(o.resources.iter_mut()) {
+        if slot.is_none() {
+            *slot = Some(if r.steps.is_empty() {
+                Outcome::Unchanged
+            } else {
+                Outcome::NotReached
+            });
+        }
+    }
+    for slot in o.prune.iter_mut().chain(o.handlers.iter_mut()) {
+        if slot.is_none() {
+            *slot = Some(Outcome::NotReached);
+        }
+    }
+    o
+}

@@ -1,0 +1,240 @@
+//! Where scripts run: a host over SSH, or this machine itself (`plumb pull --local`). Both run
+//! the same POSIX sh scripts and take the same host lock.
+
+use crate::model::inventory::{Host, Privilege as InvPrivilege};
+use crate::shell::quote;
+use crate::transport::{
+    self, ConnectOptions, Connection, Endpoint, HostKeyPolicy, Identity, Privilege,
+};
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+/// Connection settings shared by all hosts of a run.
+#[derive(Clone, Debug)]
+pub struct RemoteOptions {
+    /// Run on this machine instead of over SSH.
+    pub local: bool,
+    /// Trust unknown host keys on first use (changed keys are still refused).
+    pub accept_new_host_keys: bool,
+    /// TCP + handshake + authentication.
+    pub connect_timeout: Duration,
+    /// One command.
+    pub command_timeout: Duration,
+    /// known_hosts used when the inventory names none.
+    pub default_known_hosts: Option<PathBuf>,
+}
+
+impl Default for RemoteOptions {
+    fn default() -> Self {
+        RemoteOptions {
+            local: false,
+            accept_new_host_keys: false,
+            connect_timeout: Duration::from_secs(10),
+            command_timeout: Duration::from_secs(900),
+            default_known_hosts: None,
+        }
+    }
+}
+
+/// What a script printed.
+pub struct ScriptOutput {
+    /// stdout.
+    pub stdout: Vec<u8>,
+    /// stderr.
+    pub stderr: Vec<u8>,
+    /// Exit status.
+    pub status: u32,
+}
+
+/// A place to run scripts.
+pub enum Remote {
+    /// A host over SSH.
+    Ssh(Connection),
+    /// This machine.
+    Local {
+        /// Bound on one script.
+        timeout: Duration,
+    },
+}
+
+fn home_known_hosts() -> PathBuf {
+    std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/root"))
+        .join(".ssh/known_hosts")
+}
+
+impl Remote {
+    /// Connects to a host (or prepares to run locally).
+    pub async fn connect(host: &Host, opts: &RemoteOptions) -> Result<Remote, String> {
+        if opts.local {
+            return Ok(Remote::Local {
+                timeout: opts.command_timeout,
+            });
+        }
+        let endpoint = Endpoint {
+            host: host.name.clone(),
+            address: host.address.clone(),
+            port: host.port,
+            user: host.user.clone(),
+        };
+        let identity = match &host.ssh_key {
+            Some(k) => Identity::File(k.clone()),
+            None => Identity::Agent,
+        };
+        let known = host
+            .known_hosts
+            .clone()
+            .or_else(|| opts.default_known_hosts.clone())
+            .unwrap_or_else(home_known_hosts);
+        let mut co = ConnectOptions::new(identity, known);
+        co.host_key_policy = if opts.accept_new_host_keys {
+            HostKeyPolicy::AcceptNew
+        } else {
+            HostKeyPolicy::Strict
+        };
+        co.privilege = match host.privilege {
+            InvPrivilege::Auto => Privilege::Auto,
+            InvPrivilege::None => Privilege::None,
+            InvPrivilege::Sudo => Privilege::Sudo,
+        };
+        co.connect_timeout = opts.connect_timeout;
+        co.command_timeout = opts.command_timeout;
+        Connection::open(&endpoint, &co)
+            .await
+            .map(Remote::Ssh)
+            .map_err(|e| e.to_string())
+    }
+
+    /// Runs a POSIX sh script.
+    pub async fn run(&self, script: &[u8]) -> Result<ScriptOutput, String> {
+        match self {
+            Remote::Ssh(c) => c
+                .run_script(script)
+                .await
+                .map(|o| ScriptOutput {
+                    stdout: o.stdout,
+                    stderr: o.stderr,
+                    status: o.status,
+                })
+                .map_err(|e| e.to_string()),
+            Remote::Local { timeout } => run_local(script, *timeout).await,
+        }
+    }
+
+    /// Takes the host lock: waits up to `wait` for another run to finish, then fails naming it.
+    /// The lock lives as long as the returned guard's session; if plumb dies, the connection
+    /// drops and the host releases it by itself.
+    pub async fn lock(&self, state_dir: &str, wait: Duration) -> Result<Lock, String> {
+        let dir = quote(state_dir);
+        let secs = wait.as_secs().max(1);
+        let cmd = format!(
+            "mkdir -p {dir} && chmod 700 {dir} && exec flock -w {secs} -E 75 {dir}/lock sh -c 'echo PLUMB_LOCKED; exec cat >/dev/null' || {{ rc=$?; [ $rc -eq 75 ] && echo 'another plumb run holds the lock' >&2; exit $rc; }}"
+        );
+        let ready = "PLUMB_LOCKED";
+        let limit = wait + Duration::from_secs(10);
+        match self {
+            Remote::Ssh(c) => c
+                .hold(&cmd, ready, limit)
+                .await
+                .map(Lock::Ssh)
+                .map_err(|e| lock_error(e.to_string(), secs)),
+            Remote::Local { .. } => hold_local(&cmd, ready, limit)
+                .await
+                .map_err(|e| lock_error(e, secs)),
+        }
+    }
+
+    /// Closes the connection.
+    pub async fn close(self) {
+        if let Remote::Ssh(c) = self {
+            c.close().await;
+        }
+    }
+}
+
+fn lock_error(e: String, secs: u64) -> String {
+    if e.contains("another plumb run holds the lock")
+        || e.contains("exit status 75")
+        || e.contains("exited with 75")
+    {
+        format!(
+            "another plumb run holds this host's lock; waited {secs}s. Try again when it has finished (the lock is released when that run's connection ends)"
+        )
+    } else {
+        format!("cannot take the host lock: {e}")
+    }
+}
+
+/// A held host lock.
+pub enum Lock {
+    /// Held by an SSH channel.
+    Ssh(transport::Held),
+    /// Held by a local `flock` process.
+    Local(tokio::process::Child),
+}
+
+impl Lock {
+    /// Releases the lock.
+    pub async fn release(self) {
+        match self {
+            Lock::Ssh(h) => h.release().await,
+            Lock::Local(mut child) => {
+                drop(child.stdin.take());
+                let _ = tokio::time::timeout(Duration::from_secs(5), child.wait()).await;
+                let _ = child.kill().await;
+            }
+        }
+    }
+}
+
+async fn run_local(script: &[u8], limit: Duration) -> Result<ScriptOutput, String> {
+    let mut child = tokio::process::Command::new("sh")
+        .arg("-s")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| format!("cannot start sh: {e}"))?;
+    let mut stdin = child.stdin.take().ok_or("no stdin")?;
+    let script = script.to_vec();
+    let writer = tokio::spawn(async move {
+        let _ = stdin.write_all(&script).await;
+        drop(stdin);
+    });
+    let out = tokio::time::timeout(limit, child.wait_with_output())
+        .await
+        .map_err(|_| format!("the script did not finish within {limit:?}"))?
+        .map_err(|e| e.to_string())?;
+    let _ = writer.await;
+    Ok(ScriptOutput {
+        stdout: out.stdout,
+        stderr: out.stderr,
+        status: out.status.code().map(|c| c as u32).unwrap_or(255),
+    })
+}
+
+async fn hold_local(cmd: &str, ready: &str, limit: Duration) -> Result<Lock, String> {
+    let mut child = tokio::process::Command::new("sh")
+        .arg("-c")
+        .arg(cmd)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| format!("cannot start flock: {e}"))?;
+    let stdout = child.stdout.take().ok_or("no stdout")?;
+    let mut lines = BufReader::new(stdout).lines();
+    match tokio::time::timeout(limit, lines.next_line()).await {
+        Ok(Ok(Some(l))) if l.trim() == ready => Ok(Lock::Local(child)),
+        Ok(_) => {
+            let status = child.wait().await.ok().and_then(|s| s.code()).unwrap_or(-1);
+            Err(format!("exited with {status}"))
+        }
+        Err(_) => Err(format!("timed out after {limit:?}")),
+    }
+}

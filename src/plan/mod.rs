@@ -1,0 +1,616 @@
+//! Plan: desired state against actual state, per host, into ordered steps with human-readable
+//! changes and unified diffs. Pure: the probe's records in, a [`HostPlan`] out.
+
+pub mod diff;
+
+use crate::kinds::PrimitiveSpec;
+use crate::model::desired::{Content, Desired, DesiredHost, sha256_hex};
+use crate::model::values::{DriftPolicy, FileMode, ResourceRef};
+use crate::probe::{HostRecords, Records};
+use crate::state::{HostState, Managed};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Content referenced by a step: its hash, and whether it may be shown. The bytes travel in
+/// [`HostPlan::contents`], never in a serialized plan.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContentRef {
+    /// Hex SHA-256.
+    pub sha256: String,
+    /// Never show it.
+    pub sensitive: bool,
+}
+
+impl ContentRef {
+    /// Refers to content.
+    pub fn of(c: &Content) -> Self {
+        ContentRef {
+            sha256: c.sha256(),
+            sensitive: c.sensitive,
+        }
+    }
+}
+
+/// One thing to do on a host. Apply turns steps into shell; planning never touches a host.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "step", rename_all = "snake_case")]
+pub enum Step {
+    /// Write a file atomically (temp file, fsync, owner and mode, rename), keeping a backup.
+    WriteFile {
+        path: String,
+        content: ContentRef,
+        owner: String,
+        group: String,
+        mode: FileMode,
+    },
+    /// Change owner, group or mode.
+    SetMeta {
+        path: String,
+        owner: Option<String>,
+        group: Option<String>,
+        mode: Option<FileMode>,
+    },
+    /// Create a directory (and missing parents).
+    Mkdir {
+        path: String,
+        owner: String,
+        group: String,
+        mode: FileMode,
+    },
+    /// Remove a file or symlink (keeping a backup of a file).
+    Remove { path: String },
+    /// Remove a directory if it is empty.
+    RemoveDir { path: String },
+    /// Point a symlink at a target (atomic replace).
+    Symlink {
+        path: String,
+        target: String,
+        owner: String,
+        group: String,
+    },
+    /// `groupadd`.
+    GroupAdd {
+        name: String,
+        gid: Option<u32>,
+        system: bool,
+    },
+    /// `groupmod -g`, re-owning the group's files when asked.
+    GroupRenumber {
+        name: String,
+        old: u32,
+        new: u32,
+        reown: bool,
+    },
+    /// `groupdel`.
+    GroupDel { name: String },
+    /// `useradd`.
+    UserAdd {
+        name: String,
+        uid: Option<u32>,
+        group: Option<String>,
+        groups: Vec<String>,
+        home: Option<String>,
+        shell: Option<String>,
+        comment: Option<String>,
+        system: bool,
+        create_home: bool,
+    },
+    /// `usermod` for attributes other than the uid.
+    UserMod {
+        name: String,
+        group: Option<String>,
+        add_groups: Vec<String>,
+        home: Option<String>,
+        shell: Option<String>,
+        comment: Option<String>,
+    },
+    /// `usermod -u`, then re-own the user's files elsewhere on the file system.
+    UserRenumber { name: String, old: u32, new: u32 },
+    /// `userdel`.
+    UserDel { name: String },
+    /// Install packages.
+    PkgInstall {
+        manager: String,
+        packages: Vec<String>,
+    },
+    /// Remove packages.
+    PkgRemove {
+        manager: String,
+        packages: Vec<String>,
+    },
+    /// `systemctl daemon-reload` (once per host, after unit files changed).
+    DaemonReload,
+    /// `systemctl <verb> <unit>`.
+    Systemctl { verb: String, unit: String },
+    /// `docker compose up -d` in a folder.
+    StackUp { project: String, dir: String },
+    /// `docker compose down` in a folder.
+    StackDown { project: String, dir: String },
+    /// `docker compose restart [services]`.
+    StackRestart {
+        project: String,
+        dir: String,
+        services: Vec<String>,
+    },
+    /// Run a command.
+    Run {
+        command: String,
+        user: Option<String>,
+        cwd: Option<String>,
+        env: BTreeMap<String, String>,
+        timeout: u64,
+        /// Shell test re-checked right before running (empty: none).
+        guard: String,
+    },
+    /// Issue a certificate on the controller and write key, certificate and CA files.
+    IssueCertificate { index: usize, reason: String },
+}
+
+impl Step {
+    /// True for steps that only change a unit's state (they run after `daemon-reload`).
+    pub fn after_reload(&self) -> bool {
+        matches!(self, Step::Systemctl { .. })
+    }
+}
+
+/// A field that differs, in words.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Change {
+    /// Field name (`content`, `mode`, `owner`, `uid`, ...).
+    pub field: String,
+    /// Actual value (or hash), if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    /// Desired value (or hash), if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub to: Option<String>,
+}
+
+impl Change {
+    /// A change from one value to another.
+    pub fn new(field: &str, from: Option<String>, to: Option<String>) -> Self {
+        Change {
+            field: field.into(),
+            from,
+            to,
+        }
+    }
+}
+
+/// What a resource's plan does, in one word.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    /// In sync.
+    None,
+    /// Will be created.
+    Create,
+    /// Will be changed.
+    Update,
+    /// Will be removed.
+    Delete,
+    /// A command will run.
+    Run,
+    /// Differs, but its drift policy is `detect`: reported, not repaired.
+    Drift,
+    /// Cannot be planned (e.g. a directory where a file should be).
+    Error,
+}
+
+/// A content diff to show: the old content is fetched from the host only when needed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiffSpec {
+    /// Path on the host.
+    pub path: String,
+    /// Old content hash (None: the file does not exist).
+    pub old_sha256: Option<String>,
+    /// New content.
+    pub new: ContentRef,
+    /// Unified diff text, filled in after fetching (never for sensitive content).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+}
+
+/// What a kind's planner returns.
+#[derive(Clone, Debug, Default)]
+pub struct Planned {
+    /// Fields that differ.
+    pub changes: Vec<Change>,
+    /// Steps that repair them.
+    pub steps: Vec<Step>,
+    /// Content diffs.
+    pub diffs: Vec<DiffSpec>,
+    /// Explicit action (otherwise derived).
+    pub action: Option<Action>,
+    /// A problem that prevents planning this resource.
+    pub error: Option<String>,
+}
+
+/// The plan of one resource.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ResourcePlan {
+    /// Index in the host's desired list.
+    pub index: usize,
+    /// Kind.
+    pub kind: String,
+    /// Name.
+    pub name: String,
+    /// What happens.
+    pub action: Action,
+    /// Field-level changes.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub changes: Vec<Change>,
+    /// Content diffs.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub diffs: Vec<DiffSpec>,
+    /// Steps.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub steps: Vec<Step>,
+    /// Hash of the actual state this plan was made against (compare-and-swap checks it).
+    pub actual_sha256: String,
+    /// Hash of the desired state.
+    pub desired_sha256: String,
+    /// Why it cannot be planned.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub error: Option<String>,
+    /// True when any content is sensitive.
+    #[serde(default)]
+    pub sensitive: bool,
+}
+
+impl ResourcePlan {
+    /// True when the resource will change.
+    pub fn changes_something(&self) -> bool {
+        matches!(
+            self.action,
+            Action::Create | Action::Update | Action::Delete | Action::Run
+        )
+    }
+}
+
+/// A handler: a resource refreshed because something that notifies it changed.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct HandlerPlan {
+    /// The refreshed resource.
+    pub target: ResourceRef,
+    /// The resources whose change triggered it.
+    pub because: Vec<ResourceRef>,
+    /// Steps.
+    pub steps: Vec<Step>,
+}
+
+/// Something removed from the repo that plumb managed on this host.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PrunePlan {
+    /// What it was.
+    pub managed: Managed,
+    /// Steps that remove it.
+    pub steps: Vec<Step>,
+}
+
+/// The plan of one host.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct HostPlan {
+    /// Host name.
+    pub host: String,
+    /// Per resource, in apply order.
+    pub resources: Vec<ResourcePlan>,
+    /// Removals of resources no longer in the repo.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub prune: Vec<PrunePlan>,
+    /// Handlers to run after the resources.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub handlers: Vec<HandlerPlan>,
+    /// `docker compose` or `docker-compose` (from the probe).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub compose: Option<String>,
+    /// Content bytes by hash (kept in memory only).
+    #[serde(skip)]
+    pub contents: BTreeMap<String, Content>,
+    /// What the host's state file will say after apply.
+    #[serde(skip)]
+    pub next_state: HostState,
+}
+
+impl HostPlan {
+    /// True when applying would change something (drift with `detect` does not count).
+    pub fn has_changes(&self) -> bool {
+        self.resources.iter().any(ResourcePlan::changes_something)
+            || !self.prune.is_empty()
+            || !self.handlers.is_empty()
+    }
+
+    /// True when some `detect` resource drifted.
+    pub fn has_drift(&self) -> bool {
+        self.resources.iter().any(|r| r.action == Action::Drift)
+    }
+
+    /// Resources that cannot be planned.
+    pub fn errors(&self) -> impl Iterator<Item = &ResourcePlan> {
+        self.resources.iter().filter(|r| r.action == Action::Error)
+    }
+}
+
+/// What planning needs besides the records.
+#[derive(Clone, Debug)]
+pub struct PlanCx {
+    /// Host facts from the probe.
+    pub facts: BTreeMap<String, String>,
+    /// Now, seconds since the epoch (certificate windows).
+    pub now: i64,
+    /// Reissue every certificate (`plumb certs rotate`).
+    pub force_reissue: bool,
+    /// Remove users and groups that left the repo.
+    pub prune_users: bool,
+}
+
+impl PlanCx {
+    /// The compose command the host has, if any.
+    pub fn compose(&self) -> Option<&str> {
+        self.facts
+            .get("compose")
+            .map(String::as_str)
+            .filter(|c| *c != "none")
+    }
+}
+
+/// Hash of a desired resource: its serialized spec plus the hash of every content.
+pub fn desired_hash(d: &Desired) -> String {
+    let mut text = serde_json::to_string(&d.spec).unwrap_or_default();
+    for c in d.spec.contents() {
+        text.push_str(&c.sha256());
+    }
+    sha256_hex(text.as_bytes())
+}
+
+/// Plans one host.
+pub fn plan_host(desired: &DesiredHost, records: &HostRecords, cx: &PlanCx) -> HostPlan {
+    let mut resources = Vec::with_capacity(desired.resources.len());
+    let mut contents = BTreeMap::new();
+    for (i, d) in desired.resources.iter().enumerate() {
+        for c in d.spec.contents() {
+            contents.insert(c.sha256(), c.clone());
+        }
+        resources.push(plan_resource(i, d, records.of(i), cx));
+    }
+
+    let previous = records
+        .facts
+        .get("state")
+        .and_then(|s| HostState::decode(s).ok())
+        .unwrap_or_default();
+    let next_state = HostState::of(desired);
+    let prune = plan_prune(&previous, &next_state, cx);
+
+    let handlers = plan_handlers(desired, &resources, cx);
+    HostPlan {
+        host: desired.host.clone(),
+        resources,
+        prune,
+        handlers,
+        compose: cx.compose().map(str::to_string),
+        contents,
+        next_state,
+    }
+}
+
+fn plan_resource(index: usize, d: &Desired, actual: Records, cx: &PlanCx) -> ResourcePlan {
+    let engine = d.spec.engine();
+    let keys = engine.cas_keys();
+    let mut p = ResourcePlan {
+        index,
+        kind: d.kind.to_string(),
+        name: d.name.clone(),
+        action: Action::None,
+        changes: Vec::new(),
+        diffs: Vec::new(),
+        steps: Vec::new(),
+        actual_sha256: actual.hash(keys),
+        desired_sha256: desired_hash(d),
+        error: None,
+        sensitive: d.is_sensitive(),
+    };
+    if actual.is_empty() {
+        p.action = Action::Error;
+        p.error = Some("the probe returned no record for this resource".into());
+        return p;
+    }
+    let planned = engine.plan(index, actual, cx);
+    if let Some(e) = planned.error {
+        p.action = Action::Error;
+        p.error = Some(e);
+        return p;
+    }
+    p.action = planned.action.unwrap_or(if planned.steps.is_empty() {
+        Action::None
+    } else {
+        Action::Update
+    });
+    p.changes = planned.changes;
+    p.diffs = planned.diffs;
+    p.steps = planned.steps;
+    if d.drift == DriftPolicy::Detect && p.action != Action::None {
+        p.action = Action::Drift;
+        p.steps.clear();
+    }
+    p
+}
+
+fn plan_prune(previous: &HostState, next: &HostState, cx: &PlanCx) -> Vec<PrunePlan> {
+    previous
+        .resources
+        .iter()
+        .filter(|m| {
+            !next
+                .resources
+                .iter()
+                .any(|n| n.kind == m.kind && n.name == m.name)
+        })
+        .filter_map(|m| {
+            let steps = crate::state::prune_steps(m, cx);
+            if steps.is_empty() {
+                None
+            } else {
+                Some(PrunePlan {
+                    managed: m.clone(),
+                    steps,
+                })
+            }
+        })
+        .collect()
+}
+
+fn plan_handlers(desired: &DesiredHost, plans: &[ResourcePlan], cx: &PlanCx) -> Vec<HandlerPlan> {
+    let mut triggered: BTreeMap<ResourceRef, Vec<ResourceRef>> = BTreeMap::new();
+    for (d, p) in desired.resources.iter().zip(plans) {
+        if p.changes_something() {
+            for t in &d.notify {
+                triggered.entry(t.clone()).or_default().push(d.reference());
+            }
+        }
+    }
+    // Handlers run in resource order, once each.
+    let mut out = Vec::new();
+    for (d, p) in desired.resources.iter().zip(plans) {
+        let r = d.reference();
+        if let Some(because) = triggered.remove(&r) {
+            if p.action == Action::Error {
+                continue;
+            }
+            let steps = d.spec.engine().refresh(cx);
+            if !steps.is_empty() {
+                out.push(HandlerPlan {
+                    target: r,
+                    because,
+                    steps,
+                });
+            }
+        }
+    }
+    out
+}
+
+/// Convenience for planners: the content diff of a file.
+pub fn file_diff(path: &str, old: Option<&str>, new: &Content) -> DiffSpec {
+    DiffSpec {
+        path: path.to_string(),
+        old_sha256: old.map(str::to_string),
+        new: ContentRef::of(new),
+        text: None,
+    }
+}
+
+/// Steps for a file that should hold `content` given what the probe found there; shared by
+/// File, SystemdUnit, ComposeStack and Certificate.
+pub fn converge_file(
+    path: &str,
+    actual: &crate::probe::PathState,
+    content: &Content,
+    owner: &str,
+    group: &str,
+    mode: FileMode,
+    out: &mut Planned,
+) {
+    use crate::probe::PathState;
+    let write = Step::WriteFile {
+        path: path.to_string(),
+        content: ContentRef::of(content),
+        owner: owner.to_string(),
+        group: group.to_string(),
+        mode,
+    };
+    match actual {
+        PathState::Absent => {
+            out.changes.push(Change::new(
+                &format!("{path}"),
+                None,
+                Some("created".into()),
+            ));
+            out.diffs.push(file_diff(path, None, content));
+            out.steps.push(write);
+        }
+        PathState::Link(_) => {
+            out.changes.push(Change::new(
+                path,
+                Some("symlink".into()),
+                Some("file".into()),
+            ));
+            out.diffs.push(file_diff(path, None, content));
+            out.steps.push(write);
+        }
+        PathState::File(f) => {
+            if f.sha256 != content.sha256() {
+                out.changes.push(Change::new(
+                    &format!("{path}: content"),
+                    Some(short(&f.sha256)),
+                    Some(short(&content.sha256())),
+                ));
+                out.diffs.push(file_diff(path, Some(&f.sha256), content));
+                out.steps.push(write);
+                return;
+            }
+            let mut meta = (None, None, None);
+            if !f.meta.owner_is(owner) {
+                out.changes.push(Change::new(
+                    &format!("{path}: owner"),
+                    Some(f.meta.owner.clone()),
+                    Some(owner.into()),
+                ));
+                meta.0 = Some(owner.to_string());
+            }
+            if !f.meta.group_is(group) {
+                out.changes.push(Change::new(
+                    &format!("{path}: group"),
+                    Some(f.meta.group.clone()),
+                    Some(group.into()),
+                ));
+                meta.1 = Some(group.to_string());
+            }
+            if f.meta.mode != mode.0 {
+                out.changes.push(Change::new(
+                    &format!("{path}: mode"),
+                    Some(FileMode(f.meta.mode).to_string()),
+                    Some(mode.to_string()),
+                ));
+                meta.2 = Some(mode);
+            }
+            if meta != (None, None, None) {
+                out.steps.push(Step::SetMeta {
+                    path: path.to_string(),
+                    owner: meta.0,
+                    group: meta.1,
+                    mode: meta.2,
+                });
+            }
+        }
+        PathState::Dir(_) => {
+            out.error = Some(format!(
+                "`{path}` is a directory on the host; plumb will not replace a directory with a file"
+            ));
+        }
+        PathState::Other => {
+            out.error = Some(format!(
+                "`{path}` is a special file on the host; remove it by hand"
+            ));
+        }
+        PathState::Error(e) => {
+            out.error = Some(format!("cannot read `{path}` on the host: {e}"));
+        }
+    }
+}
+
+/// The first 12 hex digits of a hash, for display.
+pub fn short(sha: &str) -> String {
+    sha.chars().take(12).collect()
+}
+
+/// Records of a resource, re-exported for planners.
+pub type Actual<'a> = Records<'a>;
+
+/// Whether any resource of this spec kind writes unit files (for `daemon-reload`).
+pub fn writes_unit_file(spec: &PrimitiveSpec, steps: &[Step]) -> bool {
+    matches!(spec, PrimitiveSpec::SystemdUnit(_))
+        && steps
+            .iter()
+            .any(|s| matches!(s, Step::WriteFile { .. } | Step::Remove { .. }))
+}

@@ -1,0 +1,126 @@
+# plumb host library: POSIX sh + coreutils. Sent ahead of every probe and apply script.
+# Records are printed one per line: TAG<TAB>field<TAB>field...; TAG is a resource index with an
+# optional sub-key (3, 3.file, 3.enabled). Nothing here may print a file's content except the
+# base64 certificate record, and only for certificates.
+umask 077
+LC_ALL=C
+export LC_ALL
+PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+T='	'
+
+# pl_path TAG PATH: what is at PATH.
+pl_path() {
+  if [ -L "$2" ]; then
+    printf '%s\tlink\t%s\n' "$1" "$(readlink -- "$2")"
+  elif [ -f "$2" ]; then
+    s=$(stat -c '%a %u %g %U %G %s' -- "$2") || { printf '%s\terror\tcannot stat\n' "$1"; return 0; }
+    h=$(sha256sum < "$2") || { printf '%s\terror\tcannot read\n' "$1"; return 0; }
+    printf '%s\tfile\t%s\t%s\n' "$1" "$s" "${h%% *}"
+  elif [ -d "$2" ]; then
+    printf '%s\tdir\t%s\n' "$1" "$(stat -c '%a %u %g %U %G' -- "$2")"
+  elif [ -e "$2" ]; then
+    printf '%s\tother\n' "$1"
+  else
+    printf '%s\tabsent\n' "$1"
+  fi
+}
+
+# pl_user TAG NAME: passwd entry and supplementary group names.
+pl_user() {
+  if e=$(getent passwd "$2"); then
+    printf '%s\tpresent\t%s\t%s\n' "$1" "$e" "$(id -Gn -- "$2" 2>/dev/null | tr ' ' ',')"
+  else
+    printf '%s\tabsent\n' "$1"
+  fi
+}
+
+# pl_group TAG NAME: group entry.
+pl_group() {
+  if e=$(getent group "$2"); then printf '%s\tpresent\t%s\n' "$1" "$e"; else printf '%s\tabsent\n' "$1"; fi
+}
+
+# pl_pkg TAG NAME...: installed state of packages (apt or rpm).
+pl_pkg() {
+  t=$1; shift
+  if command -v dpkg-query >/dev/null 2>&1; then printf '%s.mgr\tapt\n' "$t"
+  elif command -v rpm >/dev/null 2>&1; then printf '%s.mgr\tdnf\n' "$t"
+  else printf '%s.mgr\tnone\n' "$t"; fi
+  for p in "$@"; do
+    if command -v dpkg-query >/dev/null 2>&1; then
+      v=$(dpkg-query -W -f='${db:Status-Abbrev}\t${Version}' -- "$p" 2>/dev/null) || v='un'
+      case "$v" in ii*) printf '%s\tpkg\t%s\tinstalled\t%s\n' "$t" "$p" "${v#*$T}";; *) printf '%s\tpkg\t%s\tmissing\n' "$t" "$p";; esac
+    elif command -v rpm >/dev/null 2>&1; then
+      if v=$(rpm -q --qf '%{VERSION}-%{RELEASE}' -- "$p" 2>/dev/null); then printf '%s\tpkg\t%s\tinstalled\t%s\n' "$t" "$p" "$v"; else printf '%s\tpkg\t%s\tmissing\n' "$t" "$p"; fi
+    else
+      printf '%s\tpkg\t%s\tunknown\n' "$t" "$p"
+    fi
+  done
+}
+
+# pl_unit_state TAG UNIT: enabled and active state.
+pl_unit_state() {
+  if command -v systemctl >/dev/null 2>&1; then
+    printf '%s.enabled\t%s\n' "$1" "$(systemctl is-enabled -- "$2" 2>/dev/null || true)"
+    printf '%s.active\t%s\n' "$1" "$(systemctl is-active -- "$2" 2>/dev/null || true)"
+  else
+    printf '%s.enabled\tno-systemd\n%s.active\tno-systemd\n' "$1" "$1"
+  fi
+}
+
+# pl_unit_enabled TAG UNIT: enabled state only (what compare-and-swap covers).
+pl_unit_enabled() {
+  if command -v systemctl >/dev/null 2>&1; then
+    printf '%s.enabled\t%s\n' "$1" "$(systemctl is-enabled -- "$2" 2>/dev/null || true)"
+  else
+    printf '%s.enabled\tno-systemd\n' "$1"
+  fi
+}
+
+# pl_stack_ps TAG PROJECT: the project's containers (service and state).
+pl_stack_ps() {
+  if command -v docker >/dev/null 2>&1; then
+    docker ps -a --filter "label=com.docker.compose.project=$2" \
+      --format '{{.Label "com.docker.compose.service"}} {{.State}}' 2>/dev/null |
+      while read -r svc st; do printf '%s.ps\t%s\t%s\n' "$1" "$svc" "$st"; done
+    printf '%s.ps\tend\n' "$1"
+  else
+    printf '%s.ps\tno-docker\n' "$1"
+  fi
+}
+
+# pl_cert TAG PATH: the certificate itself (public), base64 on one line.
+pl_cert() {
+  if [ -f "$2" ]; then printf '%s.pem\t%s\n' "$1" "$(base64 -w0 < "$2")"; else printf '%s.pem\tabsent\n' "$1"; fi
+}
+
+# pl_guard TAG KIND ARG: a Command guard (creates PATH | unless CMD | onlyif CMD) -> ok|fail.
+pl_guard() {
+  case "$2" in
+    creates) if [ -e "$3" ]; then r=ok; else r=fail; fi ;;
+    *) if sh -c "$3" >/dev/null 2>&1 </dev/null; then r=ok; else r=fail; fi ;;
+  esac
+  printf '%s.%s\t%s\n' "$1" "$2" "$r"
+}
+
+# pl_facts: the host itself.
+pl_facts() {
+  printf 'H\tuid\t%s\n' "$(id -u)"
+  printf 'H\thostname\t%s\n' "$(hostname 2>/dev/null || cat /etc/hostname 2>/dev/null)"
+  if [ -r "$PL_STATE/state" ]; then
+    printf 'H\tstate\t%s\n' "$(base64 -w0 < "$PL_STATE/state")"
+  else
+    printf 'H\tstate\tnone\n'
+  fi
+}
+
+# pl_compose_flavor: `docker compose` or `docker-compose`, whichever works.
+pl_compose_flavor() {
+  if docker compose version >/dev/null 2>&1; then printf 'H\tcompose\tdocker compose\n'
+  elif command -v docker-compose >/dev/null 2>&1; then printf 'H\tcompose\tdocker-compose\n'
+  else printf 'H\tcompose\tnone\n'; fi
+}
+
+# pl_systemd: is systemd running here?
+pl_systemd() {
+  if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then printf 'H\tsystemd\tyes\n'; else printf 'H\tsystemd\tno\n'; fi
+}

@@ -1,0 +1,122 @@
+//! Held commands: a command that keeps running on its own channel while other commands run on
+//! the same connection, such as `flock` holding plumb's host lock. It is released by closing its
+//! stdin; if plumb dies, the connection drops and sshd ends the command, so a lock can never
+//! outlive the run that took it.
+
+use super::{Connection, TransportError, shell_quote};
+use russh::ChannelMsg;
+use std::time::Duration;
+use tokio::time::timeout;
+
+/// A command that printed its ready line and is still running.
+pub struct Held {
+    writer: russh::ChannelWriteHalf<russh::client::Msg>,
+    reader: russh::ChannelReadHalf,
+    target: String,
+}
+
+impl Connection {
+    /// Starts `command` (under `sudo -n` when this connection uses it) and waits at most `wait`
+    /// for it to print `ready` on a line of its own; then returns it still running.
+    pub async fn hold(
+        &self,
+        command: &str,
+        ready: &str,
+        wait: Duration,
+    ) -> Result<Held, TransportError> {
+        let command = if self.sudo {
+            format!("exec sudo -n -- sh -c {}", shell_quote(command))
+        } else {
+            command.to_string()
+        };
+        let channel = timeout(wait, self.open_channel()).await.map_err(|_| {
+            TransportError::CommandTimeout {
+                target: self.target.clone(),
+                after: wait,
+            }
+        })??;
+        let (mut reader, writer) = channel.split();
+        writer
+            .exec(true, command.clone())
+            .await
+            .map_err(|e| self.session_error(&format!("cannot send the command: {e}")))?;
+        let mut stdout = Vec::new();
+        let mut stderr = Vec::new();
+        let waited = timeout(wait, async {
+            loop {
+                match reader.wait().await {
+                    Some(ChannelMsg::Data { data }) => {
+                        stdout.extend_from_slice(&data);
+                        if String::from_utf8_lossy(&stdout)
+                            .lines()
+                            .any(|l| l.trim() == ready)
+                        {
+                            return Ok(());
+                        }
+                    }
+                    Some(ChannelMsg::ExtendedData { data, .. }) => stderr.extend_from_slice(&data),
+                    Some(ChannelMsg::ExitStatus { exit_status }) => {
+                        return Err(self.session_error(&format!(
+                            "`{command}` exited with {exit_status} before it was ready: {}",
+                            String::from_utf8_lossy(&stderr).trim()
+                        )));
+                    }
+                    Some(ChannelMsg::Failure) => {
+                        return Err(TransportError::ExecRefused {
+                            target: self.target.clone(),
+                        });
+                    }
+                    Some(ChannelMsg::Close) | None => {
+                        return Err(self.session_error(&format!(
+                            "`{command}` ended before it was ready: {}",
+                            String::from_utf8_lossy(&stderr).trim()
+                        )));
+                    }
+                    Some(_) => {}
+                }
+            }
+        })
+        .await;
+        match waited {
+            Ok(Ok(())) => Ok(Held {
+                writer,
+                reader,
+                target: self.target.clone(),
+            }),
+            Ok(Err(e)) => {
+                let _ = timeout(Duration::from_secs(2), writer.close()).await;
+                Err(e)
+            }
+            Err(_) => {
+                let _ = timeout(Duration::from_secs(2), writer.close()).await;
+                Err(TransportError::CommandTimeout {
+                    target: self.target.clone(),
+                    after: wait,
+                })
+            }
+        }
+    }
+}
+
+impl Held {
+    /// Ends the command: EOF on its stdin, then waits (bounded) for it to exit.
+    pub async fn release(self) {
+        let Held {
+            writer,
+            mut reader,
+            target,
+        } = self;
+        let done = async {
+            let _ = writer.eof().await;
+            while let Some(msg) = reader.wait().await {
+                if matches!(msg, ChannelMsg::Close) {
+                    break;
+                }
+            }
+        };
+        if timeout(Duration::from_secs(5), done).await.is_err() {
+            tracing::debug!(target = %target, "held command did not end within 5s of EOF; closing its channel");
+            let _ = timeout(Duration::from_secs(2), writer.close()).await;
+        }
+    }
+}

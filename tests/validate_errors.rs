@@ -1,0 +1,434 @@
+//! `plumb validate` on broken repos: each bad input gives a non-zero exit and a message with the
+//! file, line and field, and several problems are reported in one run.
+
+use assert_cmd::Command;
+use std::path::Path;
+
+const INVENTORY: &str = "\
+defaults:
+  ssh_user: root
+  vars: { motd: hello }
+groups:
+  web: { vars: { port: 8080 } }
+  db: {}
+hosts:
+  w1: { address: 10.0.0.1, groups: [web] }
+  w2: { address: 10.0.0.2, groups: [web] }
+  d1: { address: 10.0.0.3, groups: [db] }
+";
+
+const TEMPLATE: &str = "port={{ port }}\nmotd={{ motd }}\n";
+
+/// A repo with a valid inventory and template plus the given extra files.
+fn repo(files: &[(&str, &str)]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "inventory/hosts.yaml", INVENTORY);
+    write(dir.path(), "templates/app.conf.tera", TEMPLATE);
+    for (path, text) in files {
+        write(dir.path(), path, text);
+    }
+    dir
+}
+
+fn write(root: &Path, rel: &str, text: &str) {
+    let p = root.join(rel);
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    std::fs::write(p, text).unwrap();
+}
+
+/// Runs validate; returns (exit code, stderr).
+fn validate(dir: &Path, extra: &[&str]) -> (i32, String) {
+    let out = Command::cargo_bin("plumb")
+        .unwrap()
+        .arg("validate")
+        .arg(dir)
+        .args(extra)
+        .env_remove("PLUMB_AGE_IDENTITY")
+        .env_remove("PLUMB_INVENTORY")
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn assert_error(files: &[(&str, &str)], expected: &[&str]) {
+    let dir = repo(files);
+    let (code, err) = validate(dir.path(), &[]);
+    assert_eq!(code, 1, "exit code; stderr:\n{err}");
+    for e in expected {
+        assert!(err.contains(e), "expected `{e}` in:\n{err}");
+    }
+    assert!(err.contains("nothing was contacted or changed"), "{err}");
+}
+
+const GOOD_FILE: &str =
+    "kind: File\nhosts: group:web\npath: /etc/app.conf\ntemplate: app.conf.tera\n";
+
+#[test]
+fn a_valid_repo_passes() {
+    let dir = repo(&[("manifests/app.yaml", GOOD_FILE)]);
+    let (code, err) = validate(dir.path(), &[]);
+    assert_eq!(code, 0, "{err}");
+}
+
+#[test]
+fn yaml_syntax_error() {
+    assert_error(
+        &[(
+            "manifests/app.yaml",
+            "kind: File\nhosts: [group:web\npath: /etc/x\n",
+        )],
+        &["manifests/app.yaml:", "YAML syntax error"],
+    );
+}
+
+#[test]
+fn unknown_field() {
+    assert_error(
+        &[(
+            "manifests/app.yaml",
+            "kind: File\nhosts: all\npath: /etc/x\ncontent: x\nowner_name: root\n",
+        )],
+        &[
+            "manifests/app.yaml:5:1",
+            "field `owner_name`",
+            "unknown field `owner_name`",
+        ],
+    );
+}
+
+#[test]
+fn wrong_type() {
+    assert_error(
+        &[(
+            "manifests/u.yaml",
+            "kind: User\nname: app\nhosts: all\nuid: lots\n",
+        )],
+        &[
+            "manifests/u.yaml:4:6",
+            "field `uid`",
+            "invalid type: string \"lots\", expected u32",
+        ],
+    );
+}
+
+#[test]
+fn unknown_kind() {
+    assert_error(
+        &[("manifests/x.yaml", "kind: Filee\nname: x\nhosts: all\n")],
+        &[
+            "manifests/x.yaml:1:7",
+            "unknown kind `Filee`",
+            "did you mean `File`",
+        ],
+    );
+}
+
+#[test]
+fn selector_names_unknown_host_or_group() {
+    assert_error(
+        &[(
+            "manifests/app.yaml",
+            "kind: File\nhosts: [host:w1, group:webb, host:w9]\npath: /etc/x\ncontent: x\n",
+        )],
+        &[
+            "field `hosts[1]`: selector names unknown group `webb`",
+            "field `hosts[2]`: selector names unknown host `w9`",
+            "known groups: db, web",
+        ],
+    );
+}
+
+#[test]
+fn duplicate_resource_same_kind_and_name() {
+    assert_error(
+        &[
+            (
+                "manifests/a.yaml",
+                "kind: User\nname: app\nhosts: all\nuid: 2000\n",
+            ),
+            (
+                "manifests/b.yaml",
+                "kind: User\nname: app\nhosts: all\nuid: 2000\n",
+            ),
+        ],
+        &[
+            "manifests/b.yaml:2:7",
+            "duplicate resource `User/app`: already declared at manifests/a.yaml:1",
+        ],
+    );
+}
+
+#[test]
+fn two_resources_writing_one_path() {
+    assert_error(
+        &[(
+            "manifests/a.yaml",
+            "kind: File\nname: one\nhosts: all\npath: /etc/x\ncontent: a\n---\nkind: File\nname: two\nhosts: host:w1\npath: /etc/x\ncontent: b\n",
+        )],
+        &[
+            "manifests/a.yaml:7:1",
+            "File/one and File/two both write `/etc/x` on host `w1`",
+        ],
+    );
+}
+
+#[test]
+fn missing_template() {
+    assert_error(
+        &[(
+            "manifests/a.yaml",
+            "kind: File\nhosts: all\npath: /etc/x\ntemplate: app.cnf.tera\n",
+        )],
+        &[
+            "manifests/a.yaml:4:11",
+            "template `app.cnf.tera` does not exist",
+            "did you mean `app.conf.tera`",
+        ],
+    );
+}
+
+#[test]
+fn template_with_undefined_variable_names_the_template_line() {
+    assert_error(
+        &[
+            ("templates/bad.tera", "a={{ port }}\nb={{ portt }}\n"),
+            (
+                "manifests/a.yaml",
+                "kind: File\nhosts: group:web\npath: /etc/x\ntemplate: bad.tera\n",
+            ),
+        ],
+        &[
+            "templates/bad.tera:2:",
+            "variable `portt` is not defined",
+            "hosts `w1`, `w2`",
+        ],
+    );
+}
+
+#[test]
+fn template_syntax_error_names_the_line() {
+    assert_error(
+        &[(
+            "templates/broken.tera",
+            "ok\n{% if port %}\nno end\n{{ x \n",
+        )],
+        &["templates/broken.tera:", "template syntax error"],
+    );
+}
+
+#[test]
+fn uid_conflict_between_two_users() {
+    assert_error(
+        &[(
+            "manifests/u.yaml",
+            "kind: User\nname: postgres\nhosts: all\nuid: 1001\n---\nkind: User\nname: pgadmin\nhosts: group:db\nuid: 1001\n",
+        )],
+        &[
+            "manifests/u.yaml:6:1",
+            "uid 1001 is given to both User/postgres and User/pgadmin on host `d1`",
+        ],
+    );
+}
+
+#[test]
+fn gid_conflict_between_two_groups() {
+    assert_error(
+        &[(
+            "manifests/g.yaml",
+            "kind: Group\nname: a\nhosts: all\ngid: 1001\n---\nkind: Group\nname: b\nhosts: all\ngid: 1001\n",
+        )],
+        &["gid 1001 is given to both Group/a and Group/b"],
+    );
+}
+
+#[test]
+fn relative_file_path() {
+    assert_error(
+        &[(
+            "manifests/a.yaml",
+            "kind: File\nhosts: all\npath: etc/app.conf\ncontent: x\n",
+        )],
+        &[
+            "manifests/a.yaml:3:7",
+            "field `path`",
+            "path `etc/app.conf` is relative",
+        ],
+    );
+}
+
+#[test]
+fn file_path_with_dotdot() {
+    assert_error(
+        &[(
+            "manifests/a.yaml",
+            "kind: File\nhosts: all\npath: /opt/app/../../etc/shadow\ncontent: x\n",
+        )],
+        &["manifests/a.yaml:3:7", "contains `..`"],
+    );
+}
+
+#[test]
+fn source_file_escaping_the_repo() {
+    assert_error(
+        &[(
+            "manifests/a.yaml",
+            "kind: File\nhosts: all\npath: /etc/x\nsource: ../../etc/passwd\n",
+        )],
+        &["manifests/a.yaml:4:9", "leaves the repo"],
+    );
+}
+
+#[test]
+fn command_without_guard() {
+    assert_error(
+        &[(
+            "manifests/c.yaml",
+            "kind: Command\nname: init\nhosts: all\nrun: /usr/local/bin/init-db\n",
+        )],
+        &[
+            "manifests/c.yaml:4:6",
+            "a Command needs a guard",
+            "creates:",
+        ],
+    );
+}
+
+#[test]
+fn mode_not_octal() {
+    assert_error(
+        &[(
+            "manifests/a.yaml",
+            "kind: File\nhosts: all\npath: /etc/x\ncontent: x\nmode: \"0958\"\n",
+        )],
+        &[
+            "manifests/a.yaml:5:7",
+            "field `mode`",
+            "mode `0958` is not an octal permission mode",
+        ],
+    );
+}
+
+#[test]
+fn certificate_naming_unknown_ca() {
+    assert_error(
+        &[(
+            "manifests/c.yaml",
+            "kind: Certificate\nhosts: all\nca: pg-caa\ncert_path: /etc/ssl/x.crt\nkey_path: /etc/ssl/x.key\n",
+        )],
+        &[
+            "manifests/c.yaml:3:5",
+            "certificate names unknown CA `pg-caa`",
+        ],
+    );
+}
+
+#[test]
+fn secret_referenced_but_not_defined() {
+    assert_error(
+        &[
+            ("templates/s.tera", "pw={{ secret(name=\"db_pasword\") }}\n"),
+            (
+                "manifests/a.yaml",
+                "kind: File\nhosts: host:d1\npath: /etc/s\ntemplate: s.tera\n",
+            ),
+            (
+                "manifests/stack.yaml",
+                "kind: ComposeStack\nname: app\nhosts: host:d1\ndir: /opt/app\ncontent: 'services: {}'\nenv:\n  PW: { secret: nope }\n",
+            ),
+        ],
+        &[
+            "templates/s.tera:1:",
+            "secret `db_pasword` is not defined",
+            "manifests/stack.yaml:7:7",
+            "secret `nope` is not defined",
+        ],
+    );
+}
+
+fn age_keypair(dir: &Path, name: &str) -> (String, std::path::PathBuf) {
+    use age::secrecy::ExposeSecret;
+    let id = age::x25519::Identity::generate();
+    let path = dir.join(name);
+    std::fs::write(&path, format!("{}\n", id.to_string().expose_secret())).unwrap();
+    (id.to_public().to_string(), path)
+}
+
+#[test]
+fn secret_not_decryptable_with_the_given_identity() {
+    let dir = repo(&[("manifests/app.yaml", GOOD_FILE)]);
+    let keys = tempfile::tempdir().unwrap();
+    let (public, _right) = age_keypair(keys.path(), "right.txt");
+    let (_, wrong) = age_keypair(keys.path(), "wrong.txt");
+    write(dir.path(), "secrets/recipients.txt", &format!("{public}\n"));
+    let value = "s3cr3t-value-never-printed";
+    plumb::secrets::SecretStore::set(dir.path(), "db_password", value.as_bytes()).unwrap();
+    let ciphertext = std::fs::read_to_string(dir.path().join("secrets/db_password.age")).unwrap();
+
+    let (code, err) = validate(dir.path(), &["--age-identity", wrong.to_str().unwrap()]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("secrets/db_password.age"), "{err}");
+    assert!(
+        err.contains("cannot be decrypted with the given identity"),
+        "{err}"
+    );
+    assert!(!err.contains(value), "{err}");
+    // No part of the ciphertext either.
+    for line in ciphertext.lines().filter(|l| l.len() > 20) {
+        assert!(!err.contains(line), "ciphertext leaked: {err}");
+    }
+}
+
+#[test]
+fn several_errors_in_several_files_are_reported_in_one_run() {
+    let dir = repo(&[
+        (
+            "manifests/a.yaml",
+            "kind: File\nhosts: all\npath: relative\ncontent: x\n",
+        ),
+        (
+            "manifests/b.yaml",
+            "kind: Command\nname: c\nhosts: group:nope\nrun: x\n",
+        ),
+        ("manifests/c.yaml", "kind: Nope\n"),
+        ("templates/bad.tera", "{{ undefined_var }}\n"),
+        (
+            "manifests/d.yaml",
+            "kind: File\nhosts: all\npath: /etc/d\ntemplate: bad.tera\n",
+        ),
+    ]);
+    let (code, err) = validate(dir.path(), &[]);
+    assert_eq!(code, 1);
+    for e in [
+        "manifests/a.yaml:3:7",
+        "manifests/b.yaml:3:8",
+        "manifests/b.yaml:4:6",
+        "manifests/c.yaml:1:7",
+        "templates/bad.tera:1:",
+    ] {
+        assert!(err.contains(e), "expected {e} in:\n{err}");
+    }
+    assert!(err.contains("5 errors in the cluster repo"), "{err}");
+}
+
+#[test]
+fn inventory_overlay_with_unknown_host_is_refused() {
+    let dir = repo(&[("manifests/app.yaml", GOOD_FILE)]);
+    write(
+        dir.path(),
+        "lab.yaml",
+        "hosts:\n  w3: { address: 172.20.0.9 }\n",
+    );
+    let (code, err) = validate(
+        dir.path(),
+        &["--inventory", dir.path().join("lab.yaml").to_str().unwrap()],
+    );
+    assert_eq!(code, 1);
+    assert!(err.contains("lab.yaml:2:"), "{err}");
+    assert!(
+        err.contains("host `w3` is not in the repo's inventory"),
+        "{err}"
+    );
+}
