@@ -1559,6 +1559,7 @@ impl<'m> Expansion<'m> {
                 group: os.name.clone(),
                 gid: Some(os.gid),
                 system: false,
+                allow_renumber: false,
                 state: Presence::Present,
             }),
             vec![],
