@@ -290,6 +290,22 @@ fn etcd_healthy(addr: &str) -> bool {
     body.contains("\"health\":\"true\"")
 }
 
+/// The response of etcd's gRPC gateway to the member list call.
+fn etcd_gateway_members(addr: &str) -> String {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(
+        format!(
+            "POST /v3/cluster/member/list HTTP/1.0\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{{}}"
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    let mut body = String::new();
+    let _ = s.read_to_string(&mut body);
+    body
+}
+
 #[test]
 fn patroni_validates_every_patroni_yml_against_a_running_etcd() {
     let patroni = need("patroni", "patroni");
@@ -367,6 +383,16 @@ fn patroni_validates_every_patroni_yml_against_a_running_etcd() {
             );
         }
         std::thread::sleep(Duration::from_millis(200));
+    }
+
+    // Patroni's etcd3 client talks to the gRPC gateway: every member must list all three.
+    for c in &clients {
+        let members = etcd_gateway_members(c);
+        assert_eq!(
+            members.matches("\"name\":").count(),
+            3,
+            "POST http://{c}/v3/cluster/member/list (Patroni's first call):\n{members}"
+        );
     }
 
     let files = files_named(&rendered, "patroni.yml");

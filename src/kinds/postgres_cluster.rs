@@ -1829,6 +1829,8 @@ tls: { ca: pg-ca }
             "pg1=http://10.0.0.1:2380,pg2=http://10.0.0.2:2380,pg3=http://10.0.0.3:2380"
         );
         assert_eq!(etcd["listen-client-urls"], "http://10.0.0.1:2379");
+        // Patroni's etcd3 client needs the gRPC gateway, off by default with a config file.
+        assert_eq!(etcd["enable-grpc-gateway"], true);
 
         let ha = text(item(&h, "File", "/home/postgres/config/haproxy.cfg"));
         assert!(
