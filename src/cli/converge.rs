@@ -123,11 +123,11 @@ pub struct ApplyArgs {
     pub hosts: HostArgs,
 }
 
+/// A loaded repo and the rendered hosts to work on.
+type Prepared = (Arc<Repo>, Vec<(Host, DesiredHost)>);
+
 /// Loads the repo and renders the selected hosts. Any problem stops here: no host is contacted.
-fn prepare(
-    repo_args: &RepoArgs,
-    limit: Option<&str>,
-) -> Result<Result<(Arc<Repo>, Vec<(Host, DesiredHost)>), Diagnostics>> {
+fn prepare(repo_args: &RepoArgs, limit: Option<&str>) -> Result<Result<Prepared, Diagnostics>> {
     let repo = match super::load_repo(repo_args, false) {
         Ok(r) => r,
         Err(ds) => return Ok(Err(ds)),

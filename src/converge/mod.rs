@@ -270,8 +270,10 @@ impl Job<'_> {
         planned: Option<HostPlan>,
     ) -> Result<HostRun, HostError> {
         let (host, desired, opts) = (self.host, self.desired, self.opts);
+        let t = Instant::now();
         let script = probe::probe_script(desired, &host.state_dir);
         let out = remote.run(script.as_bytes()).await.map_err(|e| (None, e))?;
+        tracing::debug!(host = %host.name, ms = t.elapsed().as_millis() as u64, bytes = script.len(), "probed");
         let stdout = String::from_utf8_lossy(&out.stdout);
         let records = probe::parse_records(&stdout);
         if !records.complete() || out.status != 0 {
@@ -340,10 +342,12 @@ impl Job<'_> {
                 Ok(s) => s,
                 Err(e) => return Err((Some(plan), e.to_string())),
             };
+        let t = Instant::now();
         let out = match remote.run(script.as_bytes()).await {
             Ok(o) => o,
             Err(e) => return Err((Some(plan), e)),
         };
+        tracing::debug!(host = %host.name, ms = t.elapsed().as_millis() as u64, status = out.status, "applied");
         let outcome = apply::parse_outcome(&String::from_utf8_lossy(&out.stdout), &plan);
         let step_failed = outcome.other_failure.is_some()
             || outcome
@@ -393,15 +397,15 @@ async fn fill_diffs(remote: &Remote, plan: &mut HostPlan) {
         if let Ok(out) = remote.run(s.as_bytes()).await {
             for line in String::from_utf8_lossy(&out.stdout).lines() {
                 let f: Vec<&str> = line.splitn(3, '\t').collect();
-                if f.len() == 3 && f[0] == "C" {
-                    if let (Ok(i), Ok(bytes)) = (
+                if f.len() == 3
+                    && f[0] == "C"
+                    && let (Ok(i), Ok(bytes)) = (
                         f[1].parse::<usize>(),
                         base64::engine::general_purpose::STANDARD.decode(f[2]),
-                    ) {
-                        if let (Some(p), Ok(text)) = (wanted.get(i), String::from_utf8(bytes)) {
-                            old.insert(p.clone(), text);
-                        }
-                    }
+                    )
+                    && let (Some(p), Ok(text)) = (wanted.get(i), String::from_utf8(bytes))
+                {
+                    old.insert(p.clone(), text);
                 }
             }
         }

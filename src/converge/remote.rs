@@ -51,7 +51,7 @@ pub struct ScriptOutput {
 /// A place to run scripts.
 pub enum Remote {
     /// A host over SSH.
-    Ssh(Connection),
+    Ssh(Box<Connection>),
     /// This machine.
     Local {
         /// Bound on one script.
@@ -104,7 +104,7 @@ impl Remote {
         co.command_timeout = opts.command_timeout;
         Connection::open(&endpoint, &co)
             .await
-            .map(Remote::Ssh)
+            .map(|c| Remote::Ssh(Box::new(c)))
             .map_err(|e| e.to_string())
     }
 
@@ -150,7 +150,7 @@ impl Remote {
     /// Closes the connection.
     pub async fn close(self) {
         if let Remote::Ssh(c) = self {
-            c.close().await;
+            (*c).close().await;
         }
     }
 }

@@ -204,15 +204,16 @@ impl Converge for UserSpec {
                     }
                 }
                 let mut m = (None, Vec::new(), None, None, None);
-                if let Some(g) = &self.group {
-                    if groups.first() != Some(&g.as_str()) && g.parse::<u32>().ok() != Some(e.gid) {
-                        p.changes.push(Change::new(
-                            "group",
-                            groups.first().map(|s| s.to_string()),
-                            Some(g.clone()),
-                        ));
-                        m.0 = Some(g.clone());
-                    }
+                if let Some(g) = &self.group
+                    && groups.first() != Some(&g.as_str())
+                    && g.parse::<u32>().ok() != Some(e.gid)
+                {
+                    p.changes.push(Change::new(
+                        "group",
+                        groups.first().map(|s| s.to_string()),
+                        Some(g.clone()),
+                    ));
+                    m.0 = Some(g.clone());
                 }
                 for g in &self.groups {
                     if !groups.contains(&g.as_str()) {

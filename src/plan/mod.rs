@@ -521,11 +521,8 @@ pub fn converge_file(
     };
     match actual {
         PathState::Absent => {
-            out.changes.push(Change::new(
-                &format!("{path}"),
-                None,
-                Some("created".into()),
-            ));
+            out.changes
+                .push(Change::new(path, None, Some("created".into())));
             out.diffs.push(file_diff(path, None, content));
             out.steps.push(write);
         }

@@ -3,7 +3,7 @@
 //! stdin; if plumb dies, the connection drops and sshd ends the command, so a lock can never
 //! outlive the run that took it.
 
-use super::{Connection, TransportError, shell_quote};
+use super::{Connection, TransportError};
 use russh::ChannelMsg;
 use std::time::Duration;
 use tokio::time::timeout;
@@ -25,7 +25,7 @@ impl Connection {
         wait: Duration,
     ) -> Result<Held, TransportError> {
         let command = if self.sudo {
-            format!("exec sudo -n -- sh -c {}", shell_quote(command))
+            format!("exec sudo -n -- sh -c {}", crate::shell::quote(command))
         } else {
             command.to_string()
         };

@@ -349,7 +349,7 @@ impl Connection {
     /// login shell interprets it; under sudo it runs as `sudo -n -- sh -c`.
     pub async fn exec(&self, command: &str) -> Result<Output, TransportError> {
         let command = if self.sudo {
-            format!("exec sudo -n -- sh -c {}", shell_quote(command))
+            format!("exec sudo -n -- sh -c {}", crate::shell::quote(command))
         } else {
             command.to_string()
         };
@@ -654,11 +654,6 @@ fn handshake_reason(error: &russh::Error) -> String {
     }
 }
 
-/// Single-quotes `s` for sh.
-fn shell_quote(s: &str) -> String {
-    format!("'{}'", s.replace('\'', r"'\''"))
-}
-
 /// `ssh-keyscan` command that prints the known_hosts entry of a host, for
 /// error messages.
 fn keyscan_command(address: &str, port: u16) -> String {
@@ -896,6 +891,6 @@ mod tests {
 
     #[test]
     fn shell_quote_survives_single_quotes() {
-        assert_eq!(shell_quote("echo 'hi'"), r"'echo '\''hi'\'''");
+        assert_eq!(crate::shell::quote("echo 'hi'"), r"'echo '\''hi'\'''");
     }
 }

@@ -1,1 +1,4 @@
+//! Helpers shared by the integration tests (one module per concern).
+
+pub mod lab;
 pub mod sshd;
