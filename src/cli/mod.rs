@@ -381,7 +381,8 @@ fn init_ca(repo: &Path, name: &str, cn: Option<&str>, days: u64, force: bool) ->
     let mut cert_path = PathBuf::from(format!("pki/{name}.crt"));
     let mut key_secret = format!("{name}-key");
     let mut common_name = cn.map(str::to_string);
-    if let Ok(r) = crate::load::load(&LoadOptions {
+    // Leniently: the repo cannot validate yet, since the CA's certificate does not exist.
+    if let (Some(r), _) = crate::load::load_lenient(&LoadOptions {
         root: repo.to_path_buf(),
         placeholders: true,
         ..Default::default()

@@ -17,6 +17,9 @@ pub mod symlink;
 pub mod systemd_unit;
 pub mod user;
 
+#[cfg(test)]
+pub(crate) mod testutil;
+
 use crate::diag::{Diagnostic, Diagnostics};
 use crate::model::desired::{Content, Desired};
 use crate::model::inventory::Inventory;
@@ -208,6 +211,8 @@ macro_rules! kinds {
         composites { $($ck:ident => $cmod:ident :: $cspec:ident;)* }
     ) => {
         /// The fields of a manifest, by kind.
+        // One per manifest, built once: the size of the composite variants does not matter.
+        #[allow(clippy::large_enum_variant)]
         #[derive(Clone, Debug)]
         pub enum Spec {
             $(#[doc = concat!("A `", stringify!($pk), "`.")] $pk($pmod::$pspec),)*
