@@ -148,6 +148,17 @@ pl_compose() {
   (cd -- "$d" && $PL_COMPOSE -p "$p" "$@")
 }
 
+# pl_wait TIMEOUT CWD CHECK: poll CHECK every 2 s until it succeeds; fail after TIMEOUT seconds.
+pl_wait() {
+  to=$1; c=$2; check=$3
+  end=$(( $(date +%s) + to ))
+  while :; do
+    if (if [ -n "$c" ]; then cd -- "$c" || exit 1; fi; sh -c "$check") >/dev/null 2>&1 </dev/null; then return 0; fi
+    if [ "$(date +%s)" -ge "$end" ]; then echo "gave up after ${to}s waiting for: $check" >&2; return 1; fi
+    sleep 2
+  done
+}
+
 # pl_run USER CWD TIMEOUT COMMAND [VAR=VALUE...]: a Command resource.
 pl_run() {
   umask 022

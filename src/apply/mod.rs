@@ -342,15 +342,24 @@ fn step_shell(out: &mut String, tag: &str, step: &Step, plan: &HostPlan) -> Resu
             env,
             timeout,
             guard,
+            wait_for,
+            wait_timeout,
         } => {
             let vars: Vec<String> = env.iter().map(|(k, v)| q(&format!("{k}={v}"))).collect();
-            let run = format!(
+            let mut run = format!(
                 "pl_do {tag} pl_run {} {} {timeout} {} {}",
                 opt(user),
                 opt(cwd),
                 q(command),
                 vars.join(" ")
             );
+            if !wait_for.is_empty() {
+                run = format!(
+                    "pl_do {tag} pl_wait {wait_timeout} {} {} && {run}",
+                    opt(cwd),
+                    q(wait_for)
+                );
+            }
             if guard.is_empty() {
                 let _ = writeln!(out, "{run}");
             } else {

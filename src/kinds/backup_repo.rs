@@ -426,23 +426,29 @@ impl BackupRepoSpec {
                 cwd: Some(paths.stack_dir.clone()),
                 env: BTreeMap::new(),
                 timeout,
+                wait_for: None,
+                wait_timeout: 300,
             };
         for c in &clusters {
             let stanza = &c.name;
+            let mut create = command(
+                format!(
+                    "{compose_cmd} exec -T pgbackrest pgbackrest {config} --stanza={stanza} stanza-create"
+                ),
+                Some(format!(
+                    "test -f {0}/backup/{stanza}/backup.info && test -f {0}/archive/{stanza}/archive.info",
+                    self.path
+                )),
+                false,
+                600,
+            );
+            // The members converge in parallel with this host: wait (bounded) until one of them
+            // is the running primary, as Patroni's REST API says, before creating the stanza.
+            create.wait_for = Some(primary_check(c));
             out.push(
                 cx,
                 format!("{}-stanza-create-{stanza}", m.name),
-                PrimitiveSpec::Command(command(
-                    format!(
-                        "{compose_cmd} exec -T pgbackrest pgbackrest {config} --stanza={stanza} stanza-create"
-                    ),
-                    Some(format!(
-                        "test -f {0}/backup/{stanza}/backup.info && test -f {0}/archive/{stanza}/archive.info",
-                        self.path
-                    )),
-                    false,
-                    600,
-                )),
+                PrimitiveSpec::Command(create),
                 vec![],
             );
         }
@@ -717,4 +723,19 @@ mod tests {
             "{e}"
         );
     }
+}
+
+/// A shell check that succeeds when some member of the cluster is the running primary
+/// (Patroni's REST API answers 200 on `/primary`; needs curl on the repository host).
+fn primary_check(c: &ClusterModel) -> String {
+    c.members
+        .iter()
+        .map(|mem| {
+            format!(
+                "curl -sf -o /dev/null --max-time 3 http://{}:{}/primary",
+                mem.host, c.ports.rest_api
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(" || ")
 }

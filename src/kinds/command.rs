@@ -42,6 +42,17 @@ pub struct CommandSpec {
     /// Seconds before the command is killed.
     #[serde(default = "default_timeout")]
     pub timeout: u64,
+    /// A check polled (every 2 s) before running, until it succeeds: e.g. "the cluster has a
+    /// primary". Lets a command on one host wait for a service another host is bringing up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wait_for: Option<String>,
+    /// Seconds to wait for `wait_for` before failing.
+    #[serde(default = "default_wait")]
+    pub wait_timeout: u64,
+}
+
+fn default_wait() -> u64 {
+    300
 }
 
 fn default_timeout() -> u64 {
@@ -140,6 +151,8 @@ impl CommandSpec {
             env: self.env.clone(),
             timeout: self.timeout,
             guard: self.guard_test(),
+            wait_for: self.wait_for.clone().unwrap_or_default(),
+            wait_timeout: self.wait_timeout,
         }
     }
 

@@ -1376,6 +1376,8 @@ impl PostgresClusterSpec {
             cwd: Some(paths.stack_dir.clone()),
             env: BTreeMap::new(),
             timeout: 120,
+            wait_for: None,
+            wait_timeout: 300,
         };
         let compose_cmd = &self.compose_command;
         out.push(

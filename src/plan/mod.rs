@@ -141,6 +141,12 @@ pub enum Step {
         timeout: u64,
         /// Shell test re-checked right before running (empty: none).
         guard: String,
+        /// Check polled before running until it succeeds (empty: none).
+        #[serde(default)]
+        wait_for: String,
+        /// Seconds to wait for `wait_for`.
+        #[serde(default)]
+        wait_timeout: u64,
     },
     /// Issue a certificate on the controller and write key, certificate and CA files.
     IssueCertificate { index: usize, reason: String },
