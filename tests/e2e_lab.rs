@@ -287,3 +287,222 @@ fn plumb_killed_mid_apply_leaves_no_half_written_file() {
     let (code, out, _) = plumb(&repo, &overlay, &["converge"]);
     assert_eq!(code, 0, "{out}");
 }
+
+/// A copy of the reference repo (inventory, manifests, templates, secrets, pki) to edit freely.
+fn reference_copy(dir: &Path) -> PathBuf {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dst = dir.join("reference");
+    for sub in ["inventory", "manifests", "templates", "secrets", "pki"] {
+        copy_tree(&src.join(sub), &dst.join(sub));
+    }
+    dst
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            copy_tree(&p, &to.join(e.file_name()));
+        } else {
+            std::fs::copy(&p, to.join(e.file_name())).unwrap();
+        }
+    }
+}
+
+/// `plumb` on the reference repo with the demo identity.
+fn plumb_ref(repo: &Path, overlay: &Path, args: &[&str]) -> (i32, String, String) {
+    let identity = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/lab/demo-age-key.txt");
+    let mut all: Vec<&str> = args.to_vec();
+    all.push("--age-identity");
+    all.push(identity.to_str().unwrap());
+    plumb(repo, overlay, &all)
+}
+
+/// SHA-256 of every file plumb manages for the reference repo on a VM.
+fn managed_hashes(vm: &str) -> String {
+    sh(
+        vm,
+        "find /home/postgres/config /home/postgres/pgbackrest /opt/plumb /etc/systemd/system -maxdepth 3 -type f -name '*' 2>/dev/null | sort | xargs -r sha256sum",
+    )
+}
+
+#[test]
+fn the_reference_repo_converges_and_stays_converged() {
+    if skip() {
+        return;
+    }
+    let _guard = lab::lock();
+    lab::ensure_up();
+    let dir = tempfile::tempdir().unwrap();
+    let repo = reference_copy(dir.path());
+    let overlay = overlay(dir.path(), "/var/lib/plumb");
+
+    // Converge (the lab may already be converged by the demo), then nothing is left to do.
+    let (code, out, err) = plumb_ref(&repo, &overlay, &["converge"]);
+    assert!(code == 0 || code == 2, "{out}\n{err}");
+    let (code, out, err) = plumb_ref(&repo, &overlay, &["converge"]);
+    assert_eq!(code, 0, "a second converge changes nothing\n{out}\n{err}");
+    assert!(out.contains("4 hosts: 0 changed, 4 unchanged"), "{out}");
+
+    // The postgres user matches the container user on every VM; files have their owners and modes.
+    for vm in lab::vm_names() {
+        let id = sh(&vm, "id postgres");
+        assert!(
+            id.starts_with("uid=1001(postgres) gid=1001(postgres)"),
+            "{vm}: {id}"
+        );
+        assert!(id.contains("docker"), "{vm}: {id}");
+    }
+    for vm in ["pg-srv1", "pg-srv2", "pg-srv3"] {
+        let st = sh(
+            vm,
+            "stat -c '%U:%G %a' /home/postgres/config/patroni.yml /home/postgres/postgres-data/data",
+        );
+        assert_eq!(st, "postgres:postgres 600\npostgres:postgres 700\n", "{vm}");
+    }
+
+    // One variable changes: the dry run shows exactly that diff and touches nothing.
+    let before: Vec<String> = lab::vm_names().iter().map(|v| managed_hashes(v)).collect();
+    let manifest = repo.join("manifests/postgres01.yaml");
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    std::fs::write(&manifest, format!("{text}haproxy: {{ maxconn: 150 }}\n")).unwrap();
+    let (code, out, _) = plumb_ref(
+        &repo,
+        &overlay,
+        &["converge", "--dry-run", "--output", "json"],
+    );
+    assert_eq!(code, 2, "{out}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    for host in v["hosts"].as_array().unwrap() {
+        let changed: Vec<String> = host["resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                format!(
+                    "{}/{}",
+                    r["kind"].as_str().unwrap(),
+                    r["name"].as_str().unwrap()
+                )
+            })
+            .collect();
+        if host["host"] == "pg-backup-repo-server1" {
+            assert!(changed.is_empty(), "{changed:?}");
+            continue;
+        }
+        assert_eq!(
+            changed,
+            vec!["File//home/postgres/config/haproxy.cfg"],
+            "{}",
+            host["host"]
+        );
+        let diff = host["resources"][0]["diffs"][0]["text"].as_str().unwrap();
+        assert!(
+            diff.contains("-    maxconn 400") && diff.contains("+    maxconn 600"),
+            "{diff}"
+        );
+        assert!(diff.contains("maxconn 150 check"), "{diff}");
+        let minus = diff
+            .lines()
+            .filter(|l| l.starts_with('-') && !l.starts_with("---"))
+            .count();
+        assert_eq!(minus, 7, "only the maxconn lines change:\n{diff}");
+        assert_eq!(
+            host["handlers"][0]["target"],
+            "Command/postgres01-reload-haproxy"
+        );
+    }
+    let after: Vec<String> = lab::vm_names().iter().map(|v| managed_hashes(v)).collect();
+    assert_eq!(before, after, "the dry run changed a file on a VM");
+
+    let (code, out, _) = plumb_ref(&repo, &overlay, &["converge"]);
+    assert_eq!(code, 2, "{out}");
+    assert!(sh("pg-srv2", "cat /home/postgres/config/haproxy.cfg").contains("maxconn 150 check"));
+    assert_eq!(plumb_ref(&repo, &overlay, &["converge"]).0, 0);
+
+    // Drift: a managed file edited by hand is shown, then repaired.
+    sh(
+        "pg-srv3",
+        "echo '# edited by hand' >> /home/postgres/config/haproxy.cfg",
+    );
+    let (code, out, _) = plumb_ref(&repo, &overlay, &["converge", "--dry-run"]);
+    assert_eq!(code, 2);
+    assert!(out.contains("-# edited by hand"), "{out}");
+    assert!(out.contains("pg-srv1 unchanged"), "{out}");
+    let (code, _, _) = plumb_ref(&repo, &overlay, &["converge"]);
+    assert_eq!(code, 2);
+    assert!(!sh("pg-srv3", "cat /home/postgres/config/haproxy.cfg").contains("edited by hand"));
+
+    // A resource removed from the repo is pruned.
+    write(
+        &repo,
+        "manifests/note.yaml",
+        "kind: File\nhosts: all\npath: /etc/plumb-e2e-note\ncontent: \"note\\n\"\n",
+    );
+    assert_eq!(plumb_ref(&repo, &overlay, &["converge"]).0, 2);
+    sh("pg-srv1", "test -f /etc/plumb-e2e-note");
+    std::fs::remove_file(repo.join("manifests/note.yaml")).unwrap();
+    let (code, out, _) = plumb_ref(&repo, &overlay, &["converge"]);
+    assert_eq!(code, 2, "{out}");
+    assert!(
+        out.contains("File//etc/plumb-e2e-note (removed from the repo)"),
+        "{out}"
+    );
+    sh("pg-srv1", "test ! -e /etc/plumb-e2e-note");
+
+    // Back to the repo as shipped, for the next user of the lab.
+    std::fs::write(&manifest, text).unwrap();
+    assert_eq!(plumb_ref(&repo, &overlay, &["converge"]).0, 2);
+    assert_eq!(plumb_ref(&repo, &overlay, &["converge"]).0, 0);
+}
+
+#[test]
+fn a_user_with_another_uid_is_a_conflict_unless_renumbering_is_allowed() {
+    if skip() {
+        return;
+    }
+    let _guard = lab::lock();
+    lab::ensure_up();
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("repo");
+    write(&repo, "inventory/hosts.yaml", INVENTORY);
+    let overlay = overlay(dir.path(), "/var/lib/plumb-e2e-users");
+    // Someone created the user by hand with another uid, and it owns files.
+    sh(
+        "pg-srv3",
+        "userdel -r e2eapp 2>/dev/null; groupdel e2eapp 2>/dev/null; rm -rf /srv/e2eapp; groupadd -g 2600 e2eapp && useradd -u 2500 -g e2eapp -m e2eapp && mkdir -p /srv/e2eapp && touch /srv/e2eapp/data && chown -R e2eapp /srv/e2eapp",
+    );
+    let user = "kind: Group\nname: e2eapp\nhosts: host:pg-srv3\ngid: 2600\n---\nkind: User\nname: e2eapp\nhosts: host:pg-srv3\nuid: 2700\ngroup: e2eapp\n";
+    write(&repo, "manifests/user.yaml", user);
+    let (code, out, _) = plumb(&repo, &overlay, &["converge"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("user `e2eapp` exists with uid 2500, but the manifest pins uid 2700"),
+        "{out}"
+    );
+    assert!(out.contains("allow_renumber"), "{out}");
+    assert!(
+        sh("pg-srv3", "id -u e2eapp").trim() == "2500",
+        "nothing changed on a conflict"
+    );
+
+    write(
+        &repo,
+        "manifests/user.yaml",
+        &format!("{user}allow_renumber: true\n"),
+    );
+    let (code, out, _) = plumb(&repo, &overlay, &["converge"]);
+    assert_eq!(code, 2, "{out}");
+    assert_eq!(sh("pg-srv3", "id -u e2eapp").trim(), "2700");
+    assert_eq!(
+        sh("pg-srv3", "stat -c %u /srv/e2eapp/data").trim(),
+        "2700",
+        "the user's files were re-owned"
+    );
+    assert_eq!(plumb(&repo, &overlay, &["converge"]).0, 0);
+    sh(
+        "pg-srv3",
+        "userdel -r e2eapp; groupdel e2eapp 2>/dev/null; rm -rf /srv/e2eapp; true",
+    );
+}
