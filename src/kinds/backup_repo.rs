@@ -467,6 +467,21 @@ impl BackupRepoSpec {
     }
 }
 
+/// A shell check that succeeds when some member of the cluster is the running primary
+/// (Patroni's REST API answers 200 on `/primary`; needs curl on the repository host).
+fn primary_check(c: &ClusterModel) -> String {
+    c.members
+        .iter()
+        .map(|mem| {
+            format!(
+                "curl -sf -o /dev/null --max-time 3 http://{}:{}/primary",
+                mem.host, c.ports.rest_api
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(" || ")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -723,19 +738,4 @@ mod tests {
             "{e}"
         );
     }
-}
-
-/// A shell check that succeeds when some member of the cluster is the running primary
-/// (Patroni's REST API answers 200 on `/primary`; needs curl on the repository host).
-fn primary_check(c: &ClusterModel) -> String {
-    c.members
-        .iter()
-        .map(|mem| {
-            format!(
-                "curl -sf -o /dev/null --max-time 3 http://{}:{}/primary",
-                mem.host, c.ports.rest_api
-            )
-        })
-        .collect::<Vec<_>>()
-        .join(" || ")
 }
