@@ -99,6 +99,13 @@ impl UserSpec {
         )])
     }
 
+    /// The home directory `useradd` gives the user: `home`, or `/home/NAME` by default.
+    pub fn home_path(&self) -> String {
+        self.home
+            .clone()
+            .unwrap_or_else(|| format!("/home/{}", self.user))
+    }
+
     pub(crate) fn contents(&self) -> Vec<&Content> {
         Vec::new()
     }

@@ -17,7 +17,7 @@ use crate::model::inventory::{Host, Inventory};
 use crate::model::manifest::Manifest;
 use crate::secrets::SecretValue;
 use serde_json::{Map, Value, json};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 
 pub use templates::RenderFailure;
@@ -152,7 +152,8 @@ pub fn render_host(repo: &Repo, host: &Host) -> Result<DesiredHost, Diagnostics>
     let items = merge_and_check(&host.name, items, &mut ds);
     check_notify(repo, &host.name, &items, &mut ds);
     let mut resources = items;
-    resources.sort_by_key(|d| d.spec.rank());
+    order_for_apply(&mut resources);
+    leave_managed_homes_to_their_directory(&mut resources);
     ds.into_result(DesiredHost {
         host: host.name.clone(),
         resources,
@@ -191,6 +192,43 @@ pub fn render_all(repo: &Repo) -> Result<Vec<DesiredHost>, Diagnostics> {
         ds.push(d);
     }
     ds.into_result(out)
+}
+
+/// Apply order: by kind rank, and directories parents first, so that creating one never
+/// creates another as a side effect (`mkdir -p`) and trips that one's compare-and-swap.
+fn order_for_apply(resources: &mut [Desired]) {
+    resources.sort_by(|a, b| {
+        let dir_path = |d: &Desired| match &d.spec {
+            PrimitiveSpec::Directory(dir) => Some(dir.path.clone()),
+            _ => None,
+        };
+        a.spec
+            .rank()
+            .cmp(&b.spec.rank())
+            .then_with(|| dir_path(a).cmp(&dir_path(b)))
+    });
+}
+
+/// A user whose home is a managed Directory of the same host is created without a home
+/// (`useradd -M`): the Directory creates it with its own owner and mode. Otherwise `useradd -m`
+/// would create it first, and the Directory's compare-and-swap would refuse a path that plumb
+/// itself changed in the same run.
+fn leave_managed_homes_to_their_directory(resources: &mut [Desired]) {
+    let dirs: HashSet<String> = resources
+        .iter()
+        .filter_map(|d| match &d.spec {
+            PrimitiveSpec::Directory(dir) => Some(dir.path.clone()),
+            _ => None,
+        })
+        .collect();
+    for d in resources.iter_mut() {
+        if let PrimitiveSpec::User(u) = &mut d.spec
+            && u.create_home
+            && dirs.contains(&u.home_path())
+        {
+            u.create_home = false;
+        }
+    }
 }
 
 fn conflict(host: &str, what: String, a: &Origin, b: &Origin) -> Diagnostic {
@@ -331,5 +369,77 @@ pub fn files_of(spec: &PrimitiveSpec) -> Vec<(String, &Content)> {
             .map(|p| (p.clone(), &c.ca_certificate))
             .collect(),
         _ => Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::kinds::PrimitiveSpec;
+    use crate::kinds::testutil::{item, render, repo};
+
+    const MANIFESTS: &str = "\
+kind: Directory
+hosts: host:pg1
+path: /srv/app/data/inner
+---
+kind: Group
+name: app
+hosts: host:pg1
+gid: 1500
+---
+kind: Directory
+hosts: host:pg1
+path: /srv/app
+---
+kind: User
+name: app
+hosts: host:pg1
+uid: 1500
+group: app
+home: /srv/app
+---
+kind: User
+name: other
+hosts: host:pg1
+uid: 1501
+---
+kind: Directory
+hosts: host:pg1
+path: /srv/app/data
+";
+
+    #[test]
+    fn directories_come_parents_first_after_accounts() {
+        let dir = repo(&[("manifests/app.yaml", MANIFESTS)]);
+        let h = render(&dir, "pg1");
+        let order: Vec<String> = h
+            .resources
+            .iter()
+            .filter(|d| d.kind != "CertificateAuthority")
+            .map(|d| format!("{}/{}", d.kind, d.name))
+            .collect();
+        assert_eq!(
+            order,
+            [
+                "Group/app",
+                "User/app",
+                "User/other",
+                "Directory//srv/app",
+                "Directory//srv/app/data",
+                "Directory//srv/app/data/inner",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_home_that_is_a_managed_directory_is_not_created_by_useradd() {
+        let dir = repo(&[("manifests/app.yaml", MANIFESTS)]);
+        let h = render(&dir, "pg1");
+        let create_home = |name: &str| match &item(&h, "User", name).spec {
+            PrimitiveSpec::User(u) => u.create_home,
+            other => panic!("{other:?}"),
+        };
+        assert!(!create_home("app"), "/srv/app is a managed Directory");
+        assert!(create_home("other"), "/home/other is not managed");
     }
 }
