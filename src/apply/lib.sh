@@ -13,16 +13,36 @@ pl_do() {
 
 # pl_check INDEX EXPECTED FUNC: compare-and-swap: FUNC's records must hash to EXPECTED.
 pl_check() {
-  h=$("$3" | sha256sum)
+  # Through a file: a pipe inside $(...) would cost two more processes per resource.
+  "$3" > "$PL_ERR.cas" 2>/dev/null
+  h=$(sha256sum < "$PL_ERR.cas")
   h=${h%% *}
   [ "$h" = "$2" ] && return 0
   printf 'R\t%s\tconflict\t%s\n' "$1" "$h"
   return 1
 }
 
-# pl_mkparent PATH: create PATH's folder (world-traversable, like mkdir -p would).
+# pl_ids: PL_UID and PL_GID of this shell, from /proc with builtins where it is there.
+pl_ids() {
+  PL_UID='' PL_GID=''
+  if [ -r /proc/self/status ]; then
+    while read -r pl_k pl_v pl_rest; do
+      case $pl_k in Uid:) PL_UID=$pl_v ;; Gid:) PL_GID=$pl_v; break ;; esac
+    done < /proc/self/status
+  fi
+  [ -n "$PL_UID" ] || PL_UID=$(id -u)
+  [ -n "$PL_GID" ] || PL_GID=$(id -g)
+}
+
+# pl_parent PATH: sets d to PATH's folder (paths are absolute and normalized).
+pl_parent() {
+  d=${1%/*}
+  [ -n "$d" ] || d=/
+}
+
+# pl_mkparent PATH: create PATH's folder (world-traversable, like mkdir -p would); sets d.
 pl_mkparent() {
-  d=$(dirname -- "$1")
+  pl_parent "$1"
   [ -d "$d" ] || (umask 022; mkdir -p -- "$d")
 }
 
@@ -38,19 +58,43 @@ pl_backup() {
 }
 
 # pl_write PATH OWNER GROUP MODE SHA256 < base64: atomic replace (temp file, checked against its
-# hash, fsync, owner, mode, rename). A cut-off transfer can never reach the target.
+# hash, fsync, owner, mode, rename). A cut-off transfer can never reach the target. Processes
+# are spent only where the shell cannot do the work: the file is created with its final mode
+# through the umask, and chown/chmod run only when that is not enough.
 pl_write() {
   pl_mkparent "$1" || return 1
-  d=$(dirname -- "$1")
   # Leftovers of an interrupted run: the lock guarantees none is in use.
-  rm -f -- "$d"/.plumb-tmp.* 2>/dev/null
-  t=$(mktemp -- "$d/.plumb-tmp.XXXXXX") || return 1
-  if base64 -d > "$t" && pl_hash_is "$t" "$5" && pl_own "$t" "$2" "$3" && chmod -- "$4" "$t" && sync -- "$t" && pl_backup "$1" && mv -f -- "$t" "$1"; then
+  for o in "$d"/.plumb-tmp.*; do
+    if [ -e "$o" ] || [ -L "$o" ]; then rm -f -- "$o"; fi
+  done
+  PL_SEQ=$((PL_SEQ + 1))
+  t="$d/.plumb-tmp.$PL_RUN.$PL_SEQ"
+  m=$((0$4))
+  # A mode with execute or special bits cannot come from the umask alone.
+  pl_chmod=1
+  if [ $((m & 07111)) -eq 0 ]; then
+    u=$((~m & 0777))
+    umask "$((u >> 6 & 7))$((u >> 3 & 7))$((u & 7))"
+    pl_chmod=0
+  fi
+  rm -f -- "$t" 2>/dev/null
+  base64 -d > "$t"
+  rc=$?
+  umask 077
+  if [ "$rc" -eq 0 ] && pl_hash_is "$t" "$5" && pl_own_new "$t" "$2" "$3" &&
+    { [ "$pl_chmod" = 0 ] || chmod -- "$4" "$t"; } && sync -- "$t" && pl_backup "$1" && mv -f -- "$t" "$1"; then
     sync -- "$d" 2>/dev/null
     return 0
   fi
   rm -f -- "$t"
   return 1
+}
+
+# pl_own_new PATH OWNER GROUP: chown a file this shell just created, unless it already has them.
+pl_own_new() {
+  case $2 in ''|root|0) [ "$PL_UID" = 0 ] && pl_o='' || pl_o=$2 ;; *) pl_o=$2 ;; esac
+  case $3 in ''|root|0) [ "$PL_GID" = 0 ] && pl_g='' || pl_g=$3 ;; *) pl_g=$3 ;; esac
+  pl_own "$1" "$pl_o" "$pl_g"
 }
 
 # pl_hash_is FILE SHA256: the file holds exactly the expected bytes.
@@ -77,9 +121,14 @@ pl_meta() {
   return 0
 }
 
-# pl_mkdir PATH OWNER GROUP MODE.
+# pl_mkdir PATH OWNER GROUP MODE: created with its mode by mkdir itself; chown only if needed.
 pl_mkdir() {
-  (umask 022; mkdir -p -- "$1") && chown -- "$2:$3" "$1" && chmod -- "$4" "$1"
+  if [ -d "$1" ]; then
+    chown -- "$2:$3" "$1" && chmod -- "$4" "$1"
+    return
+  fi
+  pl_mkparent "$1" && mkdir -m "$4" -- "$1" && pl_own_new "$1" "$2" "$3" &&
+    { [ $((0$4 & 07000)) -eq 0 ] || chmod -- "$4" "$1"; }
 }
 
 # pl_rm PATH: remove a file or symlink, keeping a backup of a file.

@@ -401,7 +401,9 @@ pub fn apply_script(
         "PL_COMPOSE={}",
         quote(plan.compose.as_deref().unwrap_or(""))
     );
-    s.push_str("PL_ERR=$(mktemp) || exit 1\ntrap 'rm -f \"$PL_ERR\"' EXIT\n");
+    s.push_str(
+        "PL_ERR=$(mktemp) || exit 1\ntrap 'rm -f \"$PL_ERR\" \"$PL_ERR.cas\"' EXIT\nPL_SEQ=0\npl_ids\n",
+    );
     s.push_str("(umask 077; mkdir -p \"$PL_BACKUP\") || exit 1\n");
     let state_file = format!("{}/state", state_dir.trim_end_matches('/'));
     let widened = previous.union(&plan.next_state);
@@ -610,4 +612,129 @@ pub fn parse_outcome(stdout: &str, plan: &HostPlan) -> HostOutcome {
         }
     }
     o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+
+    /// Runs the probe and apply libraries in a real `sh` with `body` after them.
+    fn run(body: &str) -> (bool, String) {
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "PL_STATE=/nonexistent\n{}{LIB}PL_RUN=test\nPL_SEQ=0\nPL_ERR=$(mktemp)\npl_ids\n{body}",
+                crate::probe::LIB
+            ))
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    fn write(
+        path: &std::path::Path,
+        owner: &str,
+        group: &str,
+        mode: &str,
+        content: &[u8],
+    ) -> String {
+        let c = Content::plain(content.to_vec());
+        let mut s = String::new();
+        write_content(
+            &mut s,
+            "R 0",
+            &path.display().to_string(),
+            owner,
+            group,
+            mode,
+            &c,
+        );
+        s
+    }
+
+    #[test]
+    fn files_get_their_mode_owner_and_content_whatever_the_mode() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = unsafe { libc::geteuid() } == 0;
+        let cases: &[(&str, u32, &str, &str)] = &[
+            ("plain", 0o640, "", ""),
+            ("exec", 0o755, "", ""),
+            ("private", 0o600, "", ""),
+            ("setuid", 0o4750, "", ""),
+            (
+                "other-owner",
+                0o644,
+                if root { "nobody" } else { "" },
+                if root { "nogroup" } else { "" },
+            ),
+        ];
+        let mut body = String::new();
+        for (name, mode, owner, group) in cases {
+            let p = dir.path().join("sub/dir").join(name);
+            body.push_str(&write(
+                &p,
+                owner,
+                group,
+                &format!("{mode:04o}"),
+                name.as_bytes(),
+            ));
+        }
+        body.push_str(&format!(
+            "pl_do R 1 pl_mkdir {} '' '' 2750\n",
+            quote(&dir.path().join("made/deep").display().to_string())
+        ));
+        let (ok, err) = run(&body);
+        assert!(ok, "{err}");
+        for (name, mode, owner, _) in cases {
+            let p = dir.path().join("sub/dir").join(name);
+            let md = std::fs::metadata(&p).unwrap();
+            assert_eq!(md.permissions().mode() & 0o7777, *mode, "{name}");
+            assert_eq!(std::fs::read(&p).unwrap(), name.as_bytes(), "{name}");
+            if !owner.is_empty() {
+                assert_ne!(md.uid(), 0, "{name} was not chowned");
+            } else {
+                assert_eq!(md.uid(), unsafe { libc::geteuid() }, "{name}");
+            }
+        }
+        // Parents are world-traversable; the directory itself has exactly its mode.
+        let parent = std::fs::metadata(dir.path().join("sub/dir")).unwrap();
+        assert_eq!(parent.permissions().mode() & 0o777, 0o755);
+        let made = std::fs::metadata(dir.path().join("made/deep")).unwrap();
+        assert_eq!(made.permissions().mode() & 0o7777, 0o2750);
+        // No temp file is left behind, and the shell's umask is back to 077.
+        let left: Vec<_> = std::fs::read_dir(dir.path().join("sub/dir"))
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with(".plumb-tmp"))
+            .collect();
+        assert!(left.is_empty(), "{left:?}");
+        let (ok, err) = run(&format!(
+            "{}[ \"$(umask)\" = 0077 ] || {{ echo \"umask is $(umask)\" >&2; exit 1; }}\n",
+            write(&dir.path().join("u"), "", "", "0644", b"u")
+        ));
+        assert!(ok, "{err}");
+    }
+
+    #[test]
+    fn a_write_whose_content_does_not_match_its_hash_leaves_the_target_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("f");
+        std::fs::write(&target, "old").unwrap();
+        let good = write(&target, "", "", "0644", b"new");
+        // Same hash, other bytes: as if the transfer had been altered.
+        let tampered = good.replacen(&base64_lines(b"new"), &base64_lines(b"evil"), 1);
+        let (ok, _) = run(&tampered);
+        assert!(!ok, "the write must fail");
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "old");
+        let names: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, ["f"]);
+    }
 }

@@ -12,10 +12,11 @@ use crate::model::desired::DesiredHost;
 use crate::model::inventory::Host;
 use crate::plan::{self, Action, HostPlan, PlanCx, diff};
 use crate::probe;
+use crate::probe::HostRecords;
 use crate::report::{HostRun, RunReport};
 use crate::state::HostState;
 use base64::Engine as _;
-use remote::{Remote, RemoteOptions};
+use remote::{Lock, Remote, RemoteOptions};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
@@ -241,18 +242,9 @@ impl Job<'_> {
         let remote = Remote::connect(self.host, &self.opts.remote)
             .await
             .map_err(|e| (None, e))?;
-        // Writers take the host lock first; a dry run only reads.
-        let lock = if self.opts.dry_run {
-            Ok(None)
-        } else {
-            remote
-                .lock(&self.host.state_dir, self.opts.lock_timeout)
-                .await
-                .map(Some)
-        };
-        let result = match lock {
-            Ok(lock) => {
-                let r = self.probe_plan_apply(&remote, planned).await;
+        let result = match self.probe(&remote).await {
+            Ok((lock, records)) => {
+                let r = self.plan_apply(&remote, records, planned).await;
                 if let Some(lock) = lock {
                     lock.release().await;
                 }
@@ -264,28 +256,51 @@ impl Job<'_> {
         result
     }
 
-    async fn probe_plan_apply(
+    /// Reads the host. Writers take the host lock and probe under it in the same command; a
+    /// dry run only reads, without the lock.
+    async fn probe(&self, remote: &Remote) -> Result<(Option<Lock>, HostRecords), String> {
+        let (host, opts) = (self.host, self.opts);
+        let t = Instant::now();
+        let script = probe::probe_script(self.desired, &host.state_dir);
+        let (lock, stdout) = if opts.dry_run {
+            let out = remote.run(script.as_bytes()).await?;
+            if out.status != 0 {
+                return Err(format!(
+                    "the probe failed (exit {}): {}",
+                    out.status,
+                    crate::secrets::redact(String::from_utf8_lossy(&out.stderr).trim())
+                ));
+            }
+            (None, out.stdout)
+        } else {
+            let (lock, stdout) = remote
+                .lock_and_run(
+                    &host.state_dir,
+                    opts.lock_timeout,
+                    script.as_bytes(),
+                    opts.remote.command_timeout,
+                )
+                .await?;
+            (Some(lock), stdout)
+        };
+        tracing::debug!(host = %host.name, ms = t.elapsed().as_millis() as u64, bytes = script.len(), "probed");
+        let records = probe::parse_records(&String::from_utf8_lossy(&stdout));
+        if !records.complete() {
+            if let Some(lock) = lock {
+                lock.release().await;
+            }
+            return Err("the probe did not complete: its output was cut short".into());
+        }
+        Ok((lock, records))
+    }
+
+    async fn plan_apply(
         &self,
         remote: &Remote,
+        records: HostRecords,
         planned: Option<HostPlan>,
     ) -> Result<HostRun, HostError> {
         let (host, desired, opts) = (self.host, self.desired, self.opts);
-        let t = Instant::now();
-        let script = probe::probe_script(desired, &host.state_dir);
-        let out = remote.run(script.as_bytes()).await.map_err(|e| (None, e))?;
-        tracing::debug!(host = %host.name, ms = t.elapsed().as_millis() as u64, bytes = script.len(), "probed");
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        let records = probe::parse_records(&stdout);
-        if !records.complete() || out.status != 0 {
-            return Err((
-                None,
-                format!(
-                    "the probe did not complete (exit {}): {}",
-                    out.status,
-                    crate::secrets::redact(String::from_utf8_lossy(&out.stderr).trim())
-                ),
-            ));
-        }
         let cx = PlanCx {
             facts: records.facts.clone(),
             now: time::OffsetDateTime::now_utc().unix_timestamp(),

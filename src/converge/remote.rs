@@ -124,24 +124,40 @@ impl Remote {
         }
     }
 
-    /// Takes the host lock: waits up to `wait` for another run to finish, then fails naming it.
+    /// Takes the host lock, waiting up to `wait` for another run to finish (then fails naming
+    /// it), and runs `script` under it on the same channel, at most `limit`: one command for
+    /// both. Returns the lock and what the script printed. The script must end by printing
+    /// [`LOCKED_SCRIPT_END`] on a line of its own.
+    ///
     /// The lock lives as long as the returned guard's session; if plumb dies, the connection
     /// drops and the host releases it by itself.
-    pub async fn lock(&self, state_dir: &str, wait: Duration) -> Result<Lock, String> {
+    pub async fn lock_and_run(
+        &self,
+        state_dir: &str,
+        wait: Duration,
+        script: &[u8],
+        limit: Duration,
+    ) -> Result<(Lock, Vec<u8>), String> {
         let dir = quote(state_dir);
         let secs = wait.as_secs().max(1);
+        // The shell reads the script, prints its records, then `cat` holds the lock until
+        // plumb closes stdin (or the connection drops).
         let cmd = format!(
-            "mkdir -p {dir} && chmod 700 {dir} && exec flock -w {secs} -E 75 {dir}/lock sh -c 'echo PLUMB_LOCKED; exec cat >/dev/null' || {{ rc=$?; [ $rc -eq 75 ] && echo 'another plumb run holds the lock' >&2; exit $rc; }}"
+            "{{ [ -d {dir} ] || mkdir -p {dir}; }} && chmod 700 {dir} && exec flock -w {secs} -E 75 {dir}/lock sh -s"
         );
-        let ready = "PLUMB_LOCKED";
-        let limit = wait + Duration::from_secs(10);
+        let mut input = Vec::with_capacity(script.len() + 64);
+        input.extend_from_slice(script);
+        input.extend_from_slice(
+            format!("\nprintf '%s\\n' {LOCKED_SCRIPT_END}\nexec cat >/dev/null\n").as_bytes(),
+        );
+        let limit = wait + limit;
         match self {
             Remote::Ssh(c) => c
-                .hold(&cmd, ready, limit)
+                .hold(&cmd, &input, LOCKED_SCRIPT_END, limit)
                 .await
-                .map(Lock::Ssh)
+                .map(|(held, out)| (Lock::Ssh(held), out))
                 .map_err(|e| lock_error(e.to_string(), secs)),
-            Remote::Local { .. } => hold_local(&cmd, ready, limit)
+            Remote::Local { .. } => hold_local(&cmd, &input, LOCKED_SCRIPT_END, limit)
                 .await
                 .map_err(|e| lock_error(e, secs)),
         }
@@ -167,6 +183,9 @@ fn lock_error(e: String, secs: u64) -> String {
         format!("cannot take the host lock: {e}")
     }
 }
+
+/// The line a script run under the lock ends with.
+pub const LOCKED_SCRIPT_END: &str = "PLUMB_LOCKED_SCRIPT_END";
 
 /// A held host lock.
 pub enum Lock {
@@ -217,7 +236,12 @@ async fn run_local(script: &[u8], limit: Duration) -> Result<ScriptOutput, Strin
     })
 }
 
-async fn hold_local(cmd: &str, ready: &str, limit: Duration) -> Result<Lock, String> {
+async fn hold_local(
+    cmd: &str,
+    input: &[u8],
+    ready: &str,
+    limit: Duration,
+) -> Result<(Lock, Vec<u8>), String> {
     let mut child = tokio::process::Command::new("sh")
         .arg("-c")
         .arg(cmd)
@@ -227,10 +251,35 @@ async fn hold_local(cmd: &str, ready: &str, limit: Duration) -> Result<Lock, Str
         .kill_on_drop(true)
         .spawn()
         .map_err(|e| format!("cannot start flock: {e}"))?;
+    let mut stdin = child.stdin.take().ok_or("no stdin")?;
     let stdout = child.stdout.take().ok_or("no stdout")?;
-    let mut lines = BufReader::new(stdout).lines();
-    match tokio::time::timeout(limit, lines.next_line()).await {
-        Ok(Ok(Some(l))) if l.trim() == ready => Ok(Lock::Local(child)),
+    let input = input.to_vec();
+    let waited = tokio::time::timeout(limit, async {
+        // stdin stays open (it holds the lock) once the input is written.
+        let write = async {
+            let r = stdin.write_all(&input).await;
+            (stdin, r)
+        };
+        let read = async {
+            let mut lines = BufReader::new(stdout).lines();
+            let mut before = Vec::new();
+            while let Ok(Some(l)) = lines.next_line().await {
+                if l.trim() == ready {
+                    return Some(before);
+                }
+                before.extend_from_slice(l.as_bytes());
+                before.push(b'\n');
+            }
+            None
+        };
+        tokio::join!(write, read)
+    })
+    .await;
+    match waited {
+        Ok(((stdin, Ok(())), Some(out))) => {
+            child.stdin = Some(stdin);
+            Ok((Lock::Local(child), out))
+        }
         Ok(_) => {
             let status = child.wait().await.ok().and_then(|s| s.code()).unwrap_or(-1);
             Err(format!("exited with {status}"))

@@ -24,11 +24,51 @@ pub fn probe_script(host: &DesiredHost, state_dir: &str) -> String {
     if has(|s| matches!(s, PrimitiveSpec::SystemdUnit(_))) {
         s.push_str("pl_systemd\n");
     }
+    // Resources probed by one path each (files, directories, symlinks) are read in batches:
+    // `pl_paths` prints exactly what their `pl_path` lines would, with two processes per batch
+    // instead of two per file.
+    let mut batch: Vec<String> = Vec::new();
+    let mut fragment = String::new();
     for (i, r) in host.resources.iter().enumerate() {
-        r.spec.engine().probe(i, &mut s);
+        fragment.clear();
+        r.spec.engine().probe(i, &mut fragment);
+        match single_path_probe(&fragment) {
+            Some(args) => batch.push(args.to_string()),
+            None => {
+                flush_path_batch(&mut s, &mut batch);
+                s.push_str(&fragment);
+            }
+        }
     }
+    flush_path_batch(&mut s, &mut batch);
     s.push_str("printf 'H\\tdone\\n'\n");
     s
+}
+
+/// `TAG PATH` of a fragment that is exactly one `pl_path TAG PATH` command line.
+fn single_path_probe(fragment: &str) -> Option<&str> {
+    let line = fragment.strip_prefix("pl_path ")?.strip_suffix('\n')?;
+    (!line.contains('\n')).then_some(line)
+}
+
+fn flush_path_batch(out: &mut String, batch: &mut Vec<String>) {
+    match batch.len() {
+        0 => {}
+        1 => {
+            out.push_str("pl_path ");
+            out.push_str(&batch[0]);
+            out.push('\n');
+        }
+        _ => {
+            out.push_str("pl_paths");
+            for args in batch.iter() {
+                out.push(' ');
+                out.push_str(args);
+            }
+            out.push('\n');
+        }
+    }
+    batch.clear();
 }
 
 /// One record line.
@@ -293,5 +333,119 @@ mod tests {
         assert_eq!(r.of(4).get("").unwrap()[0], "absent");
         assert_eq!(r.of(5).get("creates").unwrap()[0], "ok");
         assert_eq!(r.of(6).get("unless").unwrap()[0], "fail");
+    }
+
+    /// Runs the library's `sh` with `body` after it; returns stdout.
+    fn run_lib(body: &str) -> String {
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!("PL_STATE=/nonexistent\n{LIB}{body}"))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    #[test]
+    fn a_batch_of_paths_prints_exactly_what_one_probe_per_path_prints() {
+        use crate::shell::quote;
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::write(d.join("file"), "hello\n").unwrap();
+        std::fs::write(d.join("empty"), "").unwrap();
+        std::fs::write(d.join("with space\tand tab"), "x").unwrap();
+        // sha256sum escapes this name in its output: the batch must not trust that line.
+        std::fs::write(d.join("back\\slash"), "y").unwrap();
+        std::fs::write(d.join("glob*[x]"), "z").unwrap();
+        std::fs::create_dir(d.join("dir")).unwrap();
+        std::os::unix::fs::symlink(d.join("file"), d.join("link-to-file")).unwrap();
+        std::os::unix::fs::symlink(d.join("dir"), d.join("link-to-dir")).unwrap();
+        std::os::unix::fs::symlink("/nonexistent", d.join("dangling")).unwrap();
+        let fifo = d.join("fifo");
+        assert!(
+            std::process::Command::new("mkfifo")
+                .arg(&fifo)
+                .status()
+                .unwrap()
+                .success()
+        );
+        let names = [
+            "file",
+            "absent",
+            "empty",
+            "dir",
+            "with space\tand tab",
+            "link-to-file",
+            "back\\slash",
+            "link-to-dir",
+            "dangling",
+            "fifo",
+            "glob*[x]",
+            "file",
+        ];
+        let pairs: Vec<(String, String)> = names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (format!("{i}.k"), quote(&d.join(n).display().to_string())))
+            .collect();
+        let one_by_one: String = pairs
+            .iter()
+            .map(|(t, p)| format!("pl_path {t} {p}\n"))
+            .collect();
+        let batched = format!(
+            "pl_paths {}\n",
+            pairs
+                .iter()
+                .map(|(t, p)| format!("{t} {p}"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        );
+        let expected = run_lib(&one_by_one);
+        assert_eq!(expected.lines().count(), names.len(), "{expected}");
+        assert!(expected.contains("\tfile\t"), "{expected}");
+        assert!(expected.contains("\tdir\t"), "{expected}");
+        assert!(expected.contains("\tlink\t"), "{expected}");
+        assert!(expected.contains("\tother"), "{expected}");
+        assert!(expected.contains("\tabsent"), "{expected}");
+        assert_eq!(run_lib(&batched), expected);
+        // Nothing there at all, and a batch of one.
+        let none = format!("pl_paths 0 {} 1 {}\n", pairs[1].1, pairs[1].1);
+        assert_eq!(run_lib(&none), format!("0\tabsent\n1\tabsent\n"));
+        assert_eq!(
+            run_lib(&format!("pl_paths 3 {}\n", pairs[0].1)),
+            run_lib(&format!("pl_path 3 {}\n", pairs[0].1))
+        );
+    }
+
+    #[test]
+    fn the_probe_script_batches_single_path_resources_in_order() {
+        use crate::kinds::testutil::{render, repo};
+        let dir = repo(&[(
+            "manifests/app.yaml",
+            "kind: File\nhosts: host:pg1\npath: /etc/a\ncontent: a\n---\nkind: File\nhosts: host:pg1\npath: /etc/b\ncontent: b\n---\nkind: Directory\nhosts: host:pg1\npath: /etc/d\n---\nkind: User\nname: app\nhosts: host:pg1\n",
+        )]);
+        let h = render(&dir, "pg1");
+        let script = probe_script(&h, "/var/lib/plumb");
+        let body = &script[script.rfind("pl_facts\n").unwrap()..];
+        let idx = |kind: &str, name: &str| {
+            h.resources
+                .iter()
+                .position(|d| d.kind == kind && d.name == name)
+                .unwrap()
+        };
+        assert_eq!(
+            body,
+            format!(
+                "pl_facts\npl_user {} app\npl_paths {} /etc/d {} /etc/a {} /etc/b\nprintf 'H\\tdone\\n'\n",
+                idx("User", "app"),
+                idx("Directory", "/etc/d"),
+                idx("File", "/etc/a"),
+                idx("File", "/etc/b"),
+            )
+        );
     }
 }

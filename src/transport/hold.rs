@@ -16,14 +16,19 @@ pub struct Held {
 }
 
 impl Connection {
-    /// Starts `command` (under `sudo -n` when this connection uses it) and waits at most `wait`
-    /// for it to print `ready` on a line of its own; then returns it still running.
+    /// Starts `command` (under `sudo -n` when this connection uses it), sends `stdin` without
+    /// closing it, and waits at most `wait` for the command to print `ready` on a line of its
+    /// own; then returns it still running, with everything it printed before that line.
+    ///
+    /// Sending input lets one channel both take plumb's host lock and read the host under it
+    /// (`flock ... sh -s` fed the probe script): one command instead of two.
     pub async fn hold(
         &self,
         command: &str,
+        stdin: &[u8],
         ready: &str,
         wait: Duration,
-    ) -> Result<Held, TransportError> {
+    ) -> Result<(Held, Vec<u8>), TransportError> {
         let command = if self.sudo {
             format!("exec sudo -n -- sh -c {}", crate::shell::quote(command))
         } else {
@@ -43,46 +48,83 @@ impl Connection {
         let mut stdout = Vec::new();
         let mut stderr = Vec::new();
         let waited = timeout(wait, async {
-            loop {
-                match reader.wait().await {
-                    Some(ChannelMsg::Data { data }) => {
-                        stdout.extend_from_slice(&data);
-                        if String::from_utf8_lossy(&stdout)
-                            .lines()
-                            .any(|l| l.trim() == ready)
-                        {
-                            return Ok(());
+            // Input goes out while output comes in, so that neither side can stall the other.
+            let send = async {
+                for chunk in stdin.chunks(super::STDIN_CHUNK) {
+                    writer.data_bytes(chunk.to_vec()).await?;
+                }
+                Ok::<(), russh::Error>(())
+            };
+            let receive = async {
+                // Where the line being received starts: each line is looked at once.
+                let mut line_start = 0;
+                loop {
+                    match reader.wait().await {
+                        Some(ChannelMsg::Data { data }) => {
+                            stdout.extend_from_slice(&data);
+                            while let Some(nl) =
+                                stdout[line_start..].iter().position(|b| *b == b'\n')
+                            {
+                                let line = &stdout[line_start..line_start + nl];
+                                line_start += nl + 1;
+                                if String::from_utf8_lossy(line).trim() == ready {
+                                    stdout.truncate(line_start - nl - 1);
+                                    return Ok(());
+                                }
+                            }
                         }
+                        Some(ChannelMsg::ExtendedData { data, .. }) => {
+                            stderr.extend_from_slice(&data)
+                        }
+                        Some(ChannelMsg::ExitStatus { exit_status }) => {
+                            return Err(self.session_error(&format!(
+                                "`{command}` exited with {exit_status} before it was ready: {}",
+                                String::from_utf8_lossy(&stderr).trim()
+                            )));
+                        }
+                        Some(ChannelMsg::Failure) => {
+                            return Err(TransportError::ExecRefused {
+                                target: self.target.clone(),
+                            });
+                        }
+                        Some(ChannelMsg::Close) | None => {
+                            return Err(self.session_error(&format!(
+                                "`{command}` ended before it was ready: {}",
+                                String::from_utf8_lossy(&stderr).trim()
+                            )));
+                        }
+                        Some(_) => {}
                     }
-                    Some(ChannelMsg::ExtendedData { data, .. }) => stderr.extend_from_slice(&data),
-                    Some(ChannelMsg::ExitStatus { exit_status }) => {
-                        return Err(self.session_error(&format!(
-                            "`{command}` exited with {exit_status} before it was ready: {}",
-                            String::from_utf8_lossy(&stderr).trim()
-                        )));
+                }
+            };
+            tokio::pin!(send, receive);
+            let mut sent = None;
+            loop {
+                tokio::select! {
+                    r = &mut send, if sent.is_none() => sent = Some(r),
+                    r = &mut receive => {
+                        // The ready line comes after the input was read; a send error is
+                        // what stopped the command.
+                        return match (r, sent) {
+                            (Err(e), Some(Err(s))) => Err(self.session_error(&format!(
+                                "cannot send input ({s}): {e}"
+                            ))),
+                            (r, _) => r,
+                        };
                     }
-                    Some(ChannelMsg::Failure) => {
-                        return Err(TransportError::ExecRefused {
-                            target: self.target.clone(),
-                        });
-                    }
-                    Some(ChannelMsg::Close) | None => {
-                        return Err(self.session_error(&format!(
-                            "`{command}` ended before it was ready: {}",
-                            String::from_utf8_lossy(&stderr).trim()
-                        )));
-                    }
-                    Some(_) => {}
                 }
             }
         })
         .await;
         match waited {
-            Ok(Ok(())) => Ok(Held {
-                writer,
-                reader,
-                target: self.target.clone(),
-            }),
+            Ok(Ok(())) => Ok((
+                Held {
+                    writer,
+                    reader,
+                    target: self.target.clone(),
+                },
+                stdout,
+            )),
             Ok(Err(e)) => {
                 let _ = timeout(Duration::from_secs(2), writer.close()).await;
                 Err(e)
