@@ -22,6 +22,22 @@ pl_check() {
   return 1
 }
 
+# pl_check_text INDEX FUNC EXPECTED: compare-and-swap on the records' text itself, read back
+# with builtins: no process unless they differ (then the hash found is reported).
+pl_check_text() {
+  "$2" > "$PL_ERR.cas" 2>/dev/null
+  pl_s='' pl_l=''
+  while IFS= read -r pl_l; do
+    pl_s="$pl_s$pl_l
+"
+  done < "$PL_ERR.cas"
+  pl_s="$pl_s$pl_l"
+  [ "$pl_s" = "$3" ] && return 0
+  h=$(sha256sum < "$PL_ERR.cas")
+  printf 'R\t%s\tconflict\t%s\n' "$1" "${h%% *}"
+  return 1
+}
+
 # pl_ids: PL_UID and PL_GID of this shell, from /proc with builtins where it is there.
 pl_ids() {
   PL_UID='' PL_GID=''
@@ -51,10 +67,73 @@ pl_backup() {
   [ -f "$1" ] || return 0
   case "$1" in "$PL_STATE"/*) return 0 ;; esac
   b="$PL_BACKUP$1"
-  (umask 077; mkdir -p -- "$(dirname -- "$b")") || return 1
+  [ -d "${b%/*}" ] || (umask 077; mkdir -p -- "${b%/*}") || return 1
   cp -p -- "$1" "$b.$PL_RUN" || return 1
-  ls -1 -- "$b".* 2>/dev/null | sort -r | tail -n +6 | while IFS= read -r old; do rm -f -- "$old"; done
+  # Run ids sort by time, and so does the glob (LC_ALL=C): the oldest come first.
+  set -- "$b".*
+  while [ $# -gt 5 ]; do
+    rm -f -- "$1"
+    shift
+  done
   return 0
+}
+
+# pl_umask_for MODE: sets the umask that creates files with MODE and pl_chmod=0, or pl_chmod=1
+# when the mode has execute or special bits (the umask cannot give those: chmod must).
+pl_umask_for() {
+  m=$((0$1))
+  pl_chmod=1
+  if [ $((m & 07111)) -eq 0 ]; then
+    u=$((~m & 0777))
+    umask "$((u >> 6 & 7))$((u >> 3 & 7))$((u & 7))"
+    pl_chmod=0
+  fi
+}
+
+# pl_clean_temps: remove temp files that an interrupted run left in folder $d (the host lock
+# guarantees none is in use; this run's own are kept).
+pl_clean_temps() {
+  for o in "$d"/.plumb-tmp.*; do
+    case $o in "$d/.plumb-tmp.$PL_RUN."*) continue ;; esac
+    if [ -e "$o" ] || [ -L "$o" ]; then rm -f -- "$o"; fi
+  done
+}
+
+# pl_stage TEMP PATH MODE < base64: the new content of PATH, decoded into TEMP (next to PATH,
+# created with MODE where the umask can give it); pl_seal checks and fsyncs it, pl_commit
+# renames it into place.
+pl_stage() {
+  pl_mkparent "$2" || return 1
+  pl_clean_temps
+  pl_umask_for "$3"
+  base64 -d > "$1"
+  rc=$?
+  umask 077
+  [ "$rc" -eq 0 ] || { rm -f -- "$1"; return 1; }
+}
+
+# pl_seal TEMP... < "SHA256  TEMP" lines: checks every staged file with one sha256sum and
+# fsyncs them with one sync. A failed or skipped check leaves each to pl_commit.
+pl_seal() {
+  PL_SEALED=0
+  if sha256sum -c --status --strict >/dev/null 2>&1; then PL_SEALED=1; fi
+  sync -- "$@"
+}
+
+# pl_commit PATH OWNER GROUP MODE TEMP SHA256: owner, mode and rename of a staged file (the
+# previous version kept in the backup).
+pl_commit() {
+  pl_parent "$1"
+  if [ "$PL_SEALED" != 1 ]; then pl_hash_is "$5" "$6" || { rm -f -- "$5"; return 1; }; fi
+  pl_umask_for "$4"
+  umask 077
+  if pl_own_new "$5" "$2" "$3" && { [ "$pl_chmod" = 0 ] || chmod -- "$4" "$5"; } &&
+    pl_backup "$1" && mv -f -- "$5" "$1"; then
+    pl_renamed_in "$d"
+    return 0
+  fi
+  rm -f -- "$5"
+  return 1
 }
 
 # pl_write PATH OWNER GROUP MODE SHA256 < base64: atomic replace (temp file, checked against its
@@ -63,31 +142,45 @@ pl_backup() {
 # through the umask, and chown/chmod run only when that is not enough.
 pl_write() {
   pl_mkparent "$1" || return 1
-  # Leftovers of an interrupted run: the lock guarantees none is in use.
-  for o in "$d"/.plumb-tmp.*; do
-    if [ -e "$o" ] || [ -L "$o" ]; then rm -f -- "$o"; fi
-  done
+  pl_clean_temps
   PL_SEQ=$((PL_SEQ + 1))
   t="$d/.plumb-tmp.$PL_RUN.$PL_SEQ"
-  m=$((0$4))
-  # A mode with execute or special bits cannot come from the umask alone.
-  pl_chmod=1
-  if [ $((m & 07111)) -eq 0 ]; then
-    u=$((~m & 0777))
-    umask "$((u >> 6 & 7))$((u >> 3 & 7))$((u & 7))"
-    pl_chmod=0
-  fi
-  rm -f -- "$t" 2>/dev/null
+  pl_umask_for "$4"
   base64 -d > "$t"
   rc=$?
   umask 077
   if [ "$rc" -eq 0 ] && pl_hash_is "$t" "$5" && pl_own_new "$t" "$2" "$3" &&
     { [ "$pl_chmod" = 0 ] || chmod -- "$4" "$t"; } && sync -- "$t" && pl_backup "$1" && mv -f -- "$t" "$1"; then
-    sync -- "$d" 2>/dev/null
+    pl_renamed_in "$d"
     return 0
   fi
   rm -f -- "$t"
   return 1
+}
+
+# pl_renamed_in DIR: DIR holds a rename to make durable; pl_sync_dirs does it once per folder
+# (at exit), not once per file. Until then a crash can only leave the previous version.
+PL_DIRS=''
+pl_renamed_in() {
+  case "
+$PL_DIRS
+" in *"
+$1
+"*) ;; *) PL_DIRS="$PL_DIRS
+$1" ;; esac
+}
+
+# pl_sync_dirs: fsync every folder a file was renamed into.
+pl_sync_dirs() {
+  [ -n "$PL_DIRS" ] || return 0
+  pl_ifs=$IFS
+  IFS='
+'
+  set -f
+  sync -- $PL_DIRS 2>/dev/null
+  set +f
+  IFS=$pl_ifs
+  PL_DIRS=''
 }
 
 # pl_own_new PATH OWNER GROUP: chown a file this shell just created, unless it already has them.

@@ -402,20 +402,23 @@ pub fn apply_script(
         quote(plan.compose.as_deref().unwrap_or(""))
     );
     s.push_str(
-        "PL_ERR=$(mktemp) || exit 1\ntrap 'rm -f \"$PL_ERR\" \"$PL_ERR.cas\"' EXIT\nPL_SEQ=0\npl_ids\n",
+        "PL_ERR=$(mktemp) || exit 1\ntrap 'pl_sync_dirs; rm -f \"$PL_ERR\" \"$PL_ERR.cas\"' EXIT\nPL_SEQ=0\npl_ids\n",
     );
-    s.push_str("(umask 077; mkdir -p \"$PL_BACKUP\") || exit 1\n");
+    s.push_str("[ -d \"$PL_BACKUP\" ] || (umask 077; mkdir -p \"$PL_BACKUP\") || exit 1\n");
     let state_file = format!("{}/state", state_dir.trim_end_matches('/'));
     let widened = previous.union(&plan.next_state);
-    write_content(
-        &mut s,
-        "S 0",
-        &state_file,
-        "",
-        "",
-        "0600",
-        &Content::plain(widened.to_json()),
-    );
+    // Unless the state file already lists everything this run may create.
+    if widened != *previous {
+        write_content(
+            &mut s,
+            "S 0",
+            &state_file,
+            "",
+            "",
+            "0600",
+            &Content::plain(widened.to_json()),
+        );
+    }
 
     for (i, p) in plan.prune.iter().enumerate() {
         let _ = writeln!(s, "# prune {}/{}", p.managed.kind, p.managed.name);
@@ -429,6 +432,8 @@ pub fn apply_script(
     let mut deferred: Vec<(usize, &Step)> = Vec::new();
     let mut reload_needed = false;
     let mut flushed = false;
+    let mut staged = Staged::default();
+    let mut staged_rank = None;
     for (r, d) in plan.resources.iter().zip(&desired.resources) {
         if !flushed && d.spec.rank() > unit_rank {
             flush_units(&mut s, &deferred, reload_needed, plan)?;
@@ -437,25 +442,59 @@ pub fn apply_script(
         if r.steps.is_empty() {
             continue;
         }
+        if staged_rank != Some(d.spec.rank()) {
+            staged_rank = Some(d.spec.rank());
+            stage_writes(&mut s, plan, desired, d.spec.rank(), run_id, &mut staged)?;
+        }
         let i = r.index;
         let tag = format!("R {i}");
         let _ = writeln!(s, "# {} {}", r.kind, r.name.replace('\n', " "));
         let mut cas = String::new();
         d.spec.engine().cas_probe(i, &mut cas);
         let _ = writeln!(s, "pl_cas_{i}() {{\n{cas}:\n}}");
-        let _ = writeln!(
-            s,
-            "pl_ok_{i}=0\nif pl_check {i} {} pl_cas_{i}; then",
-            r.actual_sha256
-        );
-        for step in &r.steps {
+        let _ = match &r.actual_text {
+            Some(text) => writeln!(
+                s,
+                "pl_ok_{i}=0\nif pl_check_text {i} pl_cas_{i} {}; then",
+                quote(text)
+            ),
+            None => writeln!(
+                s,
+                "pl_ok_{i}=0\nif pl_check {i} {} pl_cas_{i}; then",
+                r.actual_sha256
+            ),
+        };
+        for (k, step) in r.steps.iter().enumerate() {
             match step {
                 Step::DaemonReload => reload_needed = true,
                 st if st.after_reload() && d.spec.rank() == unit_rank => deferred.push((i, st)),
+                Step::WriteFile {
+                    path,
+                    content,
+                    owner,
+                    group,
+                    mode,
+                } if staged.temp(i, k).is_some() => {
+                    let _ = writeln!(
+                        s,
+                        "pl_do {tag} pl_commit {} {} {} {mode} {} {}",
+                        quote(path),
+                        quote(owner),
+                        quote(group),
+                        quote(staged.temp(i, k).unwrap_or_default()),
+                        content.sha256
+                    );
+                }
                 st => step_shell(&mut s, &tag, st, plan)?,
             }
         }
-        let _ = writeln!(s, "pl_ok_{i}=1\nprintf 'R\\t{i}\\tok\\n'\nfi");
+        let _ = writeln!(s, "pl_ok_{i}=1\nprintf 'R\\t{i}\\tok\\n'");
+        // Refused: its staged content never reaches the target.
+        let temps: Vec<String> = staged.temps_of(i).map(quote).collect();
+        if !temps.is_empty() {
+            let _ = writeln!(s, "else\nrm -f -- {}", temps.join(" "));
+        }
+        s.push_str("fi\n");
     }
     if !flushed {
         flush_units(&mut s, &deferred, reload_needed, plan)?;
@@ -495,6 +534,95 @@ pub fn apply_script(
     );
     s.push_str("printf 'A\\tdone\\n'\n}\npl_main\n");
     Ok(s)
+}
+
+/// The temp files written ahead of their resources: `(resource index, step index)` → path.
+#[derive(Default)]
+struct Staged {
+    temps: std::collections::BTreeMap<(usize, usize), String>,
+}
+
+impl Staged {
+    fn temp(&self, index: usize, step: usize) -> Option<&str> {
+        self.temps.get(&(index, step)).map(String::as_str)
+    }
+
+    fn temps_of(&self, index: usize) -> impl Iterator<Item = &str> {
+        self.temps
+            .range((index, 0)..(index + 1, 0))
+            .map(|(_, t)| t.as_str())
+    }
+}
+
+/// Writes the contents of every file that the resources of `rank` replace to temp files next
+/// to their targets, then checks them all against their hashes with one `sha256sum -c` and
+/// fsyncs them with one `sync`: three processes per file become one (`base64 -d`), and each
+/// resource is left with its compare-and-swap check and a rename. Folders are created here as
+/// `pl_write` would (directories, of a lower rank, already exist).
+fn stage_writes(
+    s: &mut String,
+    plan: &HostPlan,
+    desired: &DesiredHost,
+    rank: u8,
+    run_id: &str,
+    staged: &mut Staged,
+) -> Result<(), ApplyError> {
+    let mut checks = String::new();
+    let mut temps = Vec::new();
+    for (r, d) in plan.resources.iter().zip(&desired.resources) {
+        if d.spec.rank() != rank {
+            continue;
+        }
+        for (k, step) in r.steps.iter().enumerate() {
+            let Step::WriteFile {
+                path,
+                content,
+                mode,
+                ..
+            } = step
+            else {
+                continue;
+            };
+            let c = plan
+                .contents
+                .get(&content.sha256)
+                .ok_or_else(|| ApplyError::MissingContent(content.sha256.clone()))?;
+            let parent = match path.rsplit_once('/') {
+                Some(("", _)) | None => "",
+                Some((p, _)) => p,
+            };
+            let temp = format!("{parent}/.plumb-tmp.{run_id}.s{}", staged.temps.len());
+            let _ = writeln!(
+                s,
+                "pl_do R {} pl_stage {} {} {mode} <<'{EOF_MARK}'",
+                r.index,
+                quote(&temp),
+                quote(path)
+            );
+            s.push_str(&base64_lines(c.bytes()));
+            s.push_str(EOF_MARK);
+            s.push('\n');
+            // sha256sum -c reads a backslash at the start of a line as an escaped name.
+            if !temp.contains('\\') {
+                let _ = writeln!(checks, "{}  {temp}", content.sha256);
+            }
+            temps.push(quote(&temp));
+            staged.temps.insert((r.index, k), temp);
+        }
+    }
+    if temps.is_empty() {
+        return Ok(());
+    }
+    if checks.lines().count() == temps.len() {
+        let _ = writeln!(
+            s,
+            "pl_do G {rank} pl_seal {} <<'{EOF_MARK}'\n{checks}{EOF_MARK}",
+            temps.join(" ")
+        );
+    } else {
+        let _ = writeln!(s, "pl_do G {rank} pl_seal {} </dev/null", temps.join(" "));
+    }
+    Ok(())
 }
 
 fn flush_units(
@@ -621,10 +749,17 @@ mod tests {
 
     /// Runs the probe and apply libraries in a real `sh` with `body` after them.
     fn run(body: &str) -> (bool, String) {
+        let state = tempfile::tempdir().unwrap();
+        run_in(state.path(), body)
+    }
+
+    /// Same, with the host's state folder (backups go under it) at `state`.
+    fn run_in(state: &std::path::Path, body: &str) -> (bool, String) {
         let out = std::process::Command::new("sh")
             .arg("-c")
             .arg(format!(
-                "PL_STATE=/nonexistent\n{}{LIB}PL_RUN=test\nPL_SEQ=0\nPL_ERR=$(mktemp)\npl_ids\n{body}",
+                "PL_STATE={}\n{}{LIB}PL_RUN=test\nPL_SEQ=0\nPL_ERR=$(mktemp)\npl_ids\n{body}",
+                quote(&state.display().to_string()),
                 crate::probe::LIB
             ))
             .output()
@@ -736,5 +871,72 @@ mod tests {
             .map(|e| e.file_name().to_string_lossy().into_owned())
             .collect();
         assert_eq!(names, ["f"]);
+    }
+
+    #[test]
+    fn replaced_files_keep_their_five_newest_versions() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        let target = dir.path().join("etc/app.conf");
+        let mut body = String::new();
+        for i in 1..=7 {
+            // Run ids sort by time.
+            body.push_str(&format!("PL_RUN=2026010{i}T000000Z-aaaaaa\n"));
+            body.push_str(&write(&target, "", "", "0644", format!("v{i}").as_bytes()));
+        }
+        let (ok, err) = run_in(&state, &body);
+        assert!(ok, "{err}");
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "v7");
+        let backups = state.join("backup").join(target.strip_prefix("/").unwrap());
+        let mut kept: Vec<String> = std::fs::read_dir(backups.parent().unwrap())
+            .unwrap()
+            .flatten()
+            .map(|e| std::fs::read_to_string(e.path()).unwrap())
+            .collect();
+        kept.sort();
+        // v1 to v6 were replaced in turn: the five newest of them are kept.
+        assert_eq!(kept, ["v2", "v3", "v4", "v5", "v6"]);
+    }
+
+    #[test]
+    fn compare_and_swap_on_text_passes_only_on_the_exact_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("f");
+        std::fs::write(&f, "x").unwrap();
+        let probe = format!("pl_path 3 {}\n", quote(&f.display().to_string()));
+        // What the probe prints now, as the plan would have recorded it.
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "PL_STATE=/nonexistent\n{}{probe}",
+                crate::probe::LIB
+            ))
+            .output()
+            .unwrap();
+        let now = String::from_utf8(out.stdout).unwrap();
+        assert!(now.starts_with("3\tfile\t"), "{now}");
+        let same = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "PL_STATE={}\n{}{LIB}PL_ERR=$(mktemp)\npl_cas() {{\n{probe}}}\nif pl_check_text 3 pl_cas {}; then echo SAME; fi\nif pl_check_text 3 pl_cas {}; then echo SAME; fi\n",
+                quote(&dir.path().display().to_string()),
+                crate::probe::LIB,
+                quote(&now),
+                quote(&now.replace("\tfile\t", "\tfile\t1")),
+            ))
+            .output()
+            .unwrap();
+        let text = String::from_utf8(same.stdout).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[0], "SAME");
+        // A difference is a conflict, reported with the hash of what is there now.
+        assert_eq!(
+            lines[1],
+            format!(
+                "R\t3\tconflict\t{}",
+                crate::model::desired::sha256_hex(now.as_bytes())
+            )
+        );
+        assert_eq!(lines.len(), 2, "{text}");
     }
 }

@@ -311,6 +311,15 @@ impl Job<'_> {
             // A reviewed plan: its steps, with contents from the (identical) rendering.
             Some(mut p) => {
                 let fresh = plan::plan_host(desired, &records, &cx);
+                // Where the host still is as reviewed, the script compares text; elsewhere
+                // it compares the reviewed hash, and refuses.
+                for r in &mut p.resources {
+                    r.actual_text = fresh
+                        .resources
+                        .iter()
+                        .find(|f| f.index == r.index && f.actual_sha256 == r.actual_sha256)
+                        .and_then(|f| f.actual_text.clone());
+                }
                 p.contents = fresh.contents;
                 p.next_state = fresh.next_state;
                 p

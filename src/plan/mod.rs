@@ -254,6 +254,10 @@ pub struct ResourcePlan {
     pub steps: Vec<Step>,
     /// Hash of the actual state this plan was made against (compare-and-swap checks it).
     pub actual_sha256: String,
+    /// The probe records that hash covers, when this run read them itself: the apply script
+    /// compares text, which costs the host no process (a plan file carries only the hash).
+    #[serde(skip)]
+    pub actual_text: Option<String>,
     /// Hash of the desired state.
     pub desired_sha256: String,
     /// Why it cannot be planned.
@@ -412,6 +416,7 @@ fn plan_resource(index: usize, d: &Desired, actual: Records, cx: &PlanCx) -> Res
         diffs: Vec::new(),
         steps: Vec::new(),
         actual_sha256: actual.hash(keys),
+        actual_text: Some(actual.text(keys)),
         desired_sha256: desired_hash(d),
         error: None,
         sensitive: d.is_sensitive(),

@@ -118,12 +118,18 @@ impl<'a> Records<'a> {
     /// SHA-256 of the raw lines whose sub-key is in `keys`, in order: the "actual state hash"
     /// that compare-and-swap checks right before writing.
     pub fn hash(&self, keys: &[&str]) -> String {
+        sha256_hex(self.text(keys).as_bytes())
+    }
+
+    /// The raw lines whose sub-key is in `keys`, in order, each ending in a newline: what
+    /// [`Records::hash`] hashes.
+    pub fn text(&self, keys: &[&str]) -> String {
         let mut text = String::new();
         for l in self.lines.iter().filter(|l| keys.contains(&l.key.as_str())) {
             text.push_str(&l.raw);
             text.push('\n');
         }
-        sha256_hex(text.as_bytes())
+        text
     }
 }
 
