@@ -62,7 +62,8 @@ pub struct HostArgs {
 }
 
 impl HostArgs {
-    fn options(&self, dry_run: bool) -> ConvergeOptions {
+    /// Converge options from these arguments.
+    pub fn options(&self, dry_run: bool) -> ConvergeOptions {
         ConvergeOptions {
             dry_run,
             parallel: self.parallel.max(1),
@@ -124,10 +125,13 @@ pub struct ApplyArgs {
 }
 
 /// A loaded repo and the rendered hosts to work on.
-type Prepared = (Arc<Repo>, Vec<(Host, DesiredHost)>);
+pub(super) type Prepared = (Arc<Repo>, Vec<(Host, DesiredHost)>);
 
 /// Loads the repo and renders the selected hosts. Any problem stops here: no host is contacted.
-fn prepare(repo_args: &RepoArgs, limit: Option<&str>) -> Result<Result<Prepared, Diagnostics>> {
+pub(super) fn prepare(
+    repo_args: &RepoArgs,
+    limit: Option<&str>,
+) -> Result<Result<Prepared, Diagnostics>> {
     let repo = match super::load_repo(repo_args, false) {
         Ok(r) => r,
         Err(ds) => return Ok(Err(ds)),
@@ -164,14 +168,14 @@ fn prepare(repo_args: &RepoArgs, limit: Option<&str>) -> Result<Result<Prepared,
     Ok(Ok((Arc::new(repo), targets)))
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime> {
+pub(super) fn runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")
 }
 
-fn print_report(report: &crate::report::RunReport, format: OutputFormat) {
+pub(super) fn print_report(report: &crate::report::RunReport, format: OutputFormat) {
     match format {
         OutputFormat::Json => print!("{}", report.to_json()),
         OutputFormat::Human => print!("{}", report.to_human(std::io::stdout().is_terminal())),

@@ -2,6 +2,7 @@
 //! (`validate`, `render`, `secrets`, `certs init-ca`, `completions`). Commands that talk to hosts
 //! live in their own modules and are dispatched from here.
 
+pub mod certs;
 pub mod converge;
 
 use crate::diag::Diagnostics;
@@ -88,7 +89,7 @@ pub enum Command {
     /// Manage age-encrypted secrets in the repo's secrets/.
     #[command(subcommand)]
     Secrets(SecretsCommand),
-    /// Certificates: create a CA.
+    /// Certificates: create a CA, see every certificate's expiry, rotate them.
     #[command(subcommand)]
     Certs(CertsCommand),
     /// Print shell completions.
@@ -157,6 +158,12 @@ pub enum SecretsCommand {
 /// `plumb certs ...`.
 #[derive(Subcommand, Debug)]
 pub enum CertsCommand {
+    /// Every certificate on every host: expiry, days left, and whether the next converge
+    /// reissues it (exit 2 when one would be). Reads only.
+    Status(certs::StatusArgs),
+    /// Reissue every certificate of the selected hosts now (a converge that forces it), and run
+    /// the handlers they notify.
+    Rotate(certs::RotateArgs),
     /// Create a private CA: certificate into the repo, key as an age-encrypted secret.
     InitCa {
         /// CA name (as a CertificateAuthority manifest names it).
@@ -191,6 +198,8 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Apply(a) => converge::apply(&a),
         Command::Secrets(SecretsCommand::Set { name, repo }) => secrets_set(&repo, &name),
         Command::Secrets(SecretsCommand::List { repo }) => secrets_list(&repo),
+        Command::Certs(CertsCommand::Status(a)) => certs::status(&a),
+        Command::Certs(CertsCommand::Rotate(a)) => certs::rotate(&a),
         Command::Certs(CertsCommand::InitCa {
             name,
             repo,

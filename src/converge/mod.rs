@@ -211,6 +211,77 @@ async fn run_all(
     }
 }
 
+/// What a read-only pass found on one host.
+pub struct HostReading {
+    /// The host.
+    pub host: Host,
+    /// What was probed.
+    pub desired: DesiredHost,
+    /// The probe's records, or why the host could not be read.
+    pub records: Result<HostRecords, String>,
+}
+
+/// Reads hosts without taking their lock or planning, in parallel with the same bound as a
+/// converge: the ground of reports such as `plumb certs status`.
+pub async fn read_hosts(
+    targets: Vec<(Host, DesiredHost)>,
+    opts: &ConvergeOptions,
+) -> Vec<HostReading> {
+    let sem = Arc::new(Semaphore::new(opts.parallel.max(1)));
+    let mut tasks = Vec::with_capacity(targets.len());
+    for (host, desired) in targets {
+        let sem = sem.clone();
+        let remote_opts = opts.remote.clone();
+        tasks.push(tokio::spawn(async move {
+            let _permit = sem.acquire().await;
+            let records = read_host(&host, &desired, &remote_opts).await;
+            HostReading {
+                host,
+                desired,
+                records,
+            }
+        }));
+    }
+    let mut out = Vec::with_capacity(tasks.len());
+    for t in tasks {
+        match t.await {
+            Ok(r) => out.push(r),
+            Err(e) => tracing::error!(error = %e, "a host's read task ended abnormally"),
+        }
+    }
+    out
+}
+
+async fn read_host(
+    host: &Host,
+    desired: &DesiredHost,
+    opts: &RemoteOptions,
+) -> Result<HostRecords, String> {
+    let remote = Remote::connect(host, opts).await?;
+    let records = probe_unlocked(&remote, desired, &host.state_dir).await;
+    remote.close().await;
+    records
+}
+
+/// Probes a host without its lock (dry runs and reports only read).
+async fn probe_unlocked(
+    remote: &Remote,
+    desired: &DesiredHost,
+    state_dir: &str,
+) -> Result<HostRecords, String> {
+    let script = probe::probe_script(desired, state_dir);
+    let out = remote.run(script.as_bytes()).await?;
+    let records = probe::parse_records(&String::from_utf8_lossy(&out.stdout));
+    if out.status != 0 || !records.complete() {
+        return Err(format!(
+            "the probe did not complete (exit {}): {}",
+            out.status,
+            crate::secrets::redact(String::from_utf8_lossy(&out.stderr).trim())
+        ));
+    }
+    Ok(records)
+}
+
 fn progress_bar(enabled: bool, n: usize) -> Option<indicatif::ProgressBar> {
     if !enabled || n == 0 {
         return None;
@@ -261,37 +332,27 @@ impl Job<'_> {
     async fn probe(&self, remote: &Remote) -> Result<(Option<Lock>, HostRecords), String> {
         let (host, opts) = (self.host, self.opts);
         let t = Instant::now();
+        if opts.dry_run {
+            let records = probe_unlocked(remote, self.desired, &host.state_dir).await?;
+            tracing::debug!(host = %host.name, ms = t.elapsed().as_millis() as u64, "probed");
+            return Ok((None, records));
+        }
         let script = probe::probe_script(self.desired, &host.state_dir);
-        let (lock, stdout) = if opts.dry_run {
-            let out = remote.run(script.as_bytes()).await?;
-            if out.status != 0 {
-                return Err(format!(
-                    "the probe failed (exit {}): {}",
-                    out.status,
-                    crate::secrets::redact(String::from_utf8_lossy(&out.stderr).trim())
-                ));
-            }
-            (None, out.stdout)
-        } else {
-            let (lock, stdout) = remote
-                .lock_and_run(
-                    &host.state_dir,
-                    opts.lock_timeout,
-                    script.as_bytes(),
-                    opts.remote.command_timeout,
-                )
-                .await?;
-            (Some(lock), stdout)
-        };
-        tracing::debug!(host = %host.name, ms = t.elapsed().as_millis() as u64, bytes = script.len(), "probed");
+        let (lock, stdout) = remote
+            .lock_and_run(
+                &host.state_dir,
+                opts.lock_timeout,
+                script.as_bytes(),
+                opts.remote.command_timeout,
+            )
+            .await?;
+        tracing::debug!(host = %host.name, ms = t.elapsed().as_millis() as u64, bytes = script.len(), "probed under the lock");
         let records = probe::parse_records(&String::from_utf8_lossy(&stdout));
         if !records.complete() {
-            if let Some(lock) = lock {
-                lock.release().await;
-            }
+            lock.release().await;
             return Err("the probe did not complete: its output was cut short".into());
         }
-        Ok((lock, records))
+        Ok((Some(lock), records))
     }
 
     async fn plan_apply(

@@ -423,3 +423,170 @@ impl Converge for CertificateState {
         p
     }
 }
+
+/// How a certificate on a host stands, for `plumb certs status`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CertificateHealth {
+    /// Present, valid, outside its renewal window, with the names and CA it must have.
+    Ok,
+    /// A converge would reissue it (inside its renewal window, expired, other names or CA,
+    /// missing key, unreadable).
+    Reissue,
+    /// Not on the host yet.
+    Missing,
+}
+
+/// One certificate on one host, as `plumb certs status` reports it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct CertificateStatus {
+    /// Host name.
+    pub host: String,
+    /// Resource name.
+    pub name: String,
+    /// Certificate path on the host.
+    pub path: String,
+    /// Signing CA.
+    pub ca: String,
+    /// Standing.
+    pub health: CertificateHealth,
+    /// Why a converge would reissue it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Subject CN of the certificate on the host.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub common_name: Option<String>,
+    /// Serial (hex) of the certificate on the host.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub serial: Option<String>,
+    /// Expiry, seconds since the epoch.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub not_after: Option<i64>,
+    /// Whole days until expiry (negative once expired).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub days_left: Option<i64>,
+    /// The renewal window, as written in the manifest.
+    pub renew_before: String,
+}
+
+impl CertificateState {
+    /// The standing of this certificate from its probe records; pure.
+    pub fn status(&self, host: &str, name: &str, actual: Records, now: i64) -> CertificateStatus {
+        let pem_b64 = actual
+            .get("pem")
+            .and_then(|f| f.first())
+            .map(String::as_str)
+            .filter(|s| *s != "absent");
+        let info = pem_b64
+            .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
+            .and_then(|b| String::from_utf8(b).ok())
+            .and_then(|pem| crate::pki::inspect(&pem).ok());
+        let cx = PlanCx {
+            facts: Default::default(),
+            now,
+            force_reissue: false,
+            prune_users: false,
+        };
+        let reason = self.reissue_reason(pem_b64, &parse_path(actual.get("key")), &cx);
+        let health = match (&reason, pem_b64) {
+            (None, _) => CertificateHealth::Ok,
+            (Some(_), None) => CertificateHealth::Missing,
+            (Some(_), Some(_)) => CertificateHealth::Reissue,
+        };
+        CertificateStatus {
+            host: host.to_string(),
+            name: name.to_string(),
+            path: self.cert_path.clone(),
+            ca: self.ca.clone(),
+            health,
+            reason,
+            common_name: info.as_ref().map(|i| i.common_name.clone()),
+            serial: info.as_ref().map(|i| i.serial.clone()),
+            not_after: info.as_ref().map(|i| i.not_after),
+            // Floor division: a certificate 1 s past expiry has -1 days left, not 0.
+            days_left: info
+                .as_ref()
+                .map(|i| (i.not_after - now).div_euclid(86_400)),
+            renew_before: self.renew_before.to_string(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::probe::parse_records;
+
+    fn state(ca_pem: &str) -> CertificateState {
+        CertificateState {
+            ca: "pg-ca".into(),
+            ca_certificate: Content::plain(ca_pem.as_bytes().to_vec()),
+            common_name: "pg1".into(),
+            dns_names: vec!["pg1".into()],
+            ip_addresses: vec!["10.0.0.1".into()],
+            cert_path: "/etc/pg1.crt".into(),
+            key_path: "/etc/pg1.key".into(),
+            ca_path: None,
+            owner: "root".into(),
+            group: "root".into(),
+            key_mode: key_mode(),
+            cert_mode: cert_mode(),
+            validity: Span { secs: 10 * 86_400 },
+            renew_before: Span { secs: 3 * 86_400 },
+            key_algorithm: KeyAlgorithm::EcdsaP256,
+        }
+    }
+
+    fn records(cert_pem: Option<&str>) -> String {
+        let pem = match cert_pem {
+            Some(p) => base64::engine::general_purpose::STANDARD.encode(p),
+            None => "absent".into(),
+        };
+        format!(
+            "0.cert\tfile\t644 0 0 root root 700\tabc\n0.key\tfile\t600 0 0 root root 200\tdef\n0.pem\t{pem}\nH\tdone\n"
+        )
+    }
+
+    #[test]
+    fn status_follows_the_renewal_window_and_says_why() {
+        let ca = crate::pki::create_ca("test CA", 30).unwrap();
+        let want = state(&ca.cert_pem);
+        let issued = crate::pki::issue(&ca.cert_pem, &ca.key_pem, &want).unwrap();
+        let info = crate::pki::inspect(&issued.cert_pem).unwrap();
+        let out = records(Some(&issued.cert_pem));
+        let r = parse_records(&out);
+
+        // Just issued: ten days left, a three-day window.
+        let now = info.not_after - 10 * 86_400 + 60;
+        let s = want.status("pg1", "c", r.of(0), now);
+        assert_eq!(s.health, CertificateHealth::Ok, "{s:?}");
+        assert_eq!(s.days_left, Some(9));
+        assert_eq!(s.serial.as_deref(), Some(info.serial.as_str()));
+        assert_eq!(s.reason, None);
+
+        // Two days left: inside the window.
+        let s = want.status("pg1", "c", r.of(0), info.not_after - 2 * 86_400);
+        assert_eq!(s.health, CertificateHealth::Reissue);
+        assert_eq!(s.days_left, Some(2));
+        assert!(s.reason.unwrap().contains("expires in 2 days"));
+
+        // Expired.
+        let s = want.status("pg1", "c", r.of(0), info.not_after + 1);
+        assert_eq!(s.health, CertificateHealth::Reissue);
+        assert_eq!(s.days_left, Some(-1));
+        assert_eq!(s.reason.as_deref(), Some("expired"));
+
+        // Other names than the manifest asks for.
+        let mut other = want.clone();
+        other.dns_names = vec!["pg1".into(), "pg1.example.internal".into()];
+        let s = other.status("pg1", "c", r.of(0), now);
+        assert_eq!(s.health, CertificateHealth::Reissue);
+        assert!(s.reason.unwrap().starts_with("names"));
+
+        // Not there.
+        let out = records(None);
+        let s = want.status("pg1", "c", parse_records(&out).of(0), now);
+        assert_eq!(s.health, CertificateHealth::Missing);
+        assert_eq!(s.days_left, None);
+    }
+}

@@ -2,6 +2,8 @@
 //! JSON with a stable schema (`plumb.run/v1`, documented in docs/json-output.md), and the exit
 //! code that sums it up.
 
+pub mod certs;
+
 use crate::apply::{HostOutcome, Outcome};
 use crate::plan::{Action, HostPlan, ResourcePlan, diff};
 use serde::Serialize;
