@@ -4,6 +4,7 @@
 
 pub mod certs;
 pub mod converge;
+pub mod pull;
 
 use crate::diag::Diagnostics;
 use crate::load::{LoadOptions, Repo};
@@ -86,6 +87,8 @@ pub enum Command {
     Plan(converge::PlanArgs),
     /// Apply a plan written by `plumb plan`, exactly, refusing resources that changed since.
     Apply(converge::ApplyArgs),
+    /// Pull mode: fetch the repo's branch and converge when its commit changed (for a timer).
+    Pull(pull::PullArgs),
     /// Manage age-encrypted secrets in the repo's secrets/.
     #[command(subcommand)]
     Secrets(SecretsCommand),
@@ -196,6 +199,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Converge(a) => converge::converge(&a),
         Command::Plan(a) => converge::plan(&a),
         Command::Apply(a) => converge::apply(&a),
+        Command::Pull(a) => pull::pull(&a),
         Command::Secrets(SecretsCommand::Set { name, repo }) => secrets_set(&repo, &name),
         Command::Secrets(SecretsCommand::List { repo }) => secrets_list(&repo),
         Command::Certs(CertsCommand::Status(a)) => certs::status(&a),

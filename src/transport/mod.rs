@@ -49,6 +49,38 @@ use tokio::time::{Instant, timeout, timeout_at};
 
 pub use error::{ConnectStage, TransportError};
 pub use hold::Held;
+
+/// Checks a host key in SSH wire format (as libgit2 hands it over when `plumb pull` fetches
+/// over SSH) against a known_hosts file, with the same rules as plumb's own connections:
+/// unknown, changed and revoked keys are refused, with the fingerprint in the message.
+pub fn check_host_key_blob(
+    known_hosts: &std::path::Path,
+    address: &str,
+    port: u16,
+    blob: &[u8],
+) -> Result<(), String> {
+    let key = PublicKey::from_bytes(blob).map_err(|e| format!("unreadable host key: {e}"))?;
+    let fingerprint = key.fingerprint(HashAlg::Sha256);
+    let known = KnownHosts::load(known_hosts)
+        .map_err(|e| format!("cannot read {}: {e}", known_hosts.display()))?;
+    let name = host_pattern(address, port);
+    match known.check(&name, &key) {
+        Verdict::Trusted => Ok(()),
+        Verdict::Unknown => Err(format!(
+            "the host key of {name} ({fingerprint}) is not in {}; check it and add it (ssh-keyscan {address} >> {})",
+            known_hosts.display(),
+            known_hosts.display()
+        )),
+        Verdict::Changed { line, .. } => Err(format!(
+            "the host key of {name} CHANGED ({fingerprint}); {}:{line} records another one. Refusing",
+            known_hosts.display()
+        )),
+        Verdict::Revoked { line } => Err(format!(
+            "the host key of {name} ({fingerprint}) is revoked at {}:{line}",
+            known_hosts.display()
+        )),
+    }
+}
 use known_hosts::{KnownHosts, Verdict, host_pattern};
 
 /// Output limit per stream used by [`ConnectOptions::new`]: large enough for
