@@ -4,7 +4,8 @@
 //! [`load`] (parse and validate) → [`render`] (desired state per host) → [`probe`] (read the
 //! hosts, one round trip) → [`plan`] (what differs) → [`apply`] (change only that) → [`report`].
 //! [`converge`] drives the stages across hosts over [`transport`]; [`kinds`] holds one module
-//! per resource kind.
+//! per resource kind. [`serve`] is the webhook receiver of `plumb serve`: it turns a git push
+//! into a run.
 
 pub mod apply;
 pub mod cli;
@@ -19,6 +20,7 @@ pub mod probe;
 pub mod render;
 pub mod report;
 pub mod secrets;
+pub mod serve;
 pub mod shell;
 pub mod source;
 pub mod state;

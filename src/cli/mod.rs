@@ -5,6 +5,7 @@
 pub mod certs;
 pub mod converge;
 pub mod pull;
+pub mod serve;
 
 use crate::diag::Diagnostics;
 use crate::load::{LoadOptions, Repo};
@@ -89,6 +90,8 @@ pub enum Command {
     Apply(converge::ApplyArgs),
     /// Pull mode: fetch the repo's branch and converge when its commit changed (for a timer).
     Pull(pull::PullArgs),
+    /// Webhook receiver: converge on each git push (GitHub, GitLab, Gitea), one run at a time.
+    Serve(serve::ServeArgs),
     /// Manage age-encrypted secrets in the repo's secrets/.
     #[command(subcommand)]
     Secrets(SecretsCommand),
@@ -200,6 +203,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Plan(a) => converge::plan(&a),
         Command::Apply(a) => converge::apply(&a),
         Command::Pull(a) => pull::pull(&a),
+        Command::Serve(a) => serve::serve(&a),
         Command::Secrets(SecretsCommand::Set { name, repo }) => secrets_set(&repo, &name),
         Command::Secrets(SecretsCommand::List { repo }) => secrets_list(&repo),
         Command::Certs(CertsCommand::Status(a)) => certs::status(&a),

@@ -2,10 +2,12 @@
 //! folder and converges it when the commit changed (or always, to repair drift); meant for cron
 //! or the systemd timer it can print. One pull at a time per state folder; the commit is
 //! recorded as applied only when the converge succeeded; every run is appended to a history.
+//! `plumb serve` runs the same pull (`pull_once`) for each accepted push.
 
 use super::converge::{HostArgs, prepare, print_report, runtime};
 use super::{EXIT_ERROR, EXIT_OK, RepoArgs, print_diagnostics};
 use crate::converge;
+use crate::report::HostStatus;
 use crate::source::{self, display_url};
 use anyhow::{Context, Result, bail};
 use clap::Args;
@@ -15,9 +17,10 @@ use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-/// `plumb pull`.
-#[derive(Args, Debug)]
-pub struct PullArgs {
+/// Where the cluster repo comes from and how to converge it: shared by `plumb pull` and
+/// `plumb serve`.
+#[derive(Args, Debug, Clone)]
+pub struct SourceArgs {
     /// Git URL of the cluster repo: https://, ssh:// (ssh-agent; host key checked against
     /// --git-known-hosts), file:// or a local path.
     pub url: String,
@@ -40,6 +43,30 @@ pub struct PullArgs {
     /// Host options.
     #[command(flatten)]
     pub hosts: HostArgs,
+}
+
+impl SourceArgs {
+    /// The controller state folder: `--state-dir`, or the default for this user.
+    pub fn state_dir(&self) -> PathBuf {
+        self.state_dir.clone().unwrap_or_else(default_state_dir)
+    }
+
+    fn known_hosts(&self) -> PathBuf {
+        self.git_known_hosts.clone().unwrap_or_else(|| {
+            std::env::var_os("HOME")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from("/root"))
+                .join(".ssh/known_hosts")
+        })
+    }
+}
+
+/// `plumb pull`.
+#[derive(Args, Debug)]
+pub struct PullArgs {
+    /// The repo and how to converge it.
+    #[command(flatten)]
+    pub source: SourceArgs,
     /// Fetch and show the plan; change nothing and record nothing as applied.
     #[arg(long)]
     pub dry_run: bool,
@@ -116,7 +143,8 @@ fn lock(state_dir: &Path, wait: Duration) -> Result<ControllerLock> {
 }
 
 /// The systemd units that run this pull on a timer.
-fn systemd_units(a: &PullArgs, interval: &str, state_dir: &Path) -> Result<String> {
+fn systemd_units(p: &PullArgs, interval: &str, state_dir: &Path) -> Result<String> {
+    let a = &p.source;
     let exe = std::env::current_exe().context("locating the plumb binary")?;
     let q = crate::shell::quote;
     let mut cmd = vec![
@@ -143,7 +171,7 @@ fn systemd_units(a: &PullArgs, interval: &str, state_dir: &Path) -> Result<Strin
         cmd.push("--limit".into());
         cmd.push(q(l));
     }
-    if a.always {
+    if p.always {
         cmd.push("--always".into());
     }
     Ok(format!(
@@ -179,32 +207,59 @@ WantedBy=timers.target
 
 /// `plumb pull`.
 pub fn pull(a: &PullArgs) -> Result<i32> {
-    let state_dir = a.state_dir.clone().unwrap_or_else(default_state_dir);
     if let Some(interval) = &a.print_systemd {
+        let state_dir = a.source.state_dir();
         print!("{}", systemd_units(a, interval, &state_dir)?);
         return Ok(EXIT_OK);
     }
+    Ok(pull_once(&a.source, a.dry_run, a.always)?.exit_code)
+}
+
+/// What one pull did.
+#[derive(Debug, Clone)]
+pub(super) struct PullOutcome {
+    /// The fetched commit.
+    pub commit: String,
+    /// Its summary line.
+    pub summary: String,
+    /// Whether a converge ran (false: the commit was applied already, or the repo is invalid).
+    pub converged: bool,
+    /// The exit code of the pull.
+    pub exit_code: i32,
+    /// Hosts changed (or, in a dry run, with changes planned).
+    pub changed_hosts: Vec<String>,
+    /// Hosts that failed.
+    pub failed_hosts: Vec<String>,
+}
+
+/// One pull, shared by `plumb pull` and `plumb serve`: takes the controller lock, fetches the
+/// branch, converges it when its commit is new (or `always`), records the commit as applied
+/// when the converge succeeded, and appends the run to the history.
+pub(super) fn pull_once(a: &SourceArgs, dry_run: bool, always: bool) -> Result<PullOutcome> {
+    let state_dir = a.state_dir();
     std::fs::create_dir_all(&state_dir)
         .with_context(|| format!("creating {}", state_dir.display()))?;
     let _lock = lock(&state_dir, Duration::from_secs(a.hosts.lock_timeout))?;
     let checkout = state_dir.join("checkout");
-    let known = a.git_known_hosts.clone().unwrap_or_else(|| {
-        std::env::var_os("HOME")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from("/root"))
-            .join(".ssh/known_hosts")
-    });
-    let fetched = source::fetch(&a.url, &a.branch, &checkout, &known)?;
+    let fetched = source::fetch(&a.url, &a.branch, &checkout, &a.known_hosts())?;
+    let mut outcome = PullOutcome {
+        commit: fetched.commit.clone(),
+        summary: fetched.summary.clone(),
+        converged: false,
+        exit_code: EXIT_OK,
+        changed_hosts: Vec::new(),
+        failed_hosts: Vec::new(),
+    };
     let applied_file = state_dir.join("last-applied");
     let applied = std::fs::read_to_string(&applied_file).unwrap_or_default();
-    if applied.trim() == fetched.commit && !a.always && !a.dry_run {
+    if applied.trim() == fetched.commit && !always && !dry_run {
         eprintln!(
-            "{} is at {} ({}), already applied; nothing to do (--always converges anyway)",
+            "{} is at {} ({}), already applied; nothing to do (`plumb pull --always` converges anyway)",
             display_url(&a.url),
             short(&fetched.commit),
             fetched.summary
         );
-        return Ok(EXIT_OK);
+        return Ok(outcome);
     }
     eprintln!(
         "{} is at {} ({}); converging",
@@ -229,7 +284,7 @@ pub fn pull(a: &PullArgs) -> Result<i32> {
             (EXIT_ERROR, 0, 0, 0)
         }
         Ok((repo, targets)) => {
-            let opts = a.hosts.options(a.dry_run);
+            let opts = a.hosts.options(dry_run);
             let report = runtime()?.block_on(converge::converge(
                 repo,
                 targets,
@@ -238,10 +293,19 @@ pub fn pull(a: &PullArgs) -> Result<i32> {
             ));
             print_report(&report, a.hosts.output);
             let s = report.summary();
+            outcome.converged = true;
+            for h in &report.hosts {
+                match h.status(report.dry_run) {
+                    HostStatus::Changed => outcome.changed_hosts.push(h.host.clone()),
+                    HostStatus::Failed => outcome.failed_hosts.push(h.host.clone()),
+                    HostStatus::Unchanged | HostStatus::Drift => {}
+                }
+            }
             (report.exit_code(), s.hosts, s.changed, s.failed)
         }
     };
-    if !a.dry_run && code != EXIT_ERROR {
+    outcome.exit_code = code;
+    if !dry_run && code != EXIT_ERROR {
         crate::secrets::write_atomic(&applied_file, format!("{}\n", fetched.commit).as_bytes())
             .with_context(|| format!("writing {}", applied_file.display()))?;
     }
@@ -250,7 +314,7 @@ pub fn pull(a: &PullArgs) -> Result<i32> {
         duration_ms: t0.elapsed().as_millis(),
         commit: &fetched.commit,
         summary: &fetched.summary,
-        dry_run: a.dry_run,
+        dry_run,
         exit_code: code,
         hosts,
         changed,
@@ -267,7 +331,7 @@ pub fn pull(a: &PullArgs) -> Result<i32> {
         "{}",
         crate::secrets::redact(&serde_json::to_string(&line)?)
     )?;
-    Ok(code)
+    Ok(outcome)
 }
 
 fn short(commit: &str) -> &str {

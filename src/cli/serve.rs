@@ -1,0 +1,175 @@
+//! `plumb serve`: the webhook receiver. Listens for push webhooks (see [`crate::serve`]) and runs
+//! the same pull as `plumb pull` for each accepted push: fetch the branch, converge when its
+//! commit is new, record it. One run at a time; bursts coalesce; `--interval` also converges
+//! periodically to repair drift.
+
+use super::pull::{SourceArgs, pull_once};
+use super::{EXIT_ERROR, EXIT_OK};
+use crate::serve::runner::{RunOutcome, RunRequest, Runner, Trigger};
+use crate::serve::{self, HOOK_PATH, ServeConfig, webhook};
+use crate::source::display_url;
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use std::net::SocketAddr;
+use std::os::unix::ffi::OsStrExt as _;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// The environment variable that may hold the webhook secret.
+pub const SECRET_ENV: &str = "PLUMB_WEBHOOK_SECRET";
+
+/// How long to wait for HTTP connections to close after a shutdown signal.
+const HTTP_DRAIN: Duration = Duration::from_secs(10);
+
+/// `plumb serve`.
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// The repo and how to converge it (as `plumb pull`).
+    #[command(flatten)]
+    pub source: SourceArgs,
+    /// Address to listen on (port 0: any free port; the bound address is printed on stderr).
+    #[arg(long, default_value = "127.0.0.1:8787", value_name = "ADDR")]
+    pub listen: SocketAddr,
+    /// File holding the webhook secret (or set PLUMB_WEBHOOK_SECRET; never on the command
+    /// line). Required: unauthenticated webhooks are never accepted.
+    #[arg(long, value_name = "FILE")]
+    pub webhook_secret_file: Option<PathBuf>,
+    /// Also converge every SECS seconds after the last run, even an applied commit (repairs
+    /// drift).
+    #[arg(long, value_name = "SECS")]
+    pub interval: Option<u64>,
+    /// Run once at start-up (catches up with pushes made while the server was down).
+    #[arg(long)]
+    pub run_on_start: bool,
+    /// On SIGTERM/SIGINT, seconds to wait for a run in progress to finish.
+    #[arg(long, default_value_t = 600, value_name = "SECS")]
+    pub shutdown_timeout: u64,
+}
+
+/// One run: the shared pull, its result turned into what `/status` reports.
+fn run(source: &SourceArgs, request: RunRequest) -> RunOutcome {
+    tracing::info!(trigger = ?request.trigger, always = request.always, "run starting");
+    match pull_once(source, false, request.always) {
+        Ok(o) => {
+            // A repo that does not load is refused before any host is contacted.
+            let error = (!o.converged && o.exit_code == EXIT_ERROR).then(|| {
+                format!(
+                    "commit {} is not a valid cluster repo; nothing was contacted (the errors are in the log)",
+                    o.commit
+                )
+            });
+            RunOutcome {
+                commit: Some(o.commit),
+                summary: Some(o.summary),
+                converged: o.converged,
+                exit_code: o.exit_code,
+                changed_hosts: o.changed_hosts,
+                failed_hosts: o.failed_hosts,
+                error,
+            }
+        }
+        Err(e) => {
+            let message = crate::secrets::redact(&format!("{e:#}"));
+            eprintln!("error: {message}");
+            RunOutcome {
+                exit_code: EXIT_ERROR,
+                error: Some(message),
+                ..Default::default()
+            }
+        }
+    }
+}
+
+/// `plumb serve`.
+pub fn serve(a: &ServeArgs) -> Result<i32> {
+    let env = std::env::var_os(SECRET_ENV);
+    let secret = webhook::load_secret(
+        a.webhook_secret_file.as_deref(),
+        env.as_ref().map(|v| v.as_bytes()),
+    )?;
+    if env.is_some() {
+        // SAFETY: no other thread runs yet (the runtime and the run thread start below), so
+        // nothing reads the environment concurrently. Child processes (`--local` scripts) then
+        // never inherit the secret.
+        unsafe { std::env::remove_var(SECRET_ENV) };
+    }
+    if a.interval == Some(0) {
+        bail!("--interval must be at least 1 second");
+    }
+    let state_dir = a.source.state_dir();
+    std::fs::create_dir_all(&state_dir)
+        .with_context(|| format!("creating {}", state_dir.display()))?;
+
+    let source = a.source.clone();
+    let runner = Runner::start(
+        move |request| run(&source, request),
+        a.interval.map(Duration::from_secs),
+    )
+    .context("starting the run thread")?;
+    let config = ServeConfig {
+        branch: a.source.branch.clone(),
+        secret,
+        source: display_url(&a.source.url),
+    };
+    let router = serve::router(config, runner.clone());
+
+    let rt = super::converge::runtime()?;
+    rt.block_on(async {
+        let listener = tokio::net::TcpListener::bind(a.listen)
+            .await
+            .with_context(|| format!("listening on {}", a.listen))?;
+        let addr = listener.local_addr().context("reading the bound address")?;
+        eprintln!(
+            "plumb serve: listening on http://{addr} (POST {HOOK_PATH}; GET /healthz, /status, /metrics), following {} branch {}",
+            display_url(&a.source.url),
+            a.source.branch
+        );
+        if a.run_on_start {
+            runner.trigger(RunRequest {
+                trigger: Trigger::Startup,
+                always: false,
+            });
+        }
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let mut server = tokio::spawn(serve::serve(listener, router, async move {
+            let _ = stop_rx.await;
+        }));
+        tokio::select! {
+            () = serve::shutdown_signal() => {}
+            ended = &mut server => {
+                return match ended {
+                    Ok(Ok(())) => Ok(()),
+                    Ok(Err(e)) => Err(anyhow::Error::new(e)),
+                    Err(e) => Err(anyhow::anyhow!("the HTTP server task failed: {e}")),
+                };
+            }
+        }
+        eprintln!("plumb serve: stopping: no new webhooks accepted");
+        let _ = stop_tx.send(());
+        if tokio::time::timeout(HTTP_DRAIN, server).await.is_err() {
+            eprintln!(
+                "plumb serve: HTTP connections still open after {}s; closing them",
+                HTTP_DRAIN.as_secs()
+            );
+        }
+        Ok::<(), anyhow::Error>(())
+    })?;
+    drop(rt);
+
+    let busy = runner.snapshot().current.is_some();
+    if busy {
+        eprintln!(
+            "plumb serve: waiting up to {}s for the run in progress to finish",
+            a.shutdown_timeout
+        );
+    }
+    if !runner.shutdown(Duration::from_secs(a.shutdown_timeout)) {
+        eprintln!(
+            "plumb serve: the run in progress did not finish within {}s; exiting anyway; its commit is not recorded as applied, so the next run converges it again",
+            a.shutdown_timeout
+        );
+        return Ok(EXIT_ERROR);
+    }
+    eprintln!("plumb serve: stopped");
+    Ok(EXIT_OK)
+}

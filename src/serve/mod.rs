@@ -1,0 +1,345 @@
+//! `plumb serve`: the webhook receiver. A forge (GitHub, GitLab, Gitea/Forgejo) POSTs each push
+//! to [`HOOK_PATH`]; a request with a valid signature (or GitLab token) for the followed branch
+//! queues a run on the [`runner::Runner`] and is answered 202 at once. One run at a time; pushes
+//! during a run coalesce into one follow-up run. `/healthz`, `/status` (JSON) and `/metrics`
+//! (Prometheus text) report on it.
+//!
+//! This module is the HTTP side; what a run does (fetch, converge if new, record) is the
+//! caller's function, given to [`runner::Runner::start`].
+
+pub mod runner;
+pub mod webhook;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{ConnectInfo, DefaultBodyLimit, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use runner::{Queued, RunRequest, Runner, Trigger};
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use webhook::{Event, Secret};
+
+/// The path forges POST push events to.
+pub const HOOK_PATH: &str = "/hooks";
+
+/// The largest webhook body accepted (1 MiB); larger ones get 413.
+pub const MAX_BODY_BYTES: usize = 1 << 20;
+
+/// The `outcome` labels of `plumb_webhooks_total`.
+pub const WEBHOOK_OUTCOMES: [&str; 6] = [
+    "accepted",
+    "ignored",
+    "ping",
+    "unauthorized",
+    "bad_request",
+    "too_large",
+];
+
+/// The `result` labels of `plumb_runs_total`.
+pub const RUN_RESULTS: [&str; 5] = ["skipped", "unchanged", "changed", "drift", "failed"];
+
+/// Problems running the server.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The HTTP server failed.
+    #[error("serving HTTP: {0}")]
+    Http(#[from] std::io::Error),
+}
+
+/// What the server needs to know.
+#[derive(Clone, Debug)]
+pub struct ServeConfig {
+    /// The branch followed: pushes to others are ignored.
+    pub branch: String,
+    /// The shared webhook secret.
+    pub secret: Secret,
+    /// The repo URL as shown in `/status` (credentials masked).
+    pub source: String,
+}
+
+struct App {
+    config: ServeConfig,
+    runner: Runner,
+    webhooks: Mutex<BTreeMap<&'static str, u64>>,
+}
+
+impl App {
+    fn count(&self, outcome: &'static str) {
+        let mut w = self.webhooks.lock().unwrap_or_else(|e| e.into_inner());
+        *w.entry(outcome).or_default() += 1;
+    }
+
+    fn webhooks(&self) -> BTreeMap<&'static str, u64> {
+        self.webhooks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
+/// The HTTP routes: `POST /hooks`, `GET /healthz`, `GET /status`, `GET /metrics`.
+pub fn router(config: ServeConfig, runner: Runner) -> Router {
+    let app = Arc::new(App {
+        config,
+        runner,
+        webhooks: Mutex::new(BTreeMap::new()),
+    });
+    Router::new()
+        .route(HOOK_PATH, post(hook))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/status", get(status))
+        .route("/metrics", get(metrics))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(app)
+}
+
+/// Serves `router` on `listener` until `shutdown` completes, then stops accepting and lets
+/// requests in flight finish.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await?;
+    Ok(())
+}
+
+/// Completes on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        _ = term => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+fn text(status: StatusCode, body: String) -> Response {
+    (status, body).into_response()
+}
+
+/// The delivery id a forge gives a request (safe to log; helps find it in the forge's UI).
+fn delivery(headers: &HeaderMap) -> &str {
+    [
+        "x-github-delivery",
+        "x-gitea-delivery",
+        "x-forgejo-delivery",
+        "x-gitlab-event-uuid",
+    ]
+    .iter()
+    .find_map(|h| headers.get(*h).and_then(|v| v.to_str().ok()))
+    .unwrap_or("-")
+}
+
+async fn hook(
+    State(app): State<Arc<App>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let id = delivery(&headers).to_string();
+    let body = match body {
+        Ok(b) => b,
+        Err(e) => {
+            let status = e.status();
+            if status == StatusCode::PAYLOAD_TOO_LARGE {
+                app.count("too_large");
+                tracing::warn!(%peer, delivery = %id, limit = MAX_BODY_BYTES, "webhook refused: body too large");
+                return text(
+                    status,
+                    format!("payload too large (limit {MAX_BODY_BYTES} bytes)\n"),
+                );
+            }
+            app.count("bad_request");
+            tracing::warn!(%peer, delivery = %id, error = %e, "webhook refused: unreadable body");
+            return text(status, "unreadable body\n".into());
+        }
+    };
+    let lookup = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let forge = match webhook::authenticate(&app.config.secret, &body, lookup) {
+        Ok(f) => f,
+        Err(e) => {
+            app.count("unauthorized");
+            // Neither the body nor any header value is logged: only why.
+            tracing::warn!(%peer, delivery = %id, error = %e, "webhook refused: not authenticated");
+            return text(StatusCode::UNAUTHORIZED, "unauthorized\n".into());
+        }
+    };
+    let event = lookup(webhook::event_header(forge));
+    match webhook::classify(event, &body, &app.config.branch) {
+        Ok(Event::Ping) => {
+            app.count("ping");
+            tracing::info!(%peer, delivery = %id, forge = forge.name(), "webhook ping");
+            text(StatusCode::OK, "pong\n".into())
+        }
+        Ok(Event::Ignored { reason }) => {
+            app.count("ignored");
+            tracing::info!(%peer, delivery = %id, forge = forge.name(), %reason, "webhook ignored");
+            text(StatusCode::ACCEPTED, format!("ignored: {reason}\n"))
+        }
+        Ok(Event::Push { commit }) => {
+            app.count("accepted");
+            let queued = app.runner.trigger(RunRequest {
+                trigger: Trigger::Webhook,
+                always: false,
+            });
+            let (what, status) = match queued {
+                Queued::Started => ("run started", StatusCode::ACCEPTED),
+                Queued::FollowUp => ("queued after the run in progress", StatusCode::ACCEPTED),
+                Queued::Coalesced => ("folded into the run already queued", StatusCode::ACCEPTED),
+                Queued::ShuttingDown => ("shutting down", StatusCode::SERVICE_UNAVAILABLE),
+            };
+            let commit = commit.unwrap_or_else(|| "-".into());
+            tracing::info!(%peer, delivery = %id, forge = forge.name(), %commit, "push: {what}");
+            text(status, format!("accepted: {what}\n"))
+        }
+        Err(e) => {
+            app.count("bad_request");
+            tracing::warn!(%peer, delivery = %id, forge = forge.name(), error = %e, "webhook refused");
+            text(StatusCode::BAD_REQUEST, format!("{e}\n"))
+        }
+    }
+}
+
+#[derive(serde::Serialize)]
+struct Status<'a> {
+    state: &'static str,
+    source: &'a str,
+    branch: &'a str,
+    #[serde(flatten)]
+    runs: runner::Snapshot,
+    webhooks_total: BTreeMap<&'static str, u64>,
+}
+
+async fn status(State(app): State<Arc<App>>) -> Response {
+    let runs = app.runner.snapshot();
+    let body = Status {
+        state: if runs.current.is_some() {
+            "running"
+        } else {
+            "idle"
+        },
+        source: &app.config.source,
+        branch: &app.config.branch,
+        runs,
+        webhooks_total: app.webhooks(),
+    };
+    match serde_json::to_string_pretty(&body) {
+        Ok(json) => (
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            )],
+            json + "\n",
+        )
+            .into_response(),
+        Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")),
+    }
+}
+
+/// The Prometheus text exposition of a snapshot and the webhook counters.
+pub fn metrics_text(runs: &runner::Snapshot, webhooks: &BTreeMap<&'static str, u64>) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "# HELP plumb_runs_total Runs finished, by result.\n# TYPE plumb_runs_total counter"
+    );
+    for r in RUN_RESULTS {
+        let n = runs.runs_total.get(r).copied().unwrap_or(0);
+        let _ = writeln!(out, "plumb_runs_total{{result=\"{r}\"}} {n}");
+    }
+    let _ = writeln!(
+        out,
+        "# HELP plumb_webhooks_total Webhook requests, by outcome.\n# TYPE plumb_webhooks_total counter"
+    );
+    for o in WEBHOOK_OUTCOMES {
+        let n = webhooks.get(o).copied().unwrap_or(0);
+        let _ = writeln!(out, "plumb_webhooks_total{{outcome=\"{o}\"}} {n}");
+    }
+    let (finished, duration, code) = match &runs.last_run {
+        Some(l) => (
+            l.started_at as f64 + l.duration_seconds,
+            l.duration_seconds,
+            l.outcome.exit_code,
+        ),
+        None => (0.0, 0.0, 0),
+    };
+    let _ = writeln!(
+        out,
+        "# HELP plumb_last_run_timestamp_seconds Unix time the last run finished (0: none yet).\n\
+         # TYPE plumb_last_run_timestamp_seconds gauge\n\
+         plumb_last_run_timestamp_seconds {finished:.3}\n\
+         # HELP plumb_last_run_duration_seconds Wall time of the last run.\n\
+         # TYPE plumb_last_run_duration_seconds gauge\n\
+         plumb_last_run_duration_seconds {duration:.3}\n\
+         # HELP plumb_last_run_exit_code Exit code of the last run (as plumb pull's).\n\
+         # TYPE plumb_last_run_exit_code gauge\n\
+         plumb_last_run_exit_code {code}\n\
+         # HELP plumb_run_in_progress 1 while a run is going.\n\
+         # TYPE plumb_run_in_progress gauge\n\
+         plumb_run_in_progress {}\n\
+         # HELP plumb_run_queued 1 while a follow-up run is queued.\n\
+         # TYPE plumb_run_queued gauge\n\
+         plumb_run_queued {}",
+        u8::from(runs.current.is_some()),
+        u8::from(runs.queued),
+    );
+    out
+}
+
+async fn metrics(State(app): State<Arc<App>>) -> Response {
+    let body = metrics_text(&app.runner.snapshot(), &app.webhooks());
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        )],
+        body,
+    )
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metrics_name_every_series_before_any_run() {
+        let text = metrics_text(&runner::Snapshot::default(), &BTreeMap::new());
+        for line in [
+            "plumb_runs_total{result=\"changed\"} 0",
+            "plumb_webhooks_total{outcome=\"unauthorized\"} 0",
+            "plumb_last_run_timestamp_seconds 0.000",
+            "plumb_last_run_duration_seconds 0.000",
+            "plumb_run_in_progress 0",
+            "# TYPE plumb_runs_total counter",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line}\n{text}");
+        }
+        // Every sample line is `name{labels} value` or `name value`.
+        for l in text.lines().filter(|l| !l.starts_with('#')) {
+            let (_, value) = l.rsplit_once(' ').unwrap();
+            assert!(value.parse::<f64>().is_ok(), "{l}");
+        }
+    }
+}

@@ -1,0 +1,528 @@
+//! Webhook authentication and push payloads: pure functions, no I/O.
+//!
+//! - GitHub signs the raw body: `X-Hub-Signature-256: sha256=<hex HMAC-SHA256(secret, body)>`.
+//! - Gitea (and Forgejo) sign it too: `X-Gitea-Signature: <hex HMAC-SHA256(secret, body)>`.
+//! - GitLab sends the secret itself: `X-Gitlab-Token: <secret>`.
+//!
+//! Every comparison is constant time: signatures through [`Mac::verify_slice`], the GitLab token
+//! by comparing HMACs of both values (equal length whatever the token's length).
+
+use hmac::{Hmac, KeyInit, Mac};
+use serde::Deserialize;
+use sha2::Sha256;
+use std::path::Path;
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// GitHub's signature header.
+pub const GITHUB_SIGNATURE: &str = "x-hub-signature-256";
+/// Gitea's signature header.
+pub const GITEA_SIGNATURE: &str = "x-gitea-signature";
+/// Forgejo's signature header (the same scheme as Gitea's).
+pub const FORGEJO_SIGNATURE: &str = "x-forgejo-signature";
+/// GitLab's secret token header.
+pub const GITLAB_TOKEN: &str = "x-gitlab-token";
+
+/// The shared webhook secret. Its `Debug` never shows the value.
+#[derive(Clone)]
+pub struct Secret(Vec<u8>);
+
+impl Secret {
+    /// A secret from its bytes; surrounding whitespace (a file's trailing newline) is dropped.
+    pub fn new(bytes: &[u8]) -> Result<Secret, SecretError> {
+        let trimmed = bytes.trim_ascii();
+        if trimmed.is_empty() {
+            return Err(SecretError::Empty);
+        }
+        Ok(Secret(trimmed.to_vec()))
+    }
+
+    /// The value, for the MAC.
+    fn bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(<sensitive>)")
+    }
+}
+
+/// Problems getting the webhook secret.
+#[derive(Debug, thiserror::Error)]
+pub enum SecretError {
+    /// Neither a file nor the environment variable gives one.
+    #[error(
+        "no webhook secret: pass --webhook-secret-file FILE or set PLUMB_WEBHOOK_SECRET (plumb serve never accepts unauthenticated webhooks)"
+    )]
+    Missing,
+    /// The secret is empty.
+    #[error("the webhook secret is empty")]
+    Empty,
+    /// The file could not be read.
+    #[error("reading the webhook secret file {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// The secret from `file` if given, else from `env` (the value of `PLUMB_WEBHOOK_SECRET`).
+pub fn load_secret(file: Option<&Path>, env: Option<&[u8]>) -> Result<Secret, SecretError> {
+    match (file, env) {
+        (Some(path), _) => {
+            let bytes = std::fs::read(path).map_err(|source| SecretError::Read {
+                path: path.display().to_string(),
+                source,
+            })?;
+            Secret::new(&bytes)
+        }
+        (None, Some(value)) => Secret::new(value),
+        (None, None) => Err(SecretError::Missing),
+    }
+}
+
+/// The forge that sent a request, as told by the header it authenticated with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Forge {
+    /// GitHub (`X-Hub-Signature-256`).
+    GitHub,
+    /// Gitea or Forgejo (`X-Gitea-Signature` / `X-Forgejo-Signature`).
+    Gitea,
+    /// GitLab (`X-Gitlab-Token`).
+    GitLab,
+}
+
+impl Forge {
+    /// Lower-case name, for logs and metrics.
+    pub fn name(self) -> &'static str {
+        match self {
+            Forge::GitHub => "github",
+            Forge::Gitea => "gitea",
+            Forge::GitLab => "gitlab",
+        }
+    }
+}
+
+/// Why a request is not authenticated. Messages never include the secret or the body.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    /// No signature or token header at all.
+    #[error(
+        "no X-Hub-Signature-256, X-Gitea-Signature or X-Gitlab-Token header (is the webhook secret set at the forge?)"
+    )]
+    Missing,
+    /// The header is not of the expected form (`sha256=<64 hex digits>`, or 64 hex digits).
+    #[error("malformed {header} header")]
+    Malformed {
+        /// The header.
+        header: &'static str,
+    },
+    /// The signature or token does not match the secret.
+    #[error("{header} does not match the webhook secret")]
+    Mismatch {
+        /// The header.
+        header: &'static str,
+    },
+}
+
+fn mac(secret: &Secret) -> HmacSha256 {
+    // HMAC takes keys of any length: this cannot fail.
+    match <HmacSha256 as KeyInit>::new_from_slice(secret.bytes()) {
+        Ok(m) => m,
+        Err(_) => unreachable!("HMAC accepts keys of any length"),
+    }
+}
+
+fn verify_hex(
+    secret: &Secret,
+    body: &[u8],
+    hex_sig: &str,
+    header: &'static str,
+) -> Result<(), AuthError> {
+    let hex_sig = hex_sig.trim();
+    if hex_sig.len() != 64 {
+        return Err(AuthError::Malformed { header });
+    }
+    let tag = hex::decode(hex_sig).map_err(|_| AuthError::Malformed { header })?;
+    let mut m = mac(secret);
+    m.update(body);
+    m.verify_slice(&tag)
+        .map_err(|_| AuthError::Mismatch { header })
+}
+
+/// Checks GitHub's `X-Hub-Signature-256` value (`sha256=<hex>`) against the raw body.
+pub fn verify_github(secret: &Secret, body: &[u8], header: &str) -> Result<(), AuthError> {
+    let Some(hex_sig) = header.trim().strip_prefix("sha256=") else {
+        return Err(AuthError::Malformed {
+            header: "X-Hub-Signature-256",
+        });
+    };
+    verify_hex(secret, body, hex_sig, "X-Hub-Signature-256")
+}
+
+/// Checks Gitea's `X-Gitea-Signature` value (`<hex>`) against the raw body.
+pub fn verify_gitea(secret: &Secret, body: &[u8], header: &str) -> Result<(), AuthError> {
+    verify_hex(secret, body, header, "X-Gitea-Signature")
+}
+
+/// Checks GitLab's `X-Gitlab-Token` value against the secret, in constant time: both are
+/// MACed under one fixed key and the MACs compared, so neither content nor length leaks.
+pub fn verify_gitlab(secret: &Secret, token: &str) -> Result<(), AuthError> {
+    const KEY: &[u8] = b"plumb gitlab token comparison";
+    let digest = |value: &[u8]| {
+        let mut m = match <HmacSha256 as KeyInit>::new_from_slice(KEY) {
+            Ok(m) => m,
+            Err(_) => unreachable!("HMAC accepts keys of any length"),
+        };
+        m.update(value);
+        m
+    };
+    let expected = digest(secret.bytes()).finalize().into_bytes();
+    digest(token.as_bytes())
+        .verify_slice(&expected)
+        .map_err(|_| AuthError::Mismatch {
+            header: "X-Gitlab-Token",
+        })
+}
+
+/// Authenticates a request by whichever forge header it carries (looked up by lower-case name
+/// through `header`). GitHub's signature is preferred when several are present (Gitea sends
+/// both its own and GitHub's).
+pub fn authenticate<'a>(
+    secret: &Secret,
+    body: &[u8],
+    header: impl Fn(&str) -> Option<&'a str>,
+) -> Result<Forge, AuthError> {
+    if let Some(v) = header(GITHUB_SIGNATURE) {
+        return verify_github(secret, body, v).map(|()| Forge::GitHub);
+    }
+    if let Some(v) = header(GITEA_SIGNATURE).or_else(|| header(FORGEJO_SIGNATURE)) {
+        return verify_gitea(secret, body, v).map(|()| Forge::Gitea);
+    }
+    if let Some(v) = header(GITLAB_TOKEN) {
+        return verify_gitlab(secret, v).map(|()| Forge::GitLab);
+    }
+    Err(AuthError::Missing)
+}
+
+/// The header that names the event, for each forge.
+pub fn event_header(forge: Forge) -> &'static str {
+    match forge {
+        Forge::GitHub => "x-github-event",
+        Forge::Gitea => "x-gitea-event",
+        Forge::GitLab => "x-gitlab-event",
+    }
+}
+
+/// What an authenticated request asks for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// GitHub's `ping` when a webhook is created: answered, nothing run.
+    Ping,
+    /// A push to the followed branch: run.
+    Push {
+        /// The pushed commit (`after`), when the payload has it.
+        commit: Option<String>,
+    },
+    /// Anything else (another branch, a tag, a branch deletion, another event): nothing run.
+    Ignored {
+        /// Why, for the response and the log.
+        reason: String,
+    },
+}
+
+/// Problems with a payload.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PayloadError {
+    /// Not a JSON object with a string `ref`.
+    #[error(
+        "the payload is not a JSON push event with a `ref` (set the webhook's content type to application/json): {0}"
+    )]
+    Invalid(String),
+}
+
+#[derive(Deserialize)]
+struct PushPayload {
+    #[serde(rename = "ref")]
+    git_ref: String,
+    #[serde(default)]
+    after: Option<String>,
+}
+
+/// The branch a ref names: `refs/heads/main` → `main`; `None` for tags and other refs.
+pub fn branch_of(git_ref: &str) -> Option<&str> {
+    git_ref
+        .strip_prefix("refs/heads/")
+        .filter(|b| !b.is_empty())
+}
+
+/// Classifies an authenticated request: `event` is the forge's event header (`push`,
+/// `ping`, `Push Hook`, ...; `None` when absent, taken as a push), `body` the raw JSON payload,
+/// `branch` the branch plumb follows.
+pub fn classify(event: Option<&str>, body: &[u8], branch: &str) -> Result<Event, PayloadError> {
+    match event.map(|e| e.trim().to_ascii_lowercase()) {
+        Some(e) if e == "ping" => return Ok(Event::Ping),
+        Some(e) if e == "push" || e == "push hook" => {}
+        None => {}
+        Some(e) => {
+            return Ok(Event::Ignored {
+                reason: format!("event `{e}` is not a push"),
+            });
+        }
+    }
+    let p: PushPayload =
+        serde_json::from_slice(body).map_err(|e| PayloadError::Invalid(e.to_string()))?;
+    let Some(pushed) = branch_of(&p.git_ref) else {
+        return Ok(Event::Ignored {
+            reason: format!("`{}` is not a branch", p.git_ref),
+        });
+    };
+    if pushed != branch {
+        return Ok(Event::Ignored {
+            reason: format!("push to branch `{pushed}`, not `{branch}`"),
+        });
+    }
+    let commit = p.after.filter(|c| !c.is_empty());
+    if commit
+        .as_deref()
+        .is_some_and(|c| !c.is_empty() && c.bytes().all(|b| b == b'0'))
+    {
+        return Ok(Event::Ignored {
+            reason: format!("branch `{branch}` was deleted"),
+        });
+    }
+    Ok(Event::Push { commit })
+}
+
+/// `sha256=<hex>` of `body` under `secret`, as GitHub sends it (for tests and tools).
+pub fn github_signature(secret: &Secret, body: &[u8]) -> String {
+    let mut m = mac(secret);
+    m.update(body);
+    format!("sha256={}", hex::encode(m.finalize().into_bytes()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn secret() -> Secret {
+        Secret::new(b"It's a Secret to Everybody").unwrap()
+    }
+
+    const BODY: &[u8] = b"Hello, World!";
+    // GitHub's documented example for this secret and payload.
+    const GITHUB_EXAMPLE: &str =
+        "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17";
+
+    #[test]
+    fn github_signature_matches_githubs_documented_example() {
+        assert_eq!(github_signature(&secret(), BODY), GITHUB_EXAMPLE);
+        assert_eq!(verify_github(&secret(), BODY, GITHUB_EXAMPLE), Ok(()));
+        // Upper-case hex is accepted too.
+        let upper = format!("sha256={}", GITHUB_EXAMPLE[7..].to_ascii_uppercase());
+        assert_eq!(verify_github(&secret(), BODY, &upper), Ok(()));
+    }
+
+    #[test]
+    fn github_signature_with_a_wrong_secret_is_refused() {
+        let other = Secret::new(b"another secret").unwrap();
+        assert_eq!(
+            verify_github(&other, BODY, GITHUB_EXAMPLE),
+            Err(AuthError::Mismatch {
+                header: "X-Hub-Signature-256"
+            })
+        );
+    }
+
+    #[test]
+    fn a_tampered_body_is_refused() {
+        assert!(matches!(
+            verify_github(&secret(), b"Hello, World?", GITHUB_EXAMPLE),
+            Err(AuthError::Mismatch { .. })
+        ));
+        let gitea = &GITHUB_EXAMPLE[7..];
+        assert_eq!(verify_gitea(&secret(), BODY, gitea), Ok(()));
+        assert!(matches!(
+            verify_gitea(&secret(), b"Hello, World!\n", gitea),
+            Err(AuthError::Mismatch { .. })
+        ));
+    }
+
+    #[test]
+    fn malformed_signatures_are_refused_as_malformed() {
+        let s = secret();
+        for bad in [
+            "",
+            "sha256=",
+            "sha1=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17",
+            "757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17",
+            "sha256=zz7107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17",
+            "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e1",
+            "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e1700",
+        ] {
+            assert!(
+                matches!(
+                    verify_github(&s, BODY, bad),
+                    Err(AuthError::Malformed { .. })
+                ),
+                "{bad:?}"
+            );
+        }
+        assert!(matches!(
+            verify_gitea(&s, BODY, "not hex at all"),
+            Err(AuthError::Malformed { .. })
+        ));
+    }
+
+    #[test]
+    fn gitlab_token_is_compared_whole() {
+        let s = secret();
+        assert_eq!(verify_gitlab(&s, "It's a Secret to Everybody"), Ok(()));
+        for bad in [
+            "",
+            "It's a Secret to Everybod",
+            "It's a Secret to Everybody!",
+            "it's a secret to everybody",
+        ] {
+            assert!(
+                matches!(verify_gitlab(&s, bad), Err(AuthError::Mismatch { .. })),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn authenticate_picks_the_forge_by_header_and_requires_one() {
+        let s = secret();
+        assert_eq!(
+            authenticate(&s, BODY, |n| (n == GITHUB_SIGNATURE)
+                .then_some(GITHUB_EXAMPLE)),
+            Ok(Forge::GitHub)
+        );
+
+        let gitea = GITHUB_EXAMPLE[7..].to_string();
+        assert_eq!(
+            authenticate(&s, BODY, |n| (n == GITEA_SIGNATURE)
+                .then_some(gitea.as_str())),
+            Ok(Forge::Gitea)
+        );
+        assert_eq!(
+            authenticate(&s, BODY, |n| (n == FORGEJO_SIGNATURE)
+                .then_some(gitea.as_str())),
+            Ok(Forge::Gitea)
+        );
+        assert_eq!(
+            authenticate(&s, BODY, |n| (n == GITLAB_TOKEN)
+                .then_some("It's a Secret to Everybody")),
+            Ok(Forge::GitLab)
+        );
+        assert_eq!(authenticate(&s, BODY, |_| None), Err(AuthError::Missing));
+        // A wrong GitHub signature is not rescued by a right GitLab token.
+        assert!(matches!(
+            authenticate(&s, BODY, |n| match n {
+                GITHUB_SIGNATURE => Some("sha256=00"),
+                GITLAB_TOKEN => Some("It's a Secret to Everybody"),
+                _ => None,
+            }),
+            Err(AuthError::Malformed { .. })
+        ));
+    }
+
+    #[test]
+    fn secrets_are_trimmed_required_and_never_shown() {
+        assert!(matches!(Secret::new(b" \n"), Err(SecretError::Empty)));
+        let s = Secret::new(b"It's a Secret to Everybody\n").unwrap();
+        assert_eq!(verify_github(&s, BODY, GITHUB_EXAMPLE), Ok(()));
+        assert!(!format!("{s:?}").contains("Secret to"));
+        assert!(matches!(load_secret(None, None), Err(SecretError::Missing)));
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("secret");
+        std::fs::write(&f, "from-file\n").unwrap();
+        let s = load_secret(Some(&f), Some(b"from-env")).unwrap();
+        assert_eq!(verify_gitlab(&s, "from-file"), Ok(()));
+        let s = load_secret(None, Some(b"from-env")).unwrap();
+        assert_eq!(verify_gitlab(&s, "from-env"), Ok(()));
+        assert!(matches!(
+            load_secret(Some(&dir.path().join("missing")), None),
+            Err(SecretError::Read { .. })
+        ));
+    }
+
+    #[test]
+    fn push_refs_are_parsed_for_every_forge() {
+        let github = br#"{"ref":"refs/heads/main","before":"a","after":"0123456789abcdef0123456789abcdef01234567","repository":{"full_name":"o/r"}}"#;
+        assert_eq!(
+            classify(Some("push"), github, "main"),
+            Ok(Event::Push {
+                commit: Some("0123456789abcdef0123456789abcdef01234567".into())
+            })
+        );
+        let gitlab =
+            br#"{"object_kind":"push","ref":"refs/heads/main","checkout_sha":"abc","after":"abc"}"#;
+        assert_eq!(
+            classify(Some("Push Hook"), gitlab, "main"),
+            Ok(Event::Push {
+                commit: Some("abc".into())
+            })
+        );
+        let gitea = br#"{"ref":"refs/heads/release/1.x","after":"def"}"#;
+        assert_eq!(
+            classify(Some("push"), gitea, "release/1.x"),
+            Ok(Event::Push {
+                commit: Some("def".into())
+            })
+        );
+        // No event header: taken as a push.
+        assert_eq!(
+            classify(None, br#"{"ref":"refs/heads/main"}"#, "main"),
+            Ok(Event::Push { commit: None })
+        );
+    }
+
+    #[test]
+    fn other_branches_tags_deletions_and_events_are_ignored() {
+        let ignored = |e: Result<Event, PayloadError>| matches!(e, Ok(Event::Ignored { .. }));
+        assert!(ignored(classify(
+            Some("push"),
+            br#"{"ref":"refs/heads/dev","after":"abc"}"#,
+            "main"
+        )));
+        assert!(ignored(classify(
+            Some("push"),
+            br#"{"ref":"refs/heads/mainline","after":"abc"}"#,
+            "main"
+        )));
+        assert!(ignored(classify(
+            Some("push"),
+            br#"{"ref":"refs/tags/main","after":"abc"}"#,
+            "main"
+        )));
+        assert!(ignored(classify(
+            Some("push"),
+            br#"{"ref":"refs/heads/main","after":"0000000000000000000000000000000000000000"}"#,
+            "main"
+        )));
+        assert!(ignored(classify(Some("issues"), b"{}", "main")));
+        assert_eq!(classify(Some("ping"), b"{}", "main"), Ok(Event::Ping));
+        assert_eq!(branch_of("refs/heads/a/b"), Some("a/b"));
+        assert_eq!(branch_of("refs/heads/"), None);
+        assert_eq!(branch_of("main"), None);
+    }
+
+    #[test]
+    fn bad_payloads_are_errors() {
+        for body in [
+            &b""[..],
+            b"payload=%7B%22ref%22%3A%22refs%2Fheads%2Fmain%22%7D",
+            b"{}",
+            br#"{"ref":5}"#,
+            b"[1,2]",
+        ] {
+            assert!(classify(Some("push"), body, "main").is_err(), "{body:?}");
+        }
+    }
+}
