@@ -48,9 +48,9 @@ fn main() {
             inv.push_str(&format!(
                 "  pg-srv{}: {{ address: 10.{}.{}.{}, groups: [postgres] }}\n",
                 i + 1,
-                i / 65536 % 256,
-                i / 256 % 256,
-                i % 256 + 1
+                i / 62500 % 250,
+                i / 250 % 250,
+                i % 250 + 1
             ));
         }
         inv.push_str("  pg-backup-repo-server1: { address: 10.255.255.1, groups: [backup] }\n");

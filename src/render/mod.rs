@@ -95,11 +95,25 @@ impl<'r> HostCx<'r> {
         if vars.is_empty() {
             return self.repo.templates.render(name, &self.context, self.host);
         }
-        let mut ctx = self.context.clone();
-        for (k, v) in vars {
-            ctx.insert(k.as_str(), v);
+        // Lay the extra vars over the host's context and take them off again afterwards, rather
+        // than cloning the context: it holds every host and group, so a clone per template made
+        // rendering quadratic in the fleet's size.
+        let shadowed: Vec<(&String, Option<Value>)> = vars
+            .iter()
+            .map(|(k, v)| {
+                let previous = self.context.remove(k);
+                self.context.insert(k.as_str(), v);
+                (k, previous)
+            })
+            .collect();
+        let out = self.repo.templates.render(name, &self.context, self.host);
+        for (k, previous) in shadowed {
+            self.context.remove(k);
+            if let Some(p) = previous {
+                self.context.insert(k.as_str(), &p);
+            }
         }
-        self.repo.templates.render(name, &ctx, self.host)
+        out
     }
 
     /// Renders a short string that may hold Tera expressions (`{{ host.name }}`).
