@@ -1,6 +1,7 @@
 //! The `plumb` binary: parse arguments, set up logging, run, map the outcome to an exit code.
 
 use clap::Parser;
+use std::io::IsTerminal as _;
 use plumb::cli::{self, Cli, LogFormat};
 use tracing_subscriber::EnvFilter;
 
@@ -14,6 +15,8 @@ fn init_logging(format: LogFormat, verbose: u8) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // Colours only for a person at a terminal: journald and log files get plain text.
+        .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
         .with_target(false);
     match format {
         LogFormat::Human => builder.without_time().init(),
