@@ -1,8 +1,16 @@
 //! Rendering speed: the reference repo's manifests and templates over a generated inventory of
-//! N hosts (all but one in group `postgres`, so every member's patroni.yml, etcd.yml and
-//! haproxy.cfg lists every member: the worst case). Prints load and render times.
+//! N hosts, in one of two shapes:
 //!
-//! `cargo bench --bench render` (or `-- 1000 5000` for other sizes).
+//! - `one-cluster` (default): all hosts but one in group `postgres`, members of the reference
+//!   repo's one PostgresCluster, so every member's patroni.yml, etcd.yml and haproxy.cfg lists
+//!   every member: the output grows with the square of N (the worst case).
+//! - `fleet`: the same hosts as clusters of three (`postgres01` keeps the backup repo; the others
+//!   are copies of its manifest without backups): what a fleet of many HA clusters looks like.
+//!
+//! Prints load and render times (best of three).
+//!
+//! `cargo bench --bench render` (10, 100, 1000 hosts in both shapes), or
+//! `cargo bench --bench render -- fleet 1000 5000` for one shape and other sizes.
 
 use std::path::Path;
 use std::time::Instant;
@@ -29,33 +37,79 @@ fn main() {
     } else {
         sizes
     };
+    let shapes: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| a == "fleet" || a == "one-cluster")
+        .collect();
+    let shapes = if shapes.is_empty() {
+        vec!["one-cluster".to_string(), "fleet".to_string()]
+    } else {
+        shapes
+    };
+    for shape in &shapes {
+        run(shape == "fleet", &sizes);
+    }
+}
+
+fn run(fleet: bool, sizes: &[usize]) {
     let src = Path::new(env!("CARGO_MANIFEST_DIR"));
     let identity = src.join("examples/lab/demo-age-key.txt");
     println!(
-        "{:>6} {:>10} {:>10} {:>12} {:>12}",
-        "hosts", "load ms", "render ms", "resources", "µs/host"
+        "{:>12} {:>6} {:>10} {:>10} {:>12} {:>12}",
+        "shape", "hosts", "load ms", "render ms", "resources", "µs/host"
     );
-    for n in sizes {
+    for &n in sizes {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
         for sub in ["manifests", "templates", "secrets", "pki"] {
             copy_tree(&src.join(sub), &root.join(sub));
         }
         let mut inv = String::from(
-            "defaults:\n  ssh_user: root\n  vars: { cluster_network: 10.0.0.0/8 }\ngroups:\n  postgres: {}\n  backup: {}\nhosts:\n",
+            "defaults:\n  ssh_user: root\n  vars: { cluster_network: 10.0.0.0/8 }\ngroups:\n  postgres: {}\n  backup: {}\n",
         );
+        if fleet {
+            for k in 0..(n - 1).div_ceil(3) {
+                inv.push_str(&format!("  pgc{k}: {{}}\n"));
+            }
+        }
+        inv.push_str("hosts:\n");
         for i in 0..n - 1 {
             inv.push_str(&format!(
-                "  pg-srv{}: {{ address: 10.{}.{}.{}, groups: [postgres] }}\n",
+                "  pg-srv{}: {{ address: 10.{}.{}.{}, groups: [postgres{}] }}\n",
                 i + 1,
                 i / 62500 % 250,
                 i / 250 % 250,
-                i % 250 + 1
+                i % 250 + 1,
+                if fleet {
+                    format!(", pgc{}", i / 3)
+                } else {
+                    String::new()
+                }
             ));
         }
         inv.push_str("  pg-backup-repo-server1: { address: 10.255.255.1, groups: [backup] }\n");
         std::fs::create_dir_all(root.join("inventory")).unwrap();
         std::fs::write(root.join("inventory/hosts.yaml"), inv).unwrap();
+        if fleet {
+            let reference = std::fs::read_to_string(src.join("manifests/postgres01.yaml")).unwrap();
+            let first = reference.replace("hosts: group:postgres ", "hosts: group:pgc0     ");
+            assert_ne!(
+                first, reference,
+                "postgres01.yaml no longer selects group:postgres"
+            );
+            std::fs::write(root.join("manifests/postgres01.yaml"), &first).unwrap();
+            let copy: String = first
+                .lines()
+                .filter(|l| !l.starts_with("backup:"))
+                .collect::<Vec<_>>()
+                .join("\n");
+            for k in 1..(n - 1).div_ceil(3) {
+                let m = copy
+                    .replace("name: postgres01 ", &format!("name: pgc{k:<6}  "))
+                    .replace("group:pgc0 ", &format!("group:pgc{k} "));
+                std::fs::write(root.join(format!("manifests/pgc{k}.yaml")), m).unwrap();
+            }
+        }
 
         let mut best_load = f64::MAX;
         let mut best_render = f64::MAX;
@@ -78,7 +132,8 @@ fn main() {
             best_render = best_render.min(render);
         }
         println!(
-            "{n:>6} {best_load:>10.1} {best_render:>10.1} {resources:>12} {:>12.1}",
+            "{:>12} {n:>6} {best_load:>10.1} {best_render:>10.1} {resources:>12} {:>12.1}",
+            if fleet { "fleet" } else { "one-cluster" },
             best_render * 1000.0 / n as f64
         );
     }

@@ -1,8 +1,8 @@
 //! The `plumb` binary: parse arguments, set up logging, run, map the outcome to an exit code.
 
 use clap::Parser;
-use std::io::IsTerminal as _;
 use plumb::cli::{self, Cli, LogFormat};
+use std::io::IsTerminal as _;
 use tracing_subscriber::EnvFilter;
 
 fn init_logging(format: LogFormat, verbose: u8) {

@@ -33,20 +33,24 @@ pub struct HostCx<'r> {
 impl<'r> HostCx<'r> {
     /// Prepares rendering for one host.
     pub fn new(repo: &'r Repo, host: &'r Host) -> Self {
-        let mut context = tera::Context::new();
+        let mut top = Map::new();
         for (k, v) in &host.vars {
-            context.insert(k.as_str(), v);
+            top.insert(k.clone(), v.clone());
         }
-        context.insert("vars", &host.vars);
-        context.insert(
-            "host",
-            &json!({
+        top.insert("vars".into(), json!(host.vars));
+        top.insert(
+            "host".into(),
+            json!({
                 "name": host.name, "address": host.address, "port": host.port,
                 "user": host.user, "groups": host.groups, "vars": host.vars,
             }),
         );
-        context.insert("hosts", repo.templates.hosts_value());
-        context.insert("groups", repo.templates.groups_value());
+        // `hosts` and `groups` hold the whole inventory: moved in (and given back on drop)
+        // rather than copied for every host.
+        let (hosts, groups) = repo.templates.lend_shared();
+        top.insert("hosts".into(), hosts);
+        top.insert("groups".into(), groups);
+        let context = tera::Context::from_value(Value::Object(top)).unwrap_or_default();
         HostCx {
             repo,
             host,
@@ -148,6 +152,18 @@ impl<'r> HostCx<'r> {
             .get(ca)
             .cloned()
             .ok_or_else(|| format!("unknown CA `{ca}`"))
+    }
+}
+
+impl Drop for HostCx<'_> {
+    fn drop(&mut self) {
+        // Every insert into the context keeps `hosts` and `groups` as they were lent: host vars
+        // go in before them and template vars are taken off again after each render.
+        if let (Some(hosts), Some(groups)) =
+            (self.context.remove("hosts"), self.context.remove("groups"))
+        {
+            self.repo.templates.give_back_shared(hosts, groups);
+        }
     }
 }
 
@@ -389,7 +405,7 @@ pub fn files_of(spec: &PrimitiveSpec) -> Vec<(String, &Content)> {
 #[cfg(test)]
 mod tests {
     use crate::kinds::PrimitiveSpec;
-    use crate::kinds::testutil::{item, render, repo};
+    use crate::kinds::testutil::{item, render, repo, text};
 
     const MANIFESTS: &str = "\
 kind: Directory
@@ -443,6 +459,44 @@ path: /srv/app/data
                 "Directory//srv/app/data/inner",
             ]
         );
+    }
+
+    #[test]
+    fn every_host_sees_the_whole_inventory_even_after_a_resource_shadowed_it() {
+        // `hosts` and `groups` are lent from host to host; a resource's own vars may shadow
+        // them for its template only.
+        let manifests = "\
+kind: File
+hosts: all
+path: /etc/shadowed
+template: shadowed.tera
+vars: { hosts: shadow, groups: shadow }
+---
+kind: File
+hosts: all
+path: /etc/inventory
+template: inventory.tera
+";
+        let dir = repo(&[
+            ("manifests/app.yaml", manifests),
+            ("templates/shadowed.tera", "{{ hosts }} {{ groups }}"),
+            (
+                "templates/inventory.tera",
+                "{% for n, h in hosts %}{{ n }}={{ h.address }} {% endfor %}|{% for h in groups.postgres %}{{ h.name }} {% endfor %}",
+            ),
+        ]);
+        let repo = crate::kinds::testutil::load(&dir).unwrap_or_else(|e| panic!("{e}"));
+        let all = super::render_all(&repo).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(all.len(), 4);
+        for h in &all {
+            assert_eq!(text(item(h, "File", "/etc/shadowed")), "shadow shadow");
+            assert_eq!(
+                text(item(h, "File", "/etc/inventory")),
+                "backup1=10.0.0.11 pg1=10.0.0.1 pg2=10.0.0.2 pg3=10.0.0.3 |pg1 pg2 pg3 ",
+                "on {}",
+                h.host
+            );
+        }
     }
 
     #[test]

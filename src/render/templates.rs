@@ -73,6 +73,9 @@ pub struct Templates {
     sources: BTreeMap<String, (PathBuf, String)>,
     hosts: Value,
     groups: Value,
+    /// A copy of `hosts` and `groups` lent to one host's context at a time (rendering is one host
+    /// after another), so a fleet of N hosts does not copy them N times.
+    lent: std::sync::Mutex<Option<(Value, Value)>>,
 }
 
 impl Templates {
@@ -146,6 +149,23 @@ impl Templates {
             sources,
             hosts: hosts_value(inventory),
             groups: groups_value(inventory),
+            lent: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// `hosts` and `groups` to move into one host's context: the copy given back by the last
+    /// host, or a fresh one.
+    pub fn lend_shared(&self) -> (Value, Value) {
+        let spare = self.lent.lock().ok().and_then(|mut l| l.take());
+        spare.unwrap_or_else(|| (self.hosts.clone(), self.groups.clone()))
+    }
+
+    /// Takes back what [`Templates::lend_shared`] lent. The caller vouches it is unchanged.
+    pub fn give_back_shared(&self, hosts: Value, groups: Value) {
+        if let Ok(mut l) = self.lent.lock()
+            && l.is_none()
+        {
+            *l = Some((hosts, groups));
         }
     }
 
