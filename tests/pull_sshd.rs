@@ -6,54 +6,10 @@
 mod support;
 
 use assert_cmd::Command;
-use std::path::{Path, PathBuf};
 use std::time::Duration;
-use support::sshd::{ClientKey, Sshd};
-
-struct Setup {
-    dir: tempfile::TempDir,
-    origin: git2::Repository,
-    branch: String,
-    sshd: Sshd,
-}
+use support::gitops::{Setup, motd, setup};
 
 impl Setup {
-    fn origin_dir(&self) -> PathBuf {
-        self.dir.path().join("origin")
-    }
-
-    fn state(&self) -> PathBuf {
-        self.dir.path().join("controller")
-    }
-
-    fn root(&self) -> PathBuf {
-        self.dir.path().join("host0")
-    }
-
-    fn commit(&self, files: &[(&str, &str)], message: &str) -> String {
-        let root = self.origin_dir();
-        let mut idx = self.origin.index().unwrap();
-        for (rel, text) in files {
-            let p = root.join(rel);
-            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-            std::fs::write(&p, text).unwrap();
-            idx.add_path(Path::new(rel)).unwrap();
-        }
-        idx.write().unwrap();
-        let tree = self.origin.find_tree(idx.write_tree().unwrap()).unwrap();
-        let sig = git2::Signature::now("t", "t@example.invalid").unwrap();
-        let parent = self
-            .origin
-            .head()
-            .ok()
-            .and_then(|h| h.peel_to_commit().ok());
-        let parents: Vec<&git2::Commit> = parent.iter().collect();
-        self.origin
-            .commit(Some("HEAD"), &sig, &sig, message, &tree, &parents)
-            .unwrap()
-            .to_string()
-    }
-
     fn pull(&self, extra: &[&str]) -> (i32, String, String) {
         let out = Command::cargo_bin("plumb")
             .unwrap()
@@ -75,53 +31,6 @@ impl Setup {
             String::from_utf8_lossy(&out.stderr).into_owned(),
         )
     }
-
-    fn logins(&self) -> usize {
-        self.sshd.log().matches("Accepted publickey").count()
-    }
-}
-
-fn setup() -> Setup {
-    let dir = tempfile::tempdir().unwrap();
-    let key = ClientKey::generate(dir.path(), "id_ed25519", "ed25519");
-    let sshd = Sshd::start_with(support::sshd::SshdConfig {
-        log_level: "VERBOSE",
-        ..Default::default()
-    });
-    sshd.authorize(&key.public_line);
-    let known = dir.path().join("known_hosts");
-    sshd.write_known_hosts(&known);
-    let origin = git2::Repository::init(dir.path().join("origin")).unwrap();
-    let mut s = Setup {
-        dir,
-        origin,
-        branch: String::new(),
-        sshd,
-    };
-    let inventory = format!(
-        "defaults:\n  ssh_user: root\n  ssh_key: {}\n  known_hosts: {}\nhosts:\n  h0: {{ address: {}, ssh_port: {}, state_dir: {}/state }}\n",
-        key.private.display(),
-        known.display(),
-        s.sshd.addr,
-        s.sshd.port,
-        s.root().display()
-    );
-    s.commit(
-        &[
-            ("inventory/hosts.yaml", &inventory),
-            ("manifests/motd.yaml", &motd(&s.root(), "v1")),
-        ],
-        "first",
-    );
-    s.branch = s.origin.head().unwrap().shorthand().unwrap().to_string();
-    s
-}
-
-fn motd(root: &Path, text: &str) -> String {
-    format!(
-        "kind: File\nhosts: all\npath: {}/etc/motd\ncontent: \"{text}\\n\"\n",
-        root.display()
-    )
 }
 
 #[test]

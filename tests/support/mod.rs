@@ -1,4 +1,5 @@
 //! Helpers shared by the integration tests (one module per concern).
 
+pub mod gitops;
 pub mod lab;
 pub mod sshd;
