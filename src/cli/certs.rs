@@ -1,8 +1,8 @@
 //! `plumb certs status` and `plumb certs rotate`: the certificates plumb issues, host by host.
 
-use super::converge::{HostArgs, OutputFormat, prepare, print_report, runtime};
+use super::converge::{HostArgs, OutputFormat, prepare, runtime};
 use super::{EXIT_ERROR, RepoArgs, print_diagnostics};
-use crate::converge::{self, read_hosts};
+use crate::converge::read_hosts;
 use crate::kinds::PrimitiveSpec;
 use crate::model::desired::DesiredHost;
 use crate::report::certs::{CertsReport, HostFailure, SCHEMA};
@@ -97,17 +97,7 @@ pub fn status(a: &StatusArgs) -> Result<i32> {
 /// `plumb certs rotate`: a converge that reissues every certificate of the selected hosts now,
 /// whatever their expiry, and runs the handlers they notify.
 pub fn rotate(a: &RotateArgs) -> Result<i32> {
-    let (repo, targets) = match prepare(&a.repo, a.hosts.limit.as_deref())? {
-        Ok(x) => x,
-        Err(ds) => {
-            print_diagnostics(&ds);
-            return Ok(EXIT_ERROR);
-        }
-    };
-    let commit = crate::source::commit_label(&a.repo.repo);
     let mut opts = a.hosts.options(a.dry_run);
     opts.force_reissue = true;
-    let report = runtime()?.block_on(converge::converge(repo, targets, &opts, commit));
-    print_report(&report, a.hosts.output);
-    Ok(report.exit_code())
+    super::converge::converge_repo(&a.repo, &a.hosts, opts)
 }

@@ -184,17 +184,26 @@ pub(super) fn print_report(report: &crate::report::RunReport, format: OutputForm
 
 /// `plumb converge`.
 pub fn converge(a: &ConvergeArgs) -> Result<i32> {
-    let (repo, targets) = match prepare(&a.repo, a.hosts.limit.as_deref())? {
+    converge_repo(&a.repo, &a.hosts, a.hosts.options(a.dry_run))
+}
+
+/// Loads the repo (nothing is contacted if it is invalid), converges the selected hosts with
+/// `opts` and prints the report: `plumb converge` and `plumb certs rotate`.
+pub(super) fn converge_repo(
+    repo_args: &RepoArgs,
+    hosts: &HostArgs,
+    opts: ConvergeOptions,
+) -> Result<i32> {
+    let (repo, targets) = match prepare(repo_args, hosts.limit.as_deref())? {
         Ok(x) => x,
         Err(ds) => {
             print_diagnostics(&ds);
             return Ok(EXIT_ERROR);
         }
     };
-    let commit = crate::source::commit_label(&a.repo.repo);
-    let opts = a.hosts.options(a.dry_run);
+    let commit = crate::source::commit_label(&repo_args.repo);
     let report = runtime()?.block_on(converge::converge(repo, targets, &opts, commit));
-    print_report(&report, a.hosts.output);
+    print_report(&report, hosts.output);
     Ok(report.exit_code())
 }
 

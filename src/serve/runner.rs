@@ -140,6 +140,27 @@ impl Shared {
         // A panic while holding the lock leaves plain data behind: keep going with it.
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
+
+    /// Waits on `changed` until `done` holds or `deadline` passes; says whether it holds.
+    fn wait_until(
+        &self,
+        mut st: MutexGuard<'_, State>,
+        deadline: Instant,
+        done: impl Fn(&State) -> bool,
+    ) -> bool {
+        while !done(&st) {
+            let now = Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            st = self
+                .changed
+                .wait_timeout(st, deadline - now)
+                .map(|(g, _)| g)
+                .unwrap_or_else(|e| e.into_inner().0);
+        }
+        true
+    }
 }
 
 /// Handle on the run thread; cheap to clone.
@@ -280,38 +301,16 @@ impl Runner {
         st.pending = None;
         st.snapshot.queued = false;
         self.shared.changed.notify_all();
-        while !st.worker_done {
-            let now = Instant::now();
-            if now >= deadline {
-                return false;
-            }
-            st = self
-                .shared
-                .changed
-                .wait_timeout(st, deadline - now)
-                .map(|(g, _)| g)
-                .unwrap_or_else(|e| e.into_inner().0);
-        }
-        true
+        self.shared.wait_until(st, deadline, |st| st.worker_done)
     }
 
     /// Waits until no run is going or queued, up to `timeout` (for tests and tools).
     pub fn wait_idle(&self, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
-        let mut st = self.shared.lock();
-        while st.snapshot.current.is_some() || st.pending.is_some() {
-            let now = Instant::now();
-            if now >= deadline {
-                return false;
-            }
-            st = self
-                .shared
-                .changed
-                .wait_timeout(st, deadline - now)
-                .map(|(g, _)| g)
-                .unwrap_or_else(|e| e.into_inner().0);
-        }
-        true
+        let st = self.shared.lock();
+        self.shared.wait_until(st, deadline, |st| {
+            st.snapshot.current.is_none() && st.pending.is_none()
+        })
     }
 }
 
