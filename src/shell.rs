@@ -11,6 +11,23 @@ pub fn quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', "'\\''"))
 }
 
+/// `bytes` random bytes from the operating system, as lower-case hex: names a host user cannot
+/// guess (temp files, the end markers of held sessions).
+pub fn random_hex(bytes: usize) -> String {
+    let mut buf = vec![0u8; bytes];
+    if getrandom::fill(&mut buf).is_err() {
+        // No OS randomness at all: fall back to the std hasher's per-process random keys.
+        let h = std::hash::BuildHasher::hash_one(
+            &std::collections::hash_map::RandomState::new(),
+            std::time::SystemTime::now(),
+        );
+        for (i, b) in buf.iter_mut().enumerate() {
+            *b = (h >> ((i % 8) * 8)) as u8 ^ i as u8;
+        }
+    }
+    hex::encode(buf)
+}
+
 #[cfg(test)]
 mod tests {
     use super::quote;

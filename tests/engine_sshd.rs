@@ -258,9 +258,15 @@ fn a_resource_removed_from_the_repo_is_pruned() {
     let lab = Lab::new(1);
     lab.write_inventory("");
     let root = lab.root(0).display().to_string();
-    let keep = format!("kind: File\nname: keep\nhosts: all\npath: {root}/keep\ncontent: k\n");
+    let keep: String = (0..3)
+        .map(|i| {
+            format!(
+                "kind: File\nname: keep{i}\nhosts: all\npath: {root}/keep{i}\ncontent: k\n---\n"
+            )
+        })
+        .collect();
     let gone = format!(
-        "---\nkind: File\nname: gone\nhosts: all\npath: {root}/gone\ncontent: g\n---\nkind: Directory\nname: d\nhosts: all\npath: {root}/d\n"
+        "kind: File\nname: gone\nhosts: all\npath: {root}/gone\ncontent: g\n---\nkind: Directory\nname: d\nhosts: all\npath: {root}/d\n"
     );
     lab.write_manifests(&(keep.clone() + &gone));
     assert_eq!(lab.plumb(&["converge"]).0, 2);
@@ -273,7 +279,43 @@ fn a_resource_removed_from_the_repo_is_pruned() {
     assert_eq!(lab.plumb(&["converge"]).0, 2);
     assert!(!lab.root(0).join("gone").exists());
     assert!(!lab.root(0).join("d").exists());
-    assert!(lab.root(0).join("keep").exists());
+    assert!(lab.root(0).join("keep0").exists());
+    assert_eq!(lab.plumb(&["converge"]).0, 0);
+}
+
+/// A repo that lost most of a host's resources (a manifest deleted, a selector changed) does
+/// not wipe the host: more than half is refused unless the operator says so.
+#[test]
+fn removing_more_than_half_of_a_host_is_refused_without_allow_mass_prune() {
+    let lab = Lab::new(1);
+    lab.write_inventory("");
+    let root = lab.root(0).display().to_string();
+    let files: String = (0..4)
+        .map(|i| {
+            format!("kind: File\nname: f{i}\nhosts: all\npath: {root}/f{i}\ncontent: x\n---\n")
+        })
+        .collect();
+    lab.write_manifests(&files);
+    assert_eq!(lab.plumb(&["converge"]).0, 2);
+    lab.write_manifests(&format!(
+        "kind: File\nname: f0\nhosts: all\npath: {root}/f0\ncontent: x\n"
+    ));
+    for args in [&["converge", "--dry-run"][..], &["converge"][..]] {
+        let (code, out, err) = lab.plumb(args);
+        assert_eq!(code, 1, "{out}{err}");
+        assert!(
+            out.contains("would remove 3 of the 4 resources") && out.contains("--allow-mass-prune"),
+            "{out}"
+        );
+        for i in 0..4 {
+            assert!(
+                lab.root(0).join(format!("f{i}")).exists(),
+                "f{i} was removed"
+            );
+        }
+    }
+    assert_eq!(lab.plumb(&["converge", "--allow-mass-prune"]).0, 2);
+    assert!(!lab.root(0).join("f1").exists() && lab.root(0).join("f0").exists());
     assert_eq!(lab.plumb(&["converge"]).0, 0);
 }
 

@@ -1,6 +1,59 @@
 # plumb apply library (after the probe library). Every step either succeeds or prints a
 # `failed` record and stops the script: later steps may depend on earlier ones.
+#
+# Paths: every folder on the way to a managed path was checked by planning (plan/chain.rs).
+# Where only root can write, root works and nobody can swap an entry under it; where one user
+# owns a folder on the way, planning named that user and the script switches to it (`pl_as`)
+# so every file operation there runs as that user (`$PL_AS`): a symlink the user plants can
+# then only lead where the user could write anyway. Temp files get random names chosen by the
+# controller and are created exclusively (`set -C`: never through an existing name or link).
 PL_BACKUP=$PL_STATE/backup
+PL_AS=''
+PL_CLEANED=''
+PL_TEMPS=''
+
+# pl_as USER: the file operations that follow run as USER (a uid or a name), or as this shell's
+# user for `root`.
+PL_AS_USER=root
+pl_as() {
+  [ "$1" != "$PL_AS_USER" ] || return 0
+  if [ "$1" = root ]; then PL_AS='' PL_AS_USER=root; return 0; fi
+  pl_asg=$(id -g -- "$1") || { echo "there is no user $1 on this host" >&2; return 1; }
+  PL_AS="setpriv --reuid=$1 --regid=$pl_asg --init-groups --"
+  PL_AS_USER=$1
+}
+
+# pl_watchdog: when plumb's session goes away (its stdin ends: plumb closed it, died, or the
+# connection dropped), stop this run and everything it started (its process group), so no
+# apply outlives the host lock's owner. pl_unwatch disarms it once the run is done.
+pl_watchdog() {
+  exec 3<&0
+  ( exec 3<&-; cat >/dev/null 2>&1; kill -TERM 0 ) 0<&3 &
+  PL_WD=$!
+  exec 3<&-
+}
+pl_unwatch() {
+  [ -z "${PL_WD:-}" ] || kill "$PL_WD" 2>/dev/null
+  PL_WD=''
+}
+
+# pl_stopped: the run was told to stop: remove this run's temp files (their random names are
+# nobody else's) and end.
+pl_stopped() {
+  trap - TERM
+  pl_ifs=$IFS
+  IFS=$NL
+  set -f
+  for pl_o in $PL_TEMPS; do rm -f -- "$pl_o"; done
+  set +f
+  IFS=$pl_ifs
+  exit 143
+}
+
+# pl_temp TEMP: remember a temp file of this run (removed if the run is stopped).
+pl_temp() {
+  PL_TEMPS="$PL_TEMPS$NL$1"
+}
 
 # pl_do KIND INDEX CMD...: run a step; on failure report the tail of its stderr and stop.
 pl_do() {
@@ -59,18 +112,29 @@ pl_parent() {
 # pl_mkparent PATH: create PATH's folder (world-traversable, like mkdir -p would); sets d.
 pl_mkparent() {
   pl_parent "$1"
-  [ -d "$d" ] || (umask 022; mkdir -p -- "$d")
+  [ -d "$d" ] || (umask 022; $PL_AS mkdir -p -- "$d")
 }
 
-# pl_backup PATH: keep the current version of a file (the five newest per path).
+# pl_backup PATH: keep the current version of a regular file (the five newest per path) in
+# root's backup folder. A name too long to take the run id is kept under its hash.
 pl_backup() {
-  [ -f "$1" ] || return 0
+  [ -f "$1" ] && [ ! -L "$1" ] || return 0
   case "$1" in "$PL_STATE"/*) return 0 ;; esac
-  b="$PL_BACKUP$1"
+  pl_bn=${1##*/}
+  if [ ${#pl_bn} -gt 200 ]; then
+    pl_bn=$(printf '%s' "$pl_bn" | sha256sum) || return 1
+    pl_bn="h-${pl_bn%% *}"
+  fi
+  b="$PL_BACKUP${1%/*}/$pl_bn"
   [ -d "${b%/*}" ] || (umask 077; mkdir -p -- "${b%/*}") || return 1
-  cp -p -- "$1" "$b.$PL_RUN" || return 1
+  if [ -z "$PL_AS" ]; then
+    cp -p -- "$1" "$b.$PL_RUN" || return 1
+  else
+    # Read as the folder's user; written by root into root's folder.
+    $PL_AS cat -- "$1" > "$b.$PL_RUN" || return 1
+  fi
   # Run ids sort by time, and so does the glob (LC_ALL=C): the oldest come first.
-  set -- "$b".*
+  set -- "$b".[0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9]T*Z-*
   while [ $# -gt 5 ]; do
     rm -f -- "$1"
     shift
@@ -90,13 +154,30 @@ pl_umask_for() {
   fi
 }
 
-# pl_clean_temps: remove temp files that an interrupted run left in folder $d (the host lock
-# guarantees none is in use; this run's own are kept).
+# pl_clean_temps: remove temp files that an interrupted run left in folder $d, once per folder
+# and run, before this run puts its own there (the host lock, held by the process doing the
+# work, guarantees no other run is using them).
 pl_clean_temps() {
+  case "$NL$PL_CLEANED$NL" in *"$NL$d$NL"*) return 0 ;; esac
+  PL_CLEANED="$PL_CLEANED$NL$d"
   for o in "$d"/.plumb-tmp.*; do
-    case $o in "$d/.plumb-tmp.$PL_RUN."*) continue ;; esac
-    if [ -e "$o" ] || [ -L "$o" ]; then rm -f -- "$o"; fi
+    if [ -e "$o" ] || [ -L "$o" ]; then $PL_AS rm -f -- "$o"; fi
   done
+  return 0
+}
+
+# pl_decode_to TEMP < base64: creates TEMP exclusively (fails if the name exists, even as a
+# dangling symlink) and decodes the content into it, as PL_AS.
+pl_decode_to() {
+  pl_temp "$1"
+  if [ -z "$PL_AS" ]; then
+    set -C
+    base64 -d > "$1"
+    pl_rc=$?
+    set +C
+    return $pl_rc
+  fi
+  base64 -d | $PL_AS sh -c 'set -C; exec cat > "$1"' sh "$1"
 }
 
 # pl_stage TEMP PATH MODE < base64: the new content of PATH, decoded into TEMP (next to PATH,
@@ -106,10 +187,10 @@ pl_stage() {
   pl_mkparent "$2" || return 1
   pl_clean_temps
   pl_umask_for "$3"
-  base64 -d > "$1"
+  pl_decode_to "$1"
   rc=$?
   umask 077
-  [ "$rc" -eq 0 ] || { rm -f -- "$1"; return 1; }
+  [ "$rc" -eq 0 ] || { $PL_AS rm -f -- "$1"; return 1; }
 }
 
 # pl_seal TEMP... < "SHA256  TEMP" lines: checks every staged file with one sha256sum and
@@ -121,40 +202,45 @@ pl_seal() {
 }
 
 # pl_commit PATH OWNER GROUP MODE TEMP SHA256: owner, mode and rename of a staged file (the
-# previous version kept in the backup).
+# previous version kept in the backup). Files written as another user were left out of the
+# group check (pl_seal runs as root): they are checked and fsynced here, as that user.
 pl_commit() {
   pl_parent "$1"
-  if [ "$PL_SEALED" != 1 ]; then pl_hash_is "$5" "$6" || { rm -f -- "$5"; return 1; }; fi
+  if [ "$PL_SEALED" != 1 ] || [ -n "$PL_AS" ]; then
+    { pl_hash_is "$5" "$6" && { [ -z "$PL_AS" ] || $PL_AS sync -- "$5"; }; } ||
+      { $PL_AS rm -f -- "$5"; return 1; }
+  fi
   pl_umask_for "$4"
   umask 077
-  if pl_own_new "$5" "$2" "$3" && { [ "$pl_chmod" = 0 ] || chmod -- "$4" "$5"; } &&
-    pl_backup "$1" && mv -f -- "$5" "$1"; then
+  if pl_own_new "$5" "$2" "$3" && { [ "$pl_chmod" = 0 ] || $PL_AS chmod -- "$4" "$5"; } &&
+    pl_backup "$1" && $PL_AS mv -fT -- "$5" "$1"; then
     pl_renamed_in "$d"
     return 0
   fi
-  rm -f -- "$5"
+  $PL_AS rm -f -- "$5"
   return 1
 }
 
-# pl_write PATH OWNER GROUP MODE SHA256 < base64: atomic replace (temp file, checked against its
-# hash, fsync, owner, mode, rename). A cut-off transfer can never reach the target. Processes
-# are spent only where the shell cannot do the work: the file is created with its final mode
-# through the umask, and chown/chmod run only when that is not enough.
+# pl_write PATH OWNER GROUP MODE SHA256 TEMP < base64: atomic replace (temp file TEMP next to
+# PATH, checked against its hash, fsync, owner, mode, rename). A cut-off transfer can never
+# reach the target. Processes are spent only where the shell cannot do the work: the file is
+# created with its final mode through the umask, and chown/chmod run only when that is not
+# enough.
 pl_write() {
   pl_mkparent "$1" || return 1
   pl_clean_temps
-  PL_SEQ=$((PL_SEQ + 1))
-  t="$d/.plumb-tmp.$PL_RUN.$PL_SEQ"
+  t=$6
   pl_umask_for "$4"
-  base64 -d > "$t"
+  pl_decode_to "$t"
   rc=$?
   umask 077
   if [ "$rc" -eq 0 ] && pl_hash_is "$t" "$5" && pl_own_new "$t" "$2" "$3" &&
-    { [ "$pl_chmod" = 0 ] || chmod -- "$4" "$t"; } && sync -- "$t" && pl_backup "$1" && mv -f -- "$t" "$1"; then
+    { [ "$pl_chmod" = 0 ] || $PL_AS chmod -- "$4" "$t"; } && $PL_AS sync -- "$t" &&
+    pl_backup "$1" && $PL_AS mv -fT -- "$t" "$1"; then
     pl_renamed_in "$d"
     return 0
   fi
-  rm -f -- "$t"
+  $PL_AS rm -f -- "$t"
   return 1
 }
 
@@ -192,7 +278,12 @@ pl_own_new() {
 
 # pl_hash_is FILE SHA256: the file holds exactly the expected bytes.
 pl_hash_is() {
-  h=$(sha256sum < "$1") || return 1
+  if [ -z "$PL_AS" ]; then
+    h=$(sha256sum < "$1") || return 1
+  else
+    h=$($PL_AS sha256sum -- "$1") || return 1
+    h=${h#\\}
+  fi
   [ "${h%% *}" = "$2" ] && return 0
   echo "content of $1 does not match its hash (transfer cut short?)" >&2
   return 1
@@ -200,59 +291,66 @@ pl_hash_is() {
 
 # pl_own PATH OWNER GROUP: chown, skipping what is empty.
 pl_own() {
-  if [ -n "$2" ] && [ -n "$3" ]; then chown -h -- "$2:$3" "$1"
-  elif [ -n "$2" ]; then chown -h -- "$2" "$1"
-  elif [ -n "$3" ]; then chgrp -h -- "$3" "$1"
+  if [ -n "$2" ] && [ -n "$3" ]; then $PL_AS chown -h -- "$2:$3" "$1"
+  elif [ -n "$2" ]; then $PL_AS chown -h -- "$2" "$1"
+  elif [ -n "$3" ]; then $PL_AS chgrp -h -- "$3" "$1"
   fi
 }
 
 # pl_meta PATH OWNER GROUP MODE (empty: leave as is).
 pl_meta() {
-  if [ -n "$2" ]; then chown -h -- "$2" "$1" || return 1; fi
-  if [ -n "$3" ]; then chgrp -h -- "$3" "$1" || return 1; fi
-  if [ -n "$4" ]; then chmod -- "$4" "$1" || return 1; fi
+  if [ -n "$2" ]; then $PL_AS chown -h -- "$2" "$1" || return 1; fi
+  if [ -n "$3" ]; then $PL_AS chgrp -h -- "$3" "$1" || return 1; fi
+  if [ -n "$4" ]; then
+    [ ! -L "$1" ] || { echo "$1 is a symlink" >&2; return 1; }
+    $PL_AS chmod -- "$4" "$1" || return 1
+  fi
   return 0
 }
 
 # pl_mkdir PATH OWNER GROUP MODE: created with its mode by mkdir itself; chown only if needed.
 pl_mkdir() {
-  if [ -d "$1" ]; then
-    chown -- "$2:$3" "$1" && chmod -- "$4" "$1"
+  if [ -d "$1" ] && [ ! -L "$1" ]; then
+    $PL_AS chown -h -- "$2:$3" "$1" && $PL_AS chmod -- "$4" "$1"
     return
   fi
-  pl_mkparent "$1" && mkdir -m "$4" -- "$1" && pl_own_new "$1" "$2" "$3" &&
-    { [ $((0$4 & 07000)) -eq 0 ] || chmod -- "$4" "$1"; }
+  pl_mkparent "$1" && $PL_AS mkdir -m "$4" -- "$1" && pl_own_new "$1" "$2" "$3" &&
+    { [ $((0$4 & 07000)) -eq 0 ] || $PL_AS chmod -- "$4" "$1"; }
 }
 
 # pl_rm PATH: remove a file or symlink, keeping a backup of a file.
 pl_rm() {
   [ -e "$1" ] || [ -L "$1" ] || return 0
   [ -L "$1" ] || pl_backup "$1" || return 1
-  rm -f -- "$1"
+  $PL_AS rm -f -- "$1"
 }
 
-# pl_rmdir PATH: remove a directory only if empty (a non-empty one is left with a note).
+# pl_rmdir PATH: remove a directory only if empty (a non-empty one is left with a warning
+# record; plumb escapes the path when it prints it).
 pl_rmdir() {
-  [ -d "$1" ] || return 0
-  rmdir -- "$1" 2>/dev/null || printf 'W\t%s\tnot removed: directory is not empty\n' "$1"
+  [ -d "$1" ] && [ ! -L "$1" ] || return 0
+  $PL_AS rmdir -- "$1" 2>/dev/null || printf 'W\t%s\tnot removed: directory is not empty\n' "$1"
   return 0
 }
 
-# pl_symlink PATH TARGET OWNER GROUP: atomic replace of a symlink.
+# pl_symlink PATH TARGET OWNER GROUP TEMP: atomic replace of a symlink (TEMP: a random name
+# next to PATH; `ln -s` never writes through an existing name).
 pl_symlink() {
   pl_mkparent "$1" || return 1
-  t="$1.plumb-tmp.$$"
-  rm -f -- "$t"
-  ln -s -- "$2" "$t" && chown -h -- "$3:$4" "$t" && mv -fT -- "$t" "$1"
+  pl_clean_temps
+  pl_temp "$5"
+  $PL_AS ln -s -- "$2" "$5" && pl_own "$5" "$3" "$4" && $PL_AS mv -fT -- "$5" "$1"
 }
 
 # pl_reown_uid OLD NEW / pl_reown_gid OLD NEW: re-own files after renumbering (local file systems).
+# -execdir: chown runs in each file's own folder, reached by find itself, so a folder swapped for
+# a symlink while find walks cannot redirect it (the re-owned user owns those folders).
 pl_reown_uid() {
-  find / -xdev \( -path /proc -o -path /sys -o -path /dev \) -prune -o -uid "$1" -exec chown -h "$2" {} + 2>/dev/null
+  find / -xdev \( -path /proc -o -path /sys -o -path /dev \) -prune -o -uid "$1" -execdir chown -h -- "$2" {} + 2>/dev/null
   return 0
 }
 pl_reown_gid() {
-  find / -xdev \( -path /proc -o -path /sys -o -path /dev \) -prune -o -gid "$1" -exec chgrp -h "$2" {} + 2>/dev/null
+  find / -xdev \( -path /proc -o -path /sys -o -path /dev \) -prune -o -gid "$1" -execdir chgrp -h -- "$2" {} + 2>/dev/null
   return 0
 }
 
@@ -261,9 +359,9 @@ pl_pkg_install() {
   m=$1; shift
   case "$m" in
     apt)
-      DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$@" ||
-        { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$@"; } ;;
-    dnf) dnf install -y -q "$@" ;;
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends -- "$@" ||
+        { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends -- "$@"; } ;;
+    dnf) dnf install -y -q -- "$@" ;;
     *) echo "no package manager" >&2; return 1 ;;
   esac
 }
@@ -272,8 +370,8 @@ pl_pkg_install() {
 pl_pkg_remove() {
   m=$1; shift
   case "$m" in
-    apt) DEBIAN_FRONTEND=noninteractive apt-get remove -y -q "$@" ;;
-    dnf) dnf remove -y -q "$@" ;;
+    apt) DEBIAN_FRONTEND=noninteractive apt-get remove -y -q -- "$@" ;;
+    dnf) dnf remove -y -q -- "$@" ;;
     *) echo "no package manager" >&2; return 1 ;;
   esac
 }

@@ -101,6 +101,15 @@ fn base64_lines(bytes: &[u8]) -> String {
 /// Heredoc terminator: base64 never contains `_`, so it cannot appear in the body.
 const EOF_MARK: &str = "PLUMB_EOF";
 
+/// A random temp name in `path`'s folder: a host user cannot guess it before it exists.
+fn temp_for(path: &str) -> String {
+    let parent = match path.rsplit_once('/') {
+        Some(("", _)) | None => "",
+        Some((p, _)) => p,
+    };
+    format!("{parent}/.plumb-tmp.{}", crate::shell::random_hex(10))
+}
+
 fn write_content(
     out: &mut String,
     tag: &str,
@@ -112,12 +121,13 @@ fn write_content(
 ) {
     let _ = writeln!(
         out,
-        "pl_do {tag} pl_write {} {} {} {} {} <<'{EOF_MARK}'",
+        "pl_do {tag} pl_write {} {} {} {} {} {} <<'{EOF_MARK}'",
         quote(path),
         quote(owner),
         quote(group),
         mode,
-        content.sha256()
+        content.sha256(),
+        quote(&temp_for(path))
     );
     out.push_str(&base64_lines(content.bytes()));
     out.push_str(EOF_MARK);
@@ -128,9 +138,21 @@ fn opt(s: &Option<String>) -> String {
     quote(s.as_deref().unwrap_or(""))
 }
 
+/// Switches the script to the user whose hands write `path` (see [`crate::plan::chain`]);
+/// nothing when the plan writes every path as root.
+fn domain_shell(out: &mut String, tag: &str, path: Option<&str>, plan: &HostPlan) {
+    if plan.domains.is_empty() {
+        return;
+    }
+    let Some(path) = path else { return };
+    let user = plan.domains.get(path).map(String::as_str).unwrap_or("root");
+    let _ = writeln!(out, "pl_do {tag} pl_as {}", quote(user));
+}
+
 /// Shell for one step; `tag` is `R <index>`, `P <index>` or `X <index>`.
 fn step_shell(out: &mut String, tag: &str, step: &Step, plan: &HostPlan) -> Result<(), ApplyError> {
     let q = |s: &str| quote(s);
+    domain_shell(out, tag, step.path(), plan);
     match step {
         Step::WriteFile {
             path,
@@ -188,11 +210,12 @@ fn step_shell(out: &mut String, tag: &str, step: &Step, plan: &HostPlan) -> Resu
         } => {
             let _ = writeln!(
                 out,
-                "pl_do {tag} pl_symlink {} {} {} {}",
+                "pl_do {tag} pl_symlink {} {} {} {} {}",
                 q(path),
                 q(target),
                 q(owner),
-                q(group)
+                q(group),
+                q(&temp_for(path))
             );
         }
         Step::GroupAdd { name, gid, system } => {
@@ -202,7 +225,7 @@ fn step_shell(out: &mut String, tag: &str, step: &Step, plan: &HostPlan) -> Resu
             } else if *system {
                 cmd.push_str(" -r");
             }
-            let _ = writeln!(out, "pl_do {tag} {cmd} {}", q(name));
+            let _ = writeln!(out, "pl_do {tag} {cmd} -- {}", q(name));
         }
         Step::GroupRenumber {
             name,
@@ -210,13 +233,13 @@ fn step_shell(out: &mut String, tag: &str, step: &Step, plan: &HostPlan) -> Resu
             new,
             reown,
         } => {
-            let _ = writeln!(out, "pl_do {tag} groupmod -g {new} {}", q(name));
+            let _ = writeln!(out, "pl_do {tag} groupmod -g {new} -- {}", q(name));
             if *reown {
                 let _ = writeln!(out, "pl_do {tag} pl_reown_gid {old} {new}");
             }
         }
         Step::GroupDel { name } => {
-            let _ = writeln!(out, "pl_do {tag} groupdel {}", q(name));
+            let _ = writeln!(out, "pl_do {tag} groupdel -- {}", q(name));
         }
         Step::UserAdd {
             name,
@@ -251,7 +274,7 @@ fn step_shell(out: &mut String, tag: &str, step: &Step, plan: &HostPlan) -> Resu
                 let _ = write!(cmd, " -c {}", q(c));
             }
             cmd.push_str(if *create_home { " -m" } else { " -M" });
-            let _ = writeln!(out, "pl_do {tag} {cmd} {}", q(name));
+            let _ = writeln!(out, "pl_do {tag} {cmd} -- {}", q(name));
         }
         Step::UserMod {
             name,
@@ -277,14 +300,14 @@ fn step_shell(out: &mut String, tag: &str, step: &Step, plan: &HostPlan) -> Resu
             if let Some(c) = comment {
                 let _ = write!(cmd, " -c {}", q(c));
             }
-            let _ = writeln!(out, "pl_do {tag} {cmd} {}", q(name));
+            let _ = writeln!(out, "pl_do {tag} {cmd} -- {}", q(name));
         }
         Step::UserRenumber { name, old, new } => {
-            let _ = writeln!(out, "pl_do {tag} usermod -u {new} {}", q(name));
+            let _ = writeln!(out, "pl_do {tag} usermod -u {new} -- {}", q(name));
             let _ = writeln!(out, "pl_do {tag} pl_reown_uid {old} {new}");
         }
         Step::UserDel { name } => {
-            let _ = writeln!(out, "pl_do {tag} userdel {}", q(name));
+            let _ = writeln!(out, "pl_do {tag} userdel -- {}", q(name));
         }
         Step::PkgInstall { manager, packages } => {
             let pkgs: Vec<String> = packages.iter().map(|p| q(p)).collect();
@@ -308,7 +331,7 @@ fn step_shell(out: &mut String, tag: &str, step: &Step, plan: &HostPlan) -> Resu
             let _ = writeln!(out, "pl_do {tag} systemctl daemon-reload");
         }
         Step::Systemctl { verb, unit } => {
-            let _ = writeln!(out, "pl_do {tag} systemctl {} {}", q(verb), q(unit));
+            let _ = writeln!(out, "pl_do {tag} systemctl {} -- {}", q(verb), q(unit));
         }
         Step::StackUp { project, dir } => {
             let _ = writeln!(
@@ -401,8 +424,10 @@ pub fn apply_script(
         "PL_COMPOSE={}",
         quote(plan.compose.as_deref().unwrap_or(""))
     );
+    // The watchdog stops this run if plumb's session goes away; the TERM trap then removes
+    // this run's temp files.
     s.push_str(
-        "PL_ERR=$(mktemp) || exit 1\ntrap 'pl_sync_dirs; rm -f \"$PL_ERR\" \"$PL_ERR.cas\"' EXIT\nPL_SEQ=0\npl_ids\n",
+        "pl_watchdog\ntrap pl_stopped TERM\nPL_ERR=$(mktemp) || exit 1\ntrap 'pl_unwatch; pl_sync_dirs; rm -f \"$PL_ERR\" \"$PL_ERR.cas\"' EXIT\npl_ids\n",
     );
     s.push_str("[ -d \"$PL_BACKUP\" ] || (umask 077; mkdir -p \"$PL_BACKUP\") || exit 1\n");
     let state_file = format!("{}/state", state_dir.trim_end_matches('/'));
@@ -420,8 +445,10 @@ pub fn apply_script(
         );
     }
 
+    // No name from the repo or the host appears in a comment or anywhere else unquoted: the
+    // script says "prune 3", the report says which resource that is.
     for (i, p) in plan.prune.iter().enumerate() {
-        let _ = writeln!(s, "# prune {}/{}", p.managed.kind, p.managed.name);
+        let _ = writeln!(s, "# prune {i}");
         for step in &p.steps {
             step_shell(&mut s, &format!("P {i}"), step, plan)?;
         }
@@ -444,11 +471,11 @@ pub fn apply_script(
         }
         if staged_rank != Some(d.spec.rank()) {
             staged_rank = Some(d.spec.rank());
-            stage_writes(&mut s, plan, desired, d.spec.rank(), run_id, &mut staged)?;
+            stage_writes(&mut s, plan, desired, d.spec.rank(), &mut staged)?;
         }
         let i = r.index;
         let tag = format!("R {i}");
-        let _ = writeln!(s, "# {} {}", r.kind, r.name.replace('\n', " "));
+        let _ = writeln!(s, "# resource {i}");
         let mut cas = String::new();
         d.spec.engine().cas_probe(i, &mut cas);
         let _ = writeln!(s, "pl_cas_{i}() {{\n{cas}:\n}}");
@@ -475,6 +502,7 @@ pub fn apply_script(
                     group,
                     mode,
                 } if staged.temp(i, k).is_some() => {
+                    domain_shell(&mut s, &tag, Some(path), plan);
                     let _ = writeln!(
                         s,
                         "pl_do {tag} pl_commit {} {} {} {mode} {} {}",
@@ -517,11 +545,14 @@ pub fn apply_script(
         } else {
             because.join(" || ")
         };
-        let _ = writeln!(s, "# handler {}\nif {cond}; then", handler.target);
+        let _ = writeln!(s, "# handler {h}\nif {cond}; then");
         for step in &handler.steps {
             step_shell(&mut s, &format!("X {h}"), step, plan)?;
         }
         let _ = writeln!(s, "printf 'X\\t{h}\\tok\\n'\nfi");
+    }
+    if !plan.domains.is_empty() {
+        s.push_str("pl_do S 1 pl_as root\n");
     }
     write_content(
         &mut s,
@@ -532,7 +563,9 @@ pub fn apply_script(
         "0600",
         &Content::plain(plan.next_state.to_json()),
     );
-    s.push_str("printf 'A\\tdone\\n'\n}\npl_main\n");
+    // The script ends the shell that runs it: when it runs in the shell holding the host lock,
+    // the lock goes when the work is done, not before.
+    s.push_str("printf 'A\\tdone\\n'\nexit 0\n}\npl_main\n");
     Ok(s)
 }
 
@@ -564,7 +597,6 @@ fn stage_writes(
     plan: &HostPlan,
     desired: &DesiredHost,
     rank: u8,
-    run_id: &str,
     staged: &mut Staged,
 ) -> Result<(), ApplyError> {
     let mut checks = String::new();
@@ -587,31 +619,34 @@ fn stage_writes(
                 .contents
                 .get(&content.sha256)
                 .ok_or_else(|| ApplyError::MissingContent(content.sha256.clone()))?;
-            let parent = match path.rsplit_once('/') {
-                Some(("", _)) | None => "",
-                Some((p, _)) => p,
-            };
-            let temp = format!("{parent}/.plumb-tmp.{run_id}.s{}", staged.temps.len());
+            let temp = temp_for(path);
+            let tag = format!("R {}", r.index);
+            domain_shell(s, &tag, Some(path), plan);
             let _ = writeln!(
                 s,
-                "pl_do R {} pl_stage {} {} {mode} <<'{EOF_MARK}'",
-                r.index,
+                "pl_do {tag} pl_stage {} {} {mode} <<'{EOF_MARK}'",
                 quote(&temp),
                 quote(path)
             );
             s.push_str(&base64_lines(c.bytes()));
             s.push_str(EOF_MARK);
             s.push('\n');
+            // Files written as another user are checked one by one, as that user (pl_commit);
             // sha256sum -c reads a backslash at the start of a line as an escaped name.
-            if !temp.contains('\\') {
-                let _ = writeln!(checks, "{}  {temp}", content.sha256);
+            if !plan.domains.contains_key(path) {
+                if !temp.contains('\\') {
+                    let _ = writeln!(checks, "{}  {temp}", content.sha256);
+                }
+                temps.push(quote(&temp));
             }
-            temps.push(quote(&temp));
             staged.temps.insert((r.index, k), temp);
         }
     }
     if temps.is_empty() {
         return Ok(());
+    }
+    if !plan.domains.is_empty() {
+        let _ = writeln!(s, "pl_do G {rank} pl_as root");
     }
     if checks.lines().count() == temps.len() {
         let _ = writeln!(

@@ -79,6 +79,7 @@ impl HostArgs {
             force_reissue: false,
             diffs: !self.no_diff,
             progress: self.output == OutputFormat::Human && std::io::stderr().is_terminal(),
+            allow_mass_prune: false,
         }
     }
 }
@@ -95,6 +96,10 @@ pub struct ConvergeArgs {
     /// Read the hosts and show the plan; change nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// Let this run remove more than half of what plumb manages on a host (refused otherwise:
+    /// a deleted manifest or a changed selector must not wipe a host).
+    #[arg(long)]
+    pub allow_mass_prune: bool,
 }
 
 /// `plumb plan`.
@@ -122,6 +127,9 @@ pub struct ApplyArgs {
     /// Host options (`--limit` is not allowed: the plan says which hosts).
     #[command(flatten)]
     pub hosts: HostArgs,
+    /// Let this plan remove more than half of what plumb manages on a host.
+    #[arg(long)]
+    pub allow_mass_prune: bool,
 }
 
 /// A loaded repo and the rendered hosts to work on.
@@ -184,7 +192,9 @@ pub(super) fn print_report(report: &crate::report::RunReport, format: OutputForm
 
 /// `plumb converge`.
 pub fn converge(a: &ConvergeArgs) -> Result<i32> {
-    converge_repo(&a.repo, &a.hosts, a.hosts.options(a.dry_run))
+    let mut opts = a.hosts.options(a.dry_run);
+    opts.allow_mass_prune = a.allow_mass_prune;
+    converge_repo(&a.repo, &a.hosts, opts)
 }
 
 /// Loads the repo (nothing is contacted if it is invalid), converges the selected hosts with
@@ -343,7 +353,8 @@ pub fn apply(a: &ApplyArgs) -> Result<i32> {
             }
         }
     }
-    let opts = a.hosts.options(false);
+    let mut opts = a.hosts.options(false);
+    opts.allow_mass_prune = a.allow_mass_prune;
     let report = runtime()?.block_on(converge::apply_planned(
         repo,
         targets,

@@ -40,6 +40,9 @@ pub struct ConvergeOptions {
     pub diffs: bool,
     /// Show a progress bar.
     pub progress: bool,
+    /// Remove more than half of a host's managed resources if the repo says so (see
+    /// [`plan::mass_prune`]); never implied by pull or serve.
+    pub allow_mass_prune: bool,
 }
 
 impl Default for ConvergeOptions {
@@ -53,6 +56,7 @@ impl Default for ConvergeOptions {
             force_reissue: false,
             diffs: true,
             progress: false,
+            allow_mass_prune: false,
         }
     }
 }
@@ -271,15 +275,74 @@ async fn probe_unlocked(
 ) -> Result<HostRecords, String> {
     let script = probe::probe_script(desired, state_dir);
     let out = remote.run(script.as_bytes()).await?;
-    let records = probe::parse_records(&String::from_utf8_lossy(&out.stdout));
-    if out.status != 0 || !records.complete() {
+    if out.status != 0 {
         return Err(format!(
             "the probe did not complete (exit {}): {}",
             out.status,
             crate::secrets::redact(String::from_utf8_lossy(&out.stderr).trim())
         ));
     }
-    Ok(records)
+    parse_probe(&out.stdout, desired)
+}
+
+/// Parses a host's probe output against what was probed.
+fn parse_probe(stdout: &[u8], desired: &DesiredHost) -> Result<HostRecords, String> {
+    let dirs = probe::host_dirs(desired);
+    probe::parse_records(
+        &String::from_utf8_lossy(stdout),
+        desired.resources.len(),
+        dirs.len(),
+    )
+    .map_err(|e| e.to_string())
+}
+
+/// Where the scripts after the probe go: the held shell that took the host lock (writers), or
+/// new commands on the connection (dry runs, which only read).
+enum Session<'a> {
+    Locked(Box<Lock>),
+    Unlocked(&'a Remote),
+}
+
+impl Session<'_> {
+    /// Runs a read-only script and returns its stdout.
+    async fn exchange(&mut self, script: &str, limit: Duration) -> Result<Vec<u8>, String> {
+        match self {
+            Session::Locked(lock) => lock.exchange(script.as_bytes(), limit).await,
+            Session::Unlocked(remote) => {
+                let out = remote.run(script.as_bytes()).await?;
+                if out.status != 0 {
+                    return Err(format!("a read-only script failed (exit {})", out.status));
+                }
+                Ok(out.stdout)
+            }
+        }
+    }
+
+    async fn release(self) {
+        if let Session::Locked(lock) = self {
+            lock.release().await;
+        }
+    }
+}
+
+/// Reads the folders on the way to the paths of resources that left the repo (those the
+/// probe did not read), in a second command: only when something is to be pruned.
+async fn read_prune_dirs(
+    session: &mut Session<'_>,
+    dirs: &[String],
+    limit: Duration,
+) -> Result<std::collections::BTreeMap<String, probe::DirState>, String> {
+    let mut script = format!("printf 'H\\tbegin\\t{}\\n'\n", probe::PROTOCOL);
+    probe::dirs_probe(&mut script, dirs);
+    script.push_str("printf 'H\\tdone\\n'\n");
+    if let Session::Unlocked(_) = session {
+        // A fresh shell: it needs the library.
+        script = format!("{}{script}", probe::LIB);
+    }
+    let out = session.exchange(&script, limit).await?;
+    let records = probe::parse_records(&String::from_utf8_lossy(&out), 0, dirs.len())
+        .map_err(|e| e.to_string())?;
+    Ok(records.dir_states(dirs))
 }
 
 fn progress_bar(enabled: bool, n: usize) -> Option<indicatif::ProgressBar> {
@@ -314,13 +377,7 @@ impl Job<'_> {
             .await
             .map_err(|e| (None, e))?;
         let result = match self.probe(&remote).await {
-            Ok((lock, records)) => {
-                let r = self.plan_apply(&remote, records, planned).await;
-                if let Some(lock) = lock {
-                    lock.release().await;
-                }
-                r
-            }
+            Ok((session, records)) => self.plan_apply(session, records, planned).await,
             Err(e) => Err((None, e)),
         };
         remote.close().await;
@@ -329,13 +386,13 @@ impl Job<'_> {
 
     /// Reads the host. Writers take the host lock and probe under it in the same command; a
     /// dry run only reads, without the lock.
-    async fn probe(&self, remote: &Remote) -> Result<(Option<Lock>, HostRecords), String> {
+    async fn probe<'r>(&self, remote: &'r Remote) -> Result<(Session<'r>, HostRecords), String> {
         let (host, opts) = (self.host, self.opts);
         let t = Instant::now();
         if opts.dry_run {
             let records = probe_unlocked(remote, self.desired, &host.state_dir).await?;
             tracing::debug!(host = %host.name, ms = t.elapsed().as_millis() as u64, "probed");
-            return Ok((None, records));
+            return Ok((Session::Unlocked(remote), records));
         }
         let script = probe::probe_script(self.desired, &host.state_dir);
         let (lock, stdout) = remote
@@ -347,31 +404,82 @@ impl Job<'_> {
             )
             .await?;
         tracing::debug!(host = %host.name, ms = t.elapsed().as_millis() as u64, bytes = script.len(), "probed under the lock");
-        let records = probe::parse_records(&String::from_utf8_lossy(&stdout));
-        if !records.complete() {
-            lock.release().await;
-            return Err("the probe did not complete: its output was cut short".into());
+        match parse_probe(&stdout, self.desired) {
+            Ok(records) => Ok((Session::Locked(Box::new(lock)), records)),
+            Err(e) => {
+                lock.release().await;
+                Err(e)
+            }
         }
-        Ok((Some(lock), records))
     }
 
     async fn plan_apply(
         &self,
-        remote: &Remote,
+        mut session: Session<'_>,
         records: HostRecords,
         planned: Option<HostPlan>,
     ) -> Result<HostRun, HostError> {
-        let (host, desired, opts) = (self.host, self.desired, self.opts);
+        let result = self.plan(&mut session, &records, planned).await;
+        let (plan, previous) = match result {
+            Ok(p) => p,
+            Err(e) => {
+                session.release().await;
+                return Err((None, e));
+            }
+        };
+        let mut run = HostRun {
+            host: self.host.name.clone(),
+            plan: None,
+            outcome: None,
+            error: None,
+            duration: Duration::ZERO,
+        };
+        let refusal = plan.refusal().or_else(|| {
+            (!self.opts.allow_mass_prune)
+                .then(|| plan::mass_prune(&previous, &plan))
+                .flatten()
+        });
+        if let Some(why) = refusal {
+            run.error = Some(format!("{why}; nothing was changed on this host"));
+        }
+        let lock = match session {
+            Session::Locked(lock) if run.error.is_none() && plan.has_changes() => *lock,
+            other => {
+                other.release().await;
+                run.plan = Some(plan);
+                return Ok(run);
+            }
+        };
+        self.apply(lock, plan, &previous, run).await
+    }
+
+    /// Reads what planning needs besides the probe (the folders of what is to be pruned, the
+    /// old contents of changed files) and plans the host.
+    async fn plan(
+        &self,
+        session: &mut Session<'_>,
+        records: &HostRecords,
+        planned: Option<HostPlan>,
+    ) -> Result<(HostPlan, HostState), String> {
+        let (desired, opts) = (self.desired, self.opts);
+        let previous = HostState::from_probe(records.facts.get("state").map(String::as_str))
+            .map_err(|e| e.to_string())?;
+        let mut dirs = records.dir_states(&probe::host_dirs(desired));
+        let extra = plan::prune_dirs(desired, &previous);
+        if !extra.is_empty() {
+            dirs.extend(read_prune_dirs(session, &extra, opts.remote.command_timeout).await?);
+        }
         let cx = PlanCx {
             facts: records.facts.clone(),
             now: time::OffsetDateTime::now_utc().unix_timestamp(),
             force_reissue: opts.force_reissue,
             prune_users: opts.prune_users,
+            dirs,
         };
+        let fresh = plan::plan_host(desired, records, &previous, &cx);
         let mut plan = match planned {
             // A reviewed plan: its steps, with contents from the (identical) rendering.
             Some(mut p) => {
-                let fresh = plan::plan_host(desired, &records, &cx);
                 // Where the host still is as reviewed, the script compares text; elsewhere
                 // it compares the reviewed hash, and refuses.
                 for r in &mut p.resources {
@@ -381,54 +489,52 @@ impl Job<'_> {
                         .find(|f| f.index == r.index && f.actual_sha256 == r.actual_sha256)
                         .and_then(|f| f.actual_text.clone());
                 }
+                // Whose hands write each path is decided again, from what the host is now.
+                for (r, f) in p.resources.iter_mut().zip(&fresh.resources) {
+                    if f.action == Action::Error {
+                        r.action = Action::Error;
+                        r.error = f.error.clone();
+                    }
+                }
                 p.contents = fresh.contents;
                 p.next_state = fresh.next_state;
+                p.domains = fresh.domains;
                 p
             }
-            None => plan::plan_host(desired, &records, &cx),
+            None => fresh,
         };
         plan.next_state.commit = self.commit.map(str::to_string);
         if opts.diffs {
-            fill_diffs(remote, &mut plan).await;
+            fill_diffs(session, &mut plan, opts.remote.command_timeout).await;
         }
-        let mut run = HostRun {
-            host: host.name.clone(),
-            plan: None,
-            outcome: None,
-            error: None,
-            duration: Duration::ZERO,
-        };
-        if let Some(bad) = plan.errors().next() {
-            run.error = Some(format!(
-                "{}/{} cannot be converged: {}; nothing was changed on this host",
-                bad.kind,
-                bad.name,
-                bad.error.as_deref().unwrap_or("unknown error")
-            ));
-        }
-        if run.error.is_some() {
-            run.plan = Some(plan);
-            return Ok(run);
-        }
-        if opts.dry_run || !plan.has_changes() {
-            run.plan = Some(plan);
-            return Ok(run);
-        }
-        let previous = records
-            .facts
-            .get("state")
-            .and_then(|s| HostState::decode(s).ok())
-            .unwrap_or_default();
+        Ok((plan, previous))
+    }
+
+    async fn apply(
+        &self,
+        lock: Lock,
+        mut plan: HostPlan,
+        previous: &HostState,
+        mut run: HostRun,
+    ) -> Result<HostRun, HostError> {
+        let (host, desired) = (self.host, self.desired);
         if let Err(e) = apply::issue_certificates(&mut plan, desired, &RepoIssuer::new(self.repo)) {
+            lock.release().await;
             return Err((Some(plan), e.to_string()));
         }
         let script =
-            match apply::apply_script(&plan, desired, &previous, &host.state_dir, self.run_id) {
+            match apply::apply_script(&plan, desired, previous, &host.state_dir, self.run_id) {
                 Ok(s) => s,
-                Err(e) => return Err((Some(plan), e.to_string())),
+                Err(e) => {
+                    lock.release().await;
+                    return Err((Some(plan), e.to_string()));
+                }
             };
         let t = Instant::now();
-        let out = match remote.run(script.as_bytes()).await {
+        let out = match lock
+            .finish(script.as_bytes(), self.opts.remote.command_timeout)
+            .await
+        {
             Ok(o) => o,
             Err(e) => return Err((Some(plan), e)),
         };
@@ -456,31 +562,47 @@ impl Job<'_> {
 /// Largest old file fetched to show a diff.
 const MAX_DIFF_BYTES: u64 = 512 * 1024;
 
-/// Fetches the old content of changed, non-sensitive files (one extra round trip, only when
-/// something changed) and fills in the unified diffs.
-async fn fill_diffs(remote: &Remote, plan: &mut HostPlan) {
-    let mut wanted: Vec<String> = Vec::new();
+/// Fetches the old content of changed files that may be shown (one extra read, only when
+/// something changed) and fills in the unified diffs. Content from a secret is never fetched,
+/// old (the host state says it was) or new. The old content is read as the user whose hands
+/// write the path (see [`crate::plan::chain`]), never through a symlink, and shown only when it
+/// is exactly what the probe hashed.
+async fn fill_diffs(session: &mut Session<'_>, plan: &mut HostPlan, limit: Duration) {
+    let mut wanted: Vec<(String, String)> = Vec::new();
     for r in &plan.resources {
         if !matches!(r.action, Action::Create | Action::Update | Action::Drift) {
             continue;
         }
         for d in &r.diffs {
-            if !d.new.sensitive && d.old_sha256.is_some() && !wanted.contains(&d.path) {
-                wanted.push(d.path.clone());
+            if let Some(old) = &d.old_sha256
+                && !d.new.sensitive
+                && !d.old_sensitive
+                && !wanted.iter().any(|(p, _)| p == &d.path)
+            {
+                wanted.push((d.path.clone(), old.clone()));
             }
         }
     }
     let mut old: std::collections::BTreeMap<String, String> = Default::default();
     if !wanted.is_empty() {
         let mut s = String::new();
-        for (i, p) in wanted.iter().enumerate() {
+        for (i, (p, _)) in wanted.iter().enumerate() {
             let q = crate::shell::quote(p);
+            let reader = match plan.domains.get(p) {
+                Some(user) => {
+                    let u = crate::shell::quote(user);
+                    format!(
+                        "pl_g=$(id -g -- {u}) && setpriv --reuid={u} --regid=\"$pl_g\" --init-groups -- base64 -w0 -- {q}"
+                    )
+                }
+                None => format!("base64 -w0 -- {q}"),
+            };
             s.push_str(&format!(
-                "if [ -f {q} ] && [ $(stat -c %s {q}) -le {MAX_DIFF_BYTES} ]; then printf 'C\\t{i}\\t'; base64 -w0 < {q}; echo; fi\n"
+                "if [ -f {q} ] && [ ! -L {q} ] && [ \"$(stat -c %s -- {q})\" -le {MAX_DIFF_BYTES} ]; then printf 'C\\t{i}\\t'; {reader}; echo; fi\n"
             ));
         }
-        if let Ok(out) = remote.run(s.as_bytes()).await {
-            for line in String::from_utf8_lossy(&out.stdout).lines() {
+        if let Ok(out) = session.exchange(&s, limit).await {
+            for line in String::from_utf8_lossy(&out).lines() {
                 let f: Vec<&str> = line.splitn(3, '\t').collect();
                 if f.len() == 3
                     && f[0] == "C"
@@ -488,7 +610,11 @@ async fn fill_diffs(remote: &Remote, plan: &mut HostPlan) {
                         f[1].parse::<usize>(),
                         base64::engine::general_purpose::STANDARD.decode(f[2]),
                     )
-                    && let (Some(p), Ok(text)) = (wanted.get(i), String::from_utf8(bytes))
+                    && let Some((p, sha)) = wanted.get(i)
+                    // The same bytes the probe hashed, or nothing: a file swapped since
+                    // then is not shown.
+                    && crate::model::desired::sha256_hex(&bytes) == *sha
+                    && let Ok(text) = String::from_utf8(bytes)
                 {
                     old.insert(p.clone(), text);
                 }
@@ -498,7 +624,7 @@ async fn fill_diffs(remote: &Remote, plan: &mut HostPlan) {
     let contents = plan.contents.clone();
     for r in &mut plan.resources {
         for d in &mut r.diffs {
-            if d.new.sensitive {
+            if d.new.sensitive || d.old_sensitive {
                 continue;
             }
             let Some(new) = contents.get(&d.new.sha256).and_then(|c| c.display_text()) else {

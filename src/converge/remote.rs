@@ -126,11 +126,13 @@ impl Remote {
 
     /// Takes the host lock, waiting up to `wait` for another run to finish (then fails naming
     /// it), and runs `script` under it on the same channel, at most `limit`: one command for
-    /// both. Returns the lock and what the script printed. The script must end by printing
-    /// [`LOCKED_SCRIPT_END`] on a line of its own.
+    /// both. Returns the lock, still held by the shell that ran the script (later scripts go
+    /// to that same shell through [`Lock::exchange`] and [`Lock::finish`]), and what the script
+    /// printed.
     ///
-    /// The lock lives as long as the returned guard's session; if plumb dies, the connection
-    /// drops and the host releases it by itself.
+    /// The lock is held by the process that does the work: it is released when that shell
+    /// ends, never while an apply it runs is still going; if plumb dies, the apply script's
+    /// watchdog stops the work, and the lock goes with it.
     pub async fn lock_and_run(
         &self,
         state_dir: &str,
@@ -140,24 +142,24 @@ impl Remote {
     ) -> Result<(Lock, Vec<u8>), String> {
         let dir = quote(state_dir);
         let secs = wait.as_secs().max(1);
-        // The shell reads the script, prints its records, then `cat` holds the lock until
-        // plumb closes stdin (or the connection drops).
+        // A symlink in place of the state folder would send the lock, the state file and the
+        // backups elsewhere: refused. The folder is created for this user alone.
         let cmd = format!(
-            "{{ [ -d {dir} ] || mkdir -p {dir}; }} && chmod 700 {dir} && exec flock -w {secs} -E 75 {dir}/lock sh -s"
+            "if [ -L {dir} ]; then echo 'plumb: the state folder is a symlink' >&2; exit 78; fi; \
+             {{ [ -d {dir} ] || mkdir -p -m 700 {dir}; }} && chmod 700 {dir} && exec flock -w {secs} -E 75 {dir}/lock sh -s"
         );
+        let marker = end_marker();
         let mut input = Vec::with_capacity(script.len() + 64);
         input.extend_from_slice(script);
-        input.extend_from_slice(
-            format!("\nprintf '%s\\n' {LOCKED_SCRIPT_END}\nexec cat >/dev/null\n").as_bytes(),
-        );
+        input.extend_from_slice(format!("\nprintf '%s\\n' {marker}\n").as_bytes());
         let limit = wait + limit;
         match self {
             Remote::Ssh(c) => c
-                .hold(&cmd, &input, LOCKED_SCRIPT_END, limit)
+                .hold(&cmd, &input, &marker, limit)
                 .await
                 .map(|(held, out)| (Lock::Ssh(held), out))
                 .map_err(|e| lock_error(e.to_string(), secs)),
-            Remote::Local { .. } => hold_local(&cmd, &input, LOCKED_SCRIPT_END, limit)
+            Remote::Local { .. } => hold_local(&cmd, &input, &marker, limit)
                 .await
                 .map_err(|e| lock_error(e, secs)),
         }
@@ -184,27 +186,131 @@ fn lock_error(e: String, secs: u64) -> String {
     }
 }
 
-/// The line a script run under the lock ends with.
-pub const LOCKED_SCRIPT_END: &str = "PLUMB_LOCKED_SCRIPT_END";
+/// A random line that ends a turn of a held shell: a host user cannot print it ahead of time.
+fn end_marker() -> String {
+    format!("PLUMB_END_{}", crate::shell::random_hex(16))
+}
 
-/// A held host lock.
+/// A held host lock: the shell that took it, waiting for the next script.
 pub enum Lock {
     /// Held by an SSH channel.
     Ssh(transport::Held),
     /// Held by a local `flock` process.
-    Local(tokio::process::Child),
+    Local(Box<LocalHeld>),
+}
+
+/// A local held shell: the child, its stdin, and its stdout read line by line.
+pub struct LocalHeld {
+    child: tokio::process::Child,
+    stdin: tokio::process::ChildStdin,
+    stdout: tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
 }
 
 impl Lock {
-    /// Releases the lock.
+    /// Runs `script` in the held shell and returns what it printed (the shell stays held).
+    pub async fn exchange(&mut self, script: &[u8], limit: Duration) -> Result<Vec<u8>, String> {
+        let marker = end_marker();
+        match self {
+            Lock::Ssh(h) => h
+                .exchange(script, &marker, limit)
+                .await
+                .map(|o| o.stdout)
+                .map_err(|e| e.to_string()),
+            Lock::Local(l) => {
+                let mut input = script.to_vec();
+                input.extend_from_slice(format!("\nprintf '%s\\n' {marker}\n").as_bytes());
+                let turn = async {
+                    l.stdin.write_all(&input).await.map_err(|e| e.to_string())?;
+                    read_lines_until(&mut l.stdout, Some(&marker)).await
+                };
+                match tokio::time::timeout(limit, turn).await {
+                    Ok(Ok((out, true))) => Ok(out),
+                    Ok(Ok((_, false))) => {
+                        Err("the held shell ended in the middle of a turn".into())
+                    }
+                    Ok(Err(e)) => Err(e),
+                    Err(_) => Err(format!("the script did not finish within {limit:?}")),
+                }
+            }
+        }
+    }
+
+    /// Runs the last `script` (it ends the shell, which releases the lock) and returns what it
+    /// printed and its exit status. stdin stays open until the shell has ended: its end is what
+    /// tells the script's watchdog that plumb went away.
+    pub async fn finish(self, script: &[u8], limit: Duration) -> Result<ScriptOutput, String> {
+        match self {
+            Lock::Ssh(h) => {
+                let out = h.finish(script, limit).await.map_err(|e| e.to_string())?;
+                Ok(ScriptOutput {
+                    stdout: out.stdout,
+                    stderr: out.stderr,
+                    status: out.status.unwrap_or(255),
+                })
+            }
+            Lock::Local(mut l) => {
+                let turn = async {
+                    l.stdin.write_all(script).await.map_err(|e| e.to_string())?;
+                    let (out, _) = read_lines_until(&mut l.stdout, None).await?;
+                    let status = l.child.wait().await.map_err(|e| e.to_string())?;
+                    Ok::<_, String>((out, status.code().map(|c| c as u32).unwrap_or(255)))
+                };
+                let r = tokio::time::timeout(limit, turn).await;
+                let mut stderr = Vec::new();
+                if let Some(mut e) = l.child.stderr.take() {
+                    use tokio::io::AsyncReadExt as _;
+                    let _ =
+                        tokio::time::timeout(Duration::from_secs(2), e.read_to_end(&mut stderr))
+                            .await;
+                }
+                let _ = l.child.kill().await;
+                match r {
+                    Ok(Ok((stdout, status))) => Ok(ScriptOutput {
+                        stdout,
+                        stderr,
+                        status,
+                    }),
+                    Ok(Err(e)) => Err(e),
+                    Err(_) => Err(format!("the script did not finish within {limit:?}")),
+                }
+            }
+        }
+    }
+
+    /// Releases the lock: EOF to the held shell, which then ends.
     pub async fn release(self) {
         match self {
             Lock::Ssh(h) => h.release().await,
-            Lock::Local(mut child) => {
-                drop(child.stdin.take());
+            Lock::Local(l) => {
+                let LocalHeld {
+                    mut child, stdin, ..
+                } = *l;
+                drop(stdin);
                 let _ = tokio::time::timeout(Duration::from_secs(5), child.wait()).await;
                 let _ = child.kill().await;
             }
+        }
+    }
+}
+
+/// Reads lines until one equals `marker` (true) or the stream ends (false); the lines before,
+/// each with its newline.
+async fn read_lines_until(
+    lines: &mut tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
+    marker: Option<&str>,
+) -> Result<(Vec<u8>, bool), String> {
+    let mut before = Vec::new();
+    loop {
+        match lines.next_line().await {
+            Ok(Some(l)) => {
+                if Some(l.as_str()) == marker {
+                    return Ok((before, true));
+                }
+                before.extend_from_slice(l.as_bytes());
+                before.push(b'\n');
+            }
+            Ok(None) => return Ok((before, false)),
+            Err(e) => return Err(e.to_string()),
         }
     }
 }
@@ -248,38 +354,30 @@ async fn hold_local(
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
+        // Its own process group: the apply watchdog stops "its whole group", never plumb.
+        .process_group(0)
         .kill_on_drop(true)
         .spawn()
         .map_err(|e| format!("cannot start flock: {e}"))?;
     let mut stdin = child.stdin.take().ok_or("no stdin")?;
     let stdout = child.stdout.take().ok_or("no stdout")?;
-    let input = input.to_vec();
+    let mut lines = BufReader::new(stdout).lines();
     let waited = tokio::time::timeout(limit, async {
         // stdin stays open (it holds the lock) once the input is written.
-        let write = async {
-            let r = stdin.write_all(&input).await;
-            (stdin, r)
-        };
-        let read = async {
-            let mut lines = BufReader::new(stdout).lines();
-            let mut before = Vec::new();
-            while let Ok(Some(l)) = lines.next_line().await {
-                if l.trim() == ready {
-                    return Some(before);
-                }
-                before.extend_from_slice(l.as_bytes());
-                before.push(b'\n');
-            }
-            None
-        };
+        let write = stdin.write_all(input);
+        let read = read_lines_until(&mut lines, Some(ready));
         tokio::join!(write, read)
     })
     .await;
     match waited {
-        Ok(((stdin, Ok(())), Some(out))) => {
-            child.stdin = Some(stdin);
-            Ok((Lock::Local(child), out))
-        }
+        Ok((Ok(()), Ok((out, true)))) => Ok((
+            Lock::Local(Box::new(LocalHeld {
+                child,
+                stdin,
+                stdout: lines,
+            })),
+            out,
+        )),
         Ok(_) => {
             let status = child.wait().await.ok().and_then(|s| s.code()).unwrap_or(-1);
             Err(format!("exited with {status}"))

@@ -330,6 +330,10 @@ impl CertificateState {
 }
 
 impl Converge for CertificateState {
+    fn owner(&self) -> Option<&str> {
+        Some(&self.owner)
+    }
+
     fn probe(&self, index: usize, out: &mut String) {
         self.cas_probe(index, out);
         out.push_str(&format!("pl_cert {index} {}\n", quote(&self.cert_path)));
@@ -486,6 +490,7 @@ impl CertificateState {
             now,
             force_reissue: false,
             prune_users: false,
+            dirs: Default::default(),
         };
         let reason = self.reissue_reason(pem_b64, &parse_path(actual.get("key")), &cx);
         let health = match (&reason, pem_b64) {
@@ -543,7 +548,9 @@ mod tests {
             None => "absent".into(),
         };
         format!(
-            "0.cert\tfile\t644 0 0 root root 700\tabc\n0.key\tfile\t600 0 0 root root 200\tdef\n0.pem\t{pem}\nH\tdone\n"
+            "H\tbegin\t1\n0.cert\tfile\t644 0 0 root root 700\t{}\n0.key\tfile\t600 0 0 root root 200\t{}\n0.pem\t{pem}\nH\tdone\n",
+            "a".repeat(64),
+            "d".repeat(64)
         )
     }
 
@@ -554,7 +561,7 @@ mod tests {
         let issued = crate::pki::issue(&ca.cert_pem, &ca.key_pem, &want).unwrap();
         let info = crate::pki::inspect(&issued.cert_pem).unwrap();
         let out = records(Some(&issued.cert_pem));
-        let r = parse_records(&out);
+        let r = parse_records(&out, 1, 0).unwrap();
 
         // Just issued: ten days left, a three-day window.
         let now = info.not_after - 10 * 86_400 + 60;
@@ -585,7 +592,7 @@ mod tests {
 
         // Not there.
         let out = records(None);
-        let s = want.status("pg1", "c", parse_records(&out).of(0), now);
+        let s = want.status("pg1", "c", parse_records(&out, 1, 0).unwrap().of(0), now);
         assert_eq!(s.health, CertificateHealth::Missing);
         assert_eq!(s.days_left, None);
     }

@@ -69,6 +69,10 @@ impl DirectorySpec {
 }
 
 impl Converge for DirectorySpec {
+    fn owner(&self) -> Option<&str> {
+        Some(&self.owner)
+    }
+
     fn probe(&self, index: usize, out: &mut String) {
         out.push_str(&format!("pl_path {index} {}\n", quote(&self.path)));
     }

@@ -146,6 +146,10 @@ impl FileSpec {
 }
 
 impl Converge for FileState {
+    fn owner(&self) -> Option<&str> {
+        Some(&self.owner)
+    }
+
     fn probe(&self, index: usize, out: &mut String) {
         out.push_str(&format!("pl_path {index} {}\n", quote(&self.path)));
     }

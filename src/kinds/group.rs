@@ -109,7 +109,12 @@ impl Converge for GroupSpec {
                 });
             }
             (Presence::Present, true) => {
-                let Some((_, gid, _)) = rec.get(1).and_then(|l| parse_group_entry(l)) else {
+                let entry = rec
+                    .get(1)
+                    .and_then(|b| crate::probe::decode_text(b))
+                    .and_then(|l| parse_group_entry(&l))
+                    .filter(|(name, _, _)| *name == self.group);
+                let Some((_, gid, _)) = entry else {
                     p.error = Some("unreadable group entry".into());
                     return p;
                 };

@@ -359,6 +359,14 @@ pub trait Converge {
     fn refresh(&self, _cx: &crate::plan::PlanCx) -> Vec<crate::plan::Step> {
         Vec::new()
     }
+
+    /// The user owning what this resource writes, when plumb may write it as that user in a
+    /// folder that user can write (files, folders, symlinks, certificates: see
+    /// [`crate::plan::chain`]). None for kinds whose files root acts on (units, stacks):
+    /// those must live in folders only root can write.
+    fn owner(&self) -> Option<&str> {
+        None
+    }
 }
 
 /// Builds a desired item for a manifest with its common fields.

@@ -106,11 +106,10 @@ impl Converge for PackageSpec {
         let mut installed = Vec::new();
         for want in &self.packages {
             let name = want.split('=').next().unwrap_or(want);
-            let rec = actual.all("").find(|f| {
-                f.first().map(String::as_str) == Some("pkg")
-                    && f.get(1).map(String::as_str) == Some(name)
-            });
-            match rec.and_then(|f| f.get(2)).map(String::as_str) {
+            let rec = actual
+                .all("pkg")
+                .find(|f| f.first().map(String::as_str) == Some(name));
+            match rec.and_then(|f| f.get(1)).map(String::as_str) {
                 Some("installed") => installed.push(want.clone()),
                 _ => missing.push(want.clone()),
             }

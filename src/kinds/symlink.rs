@@ -67,6 +67,10 @@ impl SymlinkSpec {
 }
 
 impl Converge for SymlinkSpec {
+    fn owner(&self) -> Option<&str> {
+        Some(&self.owner)
+    }
+
     fn probe(&self, index: usize, out: &mut String) {
         out.push_str(&format!("pl_path {index} {}\n", quote(&self.path)));
     }

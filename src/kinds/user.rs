@@ -135,7 +135,7 @@ pub struct PasswdEntry {
 /// Parses `name:x:uid:gid:gecos:home:shell`.
 pub fn parse_passwd(line: &str) -> Option<PasswdEntry> {
     let f: Vec<&str> = line.split(':').collect();
-    if f.len() < 7 {
+    if f.len() != 7 {
         return None;
     }
     Some(PasswdEntry {
@@ -181,15 +181,17 @@ impl Converge for UserSpec {
                 });
             }
             (Presence::Present, true) => {
-                let Some(e) = rec.get(1).and_then(|l| parse_passwd(l)) else {
+                // The passwd entry, then `id -Gn` (the primary group first).
+                let text = rec
+                    .get(1)
+                    .and_then(|b| crate::probe::decode_text(b))
+                    .unwrap_or_default();
+                let (passwd, group_line) = text.split_once('\n').unwrap_or((&text, ""));
+                let Some(e) = parse_passwd(passwd).filter(|e| e.name == self.user) else {
                     p.error = Some("unreadable passwd entry".into());
                     return p;
                 };
-                // `id -Gn` lists the primary group first.
-                let groups: Vec<&str> = rec
-                    .get(2)
-                    .map(|g| g.split(',').filter(|s| !s.is_empty()).collect())
-                    .unwrap_or_default();
+                let groups: Vec<&str> = group_line.split(' ').filter(|s| !s.is_empty()).collect();
                 if let Some(want) = self.uid.filter(|w| *w != e.uid) {
                     if self.allow_renumber {
                         p.changes.push(Change::new(

@@ -1,13 +1,15 @@
 //! Plan: desired state against actual state, per host, into ordered steps with human-readable
 //! changes and unified diffs. Pure: the probe's records in, a [`HostPlan`] out.
 
+pub mod chain;
 pub mod diff;
 
 use crate::kinds::PrimitiveSpec;
 use crate::model::desired::{Content, Desired, DesiredHost, sha256_hex};
 use crate::model::values::{DriftPolicy, FileMode, ResourceRef};
-use crate::probe::{HostRecords, Records};
+use crate::probe::{DirState, HostRecords, Records};
 use crate::state::{HostState, Managed};
+use chain::{Chain, Domain};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -157,6 +159,19 @@ impl Step {
     pub fn after_reload(&self) -> bool {
         matches!(self, Step::Systemctl { .. })
     }
+
+    /// The host path a file-system step acts on (for deciding whose hands run it).
+    pub fn path(&self) -> Option<&str> {
+        match self {
+            Step::WriteFile { path, .. }
+            | Step::SetMeta { path, .. }
+            | Step::Mkdir { path, .. }
+            | Step::Remove { path }
+            | Step::RemoveDir { path }
+            | Step::Symlink { path, .. } => Some(path),
+            _ => None,
+        }
+    }
 }
 
 /// A field that differs, in words.
@@ -212,6 +227,10 @@ pub struct DiffSpec {
     pub old_sha256: Option<String>,
     /// New content.
     pub new: ContentRef,
+    /// True when the host's current content came from a secret (the host state says so):
+    /// it is never fetched nor shown, whatever the new content is.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub old_sensitive: bool,
     /// Unified diff text, filled in after fetching (never for sensitive content).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub text: Option<String>,
@@ -296,6 +315,9 @@ pub struct PrunePlan {
     pub managed: Managed,
     /// Steps that remove it.
     pub steps: Vec<Step>,
+    /// Why it cannot be removed safely (nothing is then applied on the host).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub error: Option<String>,
 }
 
 /// The plan of one host.
@@ -320,6 +342,9 @@ pub struct HostPlan {
     /// What the host's state file will say after apply.
     #[serde(skip)]
     pub next_state: HostState,
+    /// Paths written as another user than root (see [`chain`]): path → the user for `setpriv`.
+    #[serde(skip)]
+    pub domains: BTreeMap<String, String>,
 }
 
 impl HostPlan {
@@ -339,6 +364,27 @@ impl HostPlan {
     pub fn errors(&self) -> impl Iterator<Item = &ResourcePlan> {
         self.resources.iter().filter(|r| r.action == Action::Error)
     }
+
+    /// The first reason this plan cannot be applied at all, in words: a resource or a removal
+    /// that cannot be planned.
+    pub fn refusal(&self) -> Option<String> {
+        if let Some(bad) = self.errors().next() {
+            return Some(format!(
+                "{}/{} cannot be converged: {}",
+                bad.kind,
+                bad.name,
+                bad.error.as_deref().unwrap_or("unknown error")
+            ));
+        }
+        self.prune.iter().find_map(|p| {
+            p.error.as_ref().map(|e| {
+                format!(
+                    "{}/{} (removed from the repo) cannot be removed: {e}",
+                    p.managed.kind, p.managed.name
+                )
+            })
+        })
+    }
 }
 
 /// What planning needs besides the records.
@@ -352,9 +398,19 @@ pub struct PlanCx {
     pub force_reissue: bool,
     /// Remove users and groups that left the repo.
     pub prune_users: bool,
+    /// The folders on the way to managed paths, as the probe found them.
+    pub dirs: BTreeMap<String, DirState>,
 }
 
 impl PlanCx {
+    /// The uid plumb's shell runs as on the host (from the probe; 0 when unknown).
+    pub fn login_uid(&self) -> u32 {
+        self.facts
+            .get("uid")
+            .and_then(|u| u.parse().ok())
+            .unwrap_or(0)
+    }
+
     /// The compose command the host has, if any.
     pub fn compose(&self) -> Option<&str> {
         self.facts
@@ -373,24 +429,50 @@ pub fn desired_hash(d: &Desired) -> String {
     sha256_hex(text.as_bytes())
 }
 
-/// Plans one host.
-pub fn plan_host(desired: &DesiredHost, records: &HostRecords, cx: &PlanCx) -> HostPlan {
+/// Plans one host: `previous` is what the host's state file says plumb managed there (see
+/// [`crate::state::HostState::from_probe`]).
+pub fn plan_host(
+    desired: &DesiredHost,
+    records: &HostRecords,
+    previous: &HostState,
+    cx: &PlanCx,
+) -> HostPlan {
+    let declared = declared_dirs(desired);
+    let chain = Chain {
+        dirs: &cx.dirs,
+        declared: &declared,
+        login_uid: cx.login_uid(),
+    };
+    let mut domains = BTreeMap::new();
     let mut resources = Vec::with_capacity(desired.resources.len());
     let mut contents = BTreeMap::new();
     for (i, d) in desired.resources.iter().enumerate() {
         for c in d.spec.contents() {
             contents.insert(c.sha256(), c.clone());
         }
-        resources.push(plan_resource(i, d, records.of(i), cx));
+        let mut p = plan_resource(i, d, records.of(i), cx);
+        if let Err(e) = place(d, &chain, &mut domains) {
+            p.action = Action::Error;
+            p.error = Some(e);
+            p.steps.clear();
+        }
+        resources.push(p);
     }
 
-    let previous = records
-        .facts
-        .get("state")
-        .and_then(|s| HostState::decode(s).ok())
-        .unwrap_or_default();
     let next_state = HostState::of(desired);
-    let prune = plan_prune(&previous, &next_state, cx);
+    // What plumb last wrote from a secret is never shown, whatever the new content is.
+    for r in &mut resources {
+        for d in &mut r.diffs {
+            d.old_sensitive = previous.was_sensitive(&d.path);
+        }
+    }
+    let mut prune = plan_prune(previous, &next_state, cx);
+    for item in &mut prune {
+        if let Err(e) = place_prune(&item.managed, &chain, &mut domains) {
+            item.error = Some(e);
+            item.steps.clear();
+        }
+    }
 
     let handlers = plan_handlers(desired, &resources, cx);
     HostPlan {
@@ -401,7 +483,125 @@ pub fn plan_host(desired: &DesiredHost, records: &HostRecords, cx: &PlanCx) -> H
         compose: cx.compose().map(str::to_string),
         contents,
         next_state,
+        domains,
     }
+}
+
+/// Directories the repo declares on this host, by path: their owner (for folders the host does
+/// not have yet, see [`Chain`]).
+fn declared_dirs(desired: &DesiredHost) -> BTreeMap<String, String> {
+    desired
+        .resources
+        .iter()
+        .filter_map(|d| match &d.spec {
+            PrimitiveSpec::Directory(dir)
+                if dir.state == crate::model::values::Presence::Present =>
+            {
+                Some((dir.path.clone(), dir.owner.clone()))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// Decides whose hands write each path of a resource (recorded in `domains` when not root's),
+/// or why plumb refuses to write it.
+fn place(d: &Desired, chain: &Chain, domains: &mut BTreeMap<String, String>) -> Result<(), String> {
+    for path in d.spec.paths() {
+        let domain = chain.domain(&path)?;
+        let Some(user) = domain.user() else { continue };
+        let Domain::User { name, .. } = &domain else {
+            continue;
+        };
+        match d.spec.engine().owner() {
+            Some(owner) if domain.admits(owner) => {
+                domains.insert(path, user);
+            }
+            Some(owner) => {
+                return Err(format!(
+                    "`{path}` lies in a folder that user {name} can write, so plumb writes it as {name}; it cannot be owned by {owner}: make {name} its owner, or move it to a folder only root can write"
+                ));
+            }
+            None => {
+                return Err(format!(
+                    "`{path}` lies in a folder that user {name} can write; a {} runs as root and must live in folders only root can write",
+                    d.kind
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The same for a resource that left the repo: removing a file is done as the folder's user.
+fn place_prune(
+    m: &Managed,
+    chain: &Chain,
+    domains: &mut BTreeMap<String, String>,
+) -> Result<(), String> {
+    for path in &m.paths {
+        match chain.domain(path)? {
+            Domain::Root => {}
+            domain
+                if matches!(
+                    m.kind.as_str(),
+                    "File" | "Symlink" | "Certificate" | "Directory"
+                ) =>
+            {
+                if let Some(user) = domain.user() {
+                    domains.insert(path.clone(), user);
+                }
+            }
+            Domain::User { name, .. } => {
+                return Err(format!(
+                    "`{path}` lies in a folder that user {name} can write; plumb will not remove a {} from there as root",
+                    m.kind
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The folders the probe did not read but pruning needs: those on the way to the paths of
+/// resources that left the repo. Usually none; when some, converge reads them in a second
+/// command (on the same locked session) before planning.
+pub fn prune_dirs(desired: &DesiredHost, previous: &HostState) -> Vec<String> {
+    let next = HostState::of(desired);
+    let gone = previous.resources.iter().filter(|m| {
+        !next
+            .resources
+            .iter()
+            .any(|n| n.kind == m.kind && n.name == m.name)
+    });
+    let probed = crate::probe::host_dirs(desired);
+    crate::probe::ancestor_dirs(gone.flat_map(|m| m.paths.iter().cloned()))
+        .into_iter()
+        .filter(|d| probed.binary_search(d).is_err())
+        .collect()
+}
+
+/// Why a host's plan is refused for removing too much at once, unless told so: more than half
+/// of what plumb manages on the host, and at least two resources. A repo that lost a manifest
+/// or a host selector by mistake must not wipe a host (and under `plumb pull` a fleet).
+pub fn mass_prune(previous: &HostState, plan: &HostPlan) -> Option<String> {
+    let managed = previous.resources.len();
+    let gone = previous
+        .resources
+        .iter()
+        .filter(|m| {
+            !plan
+                .next_state
+                .resources
+                .iter()
+                .any(|n| n.kind == m.kind && n.name == m.name)
+        })
+        .count();
+    (gone >= 2 && gone * 2 > managed).then(|| {
+        format!(
+            "this converge would remove {gone} of the {managed} resources plumb manages on this host; plumb refuses to remove more than half at once. If that is what you want, run again with --allow-mass-prune; otherwise check the repo (a manifest deleted, a host selector changed?)"
+        )
+    })
 }
 
 fn plan_resource(index: usize, d: &Desired, actual: Records, cx: &PlanCx) -> ResourcePlan {
@@ -465,6 +665,7 @@ fn plan_prune(previous: &HostState, next: &HostState, cx: &PlanCx) -> Vec<PruneP
                 Some(PrunePlan {
                     managed: m.clone(),
                     steps,
+                    error: None,
                 })
             }
         })
@@ -507,6 +708,7 @@ pub fn file_diff(path: &str, old: Option<&str>, new: &Content) -> DiffSpec {
         path: path.to_string(),
         old_sha256: old.map(str::to_string),
         new: ContentRef::of(new),
+        old_sensitive: false,
         text: None,
     }
 }

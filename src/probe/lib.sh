@@ -1,17 +1,22 @@
 # plumb host library: POSIX sh + coreutils. Sent ahead of every probe and apply script.
-# Records are printed one per line: TAG<TAB>field<TAB>field...; TAG is a resource index with an
-# optional sub-key (3, 3.file, 3.enabled). Nothing here may print a file's content except the
+# Records are printed one per line: TAG<TAB>field<TAB>field...; TAG is `H` (a host fact), `A`
+# (an ancestor folder of a managed path) or a resource index with an optional sub-key (3,
+# 3.compose, 3.enabled). Every field is printable ASCII without tabs: text a host user could
+# choose (link targets, passwd and group entries, names) is printed base64-encoded, so no byte
+# of it can end a record or start another. Nothing here may print a file's content except the
 # base64 certificate record, and only for certificates.
 umask 077
 LC_ALL=C
 export LC_ALL
 PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 T='	'
+NL='
+'
 
 # pl_path TAG PATH: what is at PATH.
 pl_path() {
   if [ -L "$2" ]; then
-    printf '%s\tlink\t%s\n' "$1" "$(readlink -- "$2")"
+    printf '%s\tlink\t%s\n' "$1" "$(readlink -- "$2" | base64 -w0)"
   elif [ -f "$2" ]; then
     s=$(stat -c '%a %u %g %U %G %s' -- "$2") || { printf '%s\terror\tcannot stat\n' "$1"; return 0; }
     h=$(sha256sum < "$2") || { printf '%s\terror\tcannot read\n' "$1"; return 0; }
@@ -82,18 +87,53 @@ $pl_hs
 PL_HASH
 }
 
-# pl_user TAG NAME: passwd entry and supplementary group names.
-pl_user() {
-  if e=$(getent passwd "$2"); then
-    printf '%s\tpresent\t%s\t%s\n' "$1" "$e" "$(id -Gn -- "$2" 2>/dev/null | tr ' ' ',')"
-  else
-    printf '%s\tabsent\n' "$1"
-  fi
+# pl_dirs TAG PATH [TAG PATH]...: what each folder on the way to a managed path is, as `A`
+# records: `dir` with mode, uid, gid, owner and group; `link` with its target (base64); `absent`;
+# `other`. From one `stat` for all of them. Planning refuses a path whose folders a symlink
+# plumb did not declare leads through, and decides who may write below each folder.
+pl_dirs() {
+  pl_tags='' pl_n=$(($# / 2))
+  while [ "$pl_n" -gt 0 ]; do
+    pl_tags="$pl_tags$1 "
+    set -- "$@" "$2"
+    shift 2
+    pl_n=$((pl_n - 1))
+  done
+  pl_st=$(stat -c "%n$T%F$T%a %u %g %U %G" -- "$@" 2>/dev/null)
+  {
+    IFS= read -r pl_sl <&3 || pl_sl=''
+    for pl_p do
+      pl_t=${pl_tags%% *}
+      pl_tags=${pl_tags#* }
+      case $pl_sl in
+        "$pl_p$T"*)
+          pl_r=${pl_sl#"$pl_p$T"}
+          IFS= read -r pl_sl <&3 || pl_sl=''
+          case ${pl_r%%"$T"*} in
+            directory) printf 'A\t%s\tdir\t%s\n' "$pl_t" "${pl_r#*"$T"}" ;;
+            'symbolic link') printf 'A\t%s\tlink\t%s\n' "$pl_t" "$(readlink -- "$pl_p" | base64 -w0)" ;;
+            *) printf 'A\t%s\tother\n' "$pl_t" ;;
+          esac ;;
+        *)
+          if [ -e "$pl_p" ] || [ -L "$pl_p" ]; then printf 'A\t%s\tother\n' "$pl_t"
+          else printf 'A\t%s\tabsent\n' "$pl_t"; fi ;;
+      esac
+    done
+  } 3<<PL_STAT
+$pl_st
+PL_STAT
 }
 
-# pl_group TAG NAME: group entry.
+# pl_user TAG NAME: passwd entry, then the group names (`id -Gn`), base64 of both lines.
+pl_user() {
+  e=$({ getent passwd -- "$2" && id -Gn -- "$2"; } 2>/dev/null | base64 -w0)
+  if [ -n "$e" ]; then printf '%s\tpresent\t%s\n' "$1" "$e"; else printf '%s\tabsent\n' "$1"; fi
+}
+
+# pl_group TAG NAME: group entry, base64.
 pl_group() {
-  if e=$(getent group "$2"); then printf '%s\tpresent\t%s\n' "$1" "$e"; else printf '%s\tabsent\n' "$1"; fi
+  e=$(getent group -- "$2" 2>/dev/null | base64 -w0)
+  if [ -n "$e" ]; then printf '%s\tpresent\t%s\n' "$1" "$e"; else printf '%s\tabsent\n' "$1"; fi
 }
 
 # pl_pkg TAG NAME...: installed state of packages (apt or rpm).
@@ -105,11 +145,11 @@ pl_pkg() {
   for p in "$@"; do
     if command -v dpkg-query >/dev/null 2>&1; then
       v=$(dpkg-query -W -f='${db:Status-Abbrev}\t${Version}' -- "$p" 2>/dev/null) || v='un'
-      case "$v" in ii*) printf '%s\tpkg\t%s\tinstalled\t%s\n' "$t" "$p" "${v#*$T}";; *) printf '%s\tpkg\t%s\tmissing\n' "$t" "$p";; esac
+      case "$v" in ii*) pl_token "${v#*$T}"; printf '%s.pkg\t%s\tinstalled\t%s\n' "$t" "$p" "$PL_TOK";; *) printf '%s.pkg\t%s\tmissing\n' "$t" "$p";; esac
     elif command -v rpm >/dev/null 2>&1; then
-      if v=$(rpm -q --qf '%{VERSION}-%{RELEASE}' -- "$p" 2>/dev/null); then printf '%s\tpkg\t%s\tinstalled\t%s\n' "$t" "$p" "$v"; else printf '%s\tpkg\t%s\tmissing\n' "$t" "$p"; fi
+      if v=$(rpm -q --qf '%{VERSION}-%{RELEASE}' -- "$p" 2>/dev/null); then pl_token "$v"; printf '%s.pkg\t%s\tinstalled\t%s\n' "$t" "$p" "$PL_TOK"; else printf '%s.pkg\t%s\tmissing\n' "$t" "$p"; fi
     else
-      printf '%s\tpkg\t%s\tunknown\n' "$t" "$p"
+      printf '%s.pkg\t%s\tunknown\n' "$t" "$p"
     fi
   done
 }
@@ -117,8 +157,10 @@ pl_pkg() {
 # pl_unit_state TAG UNIT: enabled and active state.
 pl_unit_state() {
   if command -v systemctl >/dev/null 2>&1; then
-    printf '%s.enabled\t%s\n' "$1" "$(systemctl is-enabled -- "$2" 2>/dev/null || true)"
-    printf '%s.active\t%s\n' "$1" "$(systemctl is-active -- "$2" 2>/dev/null || true)"
+    pl_token "$(systemctl is-enabled -- "$2" 2>/dev/null)"
+    printf '%s.enabled\t%s\n' "$1" "$PL_TOK"
+    pl_token "$(systemctl is-active -- "$2" 2>/dev/null)"
+    printf '%s.active\t%s\n' "$1" "$PL_TOK"
   else
     printf '%s.enabled\tno-systemd\n%s.active\tno-systemd\n' "$1" "$1"
   fi
@@ -127,7 +169,8 @@ pl_unit_state() {
 # pl_unit_enabled TAG UNIT: enabled state only (what compare-and-swap covers).
 pl_unit_enabled() {
   if command -v systemctl >/dev/null 2>&1; then
-    printf '%s.enabled\t%s\n' "$1" "$(systemctl is-enabled -- "$2" 2>/dev/null || true)"
+    pl_token "$(systemctl is-enabled -- "$2" 2>/dev/null)"
+    printf '%s.enabled\t%s\n' "$1" "$PL_TOK"
   else
     printf '%s.enabled\tno-systemd\n' "$1"
   fi
@@ -138,7 +181,11 @@ pl_stack_ps() {
   if command -v docker >/dev/null 2>&1; then
     docker ps -a --filter "label=com.docker.compose.project=$2" \
       --format '{{.Label "com.docker.compose.service"}} {{.State}}' 2>/dev/null |
-      while read -r svc st; do printf '%s.ps\t%s\t%s\n' "$1" "$svc" "$st"; done
+      while read -r svc st; do
+        pl_token "$svc"; svc=$PL_TOK
+        pl_token "$st"
+        printf '%s.ps\t%s\t%s\n' "$1" "$svc" "$PL_TOK"
+      done
     printf '%s.ps\tend\n' "$1"
   else
     printf '%s.ps\tno-docker\n' "$1"
@@ -147,7 +194,7 @@ pl_stack_ps() {
 
 # pl_cert TAG PATH: the certificate itself (public), base64 on one line.
 pl_cert() {
-  if [ -f "$2" ]; then printf '%s.pem\t%s\n' "$1" "$(base64 -w0 < "$2")"; else printf '%s.pem\tabsent\n' "$1"; fi
+  if [ -f "$2" ] && [ ! -L "$2" ]; then printf '%s.pem\t%s\n' "$1" "$(base64 -w0 < "$2")"; else printf '%s.pem\tabsent\n' "$1"; fi
 }
 
 # pl_guard TAG KIND ARG: a Command guard (creates PATH | unless CMD | onlyif CMD) -> ok|fail.
@@ -173,22 +220,38 @@ pl_facts() {
   pl_hn=''
   [ -r /proc/sys/kernel/hostname ] && read -r pl_hn < /proc/sys/kernel/hostname
   [ -n "$pl_hn" ] || pl_hn=$(hostname 2>/dev/null || cat /etc/hostname 2>/dev/null)
-  printf 'H\thostname\t%s\n' "$pl_hn"
-  if [ -r "$PL_STATE/state" ]; then
-    printf 'H\tstate\t%s\n' "$(base64 -w0 < "$PL_STATE/state")"
-  else
+  pl_token "$pl_hn"
+  printf 'H\thostname\t%s\n' "$PL_TOK"
+  pl_state
+}
+
+# pl_state: the host state file, base64, only when it is plumb's own: a regular file owned by
+# this shell's user, in a real folder owned by that user, neither writable by anyone else.
+# Anything else is reported as `untrusted` with what was found, and planning refuses the host.
+pl_state() {
+  if [ ! -e "$PL_STATE/state" ] && [ ! -L "$PL_STATE/state" ]; then
     printf 'H\tstate\tnone\n'
+    return 0
   fi
+  pl_sd=$(stat -c '%F:%u:%a' -- "$PL_STATE" 2>/dev/null) || pl_sd=unreadable
+  pl_sf=$(stat -c '%F:%u:%a' -- "$PL_STATE/state" 2>/dev/null) || pl_sf=unreadable
+  case $pl_sd:$pl_sf in
+    "directory:$pl_uid:"*":regular file:$pl_uid:"*|"directory:$pl_uid:"*":regular empty file:$pl_uid:"*)
+      if [ $((0${pl_sd##*:} & 022)) -eq 0 ] && [ $((0${pl_sf##*:} & 077)) -eq 0 ]; then
+        printf 'H\tstate\t%s\n' "$(base64 -w0 < "$PL_STATE/state")"
+        return 0
+      fi ;;
+  esac
+  pl_token "folder $pl_sd, file $pl_sf"
+  printf 'H\tstate\tuntrusted\t%s\n' "$PL_TOK"
 }
 
-# pl_compose_flavor: `docker compose` or `docker-compose`, whichever works.
-pl_compose_flavor() {
-  if docker compose version >/dev/null 2>&1; then printf 'H\tcompose\tdocker compose\n'
-  elif command -v docker-compose >/dev/null 2>&1; then printf 'H\tcompose\tdocker-compose\n'
-  else printf 'H\tcompose\tnone\n'; fi
-}
-
-# pl_systemd: is systemd running here?
-pl_systemd() {
-  if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then printf 'H\tsystemd\tyes\n'; else printf 'H\tsystemd\tno\n'; fi
+# pl_token TEXT: sets PL_TOK to TEXT's first line with every byte outside printable ASCII, and
+# tabs, as `?`: for words a host prints (unit states, versions, names) that plumb matches but
+# never decodes. Builtins only, unless TEXT holds such a byte.
+pl_token() {
+  PL_TOK=${1%%"$NL"*}
+  case $PL_TOK in
+    *[!\ -~]*|*"$T"*) PL_TOK=$(printf '%s' "$PL_TOK" | tr -c ' -~' '?' | tr '\t' '?') ;;
+  esac
 }

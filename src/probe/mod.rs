@@ -9,6 +9,9 @@ use std::collections::BTreeMap;
 /// The shell library every probe and apply script starts with.
 pub const LIB: &str = include_str!("lib.sh");
 
+/// The protocol version the probe announces in its first record.
+pub const PROTOCOL: &str = "1";
+
 /// Builds the probe script for a host whose plumb folder is `state_dir`.
 pub fn probe_script(host: &DesiredHost, state_dir: &str) -> String {
     let mut s = String::with_capacity(LIB.len() + host.resources.len() * 64);
@@ -16,7 +19,7 @@ pub fn probe_script(host: &DesiredHost, state_dir: &str) -> String {
     s.push_str(&crate::shell::quote(state_dir));
     s.push('\n');
     s.push_str(LIB);
-    s.push_str("pl_facts\n");
+    s.push_str(&format!("printf 'H\\tbegin\\t{PROTOCOL}\\n'\npl_facts\n"));
     let has = |f: fn(&PrimitiveSpec) -> bool| host.resources.iter().any(|r| f(&r.spec));
     if has(|s| matches!(s, PrimitiveSpec::ComposeStack(_))) {
         s.push_str("pl_compose_flavor\n");
@@ -41,8 +44,45 @@ pub fn probe_script(host: &DesiredHost, state_dir: &str) -> String {
         }
     }
     flush_path_batch(&mut s, &mut batch);
+    // The folders on the way to every managed path, read after the paths themselves.
+    dirs_probe(&mut s, &host_dirs(host));
     s.push_str("printf 'H\\tdone\\n'\n");
     s
+}
+
+/// Every folder on the way to a path the host's resources write, parents first: what the
+/// probe's `A` records describe, by position in this list.
+pub fn host_dirs(host: &DesiredHost) -> Vec<String> {
+    ancestor_dirs(host.resources.iter().flat_map(|r| r.spec.paths()))
+}
+
+/// Every proper ancestor folder of the given absolute paths, `/` included, sorted (so parents
+/// come before their children) and without repeats.
+pub fn ancestor_dirs(paths: impl IntoIterator<Item = String>) -> Vec<String> {
+    let mut dirs = std::collections::BTreeSet::new();
+    for p in paths {
+        let mut cur = p.as_str();
+        while let Some((parent, _)) = cur.rsplit_once('/') {
+            let parent = if parent.is_empty() { "/" } else { parent };
+            if !dirs.insert(parent.to_string()) || parent == "/" {
+                break;
+            }
+            cur = parent;
+        }
+    }
+    dirs.into_iter().collect()
+}
+
+/// Appends a `pl_dirs` command for `dirs` (nothing when empty); their records are `A N ...`.
+pub fn dirs_probe(out: &mut String, dirs: &[String]) {
+    if dirs.is_empty() {
+        return;
+    }
+    out.push_str("pl_dirs");
+    for (i, d) in dirs.iter().enumerate() {
+        out.push_str(&format!(" {i} {}", crate::shell::quote(d)));
+    }
+    out.push('\n');
 }
 
 /// `TAG PATH` of a fragment that is exactly one `pl_path TAG PATH` command line.
@@ -74,7 +114,7 @@ fn flush_path_batch(out: &mut String, batch: &mut Vec<String>) {
 /// One record line.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RecordLine {
-    /// Sub-key after the index (`file`, `enabled`, ...); empty for the main record.
+    /// Sub-key after the index (`compose`, `enabled`, ...); empty for the main record.
     pub key: String,
     /// Tab-separated fields after the tag.
     pub fields: Vec<String>,
@@ -94,7 +134,8 @@ impl<'a> Records<'a> {
         Records { lines }
     }
 
-    /// The first record with this sub-key.
+    /// The record with this sub-key (the parser guarantees there is at most one, except for
+    /// the sub-keys in [`MULTI_KEYS`]).
     pub fn get(&self, key: &str) -> Option<&'a [String]> {
         self.lines
             .iter()
@@ -133,12 +174,54 @@ impl<'a> Records<'a> {
     }
 }
 
+/// Sub-keys a resource may report more than once (one line per package, per container).
+pub const MULTI_KEYS: &[&str] = &["pkg", "ps"];
+
+/// Host facts a probe may report, each at most once.
+pub const FACT_KEYS: &[&str] = &[
+    "begin", "uid", "hostname", "state", "compose", "systemd", "done",
+];
+
+/// Why a probe's output is refused. Nothing the host printed is repeated here: the line
+/// number says where to look (`plumb converge -v` logs the output's size, never its text).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ProbeError {
+    /// The start record never came.
+    #[error("the probe's output has no start record (was the script run by a POSIX sh?)")]
+    NoBegin,
+    /// The probe speaks another protocol version.
+    #[error("the probe announced protocol `{0}`, this plumb speaks {PROTOCOL}")]
+    Protocol(String),
+    /// A line that is not a well-formed record.
+    #[error("line {line} of the probe's output is not a well-formed record: {why}")]
+    Malformed {
+        /// 1-based line number.
+        line: usize,
+        /// What is wrong with it.
+        why: &'static str,
+    },
+    /// A record that may appear once appeared again.
+    #[error("line {line} of the probe's output repeats the record `{record}`")]
+    Duplicate {
+        /// 1-based line number.
+        line: usize,
+        /// Which record.
+        record: String,
+    },
+    /// The output stopped before the end record.
+    #[error("the probe did not complete: its output was cut short")]
+    Incomplete,
+}
+
 /// Everything a probe reported about a host.
 #[derive(Clone, Debug, Default)]
 pub struct HostRecords {
-    /// Host facts (`uid`, `hostname`, `state`, `compose`, `systemd`, `done`).
+    /// Host facts (`uid`, `hostname`, `state`, `compose`, `systemd`, `done`); `state` holds
+    /// all its fields joined by a tab.
     pub facts: BTreeMap<String, String>,
     resources: BTreeMap<usize, Vec<RecordLine>>,
+    /// The folders on the way to managed paths, by position in the probed list.
+    dirs: BTreeMap<usize, Vec<String>>,
 }
 
 impl HostRecords {
@@ -147,39 +230,200 @@ impl HostRecords {
         Records::new(self.resources.get(&index).map(Vec::as_slice).unwrap_or(&[]))
     }
 
+    /// The `A` record of folder `index`, if any.
+    pub fn dir(&self, index: usize) -> Option<&[String]> {
+        self.dirs.get(&index).map(Vec::as_slice)
+    }
+
     /// True when the probe ran to its end (its output was not cut short).
     pub fn complete(&self) -> bool {
         self.facts.contains_key("done")
     }
+
+    /// The folders probed under the names `dirs` (the list the probe was built with).
+    pub fn dir_states(&self, dirs: &[String]) -> BTreeMap<String, DirState> {
+        dirs.iter()
+            .enumerate()
+            .map(|(i, d)| (d.clone(), parse_dir(self.dir(i))))
+            .collect()
+    }
 }
 
-/// Parses probe output. Lines that are not records (a warning printed by a profile script, say)
-/// are ignored.
-pub fn parse_records(stdout: &str) -> HostRecords {
+/// True for a byte a record field may hold: printable ASCII (tabs separate fields).
+fn field_byte(b: u8) -> bool {
+    (0x20..0x7f).contains(&b)
+}
+
+/// Parses probe output strictly. Lines before the start record are ignored (a login shell's
+/// rc file may print something); after it, every line must be a well-formed record with a tag
+/// the probe can print: `H` (a known fact, once), `A` (a folder index below `dirs`) or a
+/// resource index below `resources` with an optional lower-case sub-key (once per resource,
+/// except [`MULTI_KEYS`]). Fields hold printable ASCII only. Anything else is an error for the
+/// host: a record a host user could forge is never taken for one plumb asked for.
+pub fn parse_records(
+    stdout: &str,
+    resources: usize,
+    dirs: usize,
+) -> Result<HostRecords, ProbeError> {
     let mut out = HostRecords::default();
-    for line in stdout.lines() {
-        let mut parts = line.split('\t');
-        let Some(tag) = parts.next() else { continue };
-        if tag == "H" {
-            let key = parts.next().unwrap_or_default().to_string();
-            let value = parts.collect::<Vec<_>>().join("\t");
-            out.facts.insert(key, value);
+    let mut begun = false;
+    let mut seen: std::collections::BTreeSet<(usize, String)> = Default::default();
+    for (n, line) in stdout.split('\n').enumerate() {
+        let lineno = n + 1;
+        if !begun {
+            if let Some(v) = line.strip_prefix("H\tbegin\t") {
+                if v != PROTOCOL {
+                    return Err(ProbeError::Protocol(
+                        v.chars()
+                            .filter(|c| c.is_ascii_alphanumeric())
+                            .take(16)
+                            .collect(),
+                    ));
+                }
+                begun = true;
+                out.facts.insert("begin".into(), v.to_string());
+            }
             continue;
         }
-        let (idx, key) = match tag.split_once('.') {
-            Some((i, k)) => (i, k),
-            None => (tag, ""),
-        };
-        let Ok(idx) = idx.parse::<usize>() else {
-            continue;
-        };
-        out.resources.entry(idx).or_default().push(RecordLine {
-            key: key.to_string(),
-            fields: parts.map(str::to_string).collect(),
-            raw: line.to_string(),
-        });
+        if out.complete() {
+            if line.is_empty() {
+                continue;
+            }
+            return Err(ProbeError::Malformed {
+                line: lineno,
+                why: "a record after the end record",
+            });
+        }
+        let malformed = |why| ProbeError::Malformed { line: lineno, why };
+        if !line.bytes().all(|b| b == b'\t' || field_byte(b)) {
+            return Err(malformed("a byte outside printable ASCII"));
+        }
+        let mut parts = line.split('\t');
+        let tag = parts.next().unwrap_or_default();
+        let fields: Vec<String> = parts.map(str::to_string).collect();
+        match tag {
+            "H" => {
+                let Some((key, rest)) = fields.split_first() else {
+                    return Err(malformed("a fact without a name"));
+                };
+                if !FACT_KEYS.contains(&key.as_str()) {
+                    return Err(malformed("an unknown fact"));
+                }
+                if out.facts.contains_key(key.as_str()) {
+                    return Err(ProbeError::Duplicate {
+                        line: lineno,
+                        record: format!("H {key}"),
+                    });
+                }
+                if rest.is_empty() != (key == "done") {
+                    return Err(malformed("a fact with a wrong number of fields"));
+                }
+                out.facts.insert(key.clone(), rest.join("\t"));
+            }
+            "A" => {
+                let Some(i) = fields.first().and_then(|i| parse_index(i)) else {
+                    return Err(malformed("a folder record without its index"));
+                };
+                if i >= dirs {
+                    return Err(malformed("a folder index the probe did not ask for"));
+                }
+                if out.dirs.insert(i, fields[1..].to_vec()).is_some() {
+                    return Err(ProbeError::Duplicate {
+                        line: lineno,
+                        record: format!("A {i}"),
+                    });
+                }
+            }
+            _ => {
+                let (idx, key) = tag.split_once('.').unwrap_or((tag, ""));
+                let Some(idx) = parse_index(idx) else {
+                    return Err(malformed("an unknown tag"));
+                };
+                if idx >= resources {
+                    return Err(malformed("a resource index the probe did not ask for"));
+                }
+                if !key.bytes().all(|b| b.is_ascii_lowercase())
+                    || (tag.contains('.') && key.is_empty())
+                {
+                    return Err(malformed("an unknown sub-key"));
+                }
+                if !MULTI_KEYS.contains(&key) && !seen.insert((idx, key.to_string())) {
+                    return Err(ProbeError::Duplicate {
+                        line: lineno,
+                        record: tag.to_string(),
+                    });
+                }
+                out.resources.entry(idx).or_default().push(RecordLine {
+                    key: key.to_string(),
+                    fields,
+                    raw: line.to_string(),
+                });
+            }
+        }
     }
-    out
+    if !begun {
+        return Err(ProbeError::NoBegin);
+    }
+    if !out.complete() {
+        return Err(ProbeError::Incomplete);
+    }
+    Ok(out)
+}
+
+/// A decimal index without sign or leading zeros (so one number has one spelling).
+fn parse_index(s: &str) -> Option<usize> {
+    if s.is_empty() || s.len() > 9 || (s.len() > 1 && s.starts_with('0')) {
+        return None;
+    }
+    if !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    s.parse().ok()
+}
+
+/// Decodes a base64 field the probe printed for text a host user may choose.
+pub fn decode_field(b64: &str) -> Option<Vec<u8>> {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.decode(b64).ok()
+}
+
+/// Decodes a base64 field holding the output of a command that ends lines with `\n` (e.g.
+/// `readlink`), without the last newline; None when it is not base64 of UTF-8.
+pub fn decode_text(b64: &str) -> Option<String> {
+    let bytes = decode_field(b64)?;
+    let mut text = String::from_utf8(bytes).ok()?;
+    if text.ends_with('\n') {
+        text.pop();
+    }
+    Some(text)
+}
+
+/// A folder on the way to a managed path, from an `A` record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DirState {
+    /// Nothing there (plumb creates it).
+    Absent,
+    /// A real folder.
+    Dir(Meta),
+    /// A symlink, with its target.
+    Link(String),
+    /// Something else (a file, a device...), or unreadable.
+    Other,
+}
+
+/// Parses an `A` record's fields (after the index).
+pub fn parse_dir(fields: Option<&[String]>) -> DirState {
+    match fields {
+        Some([k]) if k == "absent" => DirState::Absent,
+        Some([k, meta]) if k == "dir" => match parse_meta(meta) {
+            Some((m, None)) => DirState::Dir(m),
+            _ => DirState::Other,
+        },
+        Some([k, target]) if k == "link" => {
+            DirState::Link(decode_text(target).unwrap_or_else(|| "?".into()))
+        }
+        _ => DirState::Other,
+    }
 }
 
 /// What a path holds, parsed from a `pl_path` record.
@@ -239,9 +483,13 @@ pub struct FileFacts {
 
 fn parse_meta(s: &str) -> Option<(Meta, Option<u64>)> {
     let f: Vec<&str> = s.split(' ').collect();
-    if f.len() < 5 {
+    if f.len() != 5 && f.len() != 6 {
         return None;
     }
+    let size = match f.get(5) {
+        Some(s) => Some(s.parse().ok()?),
+        None => None,
+    };
     Some((
         Meta {
             mode: u32::from_str_radix(f[0], 8).ok()?,
@@ -250,7 +498,7 @@ fn parse_meta(s: &str) -> Option<(Meta, Option<u64>)> {
             owner: f[3].to_string(),
             group: f[4].to_string(),
         },
-        f.get(5).and_then(|s| s.parse().ok()),
+        size,
     ))
 }
 
@@ -262,21 +510,28 @@ pub fn parse_path(fields: Option<&[String]>) -> PathState {
     match f.first().map(String::as_str) {
         Some("absent") => PathState::Absent,
         Some("other") => PathState::Other,
-        Some("link") => PathState::Link(f.get(1).cloned().unwrap_or_default()),
+        Some("link") => match f.get(1).and_then(|t| decode_text(t)) {
+            Some(target) => PathState::Link(target),
+            None => PathState::Error("unreadable symlink record".into()),
+        },
         Some("dir") => match f.get(1).and_then(|s| parse_meta(s)) {
             Some((m, _)) => PathState::Dir(m),
             None => PathState::Error("unreadable directory record".into()),
         },
         Some("file") => match (f.get(1).and_then(|s| parse_meta(s)), f.get(2)) {
-            (Some((meta, Some(size))), Some(sha)) => PathState::File(FileFacts {
-                meta,
-                size,
-                sha256: sha.clone(),
-            }),
+            (Some((meta, Some(size))), Some(sha))
+                if sha.len() == 64 && sha.bytes().all(|b| b.is_ascii_hexdigit()) =>
+            {
+                PathState::File(FileFacts {
+                    meta,
+                    size,
+                    sha256: sha.clone(),
+                })
+            }
             _ => PathState::Error("unreadable file record".into()),
         },
         Some("error") => PathState::Error(f.get(1).cloned().unwrap_or_default()),
-        other => PathState::Error(format!("unexpected record `{}`", other.unwrap_or(""))),
+        _ => PathState::Error("unexpected record".into()),
     }
 }
 
@@ -286,15 +541,18 @@ mod tests {
 
     #[test]
     fn parses_records_by_index_and_subkey() {
-        let out = "H\tuid\t0\nnoise from a profile\n0\tfile\t644 0 0 root root 12\tabc\n1.file\tabsent\n1.enabled\tenabled\n1.active\tinactive\nH\tdone\n";
-        let r = parse_records(out);
+        let sha = "ab".repeat(32);
+        let out = format!(
+            "noise from a profile\nH\tbegin\t1\nH\tuid\t0\n0\tfile\t644 0 0 root root 12\t{sha}\n1.file\tabsent\n1.enabled\tenabled\n1.active\tinactive\nH\tdone\n"
+        );
+        let r = parse_records(&out, 2, 0).unwrap();
         assert!(r.complete());
         assert_eq!(r.facts["uid"], "0");
         match parse_path(r.of(0).get("")) {
             PathState::File(f) => {
                 assert_eq!(f.meta.mode, 0o644);
                 assert_eq!(f.size, 12);
-                assert_eq!(f.sha256, "abc");
+                assert_eq!(f.sha256, sha);
                 assert!(f.meta.owner_is("root") && f.meta.owner_is("0"));
             }
             other => panic!("{other:?}"),
@@ -315,7 +573,7 @@ mod tests {
         let f = dir.path().join("f");
         std::fs::write(&f, "hello\n").unwrap();
         let script = format!(
-            "PL_STATE=/nonexistent\n{LIB}pl_facts\npl_path 0 {}\npl_path 1 {}\npl_path 2 {}\npl_user 3 root\npl_group 4 nosuchgroupxyz\npl_guard 5 creates {}\npl_guard 6 unless false\nprintf 'H\\tdone\\n'\n",
+            "PL_STATE=/nonexistent\n{LIB}printf 'H\\tbegin\\t1\\n'\npl_facts\npl_path 0 {}\npl_path 1 {}\npl_path 2 {}\npl_user 3 root\npl_group 4 nosuchgroupxyz\npl_guard 5 creates {}\npl_guard 6 unless false\nprintf 'H\\tdone\\n'\n",
             f.display(),
             dir.path().display(),
             dir.path().join("nope").display(),
@@ -326,8 +584,9 @@ mod tests {
             .arg(script)
             .output()
             .unwrap();
-        let r = parse_records(&String::from_utf8_lossy(&out.stdout));
-        assert!(r.complete(), "{}", String::from_utf8_lossy(&out.stderr));
+        let r = parse_records(&String::from_utf8_lossy(&out.stdout), 7, 0)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+        assert!(r.complete());
         match parse_path(r.of(0).get("")) {
             PathState::File(ff) => assert_eq!(ff.sha256, sha256_hex(b"hello\n")),
             other => panic!("{other:?}"),
@@ -335,7 +594,8 @@ mod tests {
         assert!(matches!(parse_path(r.of(1).get("")), PathState::Dir(_)));
         assert_eq!(parse_path(r.of(2).get("")), PathState::Absent);
         assert_eq!(r.of(3).get("").unwrap()[0], "present");
-        assert!(r.of(3).get("").unwrap()[1].starts_with("root:x:0:0:"));
+        let entry = decode_text(&r.of(3).get("").unwrap()[1]).unwrap();
+        assert!(entry.starts_with("root:x:0:0:"), "{entry}");
         assert_eq!(r.of(4).get("").unwrap()[0], "absent");
         assert_eq!(r.of(5).get("creates").unwrap()[0], "ok");
         assert_eq!(r.of(6).get("unless").unwrap()[0], "fail");
@@ -446,7 +706,7 @@ mod tests {
         assert_eq!(
             body,
             format!(
-                "pl_facts\npl_user {} app\npl_paths {} /etc/d {} /etc/a {} /etc/b\nprintf 'H\\tdone\\n'\n",
+                "pl_facts\npl_user {} app\npl_paths {} /etc/d {} /etc/a {} /etc/b\npl_dirs 0 / 1 /etc\nprintf 'H\\tdone\\n'\n",
                 idx("User", "app"),
                 idx("Directory", "/etc/d"),
                 idx("File", "/etc/a"),

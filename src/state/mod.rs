@@ -30,6 +30,9 @@ pub struct Managed {
     /// True when the path is a directory (Directory).
     #[serde(default)]
     pub is_dir: bool,
+    /// True when what plumb last wrote came from a secret: its old content is never shown.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub sensitive: bool,
 }
 
 /// The state file's content.
@@ -57,6 +60,7 @@ impl HostState {
                     kind: d.kind.to_string(),
                     name: d.name.clone(),
                     paths: d.spec.paths(),
+                    sensitive: d.is_sensitive(),
                     ..Default::default()
                 };
                 match &d.spec {
@@ -75,15 +79,60 @@ impl HostState {
         }
     }
 
-    /// Decodes the probe's base64 of the state file.
-    pub fn decode(b64: &str) -> Result<HostState, String> {
-        if b64 == "none" || b64.is_empty() {
+    /// Decodes the probe's `state` fact: `none` (no state file yet), `untrusted<TAB>what` (a
+    /// state file plumb did not write: wrong owner, mode or type), or the file's base64.
+    pub fn from_probe(fact: Option<&str>) -> Result<HostState, StateError> {
+        let fact = fact.ok_or(StateError::Missing)?;
+        if fact == "none" {
             return Ok(HostState::default());
         }
+        if let Some(found) = fact.strip_prefix("untrusted\t") {
+            return Err(StateError::Untrusted(found.to_string()));
+        }
         let bytes = base64::engine::general_purpose::STANDARD
-            .decode(b64.trim())
-            .map_err(|e| e.to_string())?;
-        serde_json::from_slice(&bytes).map_err(|e| e.to_string())
+            .decode(fact)
+            .map_err(|e| StateError::Corrupt(format!("not base64: {e}")))?;
+        let state: HostState = serde_json::from_slice(&bytes)
+            .map_err(|e| StateError::Corrupt(format!("not a plumb state: {e}")))?;
+        state.check()?;
+        Ok(state)
+    }
+
+    /// Every path absolute and normalized, every name and kind free of control characters:
+    /// the state file is plumb's own, but what it lists is removed as root.
+    fn check(&self) -> Result<(), StateError> {
+        for m in &self.resources {
+            let bad_text = |t: &str| t.is_empty() || t.chars().any(char::is_control);
+            if bad_text(&m.kind) || m.name.chars().any(char::is_control) {
+                return Err(StateError::Corrupt(
+                    "a resource kind or name holds a control character".into(),
+                ));
+            }
+            let paths = m.paths.iter().chain(m.stack_dir.iter());
+            for p in paths {
+                if crate::model::values::check_abs_path(p, &[]).is_err()
+                    || p.chars().any(char::is_control)
+                {
+                    return Err(StateError::Corrupt(
+                        "a path is not absolute and normalized".into(),
+                    ));
+                }
+            }
+            if m.unit
+                .as_deref()
+                .is_some_and(|u| bad_text(u) || u.starts_with('-'))
+            {
+                return Err(StateError::Corrupt("a unit name is malformed".into()));
+            }
+        }
+        Ok(())
+    }
+
+    /// True when `path` held content from a secret when plumb last wrote it.
+    pub fn was_sensitive(&self, path: &str) -> bool {
+        self.resources
+            .iter()
+            .any(|m| m.sensitive && m.paths.iter().any(|p| p == path))
     }
 
     /// The union of two states (written before applying, so an interrupted run still knows
@@ -106,6 +155,24 @@ impl HostState {
     pub fn to_json(&self) -> String {
         serde_json::to_string_pretty(self).unwrap_or_default() + "\n"
     }
+}
+
+/// Why the host's state file cannot be used. Nothing is pruned and the file is kept.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum StateError {
+    /// The probe did not report it.
+    #[error("the probe reported no host state")]
+    Missing,
+    /// Not plumb's own file.
+    #[error(
+        "the host state file is not plumb's own ({0}); plumb trusts only a file it wrote (owned by the user it runs as, mode 0600, in a folder only that user can write) to decide what to remove. Find out who changed it, then delete it: plumb then prunes nothing and writes a new one"
+    )]
+    Untrusted(String),
+    /// Unreadable.
+    #[error(
+        "the host state file cannot be read ({0}); nothing was pruned and it was left as is. Move it aside (plumb then prunes nothing and writes a new one), or restore it from /var/lib/plumb/backup"
+    )]
+    Corrupt(String),
 }
 
 /// Steps that remove a resource that left the repo. Users and groups go only with

@@ -48,7 +48,7 @@ use tokio::sync::Semaphore;
 use tokio::time::{Instant, timeout, timeout_at};
 
 pub use error::{ConnectStage, TransportError};
-pub use hold::Held;
+pub use hold::{Held, HeldOutput};
 
 /// Checks a host key in SSH wire format (as libgit2 hands it over when `plumb pull` fetches
 /// over SSH) against a known_hosts file, with the same rules as plumb's own connections:
