@@ -24,13 +24,35 @@ pl_as() {
 }
 
 # pl_watchdog: when plumb's session goes away (its stdin ends: plumb closed it, died, or the
-# connection dropped), stop this run and everything it started (its process group), so no
-# apply outlives the host lock's owner. pl_unwatch disarms it once the run is done.
+# connection dropped), stop this run and everything it started, so no apply outlives the host
+# lock's owner. pl_unwatch disarms it once the run is done.
 pl_watchdog() {
   exec 3<&0
-  ( exec 3<&-; cat >/dev/null 2>&1; kill -TERM 0 ) 0<&3 &
+  # Its output goes nowhere: once the session is gone, writing to it would kill the watchdog
+  # (SIGPIPE) before it has done its job; and sshd's own hangup must not stop it either.
+  ( trap '' HUP PIPE; exec 3<&-; cat >/dev/null; pl_kill_session ) 0<&3 >/dev/null 2>&1 &
   PL_WD=$!
   exec 3<&-
+}
+
+# pl_kill_session: TERM to every process of this session (sshd starts each command in a session
+# of its own): the apply shell, its steps, and their children even where they made a process
+# group of their own (`timeout` does). Builtins only, from /proc; without /proc, the process
+# group.
+pl_kill_session() {
+  read -r pl_l 2>/dev/null < /proc/self/stat || { kill -TERM 0; return; }
+  pl_me=${pl_l%% *}
+  pl_l=${pl_l##*) }
+  set -- $pl_l
+  pl_sid=$4
+  for pl_f in /proc/[0-9]*/stat; do
+    read -r pl_l 2>/dev/null < "$pl_f" || continue
+    pl_p=${pl_l%% *}
+    pl_l=${pl_l##*) }
+    set -- $pl_l
+    if [ "$4" = "$pl_sid" ] && [ "$pl_p" != "$pl_me" ]; then kill -TERM "$pl_p" 2>/dev/null; fi
+  done
+  kill -TERM 0 2>/dev/null
 }
 pl_unwatch() {
   [ -z "${PL_WD:-}" ] || kill "$PL_WD" 2>/dev/null

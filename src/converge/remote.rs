@@ -348,15 +348,26 @@ async fn hold_local(
     ready: &str,
     limit: Duration,
 ) -> Result<(Lock, Vec<u8>), String> {
-    let mut child = tokio::process::Command::new("sh")
+    let mut child = tokio::process::Command::new("sh");
+    child
         .arg("-c")
         .arg(cmd)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        // Its own process group: the apply watchdog stops "its whole group", never plumb.
-        .process_group(0)
-        .kill_on_drop(true)
+        .kill_on_drop(true);
+    // A session of its own, as sshd gives each command: the apply watchdog stops every
+    // process of "its session", never plumb's nor the operator's terminal.
+    // SAFETY: setsid is async-signal-safe and touches no memory of the parent.
+    unsafe {
+        child.pre_exec(|| {
+            if libc::setsid() < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = child
         .spawn()
         .map_err(|e| format!("cannot start flock: {e}"))?;
     let mut stdin = child.stdin.take().ok_or("no stdin")?;

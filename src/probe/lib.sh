@@ -255,3 +255,15 @@ pl_token() {
     *[!\ -~]*|*"$T"*) PL_TOK=$(printf '%s' "$PL_TOK" | tr -c ' -~' '?' | tr '\t' '?') ;;
   esac
 }
+
+# pl_compose_flavor: `docker compose` or `docker-compose`, whichever works.
+pl_compose_flavor() {
+  if docker compose version >/dev/null 2>&1; then printf 'H\tcompose\tdocker compose\n'
+  elif command -v docker-compose >/dev/null 2>&1; then printf 'H\tcompose\tdocker-compose\n'
+  else printf 'H\tcompose\tnone\n'; fi
+}
+
+# pl_systemd: is systemd running here?
+pl_systemd() {
+  if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then printf 'H\tsystemd\tyes\n'; else printf 'H\tsystemd\tno\n'; fi
+}

@@ -285,10 +285,11 @@ pub fn parse_records(
             }
             continue;
         }
+        if line.is_empty() {
+            // No record; the output ends with one after its last newline.
+            continue;
+        }
         if out.complete() {
-            if line.is_empty() {
-                continue;
-            }
             return Err(ProbeError::Malformed {
                 line: lineno,
                 why: "a record after the end record",
@@ -713,5 +714,177 @@ mod tests {
                 idx("File", "/etc/b"),
             )
         );
+    }
+
+    /// Every `pl_*` function a generated script calls is defined by the libraries: a function
+    /// lost from lib.sh makes the shell print "not found" and carry on, which no record shows.
+    #[test]
+    fn every_function_the_scripts_call_is_defined() {
+        use crate::kinds::testutil::{render, repo};
+        let dir = repo(&[(
+            "manifests/app.yaml",
+            "kind: File\nhosts: host:pg1\npath: /etc/a\ncontent: a\n---\nkind: Directory\nhosts: host:pg1\npath: /etc/d\n---\nkind: User\nname: app\nhosts: host:pg1\n---\nkind: Group\nname: app\nhosts: host:pg1\n---\nkind: Package\nname: p\nhosts: host:pg1\npackages: [curl]\n---\nkind: Symlink\nhosts: host:pg1\npath: /etc/l\ntarget: /etc/a\n---\nkind: SystemdUnit\nname: x.service\nhosts: host:pg1\ncontent: \"[Service]\\nExecStart=/bin/true\\n\"\n---\nkind: ComposeStack\nname: s\nhosts: host:pg1\ndir: /opt/s\ncontent: \"services: {}\\n\"\n---\nkind: Command\nname: c\nhosts: host:pg1\nrun: \"true\"\ncreates: /etc/a\n",
+        )]);
+        let h = render(&dir, "pg1");
+        let libs = format!("{LIB}{}", crate::apply::LIB);
+        let defined: std::collections::BTreeSet<String> = libs
+            .lines()
+            .filter_map(|l| l.split_once("() {").map(|(n, _)| n.trim().to_string()))
+            .collect();
+        let script = probe_script(&h, "/var/lib/plumb");
+        let mut called = std::collections::BTreeSet::new();
+        for text in [script.as_str(), libs.as_str()] {
+            for word in text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+                if word.starts_with("pl_")
+                    && !word.starts_with("pl_ok_")
+                    && !word.starts_with("pl_cas_")
+                {
+                    called.insert(word.to_string());
+                }
+            }
+        }
+        // Variables share the prefix: a word is a call when it is not assigned, expanded or
+        // read into.
+        let read_into: Vec<&str> = libs
+            .lines()
+            .filter_map(|l| l.split_once("read -r ").map(|(_, rest)| rest))
+            .collect();
+        let calls: Vec<&String> = called
+            .iter()
+            .filter(|w| {
+                !libs.contains(&format!("{w}="))
+                    && !libs.contains(&format!("${w}"))
+                    && !libs.contains(&format!("${{{w}"))
+                    && !read_into.iter().any(|r| {
+                        r.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                            .any(|x| x == w.as_str())
+                    })
+            })
+            .collect();
+        for w in calls {
+            assert!(
+                defined.contains(w.as_str()),
+                "`{w}` is called but not defined"
+            );
+        }
+        // And the probe runs: every fact it must print is there.
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(&script)
+            .output()
+            .unwrap();
+        let r = parse_records(
+            &String::from_utf8_lossy(&out.stdout),
+            h.resources.len(),
+            host_dirs(&h).len(),
+        )
+        .unwrap_or_else(|e| panic!("{e}\n{}", String::from_utf8_lossy(&out.stderr)));
+        for fact in ["uid", "hostname", "state", "compose", "systemd"] {
+            assert!(r.facts.contains_key(fact), "no `{fact}` fact");
+        }
+        assert!(
+            !String::from_utf8_lossy(&out.stderr).contains("not found"),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    #[test]
+    fn the_parser_refuses_what_the_probe_cannot_print() {
+        let ok = "H\tbegin\t1\nH\tuid\t0\n0\tabsent\nA\t0\tabsent\nH\tdone\n";
+        assert!(parse_records(ok, 1, 1).is_ok());
+        let bad = [
+            (
+                "H\tbegin\t1\nH\tstate\tnone\nH\tstate\tnone\nH\tdone\n",
+                "repeats",
+            ),
+            ("H\tbegin\t1\nH\tnew\tx\nH\tdone\n", "unknown fact"),
+            ("H\tbegin\t1\n0\tabsent\n0\tabsent\nH\tdone\n", "repeats"),
+            ("H\tbegin\t1\n7\tabsent\nH\tdone\n", "did not ask"),
+            ("H\tbegin\t1\nA\t3\tabsent\nH\tdone\n", "did not ask"),
+            ("H\tbegin\t1\n0\tlink\t\u{1b}[2J\nH\tdone\n", "printable"),
+            ("H\tbegin\t1\nX\tdone\nH\tdone\n", "unknown tag"),
+            ("H\tbegin\t1\n00\tabsent\nH\tdone\n", "unknown tag"),
+            ("H\tbegin\t1\nH\tdone\n0\tabsent\n", "after the end"),
+            ("H\tbegin\t1\n0\tabsent\n", "cut short"),
+            ("H\tuid\t0\nH\tdone\n", "no start"),
+            ("H\tbegin\t2\nH\tdone\n", "protocol"),
+        ];
+        for (text, why) in bad {
+            let e = parse_records(text, 1, 1).unwrap_err().to_string();
+            assert!(e.contains(why), "{text:?}: {e}");
+        }
+        // The multi-line records of packages and containers may repeat.
+        let multi = "H\tbegin\t1\n0.pkg\ta\tmissing\n0.pkg\tb\tmissing\nH\tdone\n";
+        assert_eq!(
+            parse_records(multi, 1, 0).unwrap().of(0).all("pkg").count(),
+            2
+        );
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(96))]
+
+        /// Whatever bytes a host user puts in a symlink target (every control character
+        /// included), the probe reports exactly that target, and no other record: not a fact,
+        /// not another resource, not a folder.
+        #[test]
+        fn a_symlink_target_is_reported_exactly_and_forges_nothing(
+            target in proptest::collection::vec(1u8..=255, 1..120)
+        ) {
+            use std::os::unix::ffi::OsStrExt as _;
+            let dir = tempfile::tempdir().unwrap();
+            let link = dir.path().join("l");
+            std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(&target), &link).unwrap();
+            let q = crate::shell::quote(&link.display().to_string());
+            let script = format!(
+                "PL_STATE=/nonexistent\n{LIB}printf 'H\\tbegin\\t1\\n'\npl_facts\npl_paths 0 {q} 1 {q}\npl_dirs 0 {q}\nprintf 'H\\tdone\\n'\n"
+            );
+            let out = std::process::Command::new("sh").arg("-c").arg(script).output().unwrap();
+            let r = parse_records(&String::from_utf8_lossy(&out.stdout), 2, 1).unwrap();
+            let keys: Vec<&str> = r.facts.keys().map(String::as_str).collect();
+            proptest::prop_assert_eq!(keys, ["begin", "done", "hostname", "state", "uid"]);
+            proptest::prop_assert_eq!(r.facts["state"].as_str(), "none");
+            for i in 0..2 {
+                let want = match String::from_utf8(target.clone()) {
+                    Ok(t) => PathState::Link(t),
+                    Err(_) => PathState::Error("unreadable symlink record".into()),
+                };
+                proptest::prop_assert_eq!(parse_path(r.of(i).get("")), want);
+                proptest::prop_assert_eq!(r.of(i).text(&["", "x"]).lines().count(), 1);
+            }
+            let d = parse_dir(r.dir(0));
+            proptest::prop_assert!(matches!(d, DirState::Link(_)), "{:?}", d);
+        }
+
+        /// Host words (unit states, versions) come back as one printable token.
+        #[test]
+        fn host_words_become_one_printable_token(word in proptest::collection::vec(1u8..=255, 0..60)) {
+            use std::os::unix::ffi::OsStrExt as _;
+            let out = std::process::Command::new("sh")
+                .arg("-c")
+                .arg(format!("{LIB}pl_token \"$1\"; printf '%s' \"$PL_TOK\""))
+                .arg("sh")
+                .arg(std::ffi::OsStr::from_bytes(&word))
+                .output()
+                .unwrap();
+            proptest::prop_assert!(out.stdout.iter().all(|b| (0x20..0x7f).contains(b)), "{:?}", out.stdout);
+        }
+
+        /// Arbitrary output never panics the parser, and whatever it accepts holds printable
+        /// fields only.
+        #[test]
+        fn the_parser_accepts_only_printable_records(lines in proptest::collection::vec(".{0,40}", 0..12)) {
+            let text = format!("H\tbegin\t1\n{}\nH\tdone\n", lines.join("\n"));
+            if let Ok(r) = parse_records(&text, 4, 4) {
+                for i in 0..4 {
+                    for l in r.of(i).all("") {
+                        for f in l {
+                            proptest::prop_assert!(f.bytes().all(|b| (0x20..0x7f).contains(&b)));
+                        }
+                    }
+                }
+            }
+        }
     }
 }
