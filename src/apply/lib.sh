@@ -43,12 +43,14 @@ pl_kill_session() {
   read -r pl_l 2>/dev/null < /proc/self/stat || { kill -TERM 0; return; }
   pl_me=${pl_l%% *}
   pl_l=${pl_l##*) }
+  # shellcheck disable=SC2086 # the fields of /proc/PID/stat, split on purpose
   set -- $pl_l
   pl_sid=$4
   for pl_f in /proc/[0-9]*/stat; do
     read -r pl_l 2>/dev/null < "$pl_f" || continue
     pl_p=${pl_l%% *}
     pl_l=${pl_l##*) }
+    # shellcheck disable=SC2086
     set -- $pl_l
     if [ "$4" = "$pl_sid" ] && [ "$pl_p" != "$pl_me" ]; then kill -TERM "$pl_p" 2>/dev/null; fi
   done
@@ -117,7 +119,7 @@ pl_check_text() {
 pl_ids() {
   PL_UID='' PL_GID=''
   if [ -r /proc/self/status ]; then
-    while read -r pl_k pl_v pl_rest; do
+    while read -r pl_k pl_v _; do
       case $pl_k in Uid:) PL_UID=$pl_v ;; Gid:) PL_GID=$pl_v; break ;; esac
     done < /proc/self/status
   fi
@@ -199,6 +201,7 @@ pl_decode_to() {
     set +C
     return $pl_rc
   fi
+  # shellcheck disable=SC2016 # "$1" is expanded by the inner shell
   base64 -d | $PL_AS sh -c 'set -C; exec cat > "$1"' sh "$1"
 }
 
@@ -285,6 +288,7 @@ pl_sync_dirs() {
   IFS='
 '
   set -f
+  # shellcheck disable=SC2086 # one folder per line (IFS), globbing off
   sync -- $PL_DIRS 2>/dev/null
   set +f
   IFS=$pl_ifs

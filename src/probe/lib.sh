@@ -145,7 +145,7 @@ pl_pkg() {
   for p in "$@"; do
     if command -v dpkg-query >/dev/null 2>&1; then
       v=$(dpkg-query -W -f='${db:Status-Abbrev}\t${Version}' -- "$p" 2>/dev/null) || v='un'
-      case "$v" in ii*) pl_token "${v#*$T}"; printf '%s.pkg\t%s\tinstalled\t%s\n' "$t" "$p" "$PL_TOK";; *) printf '%s.pkg\t%s\tmissing\n' "$t" "$p";; esac
+      case "$v" in ii*) pl_token "${v#*"$T"}"; printf '%s.pkg\t%s\tinstalled\t%s\n' "$t" "$p" "$PL_TOK";; *) printf '%s.pkg\t%s\tmissing\n' "$t" "$p";; esac
     elif command -v rpm >/dev/null 2>&1; then
       if v=$(rpm -q --qf '%{VERSION}-%{RELEASE}' -- "$p" 2>/dev/null); then pl_token "$v"; printf '%s.pkg\t%s\tinstalled\t%s\n' "$t" "$p" "$PL_TOK"; else printf '%s.pkg\t%s\tmissing\n' "$t" "$p"; fi
     else
@@ -211,7 +211,7 @@ pl_facts() {
   # From /proc with shell builtins where it is there: each process costs the host a fork.
   pl_uid=''
   if [ -r /proc/self/status ]; then
-    while read -r pl_k pl_v pl_rest; do
+    while read -r pl_k pl_v _; do
       if [ "$pl_k" = Uid: ]; then pl_uid=$pl_v; break; fi
     done < /proc/self/status
   fi
