@@ -21,6 +21,95 @@ use super::ssh_config::{
 };
 use super::{ConnectOptions, Endpoint, HostKeyPolicy, Identity, Privilege};
 
+/// Which ssh_config files to read.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum ConfigChoice {
+    /// `~/.ssh/config`, then `/etc/ssh/ssh_config` (what `ssh` reads).
+    Default,
+    /// One file instead of both (`--ssh-config FILE`, the inventory's `ssh_config`), like
+    /// `ssh -F FILE`.
+    File(PathBuf),
+    /// None at all (`none`).
+    None,
+}
+
+impl ConfigChoice {
+    /// `none` is [`ConfigChoice::None`], anything else a file.
+    pub fn from_path(p: &Path) -> ConfigChoice {
+        if p == Path::new("none") {
+            ConfigChoice::None
+        } else {
+            ConfigChoice::File(p.to_path_buf())
+        }
+    }
+
+    /// The files, in reading order.
+    pub fn files(&self, env: &Env) -> Vec<(PathBuf, ssh_config::ConfigKind)> {
+        match self {
+            ConfigChoice::Default => vec![
+                (env.home.join(".ssh/config"), ssh_config::ConfigKind::User),
+                (
+                    PathBuf::from("/etc/ssh/ssh_config"),
+                    ssh_config::ConfigKind::System,
+                ),
+            ],
+            ConfigChoice::File(p) => vec![(p.clone(), ssh_config::ConfigKind::User)],
+            ConfigChoice::None => Vec::new(),
+        }
+    }
+}
+
+type Parsed = Result<std::sync::Arc<SshConfig>, ssh_config::SshConfigError>;
+
+/// What the hosts of one run share: the environment, each ssh_config read once, and the
+/// bastion sessions. Make one per run; clones of an `Arc` of it share everything.
+#[derive(Debug, Default)]
+pub struct Reach {
+    env: std::sync::OnceLock<Env>,
+    configs: std::sync::Mutex<std::collections::HashMap<ConfigChoice, Parsed>>,
+    /// Bastion sessions of the run.
+    pub bastions: super::jump::Bastions,
+}
+
+impl Reach {
+    /// The environment of this process (read once).
+    pub fn env(&self) -> &Env {
+        self.env.get_or_init(Env::from_process)
+    }
+
+    /// The configuration `choice` names, read and parsed once per run. A file given by name
+    /// must exist; the default files may be missing.
+    pub fn config(
+        &self,
+        choice: &ConfigChoice,
+    ) -> Result<std::sync::Arc<SshConfig>, ssh_config::SshConfigError> {
+        let mut map = self
+            .configs
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(done) = map.get(choice) {
+            return done.clone();
+        }
+        let env = self.env();
+        let parsed = (|| {
+            if let ConfigChoice::File(p) = choice
+                && !p.exists()
+            {
+                return Err(ssh_config::SshConfigError {
+                    origin: Origin {
+                        file: p.clone(),
+                        line: 0,
+                    },
+                    message: "the ssh_config file named does not exist".into(),
+                });
+            }
+            SshConfig::load(&choice.files(env), env).map(std::sync::Arc::new)
+        })();
+        map.insert(choice.clone(), parsed.clone());
+        parsed
+    }
+}
+
 /// Longest bastion chain followed (a loop of ProxyJump lines would otherwise never end).
 const MAX_HOPS: usize = 8;
 
