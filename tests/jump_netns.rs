@@ -382,7 +382,7 @@ fn ssh_config_alone_drives_a_converge() {
     let lab_conf = ssh.join("config.d/lab.conf").display().to_string();
     let config = ssh.join("config").display().to_string();
     for want in [
-        format!("address            10.9.2.2"),
+        "address            10.9.2.2".to_string(),
         format!("ssh_config {lab_conf}:2"),
         format!("ssh_config {config}:5"),
         format!("ssh_config {config}:8"),
