@@ -55,18 +55,22 @@ fn text(o: &Output) -> String {
     )
 }
 
-/// A repo with one File per target (`out/NAME.txt` under `dir`) and the given inventory.
+/// A repo with one File per target (`out/NAME/hello.txt` under `dir`: every "host" here shares
+/// this machine's filesystem, and plumb's temp file names are per run, not per host, so each
+/// host writes in a folder of its own) and the given inventory.
 fn repo(dir: &Path, inventory: &str, targets: &[&str]) -> PathBuf {
     let repo = dir.join("repo");
     fs::create_dir_all(repo.join("inventory")).expect("inventory dir");
     fs::create_dir_all(repo.join("manifests")).expect("manifests dir");
-    fs::create_dir_all(dir.join("out")).expect("out dir");
+    for t in targets {
+        fs::create_dir_all(dir.join("out").join(t)).expect("out dir");
+    }
     fs::write(repo.join("inventory/hosts.yaml"), inventory).expect("inventory");
     let docs: Vec<String> = targets
         .iter()
         .map(|t| {
             format!(
-                "kind: File\nname: hello-{t}\nhosts: host:{t}\npath: {}/out/{t}.txt\ncontent: \"hello from {t}\\n\"\n",
+                "kind: File\nname: hello-{t}\nhosts: host:{t}\npath: {}/out/{t}/hello.txt\ncontent: \"hello from {t}\\n\"\n",
                 dir.display()
             )
         })
@@ -76,7 +80,7 @@ fn repo(dir: &Path, inventory: &str, targets: &[&str]) -> PathBuf {
 }
 
 fn written(dir: &Path, t: &str) -> Option<String> {
-    fs::read_to_string(dir.join("out").join(format!("{t}.txt"))).ok()
+    fs::read_to_string(dir.join("out").join(t).join("hello.txt")).ok()
 }
 
 /// ctl -- bastion -- {t1, t2}; returns the lab and namespace names.

@@ -273,6 +273,7 @@ async fn user_certificates_log_in() {
     let spec = route::HostSpec {
         name: "cert-host".into(),
         alias: route::Setting::inventory("cert-host".to_string(), "test"),
+        address_given: false,
         user: None,
         port: None,
         key: None,

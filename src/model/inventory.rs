@@ -7,8 +7,8 @@
 //! How to reach a host: `address`, `ssh_user`, `ssh_port`, `ssh_key`, `known_hosts`, `ssh_jump`
 //! (bastions) and `ssh_config` (an OpenSSH client configuration file). Each one set here wins
 //! over the operator's ssh_config, which fills in what the inventory leaves out: a host may have
-//! no `address` at all, and is then reached as `ssh NAME` would reach it (see
-//! [`crate::transport::route`]). [`Host::ssh`] keeps what was written and where.
+//! no `address` at all, and is then reached as `ssh NAME` would reach it, `HostName` included
+//! (see [`crate::transport::route`]). [`Host::ssh`] keeps what was written and where.
 //!
 //! An overlay (`--inventory FILE`) has the same schema and is merged over the repo's inventory:
 //! it may change connection settings, addresses and vars of hosts and groups the repo defines,
@@ -257,6 +257,8 @@ impl Host {
                     JumpHop::Spec(s) => JumpTarget::Host(Box::new(HostSpec {
                         name: s.to_string(),
                         alias: Setting::inventory(s.host.clone(), at),
+                        // Like `ssh -J host`: an alias that ssh_config may map.
+                        address_given: false,
                         user: s.user.clone().map(|u| Setting::inventory(u, at)),
                         port: s.port.map(|p| Setting::inventory(p, at)),
                         key: path(&self.ssh.key),
@@ -270,6 +272,7 @@ impl Host {
         });
         HostSpec {
             name: self.name.clone(),
+            address_given: self.ssh.address.is_some(),
             alias: match &self.ssh.address {
                 Some((a, at)) => Setting::inventory(a.clone(), at),
                 None => Setting {

@@ -3,8 +3,10 @@
 //! wins), then defaults. Every effective setting remembers where it came from, which
 //! `plumb inventory show` prints.
 //!
-//! The name given to ssh (the "alias" that `Host` lines match) is the inventory's `address`,
-//! or the host's inventory name when it has none: `HostName` then maps it, as `ssh NAME` does.
+//! The name looked up in ssh_config (what `Host` lines match) is the inventory's `address`, or
+//! the host's inventory name when it has none. An inventory `address` is dialled as written
+//! (it wins over `HostName`, like every inventory setting); a host without one is reached as
+//! `ssh NAME` would reach it, `HostName` included.
 //!
 //! Bastions: a host's jump list (inventory `ssh_jump`, else `ProxyJump`) `j1,...,jn` is reached
 //! like `ssh -J j1,...,jn host` reaches it: `jn` is reached through `j1,...,jn-1` (its own
@@ -110,6 +112,10 @@ impl Reach {
     }
 }
 
+/// The user plumb logs in as when neither the inventory nor ssh_config names one (ssh would use
+/// your local user name; plumb manages hosts as root, `sudo -n` otherwise).
+const DEFAULT_USER: &str = "root";
+
 /// Longest bastion chain followed (a loop of ProxyJump lines would otherwise never end).
 const MAX_HOPS: usize = 8;
 
@@ -179,8 +185,11 @@ impl<T> Setting<T> {
 pub struct HostSpec {
     /// Inventory name (messages).
     pub name: String,
-    /// The name given to ssh: the inventory address, or the inventory name.
+    /// The name looked up in ssh_config: the inventory address, or the inventory name.
     pub alias: Setting<String>,
+    /// Whether `alias` is an address the inventory gave: then it is dialled as is and
+    /// ssh_config's `HostName` does not apply.
+    pub address_given: bool,
     /// `ssh_user`.
     pub user: Option<Setting<String>>,
     /// `ssh_port`.
@@ -308,10 +317,27 @@ fn resolve_hop(
         )));
     }
     let hc = config
-        .resolve(&alias, spec.user.as_ref().map(|u| u.value.as_str()), env)
+        .resolve(
+            &alias,
+            spec.user.as_ref().map(|u| u.value.as_str()),
+            DEFAULT_USER,
+            env,
+        )
         .map_err(|e| fail(e.to_string()))?;
 
+    let mut overridden: Vec<Shown> = Vec::new();
     let address = match &hc.hostname {
+        Some(h) if spec.address_given => {
+            overridden.push(Shown {
+                name: "not used",
+                value: ssh_config::escape(&format!(
+                    "HostName {} (the inventory's address wins)",
+                    h.value
+                )),
+                source: Source::SshConfig(h.origin.clone()),
+            });
+            spec.alias.clone()
+        }
         Some(h) => Setting::config(h),
         None => spec.alias.clone(),
     };
@@ -326,7 +352,7 @@ fn resolve_hop(
         .user
         .clone()
         .or_else(|| hc.user.as_ref().map(Setting::config))
-        .unwrap_or_else(|| Setting::default("root".to_string()));
+        .unwrap_or_else(|| Setting::default(DEFAULT_USER.to_string()));
     if user.value.is_empty() || !user.value.bytes().all(ssh_config::valid_user_byte) {
         return Err(fail(format!(
             "`{}` ({}) is not a valid user name",
@@ -408,11 +434,10 @@ fn resolve_hop(
         Ok(ssh_config::expand_tilde(&expanded, &env.home))
     };
 
-    let mut shown = vec![
-        line("address", address.value.clone(), &address.source),
-        line("port", port.value.to_string(), &port.source),
-        line("user", user.value.clone(), &user.source),
-    ];
+    let mut shown = vec![line("address", address.value.clone(), &address.source)];
+    shown.extend(overridden);
+    shown.push(line("port", port.value.to_string(), &port.source));
+    shown.push(line("user", user.value.clone(), &user.source));
 
     // Identities.
     let mut identities: Vec<Identity> = Vec::new();
@@ -758,6 +783,8 @@ fn spec_host(s: &JumpSpec, source: &Source) -> HostSpec {
             value: s.host.clone(),
             source: source.clone(),
         },
+        // `ssh -J host`: an alias, HostName applies.
+        address_given: false,
         user: s.user.clone().map(|u| Setting {
             value: u,
             source: source.clone(),
@@ -828,6 +855,7 @@ mod tests {
         HostSpec {
             name: name.into(),
             alias: Setting::inventory(name.to_string(), "hosts.yaml:3:3 hosts.x"),
+            address_given: false,
             user: None,
             port: None,
             key: None,
@@ -883,6 +911,23 @@ mod tests {
             .find(|s| s.name == "port")
             .expect("port shown");
         assert_eq!(port.source.to_string(), "ssh_config /home/op/.ssh/config:4");
+    }
+
+    #[test]
+    fn an_inventory_address_wins_over_hostname() {
+        let c = config("Host 10.0.0.5\n  HostName 192.0.2.9\n  Port 2222\n");
+        let mut s = spec("pg1");
+        s.alias = Setting::inventory("10.0.0.5".to_string(), "hosts.yaml:4:9 hosts.pg1.address");
+        s.address_given = true;
+        let r = resolve(&s, &c, &run()).expect("resolves");
+        assert_eq!(r.hop.endpoint.address, "10.0.0.5");
+        // Other settings of the block still apply.
+        assert_eq!(r.hop.endpoint.port, 2222);
+        assert!(
+            r.shown
+                .iter()
+                .any(|l| l.name == "not used" && l.value.contains("192.0.2.9"))
+        );
     }
 
     #[test]

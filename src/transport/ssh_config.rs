@@ -170,6 +170,7 @@ enum Keyword {
     KnownHostsCommand,
     RevokedHostKeys,
     CanonicalizeHostname,
+    RefuseConnection,
     /// Known to OpenSSH, no effect on what plumb does (or plumb is stricter without it).
     Ignored(&'static str),
 }
@@ -299,6 +300,7 @@ const IGNORED: &[(&str, &str)] = &[
     ("requesttty", "plumb never asks for a terminal"),
     ("requiredrsasize", "plumb's algorithm set is fixed"),
     ("securitykeyprovider", "plumb uses key files and the agent"),
+    ("smartcarddevice", "plumb uses key files and the agent"),
     ("sendenv", "plumb sends no environment"),
     ("sessiontype", "plumb runs its own commands"),
     ("setenv", "plumb sends no environment"),
@@ -375,6 +377,7 @@ fn keyword(name: &str) -> Option<Keyword> {
         "knownhostscommand" => Keyword::KnownHostsCommand,
         "revokedhostkeys" => Keyword::RevokedHostKeys,
         "canonicalizehostname" => Keyword::CanonicalizeHostname,
+        "refuseconnection" => Keyword::RefuseConnection,
         other => {
             let (k, _) = IGNORED.iter().find(|(k, _)| *k == other)?;
             Keyword::Ignored(k)
@@ -423,16 +426,9 @@ impl Env {
             .filter(|h| !h.is_empty())
             .map(PathBuf::from)
             .unwrap_or_else(|| PathBuf::from("/root"));
-        let local_user = std::env::var("USER")
-            .ok()
-            .filter(|u| !u.is_empty())
-            .unwrap_or_else(|| {
-                if uid == 0 {
-                    "root".into()
-                } else {
-                    uid.to_string()
-                }
-            });
+        let local_user = user_name(uid)
+            .or_else(|| std::env::var("USER").ok().filter(|u| !u.is_empty()))
+            .unwrap_or_else(|| uid.to_string());
         let local_host = std::fs::read_to_string("/proc/sys/kernel/hostname")
             .map(|s| s.trim().to_string())
             .unwrap_or_else(|_| "localhost".into());
@@ -442,6 +438,32 @@ impl Env {
             local_host,
             uid,
         }
+    }
+}
+
+/// The login name of `uid` from the password database (`%u`, `Match localuser`).
+fn user_name(uid: u32) -> Option<String> {
+    let mut buf = vec![0u8; 4096];
+    // SAFETY: getpwuid_r writes into `pwd` and `buf` (whose length we pass) and sets `result`
+    // to `pwd` on success; nothing is kept beyond this call.
+    unsafe {
+        let mut pwd: libc::passwd = std::mem::zeroed();
+        let mut result: *mut libc::passwd = std::ptr::null_mut();
+        let rc = libc::getpwuid_r(
+            uid,
+            &mut pwd,
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            &mut result,
+        );
+        if rc != 0 || result.is_null() || pwd.pw_name.is_null() {
+            return None;
+        }
+        Some(
+            std::ffi::CStr::from_ptr(pwd.pw_name)
+                .to_string_lossy()
+                .into_owned(),
+        )
     }
 }
 
@@ -500,13 +522,16 @@ impl SshConfig {
     }
 
     /// Evaluates the configuration for `host` as `ssh host` would, with `user` as given on its
-    /// command line (`-l`: plumb's inventory value, which `Match user` sees), and returns the
+    /// command line (`-l`: plumb's inventory value, which `Match user` sees; without it and
+    /// without a `User` line so far, `Match user` sees `default_user`, the user plumb would log
+    /// in as), and returns the
     /// options that apply, each with the line that set it. Directives plumb refuses are errors
     /// here, naming their file and line.
     pub fn resolve(
         &self,
         host: &str,
         user: Option<&str>,
+        default_user: &str,
         env: &Env,
     ) -> Result<HostConfig, SshConfigError> {
         let original = host.to_ascii_lowercase();
@@ -514,6 +539,7 @@ impl SshConfig {
             opts: HostConfig::default(),
             want_final: false,
             cli_user: user.map(str::to_string),
+            default_user: default_user.to_string(),
             seq: 0,
         };
         for (file, _) in &self.files {
@@ -635,6 +661,7 @@ struct State {
     opts: HostConfig,
     want_final: bool,
     cli_user: Option<String>,
+    default_user: String,
     seq: usize,
 }
 
@@ -745,7 +772,8 @@ fn match_criteria(
     origin: &Origin,
 ) -> Result<bool, SshConfigError> {
     // As in readconf.c: the host a `Match host` sees is HostName (with %h expanded) when one
-    // was set, else the name given; the user is the one known so far, else the local user.
+    // was set, else the name given; the user is the one known so far, else the one plumb
+    // would log in as (ssh's would be the local user, which is also its default login).
     let target_host = st
         .opts
         .hostname
@@ -756,7 +784,7 @@ fn match_criteria(
         .cli_user
         .clone()
         .or_else(|| st.opts.user.as_ref().map(|u| u.value.clone()))
-        .unwrap_or_else(|| env.local_user.clone());
+        .unwrap_or_else(|| st.default_user.clone());
     let mut result = true;
     for c in criteria {
         let this = match c {
@@ -1120,6 +1148,23 @@ fn set_option(
                              canonicalize names (it would reach another host than you think): \
                              set HostName to the full name instead"
                         ),
+                    ),
+                    RefusedKind::Other,
+                ));
+            }
+        }
+        Keyword::RefuseConnection => {
+            let v = yes_no(
+                one_arg(args, "RefuseConnection", &origin)?,
+                "RefuseConnection",
+                &origin,
+            )?;
+            if v && !o.refused_has("refuseconnection") {
+                o.refused.push((
+                    err(
+                        &origin,
+                        "RefuseConnection applies to this host: ssh would not connect to it, and \
+                         neither does plumb",
                     ),
                     RefusedKind::Other,
                 ));
@@ -1492,6 +1537,7 @@ fn parse_file(
                         opts: HostConfig::default(),
                         want_final: false,
                         cli_user: None,
+                        default_user: String::new(),
                         seq: 0,
                     };
                     set_option(k, &args, origin.clone(), "host", &mut scratch)?;
@@ -1836,7 +1882,7 @@ mod tests {
     }
 
     fn resolve(c: &SshConfig, host: &str) -> HostConfig {
-        c.resolve(host, None, &env(Path::new("/h")))
+        c.resolve(host, None, "alice", &env(Path::new("/h")))
             .expect("resolves")
     }
 
@@ -1878,12 +1924,12 @@ mod tests {
             "Host t*\n  HostName %h.internal\nMatch host *.internal user root\n  ProxyJump bastion\nMatch originalhost t1\n  Port 2201\n",
         );
         let h = c
-            .resolve("t1", Some("root"), &env(Path::new("/h")))
+            .resolve("t1", Some("root"), "alice", &env(Path::new("/h")))
             .unwrap();
         assert_eq!(h.hostname.as_ref().unwrap().value, "t1.internal");
         assert_eq!(h.jump().unwrap().value, "bastion");
         assert_eq!(h.port.unwrap().value, 2201);
-        // Match user sees the local user when no user is known: alice, not root.
+        // Match user sees the default user when no user is known: alice here.
         let h = resolve(&c, "t1");
         assert!(h.jump().is_none());
     }
@@ -1921,13 +1967,17 @@ mod tests {
         // Another host is not affected.
         resolve(&c, "web1");
         let e = c
-            .resolve("corp-1", None, &env(Path::new("/h")))
+            .resolve("corp-1", None, "alice", &env(Path::new("/h")))
             .unwrap_err();
         assert_eq!(e.origin.line, 2);
         assert!(e.message.contains("ProxyCommand"), "{e}");
-        let e = c.resolve("known", None, &env(Path::new("/h"))).unwrap_err();
+        let e = c
+            .resolve("known", None, "alice", &env(Path::new("/h")))
+            .unwrap_err();
         assert!(e.message.contains("KnownHostsCommand"), "{e}");
-        let e = c.resolve("lax", None, &env(Path::new("/h"))).unwrap_err();
+        let e = c
+            .resolve("lax", None, "alice", &env(Path::new("/h")))
+            .unwrap_err();
         assert_eq!(e.origin.line, 6);
         assert!(e.message.contains("never connects without checking"), "{e}");
     }
@@ -1967,13 +2017,13 @@ mod tests {
         .unwrap();
         let e = env(dir.path());
         let c = SshConfig::load(&[(ssh.join("config"), ConfigKind::User)], &e).unwrap();
-        let h = c.resolve("t1", None, &e).unwrap();
+        let h = c.resolve("t1", None, "alice", &e).unwrap();
         assert_eq!(h.hostname.unwrap().value, "10.0.0.1");
         assert_eq!(h.user.as_ref().unwrap().value, "one");
         assert!(h.user.unwrap().origin.file.ends_with("a.conf"));
         // After the include, the Host t2 block of b.conf no longer applies: `User after` is
         // global again.
-        let h = c.resolve("t2", None, &e).unwrap();
+        let h = c.resolve("t2", None, "alice", &e).unwrap();
         assert_eq!(h.user.unwrap().value, "after");
         assert_eq!(c.file_paths().len(), 4);
     }
@@ -1981,7 +2031,9 @@ mod tests {
     #[test]
     fn unsupported_match_is_an_error_only_when_reached() {
         let c = cfg("Match host other exec \"true\"\n  User x\nMatch exec true\n  User y\n");
-        let e = c.resolve("a", None, &env(Path::new("/h"))).unwrap_err();
+        let e = c
+            .resolve("a", None, "alice", &env(Path::new("/h")))
+            .unwrap_err();
         assert_eq!(e.origin.line, 3);
         assert!(e.message.contains("never runs commands"), "{e}");
     }
