@@ -359,7 +359,7 @@ impl Connection {
         .await
         .map_err(|_| prepared.timed_out(ConnectStage::Tcp))?
         .map_err(|e| TransportError::JumpChannel {
-            target: target.clone(),
+            target: endpoint.describe(),
             bastion: bastion.target.clone(),
             address: endpoint.address.clone(),
             port: endpoint.port,

@@ -129,6 +129,8 @@ enum Item {
     },
     Option {
         keyword: Keyword,
+        /// The keyword as written (for messages).
+        written: String,
         args: Vec<String>,
     },
 }
@@ -705,9 +707,13 @@ fn apply_file(
                 }
                 *active = outer;
             }
-            Item::Option { keyword, args } => {
+            Item::Option {
+                keyword,
+                written,
+                args,
+            } => {
                 if *active {
-                    set_option(*keyword, args, origin, host, st)?;
+                    set_option(*keyword, written, args, origin, host, st)?;
                 }
             }
         }
@@ -907,6 +913,7 @@ fn at<T>(value: T, origin: &Origin) -> Located<T> {
 
 fn set_option(
     kw: Keyword,
+    written: &str,
     args: &[String],
     origin: Origin,
     host: &str,
@@ -1170,8 +1177,8 @@ fn set_option(
                 ));
             }
         }
-        Keyword::Ignored(name) => {
-            o.ignored.push(at(name.to_string(), &origin));
+        Keyword::Ignored(_) => {
+            o.ignored.push(at(written.to_string(), &origin));
         }
     }
     Ok(())
@@ -1528,6 +1535,7 @@ fn parse_file(
                         .collect();
                     Item::Option {
                         keyword: Keyword::IgnoreUnknown,
+                        written: kw.to_string(),
                         args,
                     }
                 }
@@ -1540,8 +1548,12 @@ fn parse_file(
                         default_user: String::new(),
                         seq: 0,
                     };
-                    set_option(k, &args, origin.clone(), "host", &mut scratch)?;
-                    Item::Option { keyword: k, args }
+                    set_option(k, kw, &args, origin.clone(), "host", &mut scratch)?;
+                    Item::Option {
+                        keyword: k,
+                        written: kw.to_string(),
+                        args,
+                    }
                 }
                 None => {
                     if ignore_unknown
