@@ -343,6 +343,25 @@ fn converges_through_two_hops() {
     assert!(show.status.success(), "{shown}");
     assert!(shown.contains("bastion root@10.9.4.2:22:"), "{shown}");
     assert!(shown.contains("bastion root@10.9.1.2:"), "{shown}");
+    let json = plumb_in(
+        &ctl,
+        &dir,
+        &["inventory", "show", "t3", &repo_s, "--format", "json"],
+    );
+    assert!(json.status.success(), "{}", text(&json));
+    let doc: serde_json::Value = serde_json::from_slice(&json.stdout).expect("JSON");
+    let value = |v: &serde_json::Value, name: &str| -> String {
+        v["settings"]
+            .as_array()
+            .and_then(|a| a.iter().find(|s| s["name"] == name))
+            .map(|s| s["value"].as_str().unwrap_or_default().to_string())
+            .unwrap_or_default()
+    };
+    let hops = &doc["settings"];
+    assert_eq!(value(hops, "address"), "10.9.5.2");
+    assert_eq!(value(&hops["bastion"], "address"), "10.9.4.2");
+    assert_eq!(value(&hops["bastion"]["bastion"], "address"), "10.9.1.2");
+    assert!(hops["bastion"]["bastion"]["bastion"].is_null());
 
     let out = plumb_in(&ctl, &dir, &["converge", &repo_s]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
