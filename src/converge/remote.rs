@@ -28,7 +28,7 @@ pub struct RemoteOptions {
     /// inventory's `ssh_config`, or `~/.ssh/config` and `/etc/ssh/ssh_config` (`none`: none).
     pub ssh_config: Option<PathBuf>,
     /// What the hosts of a run share: ssh_config read once, one session per bastion. Clones
-    /// share it; a new run should start from [`RemoteOptions::default`] or [`Self::fresh`].
+    /// share it; each run starts from a new one (`HostArgs::options` makes one per run).
     pub reach: Arc<Reach>,
 }
 
@@ -47,15 +47,6 @@ impl Default for RemoteOptions {
 }
 
 impl RemoteOptions {
-    /// The same settings with nothing shared with earlier runs (no bastion session kept, the
-    /// ssh_config files read again).
-    pub fn fresh(&self) -> RemoteOptions {
-        RemoteOptions {
-            reach: Arc::new(Reach::default()),
-            ..self.clone()
-        }
-    }
-
     /// Which ssh_config files apply to `host`: `--ssh-config`, else the inventory's
     /// `ssh_config`, else the operator's own.
     pub fn config_choice(&self, host: &Host) -> ConfigChoice {
