@@ -11,6 +11,7 @@ pub mod apply;
 pub mod cli;
 pub mod converge;
 pub mod diag;
+pub mod inventory_import;
 pub mod kinds;
 pub mod load;
 pub mod model;

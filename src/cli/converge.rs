@@ -59,6 +59,10 @@ pub struct HostArgs {
     /// Converge this machine itself instead of connecting over SSH (all selected hosts must be it).
     #[arg(long)]
     pub local: bool,
+    /// OpenSSH client configuration to read instead of the inventory's `ssh_config` or
+    /// ~/.ssh/config and /etc/ssh/ssh_config (`none`: read none).
+    #[arg(long, value_name = "FILE", env = "PLUMB_SSH_CONFIG")]
+    pub ssh_config: Option<PathBuf>,
 }
 
 impl HostArgs {
@@ -73,6 +77,8 @@ impl HostArgs {
                 connect_timeout: Duration::from_secs(self.connect_timeout.max(1)),
                 command_timeout: Duration::from_secs(self.command_timeout.max(1)),
                 default_known_hosts: None,
+                ssh_config: self.ssh_config.clone(),
+                ..RemoteOptions::default()
             },
             lock_timeout: Duration::from_secs(self.lock_timeout),
             prune_users: self.prune_users,

@@ -4,6 +4,7 @@
 
 pub mod certs;
 pub mod converge;
+pub mod inventory;
 pub mod pull;
 pub mod serve;
 
@@ -92,6 +93,9 @@ pub enum Command {
     Pull(pull::PullArgs),
     /// Webhook receiver: converge on each git push (GitHub, GitLab, Gitea), one run at a time.
     Serve(serve::ServeArgs),
+    /// The inventory: how plumb reaches a host (`show`), or import an Ansible inventory.
+    #[command(subcommand)]
+    Inventory(inventory::InventoryCommand),
     /// Manage age-encrypted secrets in the repo's secrets/.
     #[command(subcommand)]
     Secrets(SecretsCommand),
@@ -204,6 +208,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Apply(a) => converge::apply(&a),
         Command::Pull(a) => pull::pull(&a),
         Command::Serve(a) => serve::serve(&a),
+        Command::Inventory(c) => inventory::run(&c),
         Command::Secrets(SecretsCommand::Set { name, repo }) => secrets_set(&repo, &name),
         Command::Secrets(SecretsCommand::List { repo }) => secrets_list(&repo),
         Command::Certs(CertsCommand::Status(a)) => certs::status(&a),

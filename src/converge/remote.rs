@@ -1,13 +1,13 @@
 //! Where scripts run: a host over SSH, or this machine itself (`plumb pull --local`). Both run
 //! the same POSIX sh scripts and take the same host lock.
 
-use crate::model::inventory::{Host, Privilege as InvPrivilege};
+use crate::model::inventory::Host;
 use crate::shell::quote;
-use crate::transport::{
-    self, ConnectOptions, Connection, Endpoint, HostKeyPolicy, Identity, Privilege,
-};
+use crate::transport::route::{self, ConfigChoice, Reach, RunSettings};
+use crate::transport::{self, Connection};
 use std::path::PathBuf;
 use std::process::Stdio;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
@@ -22,8 +22,14 @@ pub struct RemoteOptions {
     pub connect_timeout: Duration,
     /// One command.
     pub command_timeout: Duration,
-    /// known_hosts used when the inventory names none.
+    /// known_hosts used when neither the inventory nor ssh_config names one.
     pub default_known_hosts: Option<PathBuf>,
+    /// `--ssh-config FILE`: the OpenSSH client configuration to read instead of the
+    /// inventory's `ssh_config`, or `~/.ssh/config` and `/etc/ssh/ssh_config` (`none`: none).
+    pub ssh_config: Option<PathBuf>,
+    /// What the hosts of a run share: ssh_config read once, one session per bastion. Clones
+    /// share it; each run starts from a new one (`HostArgs::options` makes one per run).
+    pub reach: Arc<Reach>,
 }
 
 impl Default for RemoteOptions {
@@ -34,7 +40,37 @@ impl Default for RemoteOptions {
             connect_timeout: Duration::from_secs(10),
             command_timeout: Duration::from_secs(900),
             default_known_hosts: None,
+            ssh_config: None,
+            reach: Arc::new(Reach::default()),
         }
+    }
+}
+
+impl RemoteOptions {
+    /// Which ssh_config files apply to `host`: `--ssh-config`, else the inventory's
+    /// `ssh_config`, else the operator's own.
+    pub fn config_choice(&self, host: &Host) -> ConfigChoice {
+        match (&self.ssh_config, &host.ssh.ssh_config) {
+            (Some(p), _) | (None, Some((p, _))) => ConfigChoice::from_path(p),
+            (None, None) => ConfigChoice::Default,
+        }
+    }
+
+    /// Resolves how to reach `host` (inventory, then ssh_config, then defaults), with where
+    /// each setting came from.
+    pub fn resolve(&self, host: &Host) -> Result<route::Resolved, String> {
+        let config = self
+            .reach
+            .config(&self.config_choice(host))
+            .map_err(|e| format!("{}: {e}", host.name))?;
+        let run = RunSettings {
+            accept_new_host_keys: self.accept_new_host_keys,
+            connect_timeout: self.connect_timeout,
+            command_timeout: self.command_timeout,
+            default_known_hosts: self.default_known_hosts.clone(),
+            env: self.reach.env().clone(),
+        };
+        route::resolve(&host.route_spec(), &config, &run).map_err(|e| e.to_string())
     }
 }
 
@@ -59,13 +95,6 @@ pub enum Remote {
     },
 }
 
-fn home_known_hosts() -> PathBuf {
-    std::env::var_os("HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/root"))
-        .join(".ssh/known_hosts")
-}
-
 impl Remote {
     /// Connects to a host (or prepares to run locally).
     pub async fn connect(host: &Host, opts: &RemoteOptions) -> Result<Remote, String> {
@@ -74,35 +103,11 @@ impl Remote {
                 timeout: opts.command_timeout,
             });
         }
-        let endpoint = Endpoint {
-            host: host.name.clone(),
-            address: host.address.clone(),
-            port: host.port,
-            user: host.user.clone(),
-        };
-        let identity = match &host.ssh_key {
-            Some(k) => Identity::File(k.clone()),
-            None => Identity::Agent,
-        };
-        let known = host
-            .known_hosts
-            .clone()
-            .or_else(|| opts.default_known_hosts.clone())
-            .unwrap_or_else(home_known_hosts);
-        let mut co = ConnectOptions::new(identity, known);
-        co.host_key_policy = if opts.accept_new_host_keys {
-            HostKeyPolicy::AcceptNew
-        } else {
-            HostKeyPolicy::Strict
-        };
-        co.privilege = match host.privilege {
-            InvPrivilege::Auto => Privilege::Auto,
-            InvPrivilege::None => Privilege::None,
-            InvPrivilege::Sudo => Privilege::Sudo,
-        };
-        co.connect_timeout = opts.connect_timeout;
-        co.command_timeout = opts.command_timeout;
-        Connection::open(&endpoint, &co)
+        // The inventory's settings, then ssh_config, then defaults; bastions shared by the run.
+        let resolved = opts.resolve(host)?;
+        opts.reach
+            .bastions
+            .connect(&resolved.route())
             .await
             .map(|c| Remote::Ssh(Box::new(c)))
             .map_err(|e| e.to_string())

@@ -4,6 +4,12 @@
 //! host lists its groups, then the host's own `vars`, then (for a File) the resource's `vars`.
 //! Mappings merge key by key, recursively; any other value replaces the one below it.
 //!
+//! How to reach a host: `address`, `ssh_user`, `ssh_port`, `ssh_key`, `known_hosts`, `ssh_jump`
+//! (bastions) and `ssh_config` (an OpenSSH client configuration file). Each one set here wins
+//! over the operator's ssh_config, which fills in what the inventory leaves out: a host may have
+//! no `address` at all, and is then reached as `ssh NAME` would reach it, `HostName` included
+//! (see [`crate::transport::route`]). [`Host::ssh`] keeps what was written and where.
+//!
 //! An overlay (`--inventory FILE`) has the same schema and is merged over the repo's inventory:
 //! it may change connection settings, addresses and vars of hosts and groups the repo defines,
 //! but not invent new ones (a typo in an overlay must not silently create a host).
@@ -47,6 +53,15 @@ pub struct ConnectionSettings {
     /// How to become root.
     #[serde(default)]
     pub privilege: Option<Privilege>,
+    /// Bastions to reach the host through: comma-separated, each another inventory host or
+    /// `[user@]host[:port]` (resolved through ssh_config); `none` for no bastion even if
+    /// ssh_config names one.
+    #[serde(default)]
+    pub ssh_jump: Option<String>,
+    /// An OpenSSH client configuration file to read instead of `~/.ssh/config` and
+    /// `/etc/ssh/ssh_config` (`none`: read none).
+    #[serde(default)]
+    pub ssh_config: Option<PathBuf>,
 }
 
 /// `defaults:` of an inventory file.
@@ -68,6 +83,15 @@ pub struct DefaultsDef {
     /// How to become root.
     #[serde(default)]
     pub privilege: Option<Privilege>,
+    /// Bastions to reach the host through: comma-separated, each another inventory host or
+    /// `[user@]host[:port]` (resolved through ssh_config); `none` for no bastion even if
+    /// ssh_config names one.
+    #[serde(default)]
+    pub ssh_jump: Option<String>,
+    /// An OpenSSH client configuration file to read instead of `~/.ssh/config` and
+    /// `/etc/ssh/ssh_config` (`none`: read none).
+    #[serde(default)]
+    pub ssh_config: Option<PathBuf>,
     /// Where plumb keeps its state on hosts (default /var/lib/plumb).
     #[serde(default)]
     pub state_dir: Option<String>,
@@ -92,7 +116,8 @@ pub struct GroupDef {
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HostDef {
-    /// IP address or DNS name plumb connects to.
+    /// IP address or DNS name plumb connects to; without one, the host's name (which
+    /// ssh_config may map to an address with `HostName`).
     #[serde(default)]
     pub address: Option<String>,
     /// Groups the host belongs to, in precedence order (later wins).
@@ -113,6 +138,15 @@ pub struct HostDef {
     /// How to become root.
     #[serde(default)]
     pub privilege: Option<Privilege>,
+    /// Bastions to reach the host through: comma-separated, each another inventory host or
+    /// `[user@]host[:port]` (resolved through ssh_config); `none` for no bastion even if
+    /// ssh_config names one.
+    #[serde(default)]
+    pub ssh_jump: Option<String>,
+    /// An OpenSSH client configuration file to read instead of `~/.ssh/config` and
+    /// `/etc/ssh/ssh_config` (`none`: read none).
+    #[serde(default)]
+    pub ssh_config: Option<PathBuf>,
     /// Where plumb keeps its state on this host.
     #[serde(default)]
     pub state_dir: Option<String>,
@@ -161,6 +195,103 @@ pub struct Host {
     pub groups: Vec<String>,
     /// Merged variables.
     pub vars: Map<String, Value>,
+    /// The connection settings as the inventory wrote them, with where: what ssh_config may
+    /// fill in is `None` here.
+    #[serde(skip)]
+    pub ssh: SshSettings,
+}
+
+/// A connection setting as written, and where: `inventory/hosts.yaml:12:5 hosts.pg1.ssh_user`.
+pub type Written<T> = Option<(T, String)>;
+
+/// The connection settings of a host as the inventory wrote them (after defaults and the
+/// overlay), each with its place; `None` where the inventory says nothing.
+#[derive(Clone, Debug, Default)]
+pub struct SshSettings {
+    /// `address`.
+    pub address: Written<String>,
+    /// `ssh_user`.
+    pub user: Written<String>,
+    /// `ssh_port`.
+    pub port: Written<u16>,
+    /// `ssh_key` (absolute).
+    pub key: Written<PathBuf>,
+    /// `known_hosts` (absolute).
+    pub known_hosts: Written<PathBuf>,
+    /// `ssh_jump`, resolved: bastions in dialling order (empty for `none`).
+    pub jump: Written<Vec<JumpHop>>,
+    /// `ssh_config` (absolute, or `none`).
+    pub ssh_config: Written<PathBuf>,
+}
+
+/// One bastion of `ssh_jump`.
+#[derive(Clone, Debug)]
+pub enum JumpHop {
+    /// Another inventory host, with its own settings (and its own `ssh_jump`).
+    Host(Box<Host>),
+    /// `[user@]host[:port]`: reached through ssh_config, with the `ssh_key` and `known_hosts`
+    /// of the host it serves.
+    Spec(crate::transport::ssh_config::JumpSpec),
+}
+
+impl Host {
+    /// How the inventory describes reaching this host, for [`crate::transport::route`]:
+    /// what it sets wins over ssh_config. A bastion written as `user@host:port` inherits this
+    /// host's `ssh_key` and `known_hosts` (one file for the whole fleet is the common case).
+    pub fn route_spec(&self) -> crate::transport::route::HostSpec {
+        use crate::transport::route::{HostSpec, JumpTarget, Setting, Source};
+        let setting =
+            |v: &Written<String>| v.as_ref().map(|(v, at)| Setting::inventory(v.clone(), at));
+        let path =
+            |v: &Written<PathBuf>| v.as_ref().map(|(v, at)| Setting::inventory(v.clone(), at));
+        let port = self
+            .ssh
+            .port
+            .as_ref()
+            .map(|(v, at)| Setting::inventory(*v, at));
+        let jump = self.ssh.jump.as_ref().map(|(list, at)| {
+            let hops = list
+                .iter()
+                .map(|hop| match hop {
+                    JumpHop::Host(b) => JumpTarget::Host(Box::new(b.route_spec())),
+                    JumpHop::Spec(s) => JumpTarget::Host(Box::new(HostSpec {
+                        name: s.to_string(),
+                        alias: Setting::inventory(s.host.clone(), at),
+                        // Like `ssh -J host`: an alias that ssh_config may map.
+                        address_given: false,
+                        user: s.user.clone().map(|u| Setting::inventory(u, at)),
+                        port: s.port.map(|p| Setting::inventory(p, at)),
+                        key: path(&self.ssh.key),
+                        known_hosts: path(&self.ssh.known_hosts),
+                        jump: None,
+                        privilege: crate::transport::Privilege::None,
+                    })),
+                })
+                .collect();
+            Setting::inventory(hops, at)
+        });
+        HostSpec {
+            name: self.name.clone(),
+            address_given: self.ssh.address.is_some(),
+            alias: match &self.ssh.address {
+                Some((a, at)) => Setting::inventory(a.clone(), at),
+                None => Setting {
+                    value: self.name.clone(),
+                    source: Source::Inventory(format!("host name `{}` (no address)", self.name)),
+                },
+            },
+            user: setting(&self.ssh.user),
+            port,
+            key: path(&self.ssh.key),
+            known_hosts: path(&self.ssh.known_hosts),
+            jump,
+            privilege: match self.privilege {
+                Privilege::Auto => crate::transport::Privilege::Auto,
+                Privilege::None => crate::transport::Privilege::None,
+                Privilege::Sudo => crate::transport::Privilege::Sudo,
+            },
+        }
+    }
 }
 
 /// A group, resolved.
@@ -222,7 +353,7 @@ pub fn parse_inventory(
             .with_field(e.path.clone());
         if e.message.contains("unknown field") {
             d = d.with_hint(
-                "host fields are address, groups, ssh_user, ssh_port, ssh_key, known_hosts, privilege, state_dir, vars",
+                "host fields are address, groups, ssh_user, ssh_port, ssh_key, known_hosts, ssh_jump, ssh_config, privilege, state_dir, vars",
             );
         }
         d
@@ -245,6 +376,183 @@ fn resolve_path(dir: &Path, p: &Path) -> PathBuf {
         p.to_path_buf()
     } else {
         dir.join(p)
+    }
+}
+
+/// Finds each connection setting of one host where the inventory wrote it, in precedence order:
+/// the overlay's host entry, the repo's host entry, the overlay's defaults, the repo's defaults.
+struct Finder<'a> {
+    base: &'a InventorySource,
+    overlay: Option<&'a InventorySource>,
+    name: &'a str,
+    host: &'a HostDef,
+    overlay_host: Option<&'a HostDef>,
+}
+
+impl<'a> Finder<'a> {
+    fn new(
+        base: &'a InventorySource,
+        overlay: Option<&'a InventorySource>,
+        name: &'a str,
+        host: &'a HostDef,
+        overlay_host: Option<&'a HostDef>,
+    ) -> Self {
+        Finder {
+            base,
+            overlay,
+            name,
+            host,
+            overlay_host,
+        }
+    }
+
+    fn place(&self, src: &InventorySource, field: &str) -> String {
+        let mark = src.root.locate(field).mark;
+        format!("{}:{} {field}", src.display.display(), mark)
+    }
+
+    /// The value and its place (`file:line:col field`).
+    fn value<T>(
+        &self,
+        host: impl Fn(&HostDef) -> Option<T>,
+        defaults: impl Fn(&DefaultsDef) -> Option<T>,
+        field: &str,
+    ) -> Written<T> {
+        let host_field = format!("hosts.{}.{field}", self.name);
+        let defaults_field = format!("defaults.{field}");
+        if let (Some(o), Some(oh)) = (self.overlay, self.overlay_host)
+            && let Some(v) = host(oh)
+        {
+            return Some((v, self.place(o, &host_field)));
+        }
+        if let Some(v) = host(self.host) {
+            return Some((v, self.place(self.base, &host_field)));
+        }
+        if let Some(o) = self.overlay
+            && let Some(v) = defaults(&o.def.defaults)
+        {
+            return Some((v, self.place(o, &defaults_field)));
+        }
+        defaults(&self.base.def.defaults).map(|v| (v, self.place(self.base, &defaults_field)))
+    }
+
+    /// A path value, resolved against the folder of the file that set it.
+    fn path(
+        &self,
+        host: impl Fn(&HostDef) -> Option<PathBuf>,
+        defaults: impl Fn(&DefaultsDef) -> Option<PathBuf>,
+        field: &str,
+    ) -> Written<PathBuf> {
+        self.value(host, defaults, field)
+            .map(|(p, at)| (self.resolve_at(&at, &p), at))
+    }
+
+    fn source_of(&self, at: &str) -> &'a InventorySource {
+        match self.overlay {
+            Some(o) if at.starts_with(&format!("{}:", o.display.display())) => o,
+            _ => self.base,
+        }
+    }
+
+    fn resolve_at(&self, at: &str, p: &Path) -> PathBuf {
+        resolve_path(&self.source_of(at).dir, p)
+    }
+
+    fn file_of(&self, at: &str) -> PathBuf {
+        self.source_of(at).display.clone()
+    }
+
+    fn root_of(&self, at: &str) -> &'a Node {
+        &self.source_of(at).root
+    }
+
+    fn field_of(&self, at: &str) -> String {
+        at.rsplit(' ').next().unwrap_or_default().to_string()
+    }
+}
+
+/// Turns each host's `ssh_jump` text into bastions: inventory hosts (with their own settings and
+/// bastions) or `user@host:port` specs. Loops and bad specs are diagnostics at the field.
+fn resolve_jumps(
+    hosts: &mut [Host],
+    jump_text: &BTreeMap<String, (String, String)>,
+    base: &InventorySource,
+    overlay: Option<&InventorySource>,
+    ds: &mut Diagnostics,
+) {
+    let source_of = |at: &str| match overlay {
+        Some(o) if at.starts_with(&format!("{}:", o.display.display())) => o,
+        _ => base,
+    };
+    let by_name: BTreeMap<String, Host> =
+        hosts.iter().map(|h| (h.name.clone(), h.clone())).collect();
+    fn build(
+        name: &str,
+        jump_text: &BTreeMap<String, (String, String)>,
+        by_name: &BTreeMap<String, Host>,
+        stack: &mut Vec<String>,
+        memo: &mut BTreeMap<String, Result<Option<Vec<JumpHop>>, String>>,
+    ) -> Result<Option<Vec<JumpHop>>, String> {
+        if let Some(done) = memo.get(name) {
+            return done.clone();
+        }
+        let Some((text, _)) = jump_text.get(name) else {
+            return Ok(None);
+        };
+        if stack.iter().any(|s| s == name) {
+            stack.push(name.to_string());
+            return Err(format!("bastion loop: {}", stack.join(" -> ")));
+        }
+        stack.push(name.to_string());
+        let mut out = Vec::new();
+        let result = (|| {
+            if text.trim().eq_ignore_ascii_case("none") {
+                return Ok(Some(Vec::new()));
+            }
+            for token in text.split(',').map(str::trim) {
+                if let Some(h) = by_name.get(token) {
+                    let mut bastion = h.clone();
+                    let inner = build(token, jump_text, by_name, stack, memo)?;
+                    bastion.ssh.jump = inner.map(|j| {
+                        let at = jump_text
+                            .get(token)
+                            .map(|(_, at)| at.clone())
+                            .unwrap_or_default();
+                        (j, at)
+                    });
+                    out.push(JumpHop::Host(Box::new(bastion)));
+                } else {
+                    let spec = crate::transport::ssh_config::parse_jump_list(token).map_err(|e| {
+                        format!("`{token}` is neither a host of this inventory nor [user@]host[:port]: {e}")
+                    })?;
+                    out.extend(spec.into_iter().map(JumpHop::Spec));
+                }
+            }
+            Ok(Some(out))
+        })();
+        stack.pop();
+        memo.insert(name.to_string(), result.clone());
+        result
+    }
+    let mut memo = BTreeMap::new();
+    for h in hosts.iter_mut() {
+        let Some((_, at)) = jump_text.get(&h.name) else {
+            continue;
+        };
+        let mut stack = Vec::new();
+        match build(&h.name, jump_text, &by_name, &mut stack, &mut memo) {
+            Ok(Some(list)) => h.ssh.jump = Some((list, at.clone())),
+            Ok(None) => {}
+            Err(message) => {
+                let src = source_of(at);
+                let field = at.rsplit(' ').next().unwrap_or_default();
+                ds.push(
+                    Diagnostic::field(&src.display, &src.root, field, message).with_hint(
+                        "ssh_jump names inventory hosts or [user@]host[:port], comma-separated, first bastion first; `none` for no bastion",
+                    ),
+                );
+            }
+        }
     }
 }
 
@@ -418,27 +726,83 @@ pub fn resolve(
     }
 
     let mut hosts = Vec::new();
+    let mut jump_text: BTreeMap<String, (String, String)> = BTreeMap::new();
     for (name, h) in &base.def.hosts {
         let empty = HostDef::default();
         let h = h.as_ref().unwrap_or(&empty);
         let o = overlay
             .and_then(|o| o.def.hosts.get(name))
             .and_then(|o| o.as_ref());
-        let address = o
-            .and_then(|o| o.address.clone())
-            .or_else(|| h.address.clone());
-        let Some(address) = address else {
+        // Each connection setting as written, with where: the overlay's host, the repo's host,
+        // the overlay's defaults, the repo's defaults.
+        let written = Finder::new(base, overlay, name, h, o);
+        let ssh = SshSettings {
+            address: written.value(|h| h.address.clone(), |_| None, "address"),
+            user: written.value(|h| h.ssh_user.clone(), |d| d.ssh_user.clone(), "ssh_user"),
+            port: written.value(|h| h.ssh_port, |d| d.ssh_port, "ssh_port"),
+            key: written.path(|h| h.ssh_key.clone(), |d| d.ssh_key.clone(), "ssh_key"),
+            known_hosts: written.path(
+                |h| h.known_hosts.clone(),
+                |d| d.known_hosts.clone(),
+                "known_hosts",
+            ),
+            // Resolved once every host is known (a bastion may be another host).
+            jump: None,
+            ssh_config: written
+                .value(
+                    |h| h.ssh_config.clone(),
+                    |d| d.ssh_config.clone(),
+                    "ssh_config",
+                )
+                .map(|(p, at)| {
+                    let resolved = if p == Path::new("none") {
+                        p
+                    } else {
+                        written.resolve_at(&at, &p)
+                    };
+                    (resolved, at)
+                }),
+        };
+        if let Some((address, at)) = &ssh.address
+            && (address.is_empty()
+                || !address
+                    .bytes()
+                    .all(crate::transport::ssh_config::valid_host_byte))
+        {
             ds.push(
                 Diagnostic::field(
-                    &base.display,
-                    &base.root,
-                    format!("hosts.{name}"),
-                    format!("host `{name}` has no address"),
+                    written.file_of(at),
+                    written.root_of(at),
+                    written.field_of(at),
+                    format!("`{address}` is not an IP address or DNS name"),
                 )
-                .with_hint("add `address: <IP or DNS name>` here or in the --inventory overlay"),
+                .with_hint("letters, digits, `.`, `-`, `_` and `:` (IPv6)"),
             );
-            continue;
-        };
+        }
+        if let Some((user, at)) = &ssh.user
+            && (user.is_empty()
+                || !user
+                    .bytes()
+                    .all(crate::transport::ssh_config::valid_user_byte))
+        {
+            ds.push(Diagnostic::field(
+                written.file_of(at),
+                written.root_of(at),
+                written.field_of(at),
+                format!("`{user}` is not a valid user name"),
+            ));
+        }
+        if let Some((jump, at)) =
+            written.value(|h| h.ssh_jump.clone(), |d| d.ssh_jump.clone(), "ssh_jump")
+        {
+            jump_text.insert(name.clone(), (jump, at));
+        }
+        // Without an address, the host's name is what ssh is given (ssh_config may map it).
+        let address = ssh
+            .address
+            .as_ref()
+            .map(|(a, _)| a.clone())
+            .unwrap_or_else(|| name.clone());
         let host_groups = o
             .and_then(|o| o.groups.clone())
             .or_else(|| h.groups.clone())
@@ -507,8 +871,10 @@ pub fn resolve(
                 .unwrap_or_else(|| crate::state::HOST_DIR.to_string()),
             groups: host_groups,
             vars,
+            ssh,
         });
     }
+    resolve_jumps(&mut hosts, &jump_text, base, overlay, &mut ds);
     for h in &hosts {
         for g in &h.groups {
             if let Some(g) = groups.get_mut(g) {
@@ -599,7 +965,7 @@ hosts:
     }
 
     #[test]
-    fn undefined_group_and_missing_address_are_reported_together() {
+    fn undefined_groups_are_reported_together_and_address_is_optional() {
         let s = src(
             "hosts.yaml",
             "hosts:\n  a: { groups: [nope] }\n  b: { address: x, groups: [nope] }\n",
@@ -607,12 +973,79 @@ hosts:
         let err = resolve(&s, None).unwrap_err();
         assert_eq!(err.len(), 2, "{err}");
         let text = err.to_string();
-        assert!(text.contains("host `a` has no address"), "{text}");
+        assert!(text.contains("hosts.yaml:2:"), "{text}");
         assert!(text.contains("hosts.yaml:3:"), "{text}");
         assert!(
             text.contains("group `nope`, which is not defined"),
             "{text}"
         );
+        // Without an address the host is dialled by its name (ssh_config may map it).
+        let inv = resolve(&src("hosts.yaml", "hosts:\n  web1: {}\n"), None).unwrap();
+        let web1 = inv.host("web1").unwrap();
+        assert_eq!(web1.address, "web1");
+        assert!(web1.ssh.address.is_none());
+        assert!(web1.ssh.user.is_none());
+    }
+
+    #[test]
+    fn connection_settings_remember_where_they_were_written() {
+        let s = src(
+            "hosts.yaml",
+            "defaults:\n  ssh_user: ops\n  known_hosts: kh\nhosts:\n  a:\n    address: 10.0.0.1\n    ssh_port: 2222\n",
+        );
+        let inv = resolve(&s, None).unwrap();
+        let a = inv.host("a").unwrap();
+        assert_eq!(
+            a.ssh.user,
+            Some(("ops".into(), "hosts.yaml:2:13 defaults.ssh_user".into()))
+        );
+        assert_eq!(
+            a.ssh.port,
+            Some((2222, "hosts.yaml:7:15 hosts.a.ssh_port".into()))
+        );
+        assert_eq!(
+            a.ssh.known_hosts.as_ref().map(|(p, _)| p.clone()),
+            Some(PathBuf::from("/repo/inventory/kh"))
+        );
+    }
+
+    #[test]
+    fn ssh_jump_names_hosts_or_specs_and_loops_are_errors() {
+        let s = src(
+            "hosts.yaml",
+            "hosts:\n  bastion: { address: 10.0.0.1, ssh_jump: outer }\n  outer: { address: 192.0.2.1 }\n  t1: { address: 10.1.0.1, ssh_jump: bastion }\n  t2: { ssh_jump: 'admin@jump.example:2222,bastion' }\n  t3: { ssh_jump: none }\n",
+        );
+        let inv = resolve(&s, None).unwrap();
+        let (j, _) = inv.host("t1").unwrap().ssh.jump.clone().unwrap();
+        match &j[..] {
+            [JumpHop::Host(b)] => {
+                assert_eq!(b.name, "bastion");
+                let (inner, _) = b.ssh.jump.clone().unwrap();
+                assert!(matches!(&inner[..], [JumpHop::Host(o)] if o.name == "outer"));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        let (j, _) = inv.host("t2").unwrap().ssh.jump.clone().unwrap();
+        assert!(matches!(&j[..], [JumpHop::Spec(s), JumpHop::Host(_)] if s.port == Some(2222)));
+        assert!(
+            inv.host("t3")
+                .unwrap()
+                .ssh
+                .jump
+                .as_ref()
+                .unwrap()
+                .0
+                .is_empty()
+        );
+
+        let s = src(
+            "hosts.yaml",
+            "hosts:\n  a: { ssh_jump: b }\n  b: { ssh_jump: a }\n  c: { ssh_jump: 'x;y' }\n",
+        );
+        let err = resolve(&s, None).unwrap_err().to_string();
+        assert!(err.contains("bastion loop: a -> b -> a"), "{err}");
+        assert!(err.contains("hosts.yaml:4:"), "{err}");
+        assert!(err.contains("neither a host of this inventory"), "{err}");
     }
 
     #[test]

@@ -126,15 +126,98 @@ pub enum TransportError {
         fingerprint: String,
     },
 
-    /// The host presented an OpenSSH host certificate, which plumb does not
-    /// verify (no `@cert-authority` support).
+    /// The host presented a host certificate signed by a CA that a known_hosts
+    /// `@cert-authority` line trusts for it, but the certificate is not valid
+    /// for this host now (expired, not yet valid, wrong principal, wrong type,
+    /// bad signature), and its plain key is not listed either.
     #[error(
-        "{target} presented a host certificate; plumb verifies plain host keys only: list the \
-         host's plain key in the known_hosts file"
+        "the host certificate of {target} is not valid: {reason} (CA trusted by {known_hosts} \
+         line {line}); refusing to connect. Issue the host a new certificate (ssh-keygen -s CA \
+         -h -n NAME ...) or list its plain key in known_hosts"
     )]
-    HostCertificateUnsupported {
+    HostCertificateInvalid {
         /// `name (address:port)` of the host.
         target: String,
+        /// The file holding the `@cert-authority` line.
+        known_hosts: PathBuf,
+        /// 1-based line of the `@cert-authority` entry.
+        line: usize,
+        /// Why the certificate is refused.
+        reason: String,
+    },
+
+    /// The host presented a host certificate signed by a CA that no
+    /// `@cert-authority` line trusts for this host, and its plain key is not
+    /// listed either.
+    #[error(
+        "{target} presented a host certificate signed by CA {ca_fingerprint}, which no \
+         @cert-authority line in {known_hosts} trusts for {pattern}, and its key {fingerprint} is \
+         not listed either: refusing to connect. Add `@cert-authority {pattern} <CA public key>` \
+         once you have checked the CA out of band"
+    )]
+    HostCertificateUntrusted {
+        /// `name (address:port)` of the host.
+        target: String,
+        /// The known_hosts file(s) consulted.
+        known_hosts: String,
+        /// The name looked up (`[address]:port` or `HostKeyAlias`).
+        pattern: String,
+        /// `SHA256:...` of the CA key.
+        ca_fingerprint: String,
+        /// `SHA256:...` of the certified key.
+        fingerprint: String,
+    },
+
+    /// A `CertificateFile` cannot be read or is not an OpenSSH user certificate.
+    #[error("SSH certificate file {path} is not usable: {reason}")]
+    CertificateInvalid {
+        /// The certificate file.
+        path: PathBuf,
+        /// What went wrong.
+        reason: String,
+    },
+
+    /// No identity could be loaded at all.
+    #[error(
+        "no SSH identity to log in with (looked for {tried}); set ssh_key in the inventory, \
+         IdentityFile in ssh_config, or start ssh-agent and ssh-add a key"
+    )]
+    NoIdentity {
+        /// What was looked for.
+        tried: String,
+    },
+
+    /// The bastion a host is reached through could not be reached or
+    /// refused plumb; the host itself was not contacted.
+    #[error("cannot reach {target}: its bastion {bastion} failed: {reason}")]
+    Bastion {
+        /// The host behind the bastion.
+        target: String,
+        /// `name (address:port)` of the bastion.
+        bastion: String,
+        /// Why the bastion failed.
+        reason: String,
+    },
+
+    /// The bastion is up but could not open a connection to the host
+    /// (`direct-tcpip` refused: the host is down or unreachable from the
+    /// bastion, or the bastion forbids TCP forwarding).
+    #[error(
+        "bastion {bastion} could not open a connection to {address}:{port} for {target}: \
+         {reason}; check that the host is up and reachable from the bastion, and that the \
+         bastion's sshd allows TCP forwarding (AllowTcpForwarding)"
+    )]
+    JumpChannel {
+        /// `name (address:port)` of the host.
+        target: String,
+        /// `name (address:port)` of the bastion.
+        bastion: String,
+        /// Address asked of the bastion.
+        address: String,
+        /// Port asked of the bastion.
+        port: u16,
+        /// What the bastion answered.
+        reason: String,
     },
 
     /// The known_hosts file exists but cannot be read, or a new key cannot

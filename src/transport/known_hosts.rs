@@ -13,17 +13,23 @@
 //!   `!pattern` excludes the line; hashed names (`|1|salt|hmac-sha1`) as
 //!   written by `ssh-keygen -H` / `HashKnownHosts yes`;
 //! - hosts on a port other than 22 are looked up as `[address]:port`;
-//! - `@revoked` lines refuse their key; `@cert-authority` lines are ignored
-//!   because plumb does not verify host certificates.
+//! - `@revoked` lines refuse their key (a plain key, the key inside a host
+//!   certificate, or the CA that signed one);
+//! - `@cert-authority` lines trust OpenSSH host certificates signed by their
+//!   key, for the hosts their patterns match ([`KnownHosts::check_certificate`]:
+//!   CA, signature, type, validity window, principals, critical options);
+//! - several files are read as one (`UserKnownHostsFile a b`,
+//!   `GlobalKnownHostsFile`), each line remembering its file for messages.
 
 use std::fs::OpenOptions;
 use std::io::{self, Read, Seek, SeekFrom, Write};
-use std::path::Path;
-use std::sync::Mutex;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use base64::Engine as _;
 use hmac::{Hmac, KeyInit, Mac};
-use russh::keys::ssh_key::{Algorithm, PublicKey};
+use russh::keys::ssh_key::certificate::CertType;
+use russh::keys::ssh_key::{Algorithm, Certificate, HashAlg, PublicKey};
 
 /// The name a host is recorded under: `address` on port 22, `[address]:port`
 /// otherwise, lower-cased like OpenSSH does before matching.
@@ -40,10 +46,13 @@ pub(crate) fn host_pattern(address: &str, port: u16) -> String {
 enum Marker {
     None,
     Revoked,
+    CertAuthority,
 }
 
 #[derive(Debug, Clone)]
 struct Entry {
+    /// The file the line is in.
+    file: Arc<PathBuf>,
     /// 1-based line number in the file, for messages.
     line: usize,
     marker: Marker,
@@ -58,11 +67,34 @@ pub(crate) enum Verdict {
     Trusted,
     /// No line mentions this host at all.
     Unknown,
-    /// Lines mention this host, none with this key. `line` and `known` are
-    /// the recorded key to show (one of the same type when there is one).
-    Changed { line: usize, known: PublicKey },
+    /// Lines mention this host, none with this key. `file`, `line` and
+    /// `known` are the recorded key to show (one of the same type when there
+    /// is one).
+    Changed {
+        file: PathBuf,
+        line: usize,
+        known: PublicKey,
+    },
     /// The key is listed under `@revoked`.
-    Revoked { line: usize },
+    Revoked { file: PathBuf, line: usize },
+}
+
+/// What the known_hosts files say about a host certificate.
+#[derive(Debug, Clone)]
+pub(crate) enum CertVerdict {
+    /// Signed by a CA an `@cert-authority` line trusts for this host, and
+    /// valid: type, signature, validity window, principal.
+    Trusted { file: PathBuf, line: usize },
+    /// No `@cert-authority` line for this host holds the key that signed it.
+    NoAuthority,
+    /// A trusted CA signed it, but it is not valid for this host now.
+    Invalid {
+        file: PathBuf,
+        line: usize,
+        reason: String,
+    },
+    /// The certificate's key or its CA is listed under `@revoked`.
+    Revoked { file: PathBuf, line: usize },
 }
 
 /// A parsed known_hosts file.
@@ -75,14 +107,32 @@ impl KnownHosts {
     /// Reads `path`; a missing file is an empty one (nothing is known yet).
     pub(crate) fn load(path: &Path) -> io::Result<Self> {
         match std::fs::read(path) {
-            Ok(bytes) => Ok(Self::parse(&String::from_utf8_lossy(&bytes))),
+            Ok(bytes) => Ok(Self::parse_file(path, &String::from_utf8_lossy(&bytes))),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Self::default()),
             Err(e) => Err(e),
         }
     }
 
+    /// Reads several files as one, in order; missing files are empty. The
+    /// error names the file that could not be read.
+    pub(crate) fn load_all(paths: &[PathBuf]) -> Result<Self, (PathBuf, io::Error)> {
+        let mut all = KnownHosts::default();
+        for p in paths {
+            let one = Self::load(p).map_err(|e| (p.clone(), e))?;
+            all.entries.extend(one.entries);
+        }
+        Ok(all)
+    }
+
     /// Parses known_hosts text; never fails, see the module docs.
+    #[cfg(test)]
     pub(crate) fn parse(text: &str) -> Self {
+        Self::parse_file(Path::new("known_hosts"), text)
+    }
+
+    /// Parses the text of `file`; never fails, see the module docs.
+    pub(crate) fn parse_file(file: &Path, text: &str) -> Self {
+        let file = Arc::new(file.to_path_buf());
         let mut entries = Vec::new();
         for (index, raw) in text.lines().enumerate() {
             let line = index + 1;
@@ -97,8 +147,9 @@ impl KnownHosts {
             let marker = if first.starts_with('@') {
                 let marker = match first {
                     "@revoked" => Marker::Revoked,
+                    "@cert-authority" => Marker::CertAuthority,
                     other => {
-                        // @cert-authority and anything newer: not ours to judge.
+                        // Anything newer: not ours to judge.
                         tracing::debug!(line, marker = other, "known_hosts: skipping marker line");
                         continue;
                     }
@@ -117,6 +168,7 @@ impl KnownHosts {
             };
             match PublicKey::from_openssh(&format!("{key_type} {blob}")) {
                 Ok(key) => entries.push(Entry {
+                    file: Arc::clone(&file),
                     line,
                     marker,
                     hosts: first.to_string(),
@@ -137,7 +189,10 @@ impl KnownHosts {
         let mut other: Option<&Entry> = None;
         for entry in self.entries.iter().filter(|e| e.marker == Marker::Revoked) {
             if entry.key.key_data() == key.key_data() && hosts_match(&entry.hosts, &name) {
-                return Verdict::Revoked { line: entry.line };
+                return Verdict::Revoked {
+                    file: entry.file.to_path_buf(),
+                    line: entry.line,
+                };
             }
         }
         for entry in self.entries.iter().filter(|e| e.marker == Marker::None) {
@@ -162,10 +217,105 @@ impl KnownHosts {
         }
         match other {
             Some(entry) => Verdict::Changed {
+                file: entry.file.to_path_buf(),
                 line: entry.line,
                 known: entry.key.clone(),
             },
             None => Verdict::Unknown,
+        }
+    }
+
+    /// Whether an `@cert-authority` line applies to `name`: then the
+    /// handshake asks for a host certificate first.
+    pub(crate) fn has_authority(&self, name: &str) -> bool {
+        let name = name.to_ascii_lowercase();
+        self.entries
+            .iter()
+            .any(|e| e.marker == Marker::CertAuthority && hosts_match(&e.hosts, &name))
+    }
+
+    /// Judges a host certificate offered by the host recorded as `name`
+    /// (see [`host_pattern`]), which must name `principal` (the host name
+    /// dialled, or `HostKeyAlias`), at `now` (seconds since the epoch).
+    ///
+    /// Stricter than OpenSSH in one place: a host certificate without
+    /// principals is refused (OpenSSH accepts it for any host).
+    pub(crate) fn check_certificate(
+        &self,
+        name: &str,
+        principal: &str,
+        cert: &Certificate,
+        now: u64,
+    ) -> CertVerdict {
+        let name = name.to_ascii_lowercase();
+        for entry in self.entries.iter().filter(|e| e.marker == Marker::Revoked) {
+            let revoked = entry.key.key_data() == cert.public_key()
+                || entry.key.key_data() == cert.signature_key();
+            if revoked && hosts_match(&entry.hosts, &name) {
+                return CertVerdict::Revoked {
+                    file: entry.file.to_path_buf(),
+                    line: entry.line,
+                };
+            }
+        }
+        let Some(ca) = self.entries.iter().find(|e| {
+            e.marker == Marker::CertAuthority
+                && e.key.key_data() == cert.signature_key()
+                && hosts_match(&e.hosts, &name)
+        }) else {
+            return CertVerdict::NoAuthority;
+        };
+        let invalid = |reason: String| CertVerdict::Invalid {
+            file: ca.file.to_path_buf(),
+            line: ca.line,
+            reason,
+        };
+        if cert.cert_type() != CertType::Host {
+            return invalid("it is a user certificate, not a host certificate".into());
+        }
+        if cert.verify_signature().is_err() {
+            return invalid("its signature does not verify against the CA key".into());
+        }
+        if now < cert.valid_after() {
+            return invalid(format!(
+                "it is not valid before {}",
+                utc(cert.valid_after())
+            ));
+        }
+        if now >= cert.valid_before() {
+            return invalid(format!("it expired on {}", utc(cert.valid_before())));
+        }
+        let principals = cert.valid_principals();
+        if principals.is_empty() {
+            return invalid(
+                "it names no principals (plumb requires the host's name in a host certificate)"
+                    .into(),
+            );
+        }
+        if !principals.iter().any(|p| p.eq_ignore_ascii_case(principal)) {
+            return invalid(format!(
+                "it is not valid for `{principal}` (its principals: {})",
+                principals
+                    .iter()
+                    .map(|p| super::ssh_config::escape(p))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+        if let Some((option, _)) = cert.critical_options().iter().next() {
+            return invalid(format!(
+                "it carries the critical option `{}`, which host certificates do not have",
+                super::ssh_config::escape(option)
+            ));
+        }
+        tracing::debug!(
+            key_id = %super::ssh_config::escape(cert.key_id()),
+            ca = %cert.signature_key().fingerprint(HashAlg::Sha256),
+            "host certificate trusted"
+        );
+        CertVerdict::Trusted {
+            file: ca.file.to_path_buf(),
+            line: ca.line,
         }
     }
 
@@ -184,6 +334,21 @@ impl KnownHosts {
         }
         algorithms
     }
+}
+
+/// `2026-01-02T03:04:05Z` for certificate times (`forever` for the maximum).
+fn utc(secs: u64) -> String {
+    if secs == u64::MAX {
+        return "forever".into();
+    }
+    i64::try_from(secs)
+        .ok()
+        .and_then(|s| time::OffsetDateTime::from_unix_timestamp(s).ok())
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| format!("{secs} (seconds since 1970)"))
 }
 
 /// RSA keys are one family whatever signature hash is negotiated.
@@ -355,7 +520,7 @@ mod tests {
     fn line_numbers_count_comments_and_blank_lines() {
         let kh = KnownHosts::parse(&format!("# comment\n\ngarbage line\nhost1 {ED_A}\n"));
         match kh.check("host1", &key(ED_B)) {
-            Verdict::Changed { line, known } => {
+            Verdict::Changed { line, known, .. } => {
                 assert_eq!(line, 4);
                 assert_eq!(known.key_data(), key(ED_A).key_data());
             }
@@ -418,14 +583,35 @@ mod tests {
         let kh = KnownHosts::parse(&format!("host1 {ED_A}\n@revoked * {ED_A}\n"));
         assert!(matches!(
             kh.check("host1", &key(ED_A)),
-            Verdict::Revoked { line: 2 }
+            Verdict::Revoked { line: 2, .. }
         ));
     }
 
     #[test]
-    fn cert_authority_lines_are_ignored() {
-        let kh = KnownHosts::parse(&format!("@cert-authority * {ED_A}\n"));
-        assert!(matches!(kh.check("host1", &key(ED_A)), Verdict::Unknown));
+    fn cert_authority_lines_do_not_vouch_for_plain_keys() {
+        let kh = KnownHosts::parse(&format!("@cert-authority *.example {ED_A}\n"));
+        assert!(matches!(
+            kh.check("h.example", &key(ED_A)),
+            Verdict::Unknown
+        ));
+        assert!(kh.has_authority("h.example"));
+        assert!(!kh.has_authority("h.other"));
+    }
+
+    #[test]
+    fn several_files_keep_their_names() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+        std::fs::write(&a, format!("x {ED_A}\n")).expect("write");
+        std::fs::write(&b, format!("\ny {ED_A}\n")).expect("write");
+        let kh = KnownHosts::load_all(&[a, dir.path().join("missing"), b.clone()]).expect("load");
+        match kh.check("y", &key(ED_B)) {
+            Verdict::Changed { file, line, .. } => {
+                assert_eq!(file, b);
+                assert_eq!(line, 2);
+            }
+            other => panic!("expected Changed, got {other:?}"),
+        }
     }
 
     #[test]
