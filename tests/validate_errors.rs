@@ -432,3 +432,170 @@ fn inventory_overlay_with_unknown_host_is_refused() {
         "{err}"
     );
 }
+
+// ---- Control characters and per-kind grammar (issue 8) ----
+
+/// Runs validate on a repo whose inventory is `inventory` and returns (exit code, stderr),
+/// asserting that stderr holds no raw control character other than the line ends.
+fn validate_raw(inventory: &str, files: &[(&str, &str)]) -> (i32, String) {
+    let dir = repo(files);
+    write(dir.path(), "inventory/hosts.yaml", inventory);
+    let (code, err) = validate(dir.path(), &[]);
+    assert!(
+        !err.chars()
+            .any(|c| c != '\n' && (c.is_control() || c == '\u{202e}')),
+        "raw control character in the output:\n{err:?}"
+    );
+    (code, err)
+}
+
+fn assert_refused(files: &[(&str, &str)], expected: &[&str]) {
+    let (code, err) = validate_raw(INVENTORY, files);
+    assert_eq!(code, 1, "exit code; stderr:\n{err}");
+    for e in expected {
+        assert!(err.contains(e), "expected `{e}` in:\n{err}");
+    }
+}
+
+#[test]
+fn control_characters_in_names_paths_and_keys_are_refused_with_file_line_and_field() {
+    assert_refused(
+        &[(
+            "manifests/a.yaml",
+            concat!(
+                "kind: File\n",
+                "name: \"motd\\e[2J\"\n",
+                "hosts: all\n",
+                "path: \"/etc/motd\\nrm -rf /\"\n",
+                "content: x\n",
+                "notify: [\"SystemdUnit/a.service\\r\"]\n",
+                "---\n",
+                "kind: ComposeStack\n",
+                "name: app\n",
+                "hosts: [\"group:web\\u0085\"]\n",
+                "dir: /opt/app\n",
+                "content: \"services: {}\\n\"\n",
+                "env:\n",
+                "  \"KEY\\nX\": v\n",
+                "  OK: \"one\\ttwo\"\n",
+                "---\n",
+                "kind: Directory\n",
+                "hosts: all\n",
+                "path: \"/srv/\\u202Eevil\"\n",
+            ),
+        )],
+        &[
+            "manifests/a.yaml:2:7: error: field `name`: the value contains a control character (ESC shown as `\\e`)",
+            "manifests/a.yaml:4:7: error: field `path`: the value contains a control character (newline shown as `\\n`)",
+            "manifests/a.yaml:6:10: error: field `notify[0]`",
+            "manifests/a.yaml:10:9: error: field `hosts[0]`: the value contains a control character (U+0085",
+            "manifests/a.yaml:14:3: error: field `env.KEY\\nX`: the key contains a control character (newline",
+            "manifests/a.yaml:15:7: error: field `env.OK`: the value contains a control character (tab",
+            "manifests/a.yaml:19:7: error: field `path`: the value contains a control character (U+202E",
+            "hint: names, paths, keys and other one-line fields reach shell scripts and terminals",
+        ],
+    );
+}
+
+#[test]
+fn multi_line_fields_allow_newlines_and_tabs_but_no_other_control_character() {
+    // Commands and file content may span lines; a template var may too.
+    let ok = concat!(
+        "kind: Command\nname: init\nhosts: all\nrun: \"set -e\\n\\techo one\\necho two\\n\"\n",
+        "unless: \"test -e /x &&\\n  test -e /y\"\n",
+        "---\nkind: File\nhosts: all\npath: /etc/crlf\ncontent: \"a\\r\\nb\\tc\\n\"\n",
+        "---\nkind: File\nhosts: group:web\npath: /etc/app.conf\ntemplate: app.conf.tera\nvars: { motd: \"two\\nlines\" }\n",
+    );
+    let (code, err) = validate_raw(INVENTORY, &[("manifests/ok.yaml", ok)]);
+    assert_eq!(code, 0, "{err}");
+
+    assert_refused(
+        &[(
+            "manifests/bad.yaml",
+            concat!(
+                "kind: Command\nname: init\nhosts: all\nrun: \"echo \\e[31mred\\n\"\ncreates: /x\n",
+                "user: \"app\\tx\"\n",
+                "---\nkind: File\nhosts: all\npath: /etc/motd\ncontent: \"hello \\e[5m\\n\"\n",
+                "---\nkind: File\nhosts: group:web\npath: /etc/app.conf\ntemplate: app.conf.tera\nvars: { \"mo\\ntd\": x }\n",
+            ),
+        )],
+        &[
+            "manifests/bad.yaml:4:6: error: field `run`: the value contains a control character (ESC shown as `\\e`) at character 6; this field allows newlines and tabs, but no other control characters",
+            "manifests/bad.yaml:6:7: error: field `user`",
+            "manifests/bad.yaml:11:10: error: field `content`",
+            "use `source:`",
+            "manifests/bad.yaml:17:9: error: field `vars.mo\\ntd`: the key contains a control character",
+        ],
+    );
+}
+
+#[test]
+fn units_packages_env_keys_and_comments_follow_their_grammar() {
+    assert_refused(
+        &[(
+            "manifests/k.yaml",
+            concat!(
+                "kind: SystemdUnit\nname: -x.service\nhosts: all\nactive: true\n",
+                "---\nkind: Package\nname: tools\nhosts: all\npackages: [curl, -y, \"jq=-1\", \"--force-yes\", \"libc6:i386\", \"nginx=1.22.1-9\"]\n",
+                "---\nkind: ComposeStack\nname: app\nhosts: all\ndir: /opt/app\ncontent: x\nenv: { \"BAD-KEY\": v, \"1X\": v, GOOD_1: v }\n",
+                "---\nkind: User\nname: app\nhosts: all\ncomment: \"App:root\"\n",
+            ),
+        )],
+        &[
+            "manifests/k.yaml:2:7: error: field `name`: `-x.service` is not a systemd unit name",
+            "manifests/k.yaml:9:18: error: field `packages[1]`: `-y` is not a package name",
+            "manifests/k.yaml:9:22: error: field `packages[2]`: `jq=-1` is not a package name",
+            "field `packages[3]`: `--force-yes` is not a package name",
+            "field `env.BAD-KEY`: `BAD-KEY` is not an environment variable name",
+            "field `env.1X`: `1X` is not an environment variable name",
+            "manifests/k.yaml:21:10: error: field `comment`: the comment `App:root` holds a `:`",
+        ],
+    );
+    let (code, err) = validate_raw(
+        INVENTORY,
+        &[(
+            "manifests/k.yaml",
+            "kind: Package\nname: tools\nhosts: all\npackages: [curl, \"libc6:i386\", \"nginx=1.22.1-9\", \"g++\", python3.11]\n",
+        )],
+    );
+    assert_eq!(code, 0, "{err}");
+}
+
+#[test]
+fn control_characters_in_the_inventory_are_refused() {
+    let inventory = concat!(
+        "defaults:\n  ssh_user: root\n  state_dir: var/lib/plumb\n",
+        "  vars: { \"a\\eb\": 1, text: \"multi\\nline\" }\n",
+        "hosts:\n",
+        "  \"w1\\nw9\": { address: 10.0.0.1 }\n",
+        "  w2: { address: \"10.0.0.2\\e]0;x\\a\", ssh_key: \"/k\\r\" }\n",
+        "  w3: { address: -oProxyCommand=x }\n",
+    );
+    let (code, err) = validate_raw(inventory, &[("manifests/app.yaml", GOOD_FILE)]);
+    assert_eq!(code, 1, "{err}");
+    for e in [
+        "inventory/hosts.yaml:4:11: error: field `defaults.vars.a\\eb`: the key contains a control character (ESC",
+        "inventory/hosts.yaml:6:3: error: field `hosts.w1\\nw9`: the key contains a control character (newline",
+        "inventory/hosts.yaml:7:18: error: field `hosts.w2.address`",
+        "field `hosts.w2.ssh_key`: the value contains a control character (carriage return",
+    ] {
+        assert!(err.contains(e), "expected `{e}` in:\n{err}");
+    }
+    // The multi-line var value is fine; a relative state_dir and an address like an option are
+    // refused once the control characters are gone.
+    assert!(!err.contains("defaults.vars.text"), "{err}");
+    let inventory =
+        "defaults:\n  state_dir: var/lib/plumb\nhosts:\n  w1: { address: -oProxyCommand=x }\n";
+    let (code, err) = validate_raw(inventory, &[("manifests/app.yaml", GOOD_FILE)]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("field `defaults.state_dir`: path `var/lib/plumb` is relative"),
+        "{err}"
+    );
+    assert!(
+        err.contains(
+            "field `hosts.w1.address`: `-oProxyCommand=x` is not a valid host address or user name"
+        ),
+        "{err}"
+    );
+}

@@ -150,6 +150,14 @@ pub fn render_env(
     }))
 }
 
+/// True for `.env` keys compose and shells accept: `[A-Za-z_][A-Za-z0-9_]*`.
+pub fn is_env_key(k: &str) -> bool {
+    k.bytes()
+        .next()
+        .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
+        && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
 /// Quotes a value for a compose `.env` file when it needs it.
 fn env_quote(v: &str) -> String {
     if v.bytes()
@@ -193,8 +201,21 @@ impl ComposeStackSpec {
             self.state == Presence::Present,
         );
         for (k, v) in &self.env {
-            if let EnvValue::Secret(s) = v {
-                cx.secret(&format!("env.{k}"), &s.secret);
+            if !is_env_key(k) {
+                cx.error(
+                    &format!("env.{k}"),
+                    format!("`{k}` is not an environment variable name"),
+                    Some("`.env` keys match [A-Za-z_][A-Za-z0-9_]*".into()),
+                );
+            }
+            match v {
+                EnvValue::Secret(s) => cx.secret(&format!("env.{k}"), &s.secret),
+                EnvValue::Text(t) if t.contains(['\n', '\r', '\0']) => cx.error(
+                    &format!("env.{k}"),
+                    "a `.env` value must be a single line",
+                    Some("compose reads `.env` line by line: remove the newline".into()),
+                ),
+                EnvValue::Text(_) => {}
             }
         }
     }

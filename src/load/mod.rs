@@ -201,6 +201,12 @@ pub fn load_lenient(opts: &LoadOptions) -> (Option<Repo>, Diagnostics) {
             if matches!(doc.root.resolve(), Some(yaml::Resolved::Null)) {
                 continue; // an empty document, e.g. a trailing `---`
             }
+            // Control characters in any key or value, by the field's class: reported on top of
+            // whatever else is wrong with the document, which is still checked.
+            let kind = doc.root.get("kind").and_then(|k| k.as_str()).unwrap_or("");
+            ds.extend(crate::kinds::control_char_diagnostics(
+                &display, kind, &doc.root,
+            ));
             match parse_manifest(&display, doc.root) {
                 Ok(m) => manifests.push(m),
                 Err(errs) => ds.extend(errs),

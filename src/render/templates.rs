@@ -140,7 +140,10 @@ impl Templates {
         if let Err(e) = tera.add_raw_templates(good) {
             ds.push(Diagnostic::file(
                 "templates/",
-                format!("templates do not fit together: {}", chain(&e)),
+                format!(
+                    "templates do not fit together: {}",
+                    last_line_summary(&chain(&e))
+                ),
             ));
         }
         tera.register_function("secret", SecretFn { store: secrets });
