@@ -70,7 +70,10 @@ fn run(source: &SourceArgs, request: RunRequest) -> RunOutcome {
         }
         Err(e) => {
             let message = crate::secrets::redact(&format!("{e:#}"));
-            eprintln!("error: {message}");
+            eprintln!(
+                "error: {}",
+                crate::model::text::escape_block(&message, "  ")
+            );
             RunOutcome {
                 exit_code: EXIT_ERROR,
                 error: Some(message),
