@@ -599,3 +599,133 @@ fn control_characters_in_the_inventory_are_refused() {
         "{err}"
     );
 }
+
+// ---- The repo cannot reach out; an empty repo is refused; small findings (issue 8) ----
+
+#[test]
+fn symlinks_leading_out_of_the_repo_are_refused_naming_the_link_and_the_manifest_line() {
+    let outside = tempfile::tempdir().unwrap();
+    let secret = outside.path().join("id_ed25519");
+    std::fs::write(&secret, "CONTROLLER PRIVATE KEY\n").unwrap();
+    std::fs::write(outside.path().join("t.tera"), "stolen {{ port }}\n").unwrap();
+    let dir = repo(&[
+        ("files/ok.txt", "inside\n"),
+        (
+            "manifests/a.yaml",
+            concat!(
+                "kind: File\nhosts: all\npath: /etc/key\nsource: files/key\n",
+                "---\nkind: File\nhosts: group:web\npath: /etc/t\ntemplate: evil.tera\n",
+                "---\nkind: File\nhosts: all\npath: /etc/ok\nsource: files/ok-link\n",
+                "---\nkind: File\nhosts: all\npath: /etc/deep\nsource: files/out/id_ed25519\n",
+            ),
+        ),
+    ]);
+    let root = dir.path();
+    std::os::unix::fs::symlink(&secret, root.join("files/key")).unwrap();
+    std::os::unix::fs::symlink(outside.path(), root.join("files/out")).unwrap();
+    std::os::unix::fs::symlink("ok.txt", root.join("files/ok-link")).unwrap();
+    std::os::unix::fs::symlink(
+        outside.path().join("t.tera"),
+        root.join("templates/evil.tera"),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink(&secret, root.join("manifests/stolen.yaml")).unwrap();
+    std::fs::create_dir_all(root.join("secrets")).unwrap();
+    std::os::unix::fs::symlink(&secret, root.join("secrets/db.age")).unwrap();
+    let (code, err) = validate(root, &[]);
+    assert_eq!(code, 1, "{err}");
+    let target = secret.canonicalize().unwrap();
+    for e in [
+        format!(
+            "files/key: error: `files/key` is a symlink to `{}`, outside the repo",
+            target.display()
+        ),
+        "files/out: error: `files/out` is a symlink to".to_string(),
+        "manifests/stolen.yaml: error: `manifests/stolen.yaml` is a symlink to".to_string(),
+        "secrets/db.age: error: `secrets/db.age` is a symlink to".to_string(),
+        "templates/evil.tera: error: `templates/evil.tera` is a symlink to".to_string(),
+        "manifests/a.yaml:4:9: error: field `source`: source file `files/key` cannot be used: `files/key` is a symlink to".to_string(),
+        "manifests/a.yaml:9:11: error: field `template`: template `evil.tera` cannot be used: `templates/evil.tera` is a symlink to".to_string(),
+        "manifests/a.yaml:19:9: error: field `source`: source file `files/out/id_ed25519` cannot be used: `files/out` is a symlink to".to_string(),
+        "hint: plumb reads only files inside the repo".to_string(),
+    ] {
+        assert!(err.contains(&e), "expected `{e}` in:\n{err}");
+    }
+    // The link inside the repo is fine, and nothing of the controller's file was read.
+    assert!(!err.contains("files/ok-link"), "{err}");
+    assert!(!err.contains("CONTROLLER PRIVATE KEY"), "{err}");
+}
+
+#[test]
+fn render_never_pushes_a_file_from_outside_the_repo() {
+    let outside = tempfile::tempdir().unwrap();
+    let secret = outside.path().join("identity.txt");
+    std::fs::write(&secret, "AGE-SECRET-KEY-1CONTROLLER\n").unwrap();
+    let dir = repo(&[(
+        "manifests/a.yaml",
+        "kind: File\nhosts: all\npath: /etc/key\nsource: files/key\n",
+    )]);
+    std::fs::create_dir_all(dir.path().join("files")).unwrap();
+    std::os::unix::fs::symlink(&secret, dir.path().join("files/key")).unwrap();
+    let out = Command::cargo_bin("plumb")
+        .unwrap()
+        .arg("render")
+        .arg(dir.path())
+        .env_remove("PLUMB_AGE_IDENTITY")
+        .env_remove("PLUMB_INVENTORY")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
+    assert!(!stdout.contains("CONTROLLER") && !stderr.contains("CONTROLLER"));
+    assert!(stderr.contains("is a symlink to"), "{stderr}");
+}
+
+#[test]
+fn a_repo_that_declares_nothing_is_refused() {
+    // No manifests/ at all, an empty one, and one holding only empty documents.
+    for files in [
+        vec![],
+        vec![("manifests/README.md", "nothing here\n")],
+        vec![("manifests/empty.yaml", "---\n# nothing\n---\n")],
+    ] {
+        let dir = repo(&files);
+        let (code, err) = validate(dir.path(), &[]);
+        assert_eq!(code, 1, "{err}");
+        assert!(
+            err.contains("manifests/: error: the repo declares nothing: manifests/ is missing or holds no resource"),
+            "{err}"
+        );
+        assert!(
+            err.contains("would prune every resource plumb manages on every host"),
+            "{err}"
+        );
+    }
+    // A syntax error is not "declares nothing".
+    let dir = repo(&[("manifests/a.yaml", "kind: [\n")]);
+    let (code, err) = validate(dir.path(), &[]);
+    assert_eq!(code, 1, "{err}");
+    assert!(!err.contains("declares nothing"), "{err}");
+}
+
+#[test]
+fn a_template_syntax_error_is_reported_once_without_a_false_not_found() {
+    let dir = repo(&[
+        ("templates/broken.tera", "ok\n{% if port %}\nno end\n"),
+        ("templates/outer.tera", "x\n{% include \"broken.tera\" %}\n"),
+        (
+            "manifests/a.yaml",
+            "kind: File\nhosts: group:web\npath: /etc/x\ntemplate: broken.tera\n---\nkind: File\nhosts: group:web\npath: /etc/y\ntemplate: outer.tera\n",
+        ),
+    ]);
+    let (code, err) = validate(dir.path(), &[]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("templates/broken.tera:4:1: error: template syntax error"),
+        "{err}"
+    );
+    assert!(!err.contains("not found"), "{err}");
+    assert_eq!(err.matches("template syntax error").count(), 1, "{err}");
+    assert!(err.contains("1 error in the cluster repo"), "{err}");
+}

@@ -43,6 +43,10 @@ pub struct RepoIndex<'a> {
     pub secrets: &'a BTreeSet<String>,
     /// Every manifest by `Kind/name`.
     pub manifests: BTreeMap<String, &'a Manifest>,
+    /// The root resolved: `source:` files must stay inside it.
+    pub confined: &'a crate::load::confine::RepoRoot,
+    /// Templates that cannot be used, with why (a symlink leading outside the repo).
+    pub refused_templates: &'a BTreeMap<String, String>,
 }
 
 impl RepoIndex<'_> {
@@ -90,9 +94,15 @@ impl CheckCx<'_, '_> {
         }
     }
 
-    /// Checks that a template exists.
+    /// Checks that a template exists and can be used.
     pub fn template(&mut self, field: &str, name: &str) {
-        if !self.repo.templates.contains(name) {
+        if let Some(why) = self.repo.refused_templates.get(name) {
+            self.error(
+                field,
+                format!("template `{name}` cannot be used: {why}"),
+                Some(crate::load::confine::OUTSIDE_HINT.into()),
+            );
+        } else if !self.repo.templates.contains(name) {
             let known: Vec<&str> = self.repo.templates.iter().map(String::as_str).collect();
             let hint = match crate::model::manifest::closest(name, &known) {
                 Some(c) => format!("did you mean `{c}`? templates live under templates/"),
@@ -131,16 +141,26 @@ impl CheckCx<'_, '_> {
         }
     }
 
-    /// Checks a repo-relative source file.
+    /// Checks a repo-relative source file: relative, inside the repo once symlinks are
+    /// followed, and a file.
     pub fn source_file(&mut self, field: &str, path: &str) {
+        use crate::load::confine::{Confined, OUTSIDE_HINT};
         if let Err(msg) = crate::model::values::check_repo_relative(path) {
             self.error(field, msg, None);
-        } else if !self.repo.root.join(path).is_file() {
-            self.error(
+            return;
+        }
+        match self.repo.confined.resolve(Path::new(path)) {
+            Ok(p) if p.is_file() => {}
+            Err(e @ Confined::Outside { .. }) => self.error(
+                field,
+                format!("source file `{path}` cannot be used: {e}"),
+                Some(OUTSIDE_HINT.into()),
+            ),
+            _ => self.error(
                 field,
                 format!("source file `{path}` does not exist in the repo"),
                 Some("paths are relative to the repo root, e.g. files/motd".into()),
-            );
+            ),
         }
     }
 }

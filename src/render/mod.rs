@@ -135,7 +135,13 @@ impl<'r> HostCx<'r> {
     /// Reads a file of the repo as content.
     pub fn read_source(&self, path: &str) -> Result<Content, String> {
         crate::model::values::check_repo_relative(path)?;
-        std::fs::read(self.repo.root.join(path))
+        // Resolved again here, not only at validation: what is read is what is pushed.
+        let full = self
+            .repo
+            .confined
+            .resolve(std::path::Path::new(path))
+            .map_err(|e| format!("cannot read source file `{path}`: {e}"))?;
+        std::fs::read(full)
             .map(Content::plain)
             .map_err(|e| format!("cannot read source file `{path}`: {e}"))
     }
