@@ -649,3 +649,59 @@ fn serve_refuses_a_secret_file_others_can_read() {
         assert!(!err.contains(SECRET), "{err}");
     }
 }
+
+#[test]
+fn serve_refuses_a_pushed_commit_that_declares_nothing() {
+    let s = setup();
+    let first = s.origin.head().unwrap().target().unwrap().to_string();
+    let server = Server::start(&s, &[]);
+    let (body, headers) = github_push(&s, &first, "first");
+    assert_eq!(post(&server, &headers, &body).0, 202);
+    server.wait_status("the first run", |st| {
+        st["state"] == "idle" && st["last_run"]["commit"] == first.as_str()
+    });
+    assert!(s.root().join("etc/motd").exists());
+    let logins = s.logins();
+
+    // A commit that removes every manifest: refused, the host not contacted, nothing pruned.
+    let mut idx = s.origin.index().unwrap();
+    idx.remove_path(std::path::Path::new("manifests/motd.yaml"))
+        .unwrap();
+    idx.write().unwrap();
+    let tree = s.origin.find_tree(idx.write_tree().unwrap()).unwrap();
+    let sig = git2::Signature::now("t", "t@example.invalid").unwrap();
+    let parent = s.origin.head().unwrap().peel_to_commit().unwrap();
+    let empty = s
+        .origin
+        .commit(
+            Some("HEAD"),
+            &sig,
+            &sig,
+            "remove everything",
+            &tree,
+            &[&parent],
+        )
+        .unwrap()
+        .to_string();
+    let (body, headers) = github_push(&s, &empty, "empty");
+    assert_eq!(post(&server, &headers, &body).0, 202);
+    let st = server.wait_status("the refused run", |st| {
+        st["state"] == "idle" && st["last_run"]["commit"] == empty.as_str()
+    });
+    assert_eq!(st["last_run"]["result"], "failed", "{st:#}");
+    assert_eq!(st["last_run"]["converged"], false, "{st:#}");
+    assert!(
+        st["last_run"]["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("is not a valid cluster repo"),
+        "{st:#}"
+    );
+    assert!(s.root().join("etc/motd").exists(), "the host was pruned");
+    assert_eq!(s.logins(), logins, "the host was contacted");
+    assert!(
+        server.log().contains("the repo declares nothing"),
+        "{}",
+        server.log()
+    );
+}

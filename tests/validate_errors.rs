@@ -97,6 +97,17 @@ fn unknown_field() {
             "unknown field `owner_name`",
         ],
     );
+    // The hint names the closest field, not a command that does not exist.
+    let dir = repo(&[(
+        "manifests/app.yaml",
+        "kind: File\nhosts: all\npath: /etc/x\ncontent: x\nownr: root\n",
+    )]);
+    let (_, err) = validate(dir.path(), &[]);
+    assert!(
+        err.contains("hint: did you mean `owner`? A File takes the fields listed above"),
+        "{err}"
+    );
+    assert!(!err.contains("plumb explain"), "{err}");
 }
 
 #[test]
