@@ -740,3 +740,26 @@ fn a_template_syntax_error_is_reported_once_without_a_false_not_found() {
     assert_eq!(err.matches("template syntax error").count(), 1, "{err}");
     assert!(err.contains("1 error in the cluster repo"), "{err}");
 }
+
+#[test]
+fn a_secret_with_a_line_break_cannot_become_a_dot_env_value() {
+    let dir = repo(&[(
+        "manifests/app.yaml",
+        "kind: ComposeStack\nname: app\nhosts: all\ndir: /opt/app\ncontent: \"services: {}\\n\"\nenv:\n  DB_PASSWORD: { secret: db_password }\n",
+    )]);
+    let keys = tempfile::tempdir().unwrap();
+    let (public, id) = age_keypair(keys.path(), "id.txt");
+    write(dir.path(), "secrets/recipients.txt", &format!("{public}\n"));
+    let value = "first-line\nINJECTED=evil-value-never-printed";
+    plumb::secrets::SecretStore::set(dir.path(), "db_password", value.as_bytes()).unwrap();
+    let (code, err) = validate(dir.path(), &["--age-identity", id.to_str().unwrap()]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("manifests/app.yaml:7:16: error: field `env.DB_PASSWORD`: secret `db_password` holds a line break or NUL, which a `.env` value cannot"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("evil-value") && !err.contains("first-line"),
+        "{err}"
+    );
+}

@@ -135,10 +135,25 @@ pub fn render_env(
             EnvValue::Text(t) => t.clone(),
             EnvValue::Secret(s) => {
                 sensitive = true;
-                cx.secret(&s.secret)
+                let v = cx
+                    .secret(&s.secret)
                     .map_err(|msg| m.error(&format!("env.{k}"), msg))?
                     .expose()
-                    .to_string()
+                    .to_string();
+                // Compose reads `.env` line by line: a line break would end the value and
+                // start a variable of the secret's choosing. (The value is never shown.)
+                if v.contains(['\n', '\r', '\0']) {
+                    return Err(m
+                        .error(
+                            &format!("env.{k}"),
+                            format!(
+                                "secret `{}` holds a line break or NUL, which a `.env` value cannot",
+                                s.secret
+                            ),
+                        )
+                        .with_hint("store the value on one line (`plumb secrets set` drops only a trailing newline)"));
+                }
+                v
             }
         };
         text.push_str(&format!("{k}={}\n", env_quote(&value)));
