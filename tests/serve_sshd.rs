@@ -2,7 +2,11 @@
 //! the test: unauthenticated and wrongly signed webhooks are refused (401) and run nothing,
 //! pushes to other branches are ignored, a signed push to the branch converges it, a burst of
 //! pushes costs at most two runs, `/status` and `/metrics` say so, oversized bodies get 413,
-//! and SIGTERM stops the server cleanly. Every wait is bounded; only loopback is used.
+//! and SIGTERM stops the server cleanly. Issue 8: idle connections (a slowloris, against a tight
+//! open-file limit) neither stop `/healthz` nor a signed push and are closed after the header
+//! deadline, a slow body gets 408, replayed deliveries run nothing, a secret file others can
+//! read is refused, and a pushed commit that declares nothing is refused without touching the
+//! host. Every wait is bounded; only loopback is used.
 
 mod support;
 

@@ -4,6 +4,10 @@
 //! during a run coalesce into one follow-up run. `/healthz`, `/status` (JSON) and `/metrics`
 //! (Prometheus text) report on it.
 //!
+//! Webhook senders and the network are not trusted: [`conn`] bounds what a client can hold
+//! (deadlines, connection caps), a body is read within its own deadline, and a delivery received
+//! already is answered `duplicate` and runs nothing ([`webhook::Deliveries`]).
+//!
 //! This module is the HTTP side; what a run does (fetch, converge if new, record) is the
 //! caller's function, given to [`runner::Runner::start`].
 
@@ -288,7 +292,10 @@ fn classify_and_run<'a>(
                 Queued::Coalesced => ("folded into the run already queued", StatusCode::ACCEPTED),
                 Queued::ShuttingDown => ("shutting down", StatusCode::SERVICE_UNAVAILABLE),
             };
-            let commit = commit.unwrap_or_else(|| "-".into());
+            let commit = commit.map_or_else(
+                || "-".into(),
+                |c| crate::model::text::escape(&c).into_owned(),
+            );
             tracing::info!(%peer, delivery = %id, forge = forge.name(), %commit, "push: {what}");
             text(status, format!("accepted: {what}\n"))
         }
