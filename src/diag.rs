@@ -3,6 +3,7 @@
 //! Loading and validating a repo collects every problem it finds into [`Diagnostics`] instead of
 //! stopping at the first, so an operator fixes a repo in one pass.
 
+use crate::model::text::escape;
 use crate::yaml::{Mark, Node};
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -72,24 +73,29 @@ impl Diagnostic {
         self
     }
 
-    /// `file:line:column` (or just the file).
+    /// `file:line:column` (or just the file), control characters escaped.
     pub fn location(&self) -> String {
+        let file = self.file.display().to_string();
+        let file = escape(&file);
         match self.mark {
-            Some(m) => format!("{}:{}:{}", self.file.display(), m.line, m.column),
-            None => self.file.display().to_string(),
+            Some(m) => format!("{file}:{}:{}", m.line, m.column),
+            None => file.into_owned(),
         }
     }
 }
 
 impl fmt::Display for Diagnostic {
+    /// One line per diagnostic (and one for its hint): the file name, field, message and hint
+    /// come from the repo and may hold anything, so control characters (newlines included) are
+    /// shown escaped and cannot forge a line of output.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}: error: ", self.location())?;
         if let Some(field) = &self.field {
-            write!(f, "field `{field}`: ")?;
+            write!(f, "field `{}`: ", escape(field))?;
         }
-        write!(f, "{}", self.message)?;
+        write!(f, "{}", escape(&self.message))?;
         if let Some(hint) = &self.hint {
-            write!(f, "\n  hint: {hint}")?;
+            write!(f, "\n  hint: {}", escape(hint))?;
         }
         Ok(())
     }
@@ -171,4 +177,43 @@ impl From<Diagnostic> for Diagnostics {
 /// Makes `path` relative to `root` for display, when it is inside it.
 pub fn display_path(root: &Path, path: &Path) -> PathBuf {
     path.strip_prefix(root).unwrap_or(path).to_path_buf()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_diagnostic_renders_control_characters_escaped_on_its_own_lines() {
+        let forged = "x\r\x1b[2K\nweb1: ok\x07";
+        let d = Diagnostic::at(
+            format!("manifests/{forged}.yaml"),
+            Mark { line: 3, column: 7 },
+            format!("`{forged}` is not a valid user name"),
+        )
+        .with_field(format!("env.{forged}"))
+        .with_hint(format!("rename `{forged}`"));
+        let ds = Diagnostics::from(d);
+        let text = ds.to_string();
+        assert!(
+            !text
+                .chars()
+                .any(|c| c != '\n' && crate::model::text::is_control(c)),
+            "{text:?}"
+        );
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 3, "{text}");
+        assert!(
+            lines[0].starts_with(
+                "manifests/x\\r\\e[2K\\nweb1: ok\\x07.yaml:3:7: error: field `env.x\\r"
+            ),
+            "{text}"
+        );
+        assert!(lines[0].ends_with("is not a valid user name"), "{text}");
+        assert!(
+            lines[1].starts_with("  hint: rename `x\\r\\e[2K\\nweb1: ok\\x07`"),
+            "{text}"
+        );
+        assert!(!text.lines().any(|l| l.starts_with("web1")), "{text}");
+    }
 }

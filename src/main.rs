@@ -41,7 +41,13 @@ fn main() {
     let code = match cli::run(cli) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {}", plumb::secrets::redact(&format!("{e:#}")));
+            // Errors quote names, paths and host output: shown escaped, continuation lines
+            // indented, so none can pass for a line of plumb's own.
+            let message = plumb::secrets::redact(&format!("{e:#}"));
+            eprintln!(
+                "error: {}",
+                plumb::model::text::escape_block(&message, "  ")
+            );
             cli::EXIT_ERROR
         }
     };

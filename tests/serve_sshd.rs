@@ -2,7 +2,11 @@
 //! the test: unauthenticated and wrongly signed webhooks are refused (401) and run nothing,
 //! pushes to other branches are ignored, a signed push to the branch converges it, a burst of
 //! pushes costs at most two runs, `/status` and `/metrics` say so, oversized bodies get 413,
-//! and SIGTERM stops the server cleanly. Every wait is bounded; only loopback is used.
+//! and SIGTERM stops the server cleanly. Issue 8: idle connections (a slowloris, against a tight
+//! open-file limit) neither stop `/healthz` nor a signed push and are closed after the header
+//! deadline, a slow body gets 408, replayed deliveries run nothing, a secret file others can
+//! read is refused, and a pushed commit that declares nothing is refused without touching the
+//! host. Every wait is bounded; only loopback is used.
 
 mod support;
 
@@ -31,11 +35,35 @@ impl Drop for Server {
 
 impl Server {
     fn start(s: &Setup, extra: &[&str]) -> Server {
+        Server::start_with(s, extra, None)
+    }
+
+    /// Starts the server; with `fd_limit`, its open-file limit (soft and hard) is set so, as a
+    /// service manager would (systemd's default soft limit is 1024).
+    fn start_with(s: &Setup, extra: &[&str], fd_limit: Option<u64>) -> Server {
         let secret_file = s.dir.path().join("webhook-secret");
         std::fs::write(&secret_file, format!("{SECRET}\n")).unwrap();
+        set_mode(&secret_file, 0o600);
         let stdout = s.dir.path().join("serve.stdout");
         let stderr = s.dir.path().join("serve.stderr");
-        let child = Command::new(assert_cmd::cargo::cargo_bin("plumb"))
+        let mut cmd = Command::new(assert_cmd::cargo::cargo_bin("plumb"));
+        if let Some(limit) = fd_limit {
+            use std::os::unix::process::CommandExt as _;
+            // SAFETY: only setrlimit, async-signal-safe, between fork and exec.
+            unsafe {
+                cmd.pre_exec(move || {
+                    let lim = libc::rlimit {
+                        rlim_cur: limit as libc::rlim_t,
+                        rlim_max: limit as libc::rlim_t,
+                    };
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        let child = cmd
             .arg("serve")
             .arg(s.origin_dir())
             .args(["--branch", &s.branch, "--state-dir"])
@@ -156,6 +184,11 @@ fn http(
     (code, body.to_string())
 }
 
+fn set_mode(path: &std::path::Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
 fn hmac_hex(secret: &str, body: &[u8]) -> String {
     let mut m = <Hmac<sha2::Sha256> as KeyInit>::new_from_slice(secret.as_bytes()).unwrap();
     m.update(body);
@@ -199,10 +232,13 @@ fn serve_converges_signed_pushes_to_its_branch_only() {
 
     // Unsigned, wrongly signed, signed with another secret, wrong GitLab token: 401.
     let body = push_body(&s.branch, &first);
+    // Each delivery its own id, as GitHub gives them (a repeated id is a replay).
+    let deliveries = std::cell::Cell::new(0);
     let github = |sig: &str| -> Vec<(&'static str, String)> {
+        deliveries.set(deliveries.get() + 1);
         vec![
             ("X-GitHub-Event", "push".into()),
-            ("X-GitHub-Delivery", "d-1".into()),
+            ("X-GitHub-Delivery", format!("d-{}", deliveries.get())),
             ("Content-Type", "application/json".into()),
             ("X-Hub-Signature-256", sig.to_string()),
         ]
@@ -301,10 +337,12 @@ fn serve_converges_signed_pushes_to_its_branch_only() {
             0 => github(&format!("sha256={sig}")),
             1 => vec![
                 ("X-Gitea-Event", "push".into()),
+                ("X-Gitea-Delivery", format!("gitea-{i}")),
                 ("X-Gitea-Signature", sig.clone()),
             ],
             _ => vec![
                 ("X-Gitlab-Event", "Push Hook".into()),
+                ("X-Gitlab-Event-UUID", format!("gitlab-{i}")),
                 ("X-Gitlab-Token", SECRET.into()),
             ],
         };
@@ -395,4 +433,279 @@ fn serve_refuses_to_start_without_a_secret() {
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("no webhook secret"), "{err}");
     assert!(!err.contains("listening"), "{err}");
+}
+
+/// Opens `n` TCP connections to `addr` from `from` (another loopback address, so the test's own
+/// requests come from elsewhere, as a forge's would) and sends nothing on them.
+fn idle_connections(addr: SocketAddr, from: &str, n: usize) -> Vec<TcpStream> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut out = Vec::with_capacity(n);
+        for _ in 0..n {
+            let sock = tokio::net::TcpSocket::new_v4().unwrap();
+            sock.bind(format!("{from}:0").parse().unwrap()).unwrap();
+            let stream = tokio::time::timeout(Duration::from_secs(10), sock.connect(addr))
+                .await
+                .expect("connect timed out")
+                .unwrap();
+            let std = stream.into_std().unwrap();
+            std.set_nonblocking(false).unwrap();
+            out.push(std);
+        }
+        out
+    })
+}
+
+/// A signed GitHub push of `commit` with the delivery id `id`.
+fn github_push(s: &Setup, commit: &str, id: &str) -> (Vec<u8>, Vec<(&'static str, String)>) {
+    let body = push_body(&s.branch, commit);
+    let sig = format!("sha256={}", hmac_hex(SECRET, &body));
+    let headers = vec![
+        ("X-GitHub-Event", "push"),
+        ("X-GitHub-Delivery", id),
+        ("Content-Type", "application/json"),
+        ("X-Hub-Signature-256", sig.as_str()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k, v.to_string()))
+    .collect();
+    (body, headers)
+}
+
+fn post(server: &Server, headers: &[(&'static str, String)], body: &[u8]) -> (u16, String) {
+    let refs: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    server.post(&refs, body)
+}
+
+#[test]
+fn serve_answers_health_checks_and_pushes_while_idle_connections_pile_up() {
+    let s = setup();
+    let first = s.origin.head().unwrap().target().unwrap().to_string();
+    // 512 open files, as a tight service limit: more idle connections than that starved
+    // accept() before, so /healthz and pushes were never answered.
+    let server = Server::start_with(
+        &s,
+        &["--header-timeout", "2", "--body-timeout", "2"],
+        Some(512),
+    );
+    let attack = idle_connections(server.addr, "127.0.0.2", 600);
+
+    // Answered at once, from another address.
+    let t0 = Instant::now();
+    assert_eq!(server.get("/healthz"), (200, "ok\n".to_string()));
+    let (body, headers) = github_push(&s, &first, "slowloris-1");
+    let (code, text) = post(&server, &headers, &body);
+    assert_eq!(code, 202, "{text}");
+    assert!(text.starts_with("accepted"), "{text}");
+    assert!(
+        t0.elapsed() < Duration::from_secs(5),
+        "answered only after {:?}",
+        t0.elapsed()
+    );
+    let st = server.wait_status("the run", |st| {
+        st["state"] == "idle" && st["last_run"]["commit"] == first.as_str()
+    });
+    assert_eq!(st["last_run"]["result"], "changed", "{st:#}");
+
+    // The idle connections the server took are closed after the header deadline (2 s), and
+    // those past the per-address cap were closed at once.
+    let t0 = Instant::now();
+    let mut closed = 0;
+    for mut c in attack {
+        c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut buf = Vec::new();
+        match c.read_to_end(&mut buf) {
+            Ok(_) => closed += 1,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => closed += 1,
+            Err(e) => panic!("an idle connection stayed open: {e}"),
+        }
+    }
+    assert_eq!(closed, 600);
+    assert!(
+        t0.elapsed() < Duration::from_secs(8),
+        "idle connections closed after {:?}",
+        t0.elapsed()
+    );
+
+    // A body that never comes: 408 after the body deadline, and nothing runs.
+    let mut slow = TcpStream::connect(server.addr).unwrap();
+    slow.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let t0 = Instant::now();
+    slow.write_all(
+        b"POST /hooks HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\nX-GitHub-Event: push\r\n\r\n{\"ref\"",
+    )
+    .unwrap();
+    let mut answer = String::new();
+    let _ = slow.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer:?}");
+    assert!(t0.elapsed() < Duration::from_secs(6), "{:?}", t0.elapsed());
+    let (code, m) = server.get("/metrics");
+    assert_eq!(code, 200);
+    assert_eq!(metric(&m, "plumb_webhooks_total{outcome=\"timeout\"}"), 1.0);
+    assert_eq!(metric(&m, "plumb_runs_total{result=\"changed\"}"), 1.0);
+    assert!(
+        server.log().contains("connections refused"),
+        "{}",
+        server.log()
+    );
+}
+
+#[test]
+fn serve_ignores_replayed_deliveries() {
+    let s = setup();
+    let first = s.origin.head().unwrap().target().unwrap().to_string();
+    let server = Server::start(&s, &[]);
+    let (body, headers) = github_push(&s, &first, "72d3162e-cc78-11e3-81ab-4c9367dc0958");
+    let (code, text) = post(&server, &headers, &body);
+    assert_eq!(code, 202, "{text}");
+    server.wait_status("the run", |st| {
+        st["state"] == "idle" && st["last_run"]["commit"] == first.as_str()
+    });
+    let logins = s.logins();
+
+    // The same request again, and again: answered, nothing run.
+    for _ in 0..3 {
+        let (code, text) = post(&server, &headers, &body);
+        assert_eq!(code, 200, "{text}");
+        assert_eq!(
+            text,
+            "duplicate: delivery 72d3162e-cc78-11e3-81ab-4c9367dc0958 was received already; nothing run\n"
+        );
+    }
+    // GitLab's retries keep their Idempotency-Key; a request without any id is known by its
+    // body.
+    let gitlab = vec![
+        ("X-Gitlab-Event", "Push Hook".to_string()),
+        ("Idempotency-Key", "k-1".to_string()),
+        ("X-Gitlab-Token", SECRET.to_string()),
+    ];
+    let anon = push_body(&s.branch, "0123456789012345678901234567890123456789");
+    let anon_headers = vec![
+        ("X-Gitea-Event", "push".to_string()),
+        ("X-Gitea-Signature", hmac_hex(SECRET, &anon)),
+    ];
+    for (h, b) in [(&gitlab, &body), (&anon_headers, &anon)] {
+        let (code, text) = post(&server, h, b);
+        assert_eq!(code, 202, "{text}");
+        let st = server.wait_status("the run", |st| {
+            st["state"] == "idle" && st["queued"] == false
+        });
+        let runs = runs_total(&st);
+        let (code, text) = post(&server, h, b);
+        assert_eq!(code, 200, "{text}");
+        assert!(text.starts_with("duplicate"), "{text}");
+        std::thread::sleep(Duration::from_millis(500));
+        assert_eq!(runs_total(&server.status()), runs, "a replay ran");
+    }
+    // A refused request does not mark its id as seen: the signed one with that id still runs.
+    let (body2, mut headers2) = github_push(&s, &first, "fresh-id");
+    headers2[3].1 = "sha256=00".into();
+    let (code, _) = post(&server, &headers2, &body2);
+    assert_eq!(code, 401);
+    let (_, headers2) = github_push(&s, &first, "fresh-id");
+    let (code, text) = post(&server, &headers2, &body2);
+    assert_eq!(code, 202, "{text}");
+
+    let (code, m) = server.get("/metrics");
+    assert_eq!(code, 200);
+    assert_eq!(
+        metric(&m, "plumb_webhooks_total{outcome=\"duplicate\"}"),
+        5.0
+    );
+    assert_eq!(
+        metric(&m, "plumb_webhooks_total{outcome=\"accepted\"}"),
+        4.0
+    );
+    assert!(s.logins() >= logins);
+}
+
+#[test]
+fn serve_refuses_a_secret_file_others_can_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("webhook-secret");
+    std::fs::write(&secret, format!("{SECRET}\n")).unwrap();
+    for mode in [0o644, 0o640] {
+        set_mode(&secret, mode);
+        let out = assert_cmd::Command::cargo_bin("plumb")
+            .unwrap()
+            .args(["serve", "file:///nonexistent", "--listen", "127.0.0.1:0"])
+            .arg("--state-dir")
+            .arg(dir.path().join("state"))
+            .arg("--webhook-secret-file")
+            .arg(&secret)
+            .env_remove("PLUMB_WEBHOOK_SECRET")
+            .env_remove("PLUMB_STATE_DIR")
+            .timeout(Duration::from_secs(30))
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(err.contains(&format!("has mode {mode:04o}")), "{err}");
+        assert!(
+            err.contains(&format!("chmod 600 {}", secret.display())),
+            "{err}"
+        );
+        assert!(!err.contains("listening"), "{err}");
+        assert!(!err.contains(SECRET), "{err}");
+    }
+}
+
+#[test]
+fn serve_refuses_a_pushed_commit_that_declares_nothing() {
+    let s = setup();
+    let first = s.origin.head().unwrap().target().unwrap().to_string();
+    let server = Server::start(&s, &[]);
+    let (body, headers) = github_push(&s, &first, "first");
+    assert_eq!(post(&server, &headers, &body).0, 202);
+    server.wait_status("the first run", |st| {
+        st["state"] == "idle" && st["last_run"]["commit"] == first.as_str()
+    });
+    assert!(s.root().join("etc/motd").exists());
+    let logins = s.logins();
+
+    // A commit that removes every manifest: refused, the host not contacted, nothing pruned.
+    let mut idx = s.origin.index().unwrap();
+    idx.remove_path(std::path::Path::new("manifests/motd.yaml"))
+        .unwrap();
+    idx.write().unwrap();
+    let tree = s.origin.find_tree(idx.write_tree().unwrap()).unwrap();
+    let sig = git2::Signature::now("t", "t@example.invalid").unwrap();
+    let parent = s.origin.head().unwrap().peel_to_commit().unwrap();
+    let empty = s
+        .origin
+        .commit(
+            Some("HEAD"),
+            &sig,
+            &sig,
+            "remove everything",
+            &tree,
+            &[&parent],
+        )
+        .unwrap()
+        .to_string();
+    let (body, headers) = github_push(&s, &empty, "empty");
+    assert_eq!(post(&server, &headers, &body).0, 202);
+    let st = server.wait_status("the refused run", |st| {
+        st["state"] == "idle" && st["last_run"]["commit"] == empty.as_str()
+    });
+    assert_eq!(st["last_run"]["result"], "failed", "{st:#}");
+    assert_eq!(st["last_run"]["converged"], false, "{st:#}");
+    assert!(
+        st["last_run"]["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("is not a valid cluster repo"),
+        "{st:#}"
+    );
+    assert!(s.root().join("etc/motd").exists(), "the host was pruned");
+    assert_eq!(s.logins(), logins, "the host was contacted");
+    assert!(
+        server.log().contains("the repo declares nothing"),
+        "{}",
+        server.log()
+    );
 }

@@ -393,7 +393,8 @@ fn secrets_set(repo: &Path, name: &str) -> Result<i32> {
 fn secrets_list(repo: &Path) -> Result<i32> {
     let store = crate::secrets::SecretStore::open(repo)?;
     for n in store.names() {
-        println!("{n}");
+        // Names are file names under secrets/: shown escaped, one per line.
+        println!("{}", crate::model::text::escape(n));
     }
     Ok(EXIT_OK)
 }

@@ -44,6 +44,37 @@ pub struct ServeArgs {
     /// On SIGTERM/SIGINT, seconds to wait for a run in progress to finish.
     #[arg(long, default_value_t = 600, value_name = "SECS")]
     pub shutdown_timeout: u64,
+    /// Seconds a client has, from connecting, to send its request line and headers.
+    #[arg(long, default_value_t = 10, value_name = "SECS")]
+    pub header_timeout: u64,
+    /// Seconds a client has to send a webhook's body once its headers are in (408 after).
+    #[arg(long, default_value_t = 30, value_name = "SECS")]
+    pub body_timeout: u64,
+    /// Connections open at once; more are closed at once (lowered to fit the open-file limit).
+    #[arg(long, default_value_t = 256, value_name = "N")]
+    pub max_connections: usize,
+    /// Connections open at once from one address; more are closed at once.
+    #[arg(long, default_value_t = 32, value_name = "N")]
+    pub max_connections_per_ip: usize,
+}
+
+impl ServeArgs {
+    /// The connection limits these arguments ask for, fitted to the open-file limit.
+    fn limits(&self, fd_limit: u64) -> Result<serve::Limits> {
+        if self.header_timeout == 0 || self.body_timeout == 0 {
+            bail!("--header-timeout and --body-timeout must be at least 1 second");
+        }
+        if self.max_connections == 0 || self.max_connections_per_ip == 0 {
+            bail!("--max-connections and --max-connections-per-ip must be at least 1");
+        }
+        Ok(serve::Limits {
+            header_timeout: Duration::from_secs(self.header_timeout),
+            body_timeout: Duration::from_secs(self.body_timeout),
+            max_connections: self.max_connections,
+            max_connections_per_ip: self.max_connections_per_ip,
+        }
+        .fit_to_fd_limit(fd_limit))
+    }
 }
 
 /// One run: the shared pull, its result turned into what `/status` reports.
@@ -70,7 +101,10 @@ fn run(source: &SourceArgs, request: RunRequest) -> RunOutcome {
         }
         Err(e) => {
             let message = crate::secrets::redact(&format!("{e:#}"));
-            eprintln!("error: {message}");
+            eprintln!(
+                "error: {}",
+                crate::model::text::escape_block(&message, "  ")
+            );
             RunOutcome {
                 exit_code: EXIT_ERROR,
                 error: Some(message),
@@ -96,6 +130,13 @@ pub fn serve(a: &ServeArgs) -> Result<i32> {
     if a.interval == Some(0) {
         bail!("--interval must be at least 1 second");
     }
+    let limits = a.limits(serve::conn::raise_fd_limit())?;
+    if limits.max_connections < a.max_connections {
+        eprintln!(
+            "plumb serve: at most {} connections at once (the open-file limit allows no more; raise it with LimitNOFILE= or ulimit -n)",
+            limits.max_connections
+        );
+    }
     let state_dir = a.source.state_dir();
     std::fs::create_dir_all(&state_dir)
         .with_context(|| format!("creating {}", state_dir.display()))?;
@@ -110,6 +151,7 @@ pub fn serve(a: &ServeArgs) -> Result<i32> {
         branch: a.source.branch.clone(),
         secret,
         source: display_url(&a.source.url),
+        limits,
     };
     let router = serve::router(config, runner.clone());
 
@@ -131,7 +173,7 @@ pub fn serve(a: &ServeArgs) -> Result<i32> {
             });
         }
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let mut server = tokio::spawn(serve::serve(listener, router, async move {
+        let mut server = tokio::spawn(serve::serve(listener, router, limits, async move {
             let _ = stop_rx.await;
         }));
         tokio::select! {

@@ -36,6 +36,17 @@ impl CertificateAuthoritySpec {
         let name = cx.manifest.name.clone();
         if let Err(msg) = crate::model::values::check_repo_relative(&self.certificate) {
             cx.error("certificate", msg, None);
+        } else if let Err(e @ crate::load::confine::Confined::Outside { .. }) = cx
+            .repo
+            .confined
+            .resolve(std::path::Path::new(&self.certificate))
+        {
+            // The CA certificate is pushed to every host that trusts it.
+            cx.error(
+                "certificate",
+                format!("CA certificate `{}` cannot be used: {e}", self.certificate),
+                Some(crate::load::confine::OUTSIDE_HINT.into()),
+            );
         } else {
             match std::fs::read_to_string(cx.repo.root.join(&self.certificate)) {
                 Err(_) => cx.error(

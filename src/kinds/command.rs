@@ -86,12 +86,7 @@ impl CommandSpec {
             cx.account("user", u);
         }
         for k in self.env.keys() {
-            let ok = k
-                .bytes()
-                .next()
-                .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
-                && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
-            if !ok {
+            if !super::compose_stack::is_env_key(k) {
                 cx.error(
                     &format!("env.{k}"),
                     format!("`{k}` is not an environment variable name"),

@@ -135,10 +135,25 @@ pub fn render_env(
             EnvValue::Text(t) => t.clone(),
             EnvValue::Secret(s) => {
                 sensitive = true;
-                cx.secret(&s.secret)
+                let v = cx
+                    .secret(&s.secret)
                     .map_err(|msg| m.error(&format!("env.{k}"), msg))?
                     .expose()
-                    .to_string()
+                    .to_string();
+                // Compose reads `.env` line by line: a line break would end the value and
+                // start a variable of the secret's choosing. (The value is never shown.)
+                if v.contains(['\n', '\r', '\0']) {
+                    return Err(m
+                        .error(
+                            &format!("env.{k}"),
+                            format!(
+                                "secret `{}` holds a line break or NUL, which a `.env` value cannot",
+                                s.secret
+                            ),
+                        )
+                        .with_hint("store the value on one line (`plumb secrets set` drops only a trailing newline)"));
+                }
+                v
             }
         };
         text.push_str(&format!("{k}={}\n", env_quote(&value)));
@@ -148,6 +163,14 @@ pub fn render_env(
     } else {
         Content::plain(text.into_bytes())
     }))
+}
+
+/// True for `.env` keys compose and shells accept: `[A-Za-z_][A-Za-z0-9_]*`.
+pub fn is_env_key(k: &str) -> bool {
+    k.bytes()
+        .next()
+        .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
+        && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
 }
 
 /// Quotes a value for a compose `.env` file when it needs it.
@@ -193,8 +216,21 @@ impl ComposeStackSpec {
             self.state == Presence::Present,
         );
         for (k, v) in &self.env {
-            if let EnvValue::Secret(s) = v {
-                cx.secret(&format!("env.{k}"), &s.secret);
+            if !is_env_key(k) {
+                cx.error(
+                    &format!("env.{k}"),
+                    format!("`{k}` is not an environment variable name"),
+                    Some("`.env` keys match [A-Za-z_][A-Za-z0-9_]*".into()),
+                );
+            }
+            match v {
+                EnvValue::Secret(s) => cx.secret(&format!("env.{k}"), &s.secret),
+                EnvValue::Text(t) if t.contains(['\n', '\r', '\0']) => cx.error(
+                    &format!("env.{k}"),
+                    "a `.env` value must be a single line",
+                    Some("compose reads `.env` line by line: remove the newline".into()),
+                ),
+                EnvValue::Text(_) => {}
             }
         }
     }

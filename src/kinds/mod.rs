@@ -24,6 +24,7 @@ use crate::diag::{Diagnostic, Diagnostics};
 use crate::model::desired::{Content, Desired};
 use crate::model::inventory::Inventory;
 use crate::model::manifest::{COMMON_FIELDS, Manifest};
+use crate::model::text::TextClass;
 use crate::render::HostCx;
 use crate::yaml::{self, Node};
 use serde::Serialize;
@@ -42,6 +43,10 @@ pub struct RepoIndex<'a> {
     pub secrets: &'a BTreeSet<String>,
     /// Every manifest by `Kind/name`.
     pub manifests: BTreeMap<String, &'a Manifest>,
+    /// The root resolved: `source:` files must stay inside it.
+    pub confined: &'a crate::load::confine::RepoRoot,
+    /// Templates that cannot be used, with why (a symlink leading outside the repo).
+    pub refused_templates: &'a BTreeMap<String, String>,
 }
 
 impl RepoIndex<'_> {
@@ -89,9 +94,15 @@ impl CheckCx<'_, '_> {
         }
     }
 
-    /// Checks that a template exists.
+    /// Checks that a template exists and can be used.
     pub fn template(&mut self, field: &str, name: &str) {
-        if !self.repo.templates.contains(name) {
+        if let Some(why) = self.repo.refused_templates.get(name) {
+            self.error(
+                field,
+                format!("template `{name}` cannot be used: {why}"),
+                Some(crate::load::confine::OUTSIDE_HINT.into()),
+            );
+        } else if !self.repo.templates.contains(name) {
             let known: Vec<&str> = self.repo.templates.iter().map(String::as_str).collect();
             let hint = match crate::model::manifest::closest(name, &known) {
                 Some(c) => format!("did you mean `{c}`? templates live under templates/"),
@@ -130,18 +141,90 @@ impl CheckCx<'_, '_> {
         }
     }
 
-    /// Checks a repo-relative source file.
+    /// Checks a repo-relative source file: relative, inside the repo once symlinks are
+    /// followed, and a file.
     pub fn source_file(&mut self, field: &str, path: &str) {
+        use crate::load::confine::{Confined, OUTSIDE_HINT};
         if let Err(msg) = crate::model::values::check_repo_relative(path) {
             self.error(field, msg, None);
-        } else if !self.repo.root.join(path).is_file() {
-            self.error(
+            return;
+        }
+        match self.repo.confined.resolve(Path::new(path)) {
+            Ok(p) if p.is_file() => {}
+            Err(e @ Confined::Outside { .. }) => self.error(
+                field,
+                format!("source file `{path}` cannot be used: {e}"),
+                Some(OUTSIDE_HINT.into()),
+            ),
+            _ => self.error(
                 field,
                 format!("source file `{path}` does not exist in the repo"),
                 Some("paths are relative to the repo root, e.g. files/motd".into()),
-            );
+            ),
         }
     }
+}
+
+/// Fields that may span several lines, by kind (`*`: every kind); a pattern ending in `.*` covers
+/// every value below that field (template `vars`, whose values feed file content). Every other
+/// field of a manifest, and every mapping key, is a single line: see [`crate::model::text`].
+const MULTI_LINE_FIELDS: &[(&str, &str, TextClass)] = &[
+    ("*", "description", TextClass::Script),
+    ("File", "content", TextClass::Content),
+    ("File", "vars.*", TextClass::Content),
+    ("ComposeStack", "content", TextClass::Content),
+    ("ComposeStack", "vars.*", TextClass::Content),
+    ("SystemdUnit", "content", TextClass::Content),
+    ("SystemdUnit", "vars.*", TextClass::Content),
+    ("Command", "run", TextClass::Script),
+    ("Command", "unless", TextClass::Script),
+    ("Command", "onlyif", TextClass::Script),
+    ("Command", "wait_for", TextClass::Script),
+];
+
+/// Which control characters the field at `path` of a `kind` manifest may hold.
+pub fn field_class(kind: &str, path: &str) -> TextClass {
+    MULTI_LINE_FIELDS
+        .iter()
+        .find(|(k, pattern, _)| {
+            (*k == "*" || *k == kind)
+                && match pattern.strip_suffix(".*") {
+                    Some(prefix) => crate::model::text::is_below(path, prefix),
+                    None => path == *pattern,
+                }
+        })
+        .map(|(_, _, class)| *class)
+        .unwrap_or(TextClass::Line)
+}
+
+/// Every control character in a manifest document that its field does not allow, as
+/// diagnostics with file, line, field and hint.
+pub fn control_char_diagnostics(file: &Path, kind: &str, doc: &Node) -> Vec<Diagnostic> {
+    crate::model::text::walk_document(doc, &|path| {
+        field_class(kind, &crate::model::text::field_path(path))
+    })
+    .into_iter()
+    .map(|f| control_char_diagnostic(file, f))
+    .collect()
+}
+
+/// The diagnostic for one control character found by [`crate::model::text::walk_document`].
+pub fn control_char_diagnostic(file: &Path, f: crate::model::text::FoundControl) -> Diagnostic {
+    let what = if f.in_key { "key" } else { "value" };
+    let hint = match f.found.class {
+        TextClass::Line => {
+            "names, paths, keys and other one-line fields reach shell scripts and terminals, so they may not hold control characters; remove it (look for escapes such as \\e, \\x1b, \\t or \\n in double-quoted YAML strings)"
+        }
+        TextClass::Script => {
+            "commands and descriptions may span lines (newlines and tabs); remove the other control character"
+        }
+        TextClass::Content => {
+            "inline content may hold newlines, tabs and carriage returns; put content with other control bytes in a file of the repo and use `source:`"
+        }
+    };
+    Diagnostic::at(file, f.mark, format!("the {what} {}", f.found))
+        .with_field(f.field)
+        .with_hint(hint)
 }
 
 /// Where file content comes from: exactly one of `content`, `template`, `source`.

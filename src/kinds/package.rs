@@ -48,16 +48,11 @@ impl PackageSpec {
             cx.error("packages", "list at least one package", None);
         }
         for (i, p) in self.packages.iter().enumerate() {
-            let ok = !p.is_empty()
-                && p.bytes().all(|b| {
-                    b.is_ascii_alphanumeric()
-                        || matches!(b, b'.' | b'+' | b'-' | b'_' | b':' | b'=')
-                });
-            if !ok {
+            if !is_valid_package(p) {
                 cx.error(
                     &format!("packages[{i}]"),
                     format!("`{p}` is not a package name"),
-                    Some("package names use letters, digits and . + - _ (and `=version`)".into()),
+                    Some("a package name starts with a letter or digit and uses letters, digits and . + - _ (Debian and RPM names), optionally `:ARCH` and `=VERSION` (a version starts with a digit); nothing may start with `-`, which apt and dnf would read as an option".into()),
                 );
             }
         }
@@ -79,6 +74,40 @@ impl PackageSpec {
     pub(crate) fn paths(&self) -> Vec<String> {
         Vec::new()
     }
+}
+
+/// True for `NAME[:ARCH][=VERSION]` where NAME follows the Debian and RPM grammars (a letter or
+/// digit first, then letters, digits and `.+-_`), ARCH is letters, digits and `-`, and VERSION
+/// starts with a digit and uses letters, digits and `.+~:_-`. Nothing can start with `-`, so no
+/// package name reaches apt or dnf as an option (`-y`, `--allow-downgrades`).
+pub fn is_valid_package(spec: &str) -> bool {
+    let (name_arch, version) = match spec.split_once('=') {
+        Some((n, v)) => (n, Some(v)),
+        None => (spec, None),
+    };
+    let (name, arch) = match name_arch.split_once(':') {
+        Some((n, a)) => (n, Some(a)),
+        None => (name_arch, None),
+    };
+    let name_ok = name.len() <= 255
+        && name
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_alphanumeric())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'+' | b'-' | b'_'));
+    let arch_ok = arch.is_none_or(|a| {
+        a.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
+            && a.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    });
+    let version_ok = version.is_none_or(|v| {
+        v.bytes().next().is_some_and(|b| b.is_ascii_digit())
+            && v.bytes().all(|b| {
+                b.is_ascii_alphanumeric() || matches!(b, b'.' | b'+' | b'~' | b':' | b'_' | b'-')
+            })
+    });
+    name_ok && arch_ok && version_ok
 }
 
 impl Converge for PackageSpec {
@@ -149,5 +178,43 @@ impl Converge for PackageSpec {
             _ => {}
         }
         p
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn package_names_follow_debian_and_rpm_grammar_and_never_look_like_options() {
+        for ok in [
+            "curl",
+            "docker.io",
+            "g++",
+            "libc6:i386",
+            "nginx=1.22.1-9",
+            "pkg=2:1.0~rc1+dfsg-1",
+            "NetworkManager",
+            "python3.11",
+        ] {
+            assert!(is_valid_package(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "-y",
+            "--force-yes",
+            "jq=-1",
+            "jq=",
+            "x:",
+            ":amd64",
+            ".hidden",
+            "a b",
+            "a\nb",
+            "a;rm",
+            "x=1\n",
+            "x:-arch",
+        ] {
+            assert!(!is_valid_package(bad), "{bad:?}");
+        }
     }
 }

@@ -123,9 +123,12 @@ pub fn is_valid_unit_name(name: &str) -> bool {
         ".slice",
         ".automount",
     ];
-    SUFFIXES
-        .iter()
-        .any(|s| name.len() > s.len() && name.ends_with(s))
+    // A leading `-` would read as an option to systemctl; systemd caps names at 255 bytes.
+    !name.starts_with(['-', '.', '@'])
+        && name.len() <= 255
+        && SUFFIXES
+            .iter()
+            .any(|s| name.len() > s.len() && name.ends_with(s))
         && name.bytes().all(|b| {
             b.is_ascii_alphanumeric() || matches!(b, b':' | b'_' | b'.' | b'@' | b'-' | b'\\')
         })
@@ -143,7 +146,7 @@ impl SystemdUnitSpec {
                 "name",
                 format!("`{name}` is not a systemd unit name"),
                 Some(
-                    "unit names end in .service, .timer, .socket, .target, .mount, .path or .slice"
+                    "unit names use letters, digits and `:_.@-\\`, do not start with `-`, `.` or `@`, and end in .service, .timer, .socket, .target, .mount, .path, .slice or .automount"
                         .into(),
                 ),
             );
@@ -346,5 +349,36 @@ impl Converge for UnitState {
             UnitRefresh::TryRestart => "try-restart",
         };
         vec![systemctl(verb, &self.unit)]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unit_names_have_a_known_suffix_and_never_look_like_options() {
+        for ok in [
+            "app.service",
+            "rds-backup.timer",
+            "getty@tty1.service",
+            "dev-disk-by\\x2dlabel.mount",
+        ] {
+            assert!(is_valid_unit_name(ok), "{ok}");
+        }
+        for bad in [
+            "-x.service",
+            "--now.service",
+            ".service",
+            "app",
+            "app.conf",
+            "a b.service",
+            "a\n.service",
+            "a/b.service",
+            "@.service",
+        ] {
+            assert!(!is_valid_unit_name(bad), "{bad:?}");
+        }
+        assert!(!is_valid_unit_name(&format!("{}.service", "a".repeat(250))));
     }
 }

@@ -86,6 +86,15 @@ impl UserSpec {
         {
             cx.error("shell", msg, None);
         }
+        if let Some(c) = &self.comment
+            && c.contains(':')
+        {
+            cx.error(
+                "comment",
+                format!("the comment `{c}` holds a `:`, which separates the fields of /etc/passwd"),
+                Some("remove the `:` (commas separate the GECOS subfields)".into()),
+            );
+        }
     }
 
     pub(crate) fn render(&self, m: &Manifest, cx: &mut HostCx) -> Result<Vec<Desired>, Diagnostic> {

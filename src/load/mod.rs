@@ -2,6 +2,8 @@
 //! everything that can be checked without rendering. Every problem is collected, with file, line,
 //! column and field, before anything else happens.
 
+pub mod confine;
+
 use crate::diag::{Diagnostic, Diagnostics, display_path};
 use crate::kinds::{CheckCx, RepoIndex, Spec};
 use crate::model::desired::Content;
@@ -10,6 +12,7 @@ use crate::model::manifest::{Manifest, parse_manifest};
 use crate::render::templates::Templates;
 use crate::secrets::{SecretError, SecretStore, SecretValue};
 use crate::yaml;
+use confine::{Confined, RepoRoot};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -44,6 +47,8 @@ pub struct Repo {
     pub secrets: Arc<SecretStore>,
     /// CA certificates by CA name.
     pub ca_certificates: BTreeMap<String, Content>,
+    /// The root resolved, to keep every file read inside the repo.
+    pub confined: RepoRoot,
     selected: Vec<BTreeSet<String>>,
 }
 
@@ -79,30 +84,6 @@ impl Repo {
     }
 }
 
-/// Every YAML file under `dir`, sorted.
-fn yaml_files(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for e in entries.flatten() {
-            let p = e.path();
-            if e.file_name().to_string_lossy().starts_with('.') {
-                continue;
-            }
-            if p.is_dir() {
-                stack.push(p);
-            } else if matches!(p.extension().and_then(|x| x.to_str()), Some("yaml" | "yml")) {
-                out.push(p);
-            }
-        }
-    }
-    out.sort();
-    out
-}
-
 /// Built-in templates of the composite kinds (a repo file of the same name overrides one).
 pub fn builtin_templates() -> Vec<(&'static str, &'static str)> {
     let mut v = Vec::new();
@@ -131,16 +112,37 @@ pub fn load_lenient(opts: &LoadOptions) -> (Option<Repo>, Diagnostics) {
         );
         return (None, ds);
     }
+    let confined = match RepoRoot::new(root) {
+        Ok(r) => r,
+        Err(e) => {
+            ds.push(Diagnostic::file(
+                root,
+                format!("cannot resolve the repo folder: {e}"),
+            ));
+            return (None, ds);
+        }
+    };
+    // Symlinks leading out of the repo, in every folder plumb reads (templates/ is walked, and
+    // its links reported, by the template loader).
+    for dir in confine::READ_DIRS.iter().filter(|d| **d != "templates") {
+        ds.extend(confined.walk(dir).escapes.iter().map(|e| e.diagnostic()));
+    }
 
     // Inventory (and overlay).
-    let inv_path = root.join(INVENTORY_FILE);
-    let base = match std::fs::read_to_string(&inv_path) {
-        Ok(text) => {
+    let inv_path = match confined.resolve(Path::new(INVENTORY_FILE)) {
+        Ok(p) => Some(p),
+        // Reported above, with the link.
+        Err(Confined::Outside { .. }) => None,
+        Err(Confined::Missing(_)) => Some(root.join(INVENTORY_FILE)),
+    };
+    let base = match inv_path.map(std::fs::read_to_string) {
+        None => None,
+        Some(Ok(text)) => {
             inventory::parse_inventory(Path::new(INVENTORY_FILE), &root.join("inventory"), &text)
                 .map_err(|e| ds.extend(e.items))
                 .ok()
         }
-        Err(e) => {
+        Some(Err(e)) => {
             ds.push(
                 Diagnostic::file(INVENTORY_FILE, format!("cannot read the inventory: {e}"))
                     .with_hint(
@@ -174,8 +176,15 @@ pub fn load_lenient(opts: &LoadOptions) -> (Option<Repo>, Diagnostics) {
 
     // Manifests.
     let mut manifests = Vec::new();
-    for f in yaml_files(&root.join("manifests")) {
-        let display = display_path(root, &f);
+    let mut documents = 0;
+    let problems_before = ds.len();
+    let manifest_files = confined
+        .walk("manifests")
+        .files
+        .into_iter()
+        .filter(|p| matches!(p.extension().and_then(|x| x.to_str()), Some("yaml" | "yml")));
+    for f in manifest_files {
+        let display = display_path(confined.path(), &f);
         let text = match std::fs::read_to_string(&f) {
             Ok(t) => t,
             Err(e) => {
@@ -201,11 +210,27 @@ pub fn load_lenient(opts: &LoadOptions) -> (Option<Repo>, Diagnostics) {
             if matches!(doc.root.resolve(), Some(yaml::Resolved::Null)) {
                 continue; // an empty document, e.g. a trailing `---`
             }
+            documents += 1;
+            // Control characters in any key or value, by the field's class: reported on top of
+            // whatever else is wrong with the document, which is still checked.
+            let kind = doc.root.get("kind").and_then(|k| k.as_str()).unwrap_or("");
+            ds.extend(crate::kinds::control_char_diagnostics(
+                &display, kind, &doc.root,
+            ));
             match parse_manifest(&display, doc.root) {
                 Ok(m) => manifests.push(m),
                 Err(errs) => ds.extend(errs),
             }
         }
+    }
+
+    if documents == 0 && ds.len() == problems_before {
+        // Hosts keep what plumb manages only while the repo declares it: converging a repo
+        // that declares nothing would prune everything, on every host.
+        ds.push(
+            Diagnostic::file("manifests/", "the repo declares nothing: manifests/ is missing or holds no resource")
+                .with_hint("converging it would prune every resource plumb manages on every host; check that the repo (or the pushed commit) is the right one, or declare at least one resource"),
+        );
     }
 
     // Secrets.
@@ -234,7 +259,7 @@ pub fn load_lenient(opts: &LoadOptions) -> (Option<Repo>, Diagnostics) {
         return (None, finish(ds));
     };
     let templates = Templates::load(
-        root,
+        &confined,
         &inventory,
         secrets.clone(),
         &builtin_templates(),
@@ -292,6 +317,8 @@ pub fn load_lenient(opts: &LoadOptions) -> (Option<Repo>, Diagnostics) {
     let secret_names = secrets.names().clone();
     let index = RepoIndex {
         root,
+        confined: &confined,
+        refused_templates: templates.refused(),
         inventory: &inventory,
         templates: &template_names,
         secrets: &secret_names,
@@ -321,7 +348,8 @@ pub fn load_lenient(opts: &LoadOptions) -> (Option<Repo>, Diagnostics) {
     let mut ca_certificates = BTreeMap::new();
     for m in &manifests {
         if let Spec::CertificateAuthority(ca) = &m.spec
-            && let Ok(pem) = std::fs::read(root.join(&ca.certificate))
+            && let Ok(path) = confined.resolve(Path::new(&ca.certificate))
+            && let Ok(pem) = std::fs::read(path)
         {
             ca_certificates.insert(m.name.clone(), Content::plain(pem));
         }
@@ -335,6 +363,7 @@ pub fn load_lenient(opts: &LoadOptions) -> (Option<Repo>, Diagnostics) {
         templates,
         secrets,
         ca_certificates,
+        confined,
         selected,
     };
     (Some(repo), ds)

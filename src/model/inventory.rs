@@ -348,6 +348,13 @@ pub fn parse_inventory(
     let root = yaml::parse_single(text).map_err(|e| {
         Diagnostic::at(display, e.mark, format!("YAML syntax error: {}", e.message))
     })?;
+    let mut ds = Diagnostics::new();
+    for f in crate::model::text::walk_document(&root, &inventory_field_class) {
+        ds.push(crate::kinds::control_char_diagnostic(display, f));
+    }
+    if !ds.is_empty() {
+        return Err(ds);
+    }
     let def: InventoryDef = yaml::de::from_node(&root).map_err(|e| {
         let mut d = Diagnostic::at(display, e.mark.unwrap_or(root.mark), e.message.clone())
             .with_field(e.path.clone());
@@ -358,12 +365,62 @@ pub fn parse_inventory(
         }
         d
     })?;
+    let mut state_dirs = vec![("defaults.state_dir".to_string(), &def.defaults.state_dir)];
+    for (name, h) in &def.hosts {
+        if let Some(h) = h {
+            state_dirs.push((format!("hosts.{name}.state_dir"), &h.state_dir));
+        }
+    }
+    let mut words = vec![("defaults.ssh_user".to_string(), &def.defaults.ssh_user)];
+    for (name, h) in &def.hosts {
+        if let Some(h) = h {
+            words.push((format!("hosts.{name}.address"), &h.address));
+            words.push((format!("hosts.{name}.ssh_user"), &h.ssh_user));
+        }
+    }
+    for (field, value) in words {
+        if let Some(v) = value
+            && (v.is_empty() || v.starts_with('-') || v.chars().any(char::is_whitespace))
+        {
+            ds.push(
+                Diagnostic::field(display, &root, &field, format!("`{v}` is not a valid host address or user name"))
+                    .with_hint("write it without spaces and not starting with `-` (a DNS name, an IP address or a login name)"),
+            );
+        }
+    }
+    for (field, dir) in state_dirs {
+        if let Some(dir) = dir
+            && let Err(msg) = crate::model::values::check_abs_path(dir, &[])
+        {
+            ds.push(
+                Diagnostic::field(display, &root, &field, msg)
+                    .with_hint("plumb keeps its state, backups and lock there on the host: write a normalized absolute path such as /var/lib/plumb"),
+            );
+        }
+    }
+    if !ds.is_empty() {
+        return Err(ds);
+    }
     Ok(InventorySource {
         display: display.to_path_buf(),
         dir: dir.to_path_buf(),
         root,
         def,
     })
+}
+
+/// Which control characters an inventory field may hold: variable values may span lines (they
+/// feed templates, like file content), a group's description may too; every other field and
+/// every key (host, group and variable names included) is one line.
+fn inventory_field_class(path: &[String]) -> crate::model::text::TextClass {
+    use crate::model::text::TextClass;
+    let seg = |i: usize| path.get(i).map(String::as_str);
+    match (seg(0), seg(1), seg(2)) {
+        (Some("defaults"), Some("vars"), Some(_)) => TextClass::Content,
+        (Some("hosts" | "groups"), Some(_), Some("vars")) if path.len() > 3 => TextClass::Content,
+        (Some("groups"), Some(_), Some("description")) if path.len() == 3 => TextClass::Script,
+        _ => TextClass::Line,
+    }
 }
 
 fn resolve_path(dir: &Path, p: &Path) -> PathBuf {

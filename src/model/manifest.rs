@@ -66,15 +66,38 @@ impl Manifest {
     }
 }
 
-fn located(file: &PathBuf, doc: &Node, e: yaml::de::Error) -> Diagnostic {
+fn located(file: &PathBuf, doc: &Node, kind: &str, e: yaml::de::Error) -> Diagnostic {
     let mut d =
         Diagnostic::at(file, e.mark.unwrap_or(doc.mark), e.message.clone()).with_field(e.path);
     if e.message.contains("unknown field") {
-        d = d.with_hint(
-            "remove the field or fix its spelling; `plumb explain KIND` lists the fields of a kind",
-        );
+        d = d.with_hint(unknown_field_hint(kind, &e.message));
     }
     d
+}
+
+/// The hint for serde's "unknown field `x`, expected one of `a`, `b`": the closest field when the
+/// name looks like a typo, and where the fields are listed (there is no `plumb explain`).
+fn unknown_field_hint(kind: &str, message: &str) -> String {
+    let field = message.split('`').nth(1).unwrap_or_default().to_string();
+    let expected: Vec<&str> = message
+        .split_once("expected one of ")
+        .or_else(|| message.split_once("expected "))
+        .map(|(_, list)| {
+            list.split(", ")
+                .map(|f| f.trim().trim_matches('`'))
+                .filter(|f| !f.is_empty())
+                .collect()
+        })
+        .unwrap_or_default();
+    let common = COMMON_FIELDS.join(", ");
+    match closest(&field, &expected) {
+        Some(near) => {
+            format!("did you mean `{near}`? A {kind} takes the fields listed above, plus {common}")
+        }
+        None => format!(
+            "remove the field or fix its spelling: a {kind} takes the fields listed above, plus {common} (README.md, \"The cluster repo\", describes each kind)"
+        ),
+    }
 }
 
 /// Reads one manifest document. Returns every problem found in it (common fields and kind
@@ -113,14 +136,14 @@ pub fn parse_manifest(file: &PathBuf, doc: Node) -> Result<Manifest, Vec<Diagnos
     let common: Option<CommonDef> = match yaml::de::from_node(&doc) {
         Ok(c) => Some(c),
         Err(e) => {
-            errors.push(located(file, &doc, e));
+            errors.push(located(file, &doc, kind, e));
             None
         }
     };
     let spec = match kinds::parse_spec(kind, &doc) {
         Ok(s) => Some(s),
         Err(e) => {
-            errors.push(located(file, &doc, e));
+            errors.push(located(file, &doc, kind, e));
             None
         }
     };
@@ -130,15 +153,19 @@ pub fn parse_manifest(file: &PathBuf, doc: Node) -> Result<Manifest, Vec<Diagnos
     let name = match common.name.or_else(|| spec.default_name()) {
         Some(n) if !n.trim().is_empty() => n,
         _ => {
-            return Err(vec![
+            errors.push(
                 Diagnostic::at(file, doc.mark, format!("missing field `name` in {kind}"))
                     .with_hint("every resource needs a `name`, unique among resources of its kind"),
-            ]);
+            );
+            return Err(errors);
         }
     };
     if common.hosts.is_none() && spec.needs_hosts() {
-        return Err(vec![Diagnostic::at(file, doc.mark, format!("missing field `hosts` in {kind} `{name}`"))
-            .with_hint("say where it lands: `hosts: all`, `hosts: group:NAME`, `hosts: host:NAME` or a list")]);
+        errors.push(Diagnostic::at(file, doc.mark, format!("missing field `hosts` in {kind} `{name}`"))
+            .with_hint("say where it lands: `hosts: all`, `hosts: group:NAME`, `hosts: host:NAME` or a list"));
+    }
+    if !errors.is_empty() {
+        return Err(errors);
     }
     Ok(Manifest {
         kind,

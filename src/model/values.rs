@@ -198,8 +198,8 @@ pub fn check_abs_path(path: &str, roots: &[&str]) -> Result<(), String> {
             "path `{path}` is relative; paths on hosts must be absolute"
         ));
     }
-    if path.contains('\0') || path.contains('\n') {
-        return Err("path contains a NUL or newline character".into());
+    if let Err(c) = crate::model::text::check(path, crate::model::text::TextClass::Line) {
+        return Err(format!("path `{path}` {c}"));
     }
     for comp in path.split('/').skip(1) {
         if comp == ".." || comp == "." {
@@ -228,6 +228,9 @@ pub fn check_abs_path(path: &str, roots: &[&str]) -> Result<(), String> {
 
 /// Checks that a path inside the cluster repo is relative and stays inside it.
 pub fn check_repo_relative(path: &str) -> Result<(), String> {
+    if let Err(c) = crate::model::text::check(path, crate::model::text::TextClass::Line) {
+        return Err(format!("`{path}` {c}"));
+    }
     if path.starts_with('/') {
         return Err(format!("`{path}` must be relative to the repo"));
     }
@@ -287,6 +290,18 @@ mod tests {
                 .contains("..")
         );
         assert!(check_abs_path("/etc//x", &[]).is_err());
+        for bad in [
+            "/etc/a\nb",
+            "/etc/a\x1bb",
+            "/etc/\tx",
+            "/etc/x\r",
+            "/etc/\u{85}",
+            "/etc/\0",
+        ] {
+            let e = check_abs_path(bad, &[]).unwrap_err();
+            assert!(e.contains("control character"), "{bad:?}: {e}");
+        }
+        assert!(check_repo_relative("files/a\x1b").is_err());
         assert!(check_abs_path("/opt/a/b", &["/opt/a"]).is_ok());
         assert!(check_abs_path("/opt/ab", &["/opt/a"]).is_err());
         assert!(check_repo_relative("files/../../etc/shadow").is_err());

@@ -120,7 +120,9 @@ impl<'r> HostCx<'r> {
         out
     }
 
-    /// Renders a short string that may hold Tera expressions (`{{ host.name }}`).
+    /// Renders a short string that may hold Tera expressions (`{{ host.name }}`). The result
+    /// is a name (a certificate's common name, a DNS name): one line, no control character,
+    /// whatever the variables it reads hold.
     pub fn render_str(&mut self, text: &str) -> Result<String, RenderFailure> {
         if !text.contains("{{") && !text.contains("{%") {
             return Ok(text.to_string());
@@ -129,13 +131,28 @@ impl<'r> HostCx<'r> {
             .repo
             .templates
             .render_inline(text, &self.context, self.host)?;
-        Ok(String::from_utf8_lossy(content.bytes()).into_owned())
+        let out = String::from_utf8_lossy(content.bytes()).into_owned();
+        if let Err(c) = crate::model::text::check(&out, crate::model::text::TextClass::Line) {
+            return Err(RenderFailure {
+                message: format!("`{text}` renders to `{out}`, which {c}"),
+                template: None,
+                host: self.host.name.clone(),
+                syntax_error: None,
+            });
+        }
+        Ok(out)
     }
 
     /// Reads a file of the repo as content.
     pub fn read_source(&self, path: &str) -> Result<Content, String> {
         crate::model::values::check_repo_relative(path)?;
-        std::fs::read(self.repo.root.join(path))
+        // Resolved again here, not only at validation: what is read is what is pushed.
+        let full = self
+            .repo
+            .confined
+            .resolve(std::path::Path::new(path))
+            .map_err(|e| format!("cannot read source file `{path}`: {e}"))?;
+        std::fs::read(full)
             .map(Content::plain)
             .map_err(|e| format!("cannot read source file `{path}`: {e}"))
     }
@@ -406,6 +423,28 @@ pub fn files_of(spec: &PrimitiveSpec) -> Vec<(String, &Content)> {
 mod tests {
     use crate::kinds::PrimitiveSpec;
     use crate::kinds::testutil::{item, render, repo, text};
+
+    #[test]
+    fn a_name_rendered_from_a_multi_line_var_is_refused() {
+        let inventory = crate::kinds::testutil::INVENTORY.replace(
+            "cluster_network: 10.0.0.0/24",
+            "cluster_network: 10.0.0.0/24\n    cn: \"pg\\nEVIL\"",
+        );
+        let dir = repo(&[
+            ("inventory/hosts.yaml", &inventory),
+            (
+                "manifests/cert.yaml",
+                "kind: Certificate\nname: c\nhosts: host:pg1\nca: pg-ca\ncommon_name: \"{{ cn }}\"\ncert_path: /etc/c.crt\nkey_path: /etc/c.key\n",
+            ),
+        ]);
+        let repo = crate::kinds::testutil::load(&dir).unwrap_or_else(|e| panic!("{e}"));
+        let host = repo.inventory.host("pg1").unwrap();
+        let err = super::render_host(&repo, host).unwrap_err().to_string();
+        assert!(
+            err.contains("field `common_name`: `{{ cn }}` renders to `pg\\nEVIL`, which contains a control character (newline"),
+            "{err}"
+        );
+    }
 
     const MANIFESTS: &str = "\
 kind: Directory

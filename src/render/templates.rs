@@ -2,6 +2,7 @@
 //! sensitivity tracking, and turning Tera's errors into messages that name the template line.
 
 use crate::diag::{Diagnostic, Diagnostics};
+use crate::load::confine::RepoRoot;
 use crate::model::desired::Content;
 use crate::model::inventory::{Host, Inventory};
 use crate::model::manifest::Manifest;
@@ -9,7 +10,7 @@ use crate::secrets::SecretStore;
 use serde_json::{Map, Value, json};
 use std::cell::Cell;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 thread_local! {
@@ -29,11 +30,18 @@ pub struct RenderFailure {
     pub template: Option<(PathBuf, usize)>,
     /// Host being rendered.
     pub host: String,
+    /// The load-time diagnostic of the template's syntax error, when the failure is only that
+    /// a template with a syntax error cannot render: the same diagnostic again (duplicates are
+    /// dropped), not a false "template not found".
+    pub syntax_error: Option<Box<Diagnostic>>,
 }
 
 impl RenderFailure {
     /// A diagnostic pointing at the template line when known, else at the manifest field.
     pub fn into_diagnostic(self, m: &Manifest, field: &str) -> Diagnostic {
+        if let Some(d) = self.syntax_error {
+            return *d;
+        }
         let context = format!(
             "(rendering {}/{} from {}:{} for host `{}`)",
             m.kind,
@@ -71,6 +79,10 @@ fn hint_for(message: &str) -> String {
 pub struct Templates {
     tera: tera::Tera,
     sources: BTreeMap<String, (PathBuf, String)>,
+    /// Templates that cannot be used (a symlink out of the repo), with why.
+    refused: BTreeMap<String, String>,
+    /// Templates with a syntax error, with the diagnostic reported at load.
+    broken: BTreeMap<String, Diagnostic>,
     hosts: Value,
     groups: Value,
     /// A copy of `hosts` and `groups` lent to one host's context at a time (rendering is one host
@@ -82,18 +94,25 @@ impl Templates {
     /// Loads every file under `templates/` (names are paths relative to it), plus built-in
     /// templates the repo does not override. Problems go to `ds`.
     pub fn load(
-        root: &Path,
+        confined: &RepoRoot,
         inventory: &Inventory,
         secrets: Arc<SecretStore>,
         builtin: &[(&str, &str)],
         ds: &mut Diagnostics,
     ) -> Templates {
+        let root = confined.path();
         let mut sources: BTreeMap<String, (PathBuf, String)> = BTreeMap::new();
         let dir = root.join("templates");
-        let mut files = Vec::new();
-        collect_files(&dir, &mut files);
-        files.sort();
-        for f in files {
+        let walk = confined.walk("templates");
+        let mut refused = BTreeMap::new();
+        for e in &walk.escapes {
+            ds.push(e.diagnostic());
+            if let Ok(name) = e.link.strip_prefix("templates") {
+                let d = e.diagnostic();
+                refused.insert(name.to_string_lossy().replace('\\', "/"), d.message.clone());
+            }
+        }
+        for f in walk.files {
             let name = f
                 .strip_prefix(&dir)
                 .map(|p| p.to_string_lossy().replace('\\', "/"))
@@ -120,6 +139,7 @@ impl Templates {
 
         // Parse each template alone first, so every syntax error is reported, not only the first.
         let mut good = Vec::new();
+        let mut broken = BTreeMap::new();
         for (name, (display, text)) in &sources {
             let mut probe = tera::Tera::default();
             match probe.add_raw_template(name, text) {
@@ -127,11 +147,13 @@ impl Templates {
                 Err(e) => {
                     let msg = chain(&e);
                     let line = parse_error_line(&msg).unwrap_or(1);
-                    ds.push(Diagnostic::at(
+                    let d = Diagnostic::at(
                         display.clone(),
                         crate::yaml::Mark { line, column: 1 },
                         format!("template syntax error: {}", last_line_summary(&msg)),
-                    ));
+                    );
+                    ds.push(d.clone());
+                    broken.insert(name.clone(), d);
                 }
             }
         }
@@ -140,13 +162,18 @@ impl Templates {
         if let Err(e) = tera.add_raw_templates(good) {
             ds.push(Diagnostic::file(
                 "templates/",
-                format!("templates do not fit together: {}", chain(&e)),
+                format!(
+                    "templates do not fit together: {}",
+                    last_line_summary(&chain(&e))
+                ),
             ));
         }
         tera.register_function("secret", SecretFn { store: secrets });
         Templates {
             tera,
             sources,
+            refused,
+            broken,
             hosts: hosts_value(inventory),
             groups: groups_value(inventory),
             lent: std::sync::Mutex::new(None),
@@ -167,6 +194,11 @@ impl Templates {
         {
             *l = Some((hosts, groups));
         }
+    }
+
+    /// Templates that cannot be used, with why.
+    pub fn refused(&self) -> &BTreeMap<String, String> {
+        &self.refused
     }
 
     /// Every template name.
@@ -243,10 +275,25 @@ impl Templates {
             (Some((path, _)), None) => Some((path, 1)),
             _ => None,
         };
+        // A template left out for its syntax error, rendered or included: Tera only knows it
+        // is missing.
+        // (`{% include %}` names its candidates as `[a.tera, b.tera]`.)
+        let syntax_error = full
+            .lines()
+            .filter(|l| l.contains("not found"))
+            .find_map(|l| between(l, "Template '", '\''))
+            .and_then(|missing| {
+                missing
+                    .trim_matches(['[', ']'])
+                    .split(", ")
+                    .find_map(|name| self.broken.get(name.trim()))
+            })
+            .map(|d| Box::new(d.clone()));
         RenderFailure {
             message,
             template: if inline.is_some() { None } else { template },
             host: host.name.clone(),
+            syntax_error,
         }
     }
 }
@@ -271,24 +318,6 @@ impl tera::Function for SecretFn {
 
     fn is_safe(&self) -> bool {
         true
-    }
-}
-
-fn collect_files(dir: &Path, out: &mut Vec<PathBuf>) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for e in entries.flatten() {
-        let p = e.path();
-        let hidden = e.file_name().to_string_lossy().starts_with('.');
-        if hidden {
-            continue;
-        }
-        if p.is_dir() {
-            collect_files(&p, out);
-        } else {
-            out.push(p);
-        }
     }
 }
 

@@ -2,6 +2,7 @@
 //! JSON document, and the exit code that sums it up. Pure: statuses in, text out.
 
 use crate::kinds::certificate::{CertificateHealth, CertificateStatus};
+use crate::model::text::{escape, escape_block};
 use serde::Serialize;
 use std::fmt::Write as _;
 
@@ -66,10 +67,11 @@ impl CertsReport {
             .certificates
             .iter()
             .map(|c| {
+                // Host names, paths and reasons come from the repo and the hosts: escaped.
                 [
-                    c.host.clone(),
-                    c.path.clone(),
-                    c.ca.clone(),
+                    escape(&c.host).into_owned(),
+                    escape(&c.path).into_owned(),
+                    escape(&c.ca).into_owned(),
                     c.not_after.map(format_time).unwrap_or_else(|| "-".into()),
                     c.days_left
                         .map(|d| d.to_string())
@@ -77,7 +79,7 @@ impl CertsReport {
                     match (c.health, &c.reason) {
                         (CertificateHealth::Ok, _) => "ok".to_string(),
                         (CertificateHealth::Missing, _) => "missing".to_string(),
-                        (CertificateHealth::Reissue, Some(r)) => format!("reissue: {r}"),
+                        (CertificateHealth::Reissue, Some(r)) => format!("reissue: {}", escape(r)),
                         (CertificateHealth::Reissue, None) => "reissue".to_string(),
                     },
                 ]
@@ -116,9 +118,9 @@ impl CertsReport {
             let _ = writeln!(
                 out,
                 "{} {}: {}",
-                paint("1", &f.host),
+                paint("1", &escape(&f.host)),
                 paint("31;1", "FAILED"),
-                crate::secrets::redact(&f.error)
+                escape_block(&crate::secrets::redact(&f.error), "  ")
             );
         }
         let renew = self
@@ -198,6 +200,29 @@ mod tests {
         );
         assert!(
             text.contains("2 certificates: 1 in order, 1 to (re)issue"),
+            "{text}"
+        );
+        // Names, paths and errors from hosts are escaped.
+        let mut hostile = status("pg1\x1b[2K\rpg9", CertificateHealth::Reissue, Some(2));
+        hostile.reason = Some("expired\nfake line".into());
+        let forged = CertsReport {
+            schema: SCHEMA,
+            checked_at: 0,
+            certificates: vec![hostile],
+            failed: vec![HostFailure {
+                host: "pg3\x1b]0;t\x07".into(),
+                error: "refused\r\nok line\x1b[0m".into(),
+            }],
+        };
+        let text = forged.to_human(false);
+        assert!(
+            !text.contains('\x1b') && !text.contains('\r') && !text.contains('\x07'),
+            "{text:?}"
+        );
+        assert!(text.contains("pg1\\e[2K\\rpg9"), "{text}");
+        assert!(text.contains("reissue: expired\\nfake line"), "{text}");
+        assert!(
+            text.contains("pg3\\e]0;t\\x07 FAILED: refused\\r\n  ok line\\e[0m"),
             "{text}"
         );
         r.certificates.remove(1);

@@ -5,6 +5,7 @@
 pub mod certs;
 
 use crate::apply::{HostOutcome, Outcome};
+use crate::model::text::{escape, escape_block, escape_multiline};
 use crate::plan::{Action, HostPlan, ResourcePlan, diff};
 use serde::Serialize;
 use std::fmt::Write as _;
@@ -306,11 +307,11 @@ impl RunReport {
             let _ = writeln!(
                 out,
                 "{} {label} ({:.1}s)",
-                paint("1", &h.host),
+                paint("1", &one_line(&h.host)),
                 h.duration.as_secs_f64()
             );
             if let Some(e) = &h.error {
-                let _ = writeln!(out, "  {}", paint("31", &crate::secrets::redact(e)));
+                let _ = writeln!(out, "  {}", paint("31", &block(e, "    ")));
             }
             let Some(plan) = &h.plan else { continue };
             for (p_i, p) in plan.prune.iter().enumerate() {
@@ -323,8 +324,8 @@ impl RunReport {
                     out,
                     "  {} {}/{} (removed from the repo){}",
                     paint("31", "-"),
-                    p.managed.kind,
-                    p.managed.name,
+                    one_line(&p.managed.kind),
+                    one_line(&p.managed.name),
                     outcome_suffix(res, &paint)
                 );
             }
@@ -345,22 +346,27 @@ impl RunReport {
                     .as_ref()
                     .and_then(|o| o.handlers.get(x_i))
                     .and_then(Option::as_ref);
-                let because: Vec<String> = x.because.iter().map(|b| b.to_string()).collect();
+                let because: Vec<String> =
+                    x.because.iter().map(|b| one_line(&b.to_string())).collect();
                 let _ = writeln!(
                     out,
                     "  {} refresh {} (notified by {}){}",
                     paint("36", "↻"),
-                    x.target,
+                    one_line(&x.target.to_string()),
                     because.join(", "),
                     outcome_suffix(res, &paint)
                 );
             }
             if let Some(o) = &h.outcome {
                 if let Some(f) = &o.other_failure {
-                    let _ = writeln!(out, "  {}", paint("31", &format!("failed: {f}")));
+                    let _ = writeln!(
+                        out,
+                        "  {}",
+                        paint("31", &format!("failed: {}", block(f, "    ")))
+                    );
                 }
                 for w in &o.warnings {
-                    let _ = writeln!(out, "  warning: {w}");
+                    let _ = writeln!(out, "  warning: {}", block(w, "    "));
                 }
             }
         }
@@ -398,7 +404,7 @@ fn outcome_suffix(o: Option<&Outcome>, paint: &dyn Fn(&str, &str) -> String) -> 
                 crate::plan::short(h)
             ),
         ),
-        Some(Outcome::Failed(m)) => paint("31", &format!(" FAILED: {m}")),
+        Some(Outcome::Failed(m)) => paint("31", &format!(" FAILED: {}", one_line(m))),
         Some(Outcome::NotReached) => paint("31", " not reached (an earlier step failed)"),
         _ => String::new(),
     }
@@ -429,38 +435,146 @@ fn write_resource(
         out,
         "  {} {}/{}{drift}{}",
         paint(code, sym),
-        r.kind,
-        r.name,
+        one_line(&r.kind),
+        one_line(&r.name),
         outcome_suffix(res, paint)
     );
     if let Some(e) = &r.error {
-        let _ = writeln!(out, "      {}", paint("31", e));
+        let _ = writeln!(out, "      {}", paint("31", &block(e, "        ")));
     }
     for c in &r.changes {
         let arrow = match (&c.from, &c.to) {
-            (Some(f), Some(t)) => format!("{f} -> {t}"),
-            (None, Some(t)) => t.clone(),
-            (Some(f), None) => format!("{f} -> (removed)"),
+            (Some(f), Some(t)) => format!("{} -> {}", one_line(f), one_line(t)),
+            (None, Some(t)) => one_line(t),
+            (Some(f), None) => format!("{} -> (removed)", one_line(f)),
             (None, None) => String::new(),
         };
-        let _ = writeln!(out, "      {}: {arrow}", c.field);
+        let _ = writeln!(out, "      {}: {arrow}", one_line(&c.field));
     }
     for d in &r.diffs {
         if d.new.sensitive {
-            let _ = write!(
-                out,
-                "      {}",
-                diff::sensitive_line(&d.path, d.old_sha256.as_deref(), &d.new.sha256)
+            let line = diff::sensitive_line(
+                &one_line(&d.path),
+                d.old_sha256.as_deref().map(one_line).as_deref(),
+                &one_line(&d.new.sha256),
             );
+            let _ = write!(out, "      {line}");
         } else if let Some(text) = &d.text {
-            let text = if colour {
-                diff::colourize(text)
-            } else {
-                text.clone()
-            };
-            for line in text.lines() {
+            // A diff is multi-line by design: its lines stay (and its tabs), every other
+            // control character of the file (CR, ESC, ...) is shown escaped, before colouring.
+            let text = escape_multiline(&crate::secrets::redact(text)).into_owned();
+            let text = if colour { diff::colourize(&text) } else { text };
+            for line in text.split_terminator('\n') {
                 let _ = writeln!(out, "      {line}");
             }
         }
+    }
+}
+
+/// Text from a repo or a host for one line of the human report: secrets redacted (before
+/// escaping, so a secret holding a control character is still found), control characters
+/// shown escaped.
+fn one_line(text: &str) -> String {
+    escape(&crate::secrets::redact(text)).into_owned()
+}
+
+/// Text that may span lines (a host's error with a command's output): secrets redacted,
+/// control characters other than newline and tab escaped, later lines indented by `indent`.
+fn block(text: &str, indent: &str) -> String {
+    escape_block(&crate::secrets::redact(text), indent)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// A name, path or message as a hostile host or repo would write it: ESC sequences, a CR
+    /// that returns to the start of the line, a newline and a forged "ok" line.
+    const FORGED: &str = "x\x1b[2K\r\x1b[32mweb9 unchanged (0.1s)\nweb9 unchanged\x07";
+
+    fn forged_report() -> RunReport {
+        // The plan through its serialized form: only the fields this report reads.
+        let plan: HostPlan = serde_json::from_value(json!({
+            "host": "web1",
+            "resources": [{
+                "index": 0, "kind": "File", "name": format!("/etc/{FORGED}"),
+                "action": "update",
+                "changes": [{ "field": "owner", "from": FORGED, "to": "root" }],
+                "diffs": [{
+                    "path": format!("/etc/{FORGED}"), "old_sha256": "a",
+                    "new": { "sha256": "b", "sensitive": false },
+                    "text": format!("--- a/etc/x\n+++ b/etc/x\n@@ -1 +1 @@\n-\told\r\n+{FORGED}\n"),
+                }],
+                "actual_sha256": "a", "desired_sha256": "b",
+                "error": format!("step failed:\n{FORGED}"),
+            }],
+            "prune": [{ "managed": { "kind": "File", "name": FORGED }, "steps": [] }],
+        }))
+        .unwrap();
+        RunReport {
+            run_id: "r".into(),
+            commit: None,
+            dry_run: true,
+            hosts: vec![
+                HostRun {
+                    host: format!("web1{FORGED}"),
+                    plan: None,
+                    outcome: None,
+                    error: Some(format!("ssh: {FORGED}\nstderr tail: {FORGED}")),
+                    duration: Duration::from_millis(100),
+                },
+                HostRun {
+                    host: "web2".into(),
+                    plan: Some(plan),
+                    outcome: None,
+                    error: None,
+                    duration: Duration::from_millis(100),
+                },
+            ],
+            duration: Duration::from_millis(200),
+        }
+    }
+
+    #[test]
+    fn names_paths_errors_and_diffs_from_hosts_and_repos_render_escaped() {
+        let r = forged_report();
+        for colour in [false, true] {
+            let text = r.to_human(colour);
+            // No control character but newlines, tabs and plumb's own colours.
+            let stripped = text
+                .replace("\x1b[0m", "")
+                .replace("\x1b[1m", "")
+                .replace("\x1b[31m", "")
+                .replace("\x1b[31;1m", "")
+                .replace("\x1b[32m", "")
+                .replace("\x1b[33m", "")
+                .replace("\x1b[36m", "");
+            assert!(
+                !stripped
+                    .chars()
+                    .any(|c| !matches!(c, '\n' | '\t') && crate::model::text::is_control(c)),
+                "{stripped:?}"
+            );
+            // The forged line never starts a line of its own.
+            for line in stripped.lines() {
+                assert!(!line.starts_with("web9"), "forged line in:\n{stripped}");
+            }
+            assert!(
+                stripped.contains("x\\e[2K\\r\\e[32mweb9 unchanged (0.1s)\\nweb9 unchanged\\x07"),
+                "{stripped}"
+            );
+            // Multi-line errors keep their lines, indented under their host.
+            assert!(
+                stripped.contains("\n    stderr tail: x\\e[2K"),
+                "{stripped}"
+            );
+            // A diff keeps its lines and tabs; the CR of a CRLF line shows.
+            assert!(stripped.contains("      -\told\\r\n"), "{stripped}");
+        }
+        // JSON stays JSON: serde escapes control characters.
+        let v: serde_json::Value = serde_json::from_str(&r.to_json()).unwrap();
+        assert_eq!(v["hosts"][0]["host"], format!("web1{FORGED}"));
+        assert!(!r.to_json().contains('\x1b'));
     }
 }

@@ -4,16 +4,22 @@
 //! during a run coalesce into one follow-up run. `/healthz`, `/status` (JSON) and `/metrics`
 //! (Prometheus text) report on it.
 //!
+//! Webhook senders and the network are not trusted: [`conn`] bounds what a client can hold
+//! (deadlines, connection caps), a body is read within its own deadline, and a delivery received
+//! already is answered `duplicate` and runs nothing ([`webhook::Deliveries`]).
+//!
 //! This module is the HTTP side; what a run does (fetch, converge if new, record) is the
 //! caller's function, given to [`runner::Runner::start`].
 
+pub mod conn;
 pub mod runner;
 pub mod webhook;
 
+pub use conn::Limits;
+
 use axum::Router;
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{ConnectInfo, DefaultBodyLimit, State};
+use axum::body::{Body, Bytes};
+use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -23,7 +29,8 @@ use std::fmt::Write as _;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use webhook::{Event, Secret};
+use std::time::Duration;
+use webhook::{Deliveries, Event, Secret};
 
 /// The path forges POST push events to.
 pub const HOOK_PATH: &str = "/hooks";
@@ -32,13 +39,15 @@ pub const HOOK_PATH: &str = "/hooks";
 pub const MAX_BODY_BYTES: usize = 1 << 20;
 
 /// The `outcome` labels of `plumb_webhooks_total`.
-pub const WEBHOOK_OUTCOMES: [&str; 6] = [
+pub const WEBHOOK_OUTCOMES: [&str; 8] = [
     "accepted",
     "ignored",
     "ping",
+    "duplicate",
     "unauthorized",
     "bad_request",
     "too_large",
+    "timeout",
 ];
 
 /// The `result` labels of `plumb_runs_total`.
@@ -61,18 +70,36 @@ pub struct ServeConfig {
     pub secret: Secret,
     /// The repo URL as shown in `/status` (credentials masked).
     pub source: String,
+    /// Deadlines and connection caps.
+    pub limits: Limits,
 }
 
 struct App {
     config: ServeConfig,
     runner: Runner,
     webhooks: Mutex<BTreeMap<&'static str, u64>>,
+    deliveries: Mutex<Deliveries>,
 }
 
 impl App {
     fn count(&self, outcome: &'static str) {
         let mut w = self.webhooks.lock().unwrap_or_else(|e| e.into_inner());
         *w.entry(outcome).or_default() += 1;
+    }
+
+    /// Records a delivery; false for a replay.
+    fn first_delivery(&self, key: [u8; 32]) -> bool {
+        self.deliveries
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key)
+    }
+
+    fn forget_delivery(&self, key: &[u8; 32]) {
+        self.deliveries
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .forget(key);
     }
 
     fn webhooks(&self) -> BTreeMap<&'static str, u64> {
@@ -89,29 +116,25 @@ pub fn router(config: ServeConfig, runner: Runner) -> Router {
         config,
         runner,
         webhooks: Mutex::new(BTreeMap::new()),
+        deliveries: Mutex::new(Deliveries::new(webhook::REMEMBERED_DELIVERIES)),
     });
     Router::new()
         .route(HOOK_PATH, post(hook))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/status", get(status))
         .route("/metrics", get(metrics))
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(app)
 }
 
-/// Serves `router` on `listener` until `shutdown` completes, then stops accepting and lets
-/// requests in flight finish.
+/// Serves `router` on `listener` within `limits` (see [`conn`]) until `shutdown` completes,
+/// then stops accepting and lets requests in flight finish.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     router: Router,
+    limits: Limits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
-    axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await?;
+    conn::serve(listener, router, limits, shutdown).await;
     Ok(())
 }
 
@@ -138,44 +161,75 @@ fn text(status: StatusCode, body: String) -> Response {
     (status, body).into_response()
 }
 
-/// The delivery id a forge gives a request (safe to log; helps find it in the forge's UI).
-fn delivery(headers: &HeaderMap) -> &str {
-    [
-        "x-github-delivery",
-        "x-gitea-delivery",
-        "x-forgejo-delivery",
-        "x-gitlab-event-uuid",
-    ]
-    .iter()
-    .find_map(|h| headers.get(*h).and_then(|v| v.to_str().ok()))
-    .unwrap_or("-")
+/// Why a body could not be read.
+enum BodyError {
+    TooLarge,
+    Timeout,
+    Unreadable(String),
+}
+
+/// Reads a body of at most [`MAX_BODY_BYTES`] within `deadline`: a client that announces or
+/// sends more is cut off at once, one that sends too slowly when the deadline passes.
+async fn read_body(
+    headers: &HeaderMap,
+    body: Body,
+    deadline: Duration,
+) -> Result<Bytes, BodyError> {
+    use http_body_util::BodyExt as _;
+    let announced = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if announced.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
+        return Err(BodyError::TooLarge);
+    }
+    let limited = http_body_util::Limited::new(body, MAX_BODY_BYTES);
+    match tokio::time::timeout(deadline, limited.collect()).await {
+        Err(_) => Err(BodyError::Timeout),
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(BodyError::TooLarge),
+        Ok(Err(e)) => Err(BodyError::Unreadable(e.to_string())),
+    }
 }
 
 async fn hook(
     State(app): State<Arc<App>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: Body,
 ) -> Response {
-    let id = delivery(&headers).to_string();
-    let body = match body {
+    let lookup = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    // For the log before the body is in: the forge's id, escaped.
+    let id = webhook::DELIVERY_HEADERS
+        .iter()
+        .find_map(|h| lookup(h))
+        .map(|v| crate::model::text::escape(v).into_owned())
+        .unwrap_or_else(|| "-".into());
+    let body = match read_body(&headers, body, app.config.limits.body_timeout).await {
         Ok(b) => b,
-        Err(e) => {
-            let status = e.status();
-            if status == StatusCode::PAYLOAD_TOO_LARGE {
-                app.count("too_large");
-                tracing::warn!(%peer, delivery = %id, limit = MAX_BODY_BYTES, "webhook refused: body too large");
-                return text(
-                    status,
-                    format!("payload too large (limit {MAX_BODY_BYTES} bytes)\n"),
-                );
-            }
+        Err(BodyError::TooLarge) => {
+            app.count("too_large");
+            tracing::warn!(%peer, delivery = %id, limit = MAX_BODY_BYTES, "webhook refused: body too large");
+            return text(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("payload too large (limit {MAX_BODY_BYTES} bytes)\n"),
+            );
+        }
+        Err(BodyError::Timeout) => {
+            app.count("timeout");
+            let secs = app.config.limits.body_timeout.as_secs();
+            tracing::warn!(%peer, delivery = %id, deadline_secs = secs, "webhook refused: body not received in time");
+            return text(
+                StatusCode::REQUEST_TIMEOUT,
+                format!("body not received within {secs}s\n"),
+            );
+        }
+        Err(BodyError::Unreadable(e)) => {
             app.count("bad_request");
             tracing::warn!(%peer, delivery = %id, error = %e, "webhook refused: unreadable body");
-            return text(status, "unreadable body\n".into());
+            return text(StatusCode::BAD_REQUEST, "unreadable body\n".into());
         }
     };
-    let lookup = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     let forge = match webhook::authenticate(&app.config.secret, &body, lookup) {
         Ok(f) => f,
         Err(e) => {
@@ -185,8 +239,37 @@ async fn hook(
             return text(StatusCode::UNAUTHORIZED, "unauthorized\n".into());
         }
     };
+    // Only authenticated deliveries are remembered, so that nobody without the secret can
+    // fill the memory or mark a delivery to come as seen.
+    let delivery = webhook::delivery_id(lookup, &body);
+    let id = delivery.label.clone();
+    if !app.first_delivery(delivery.key) {
+        app.count("duplicate");
+        tracing::info!(%peer, delivery = %id, forge = forge.name(), "webhook ignored: delivery received already");
+        return text(
+            StatusCode::OK,
+            format!("duplicate: delivery {id} was received already; nothing run\n"),
+        );
+    }
+    let response = classify_and_run(&app, peer, &id, forge, lookup, &body);
+    if !response.status().is_success() {
+        // Not acted on: the forge's retry of this delivery must be.
+        app.forget_delivery(&delivery.key);
+    }
+    response
+}
+
+/// The part of [`hook`] after authentication: what the event asks for, and the answer.
+fn classify_and_run<'a>(
+    app: &App,
+    peer: SocketAddr,
+    id: &str,
+    forge: webhook::Forge,
+    lookup: impl Fn(&str) -> Option<&'a str>,
+    body: &[u8],
+) -> Response {
     let event = lookup(webhook::event_header(forge));
-    match webhook::classify(event, &body, &app.config.branch) {
+    match webhook::classify(event, body, &app.config.branch) {
         Ok(Event::Ping) => {
             app.count("ping");
             tracing::info!(%peer, delivery = %id, forge = forge.name(), "webhook ping");
@@ -209,7 +292,10 @@ async fn hook(
                 Queued::Coalesced => ("folded into the run already queued", StatusCode::ACCEPTED),
                 Queued::ShuttingDown => ("shutting down", StatusCode::SERVICE_UNAVAILABLE),
             };
-            let commit = commit.unwrap_or_else(|| "-".into());
+            let commit = commit.map_or_else(
+                || "-".into(),
+                |c| crate::model::text::escape(&c).into_owned(),
+            );
             tracing::info!(%peer, delivery = %id, forge = forge.name(), %commit, "push: {what}");
             text(status, format!("accepted: {what}\n"))
         }

@@ -7,6 +7,7 @@
 //! Every comparison is constant time: signatures through [`Mac::verify_slice`], the GitLab token
 //! by comparing HMACs of both values (equal length whatever the token's length).
 
+use crate::model::text::escape;
 use hmac::{Hmac, KeyInit, Mac};
 use serde::Deserialize;
 use sha2::Sha256;
@@ -68,16 +69,39 @@ pub enum SecretError {
         /// Why.
         source: std::io::Error,
     },
+    /// The file is open to its group or to others.
+    #[error(
+        "the webhook secret file {path} has mode {mode:04o}: its group or others may read or change it; run `chmod 600 {path}` (or `chmod 400`)"
+    )]
+    Permissions {
+        /// The file.
+        path: String,
+        /// Its permission bits.
+        mode: u32,
+    },
 }
 
 /// The secret from `file` if given, else from `env` (the value of `PLUMB_WEBHOOK_SECRET`).
 pub fn load_secret(file: Option<&Path>, env: Option<&[u8]>) -> Result<Secret, SecretError> {
     match (file, env) {
         (Some(path), _) => {
-            let bytes = std::fs::read(path).map_err(|source| SecretError::Read {
+            use std::io::Read as _;
+            use std::os::unix::fs::PermissionsExt as _;
+            let read_err = |source| SecretError::Read {
                 path: path.display().to_string(),
                 source,
-            })?;
+            };
+            // The mode of the file read, not of a name that may change in between.
+            let mut file = std::fs::File::open(path).map_err(read_err)?;
+            let mode = file.metadata().map_err(read_err)?.permissions().mode() & 0o7777;
+            if mode & 0o077 != 0 {
+                return Err(SecretError::Permissions {
+                    path: path.display().to_string(),
+                    mode,
+                });
+            }
+            let mut bytes = Vec::new();
+            file.read_to_end(&mut bytes).map_err(read_err)?;
             Secret::new(&bytes)
         }
         (None, Some(value)) => Secret::new(value),
@@ -270,7 +294,7 @@ pub fn classify(event: Option<&str>, body: &[u8], branch: &str) -> Result<Event,
         None => {}
         Some(e) => {
             return Ok(Event::Ignored {
-                reason: format!("event `{e}` is not a push"),
+                reason: format!("event `{}` is not a push", escape(&e)),
             });
         }
     }
@@ -278,12 +302,12 @@ pub fn classify(event: Option<&str>, body: &[u8], branch: &str) -> Result<Event,
         serde_json::from_slice(body).map_err(|e| PayloadError::Invalid(e.to_string()))?;
     let Some(pushed) = branch_of(&p.git_ref) else {
         return Ok(Event::Ignored {
-            reason: format!("`{}` is not a branch", p.git_ref),
+            reason: format!("`{}` is not a branch", escape(&p.git_ref)),
         });
     };
     if pushed != branch {
         return Ok(Event::Ignored {
-            reason: format!("push to branch `{pushed}`, not `{branch}`"),
+            reason: format!("push to branch `{}`, not `{branch}`", escape(pushed)),
         });
     }
     let commit = p.after.filter(|c| !c.is_empty());
@@ -296,6 +320,108 @@ pub fn classify(event: Option<&str>, body: &[u8], branch: &str) -> Result<Event,
         });
     }
     Ok(Event::Push { commit })
+}
+
+/// Headers that identify a delivery, by preference: GitHub's and Gitea's/Forgejo's delivery
+/// UUIDs (kept by a redelivery), GitLab's `Idempotency-Key` (kept by its retries, GitLab 17.4+)
+/// and then its `X-Gitlab-Event-UUID`.
+pub const DELIVERY_HEADERS: &[&str] = &[
+    "x-github-delivery",
+    "x-gitea-delivery",
+    "x-forgejo-delivery",
+    "idempotency-key",
+    "x-gitlab-event-uuid",
+];
+
+/// Longest delivery id kept as is for the log; longer ones are shown by their hash.
+const MAX_ID_LEN: usize = 128;
+
+/// What identifies one delivery: the forge's delivery id, or the body's hash when the request
+/// carries none (a replay of a captured request repeats the body exactly).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeliveryId {
+    /// For logs and answers: the id (escaped, bounded), or `sha256:<hex>` of the body.
+    pub label: String,
+    /// What is remembered: SHA-256 of the header name and value (or of the body).
+    pub key: [u8; 32],
+}
+
+/// The identity of a request, from its headers (looked up by lower-case name) and body.
+pub fn delivery_id<'a>(header: impl Fn(&str) -> Option<&'a str>, body: &[u8]) -> DeliveryId {
+    use sha2::Digest as _;
+    for name in DELIVERY_HEADERS {
+        if let Some(v) = header(name).map(str::trim).filter(|v| !v.is_empty()) {
+            let mut h = Sha256::new();
+            h.update(name.as_bytes());
+            h.update([0]);
+            h.update(v.as_bytes());
+            let key: [u8; 32] = h.finalize().into();
+            let label = if v.len() <= MAX_ID_LEN {
+                escape(v).into_owned()
+            } else {
+                format!("sha256:{}", hex::encode(key))
+            };
+            return DeliveryId { label, key };
+        }
+    }
+    let key: [u8; 32] = Sha256::digest(body).into();
+    DeliveryId {
+        label: format!("sha256:{}", hex::encode(key)),
+        key,
+    }
+}
+
+/// How many deliveries [`Deliveries`] remembers by default.
+pub const REMEMBERED_DELIVERIES: usize = 4096;
+
+/// The deliveries seen lately, in bounded memory: the oldest is forgotten first.
+#[derive(Debug)]
+pub struct Deliveries {
+    seen: std::collections::HashSet<[u8; 32]>,
+    order: std::collections::VecDeque<[u8; 32]>,
+    capacity: usize,
+}
+
+impl Deliveries {
+    /// Remembers up to `capacity` deliveries (at least one).
+    pub fn new(capacity: usize) -> Deliveries {
+        Deliveries {
+            seen: std::collections::HashSet::new(),
+            order: std::collections::VecDeque::new(),
+            capacity: capacity.max(1),
+        }
+    }
+
+    /// Records a delivery; false when it was recorded already (a replay).
+    pub fn insert(&mut self, key: [u8; 32]) -> bool {
+        if !self.seen.insert(key) {
+            return false;
+        }
+        self.order.push_back(key);
+        while self.order.len() > self.capacity {
+            if let Some(old) = self.order.pop_front() {
+                self.seen.remove(&old);
+            }
+        }
+        true
+    }
+
+    /// Forgets a delivery that was not acted on, so that the forge's retry is.
+    pub fn forget(&mut self, key: &[u8; 32]) {
+        if self.seen.remove(key) {
+            self.order.retain(|k| k != key);
+        }
+    }
+
+    /// Number remembered.
+    pub fn len(&self) -> usize {
+        self.order.len()
+    }
+
+    /// True when none is remembered.
+    pub fn is_empty(&self) -> bool {
+        self.order.is_empty()
+    }
 }
 
 /// `sha256=<hex>` of `body` under `secret`, as GitHub sends it (for tests and tools).
@@ -442,6 +568,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("secret");
         std::fs::write(&f, "from-file\n").unwrap();
+        set_mode(&f, 0o600);
         let s = load_secret(Some(&f), Some(b"from-env")).unwrap();
         assert_eq!(verify_gitlab(&s, "from-file"), Ok(()));
         let s = load_secret(None, Some(b"from-env")).unwrap();
@@ -450,6 +577,72 @@ mod tests {
             load_secret(Some(&dir.path().join("missing")), None),
             Err(SecretError::Read { .. })
         ));
+    }
+
+    fn set_mode(path: &Path, mode: u32) {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+
+    #[test]
+    fn a_secret_file_open_to_group_or_others_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("secret");
+        std::fs::write(&f, "s3cret\n").unwrap();
+        for mode in [0o644, 0o640, 0o604, 0o660, 0o602, 0o620, 0o601] {
+            set_mode(&f, mode);
+            let e = load_secret(Some(&f), None).unwrap_err();
+            assert!(
+                matches!(e, SecretError::Permissions { mode: m, .. } if m == mode),
+                "{mode:o}: {e}"
+            );
+            let msg = e.to_string();
+            assert!(msg.contains(&format!("chmod 600 {}", f.display())), "{msg}");
+            assert!(msg.contains(&format!("mode {mode:04o}")), "{msg}");
+            assert!(!msg.contains("s3cret"), "{msg}");
+        }
+        for mode in [0o600, 0o400] {
+            set_mode(&f, mode);
+            assert!(load_secret(Some(&f), None).is_ok(), "{mode:o}");
+        }
+    }
+
+    #[test]
+    fn deliveries_are_identified_by_the_forge_id_or_the_body_and_remembered_boundedly() {
+        let headers = |pairs: &'static [(&'static str, &'static str)]| {
+            move |n: &str| pairs.iter().find(|(k, _)| *k == n).map(|(_, v)| *v)
+        };
+        let gh = delivery_id(headers(&[("x-github-delivery", "72d3162e")]), b"{}");
+        assert_eq!(gh.label, "72d3162e");
+        // The same id under another forge's header is another delivery.
+        let gitea = delivery_id(headers(&[("x-gitea-delivery", "72d3162e")]), b"{}");
+        assert_ne!(gh.key, gitea.key);
+        // GitLab: the idempotency key (kept by retries) wins over the event UUID.
+        let gl = delivery_id(
+            headers(&[("x-gitlab-event-uuid", "e"), ("idempotency-key", "k")]),
+            b"{}",
+        );
+        assert_eq!(gl.label, "k");
+        // No id: the body's hash; escape sequences in an id are shown escaped.
+        let none = delivery_id(headers(&[]), b"body");
+        assert!(none.label.starts_with("sha256:"), "{}", none.label);
+        assert_eq!(none, delivery_id(headers(&[]), b"body"));
+        assert_ne!(none.key, delivery_id(headers(&[]), b"body2").key);
+        let odd = delivery_id(headers(&[("x-github-delivery", "a\x1b[2Jb")]), b"");
+        assert_eq!(odd.label, "a\\e[2Jb");
+
+        let mut d = Deliveries::new(3);
+        assert!(d.insert(gh.key));
+        assert!(!d.insert(gh.key), "a replay");
+        d.forget(&gh.key);
+        assert!(d.insert(gh.key), "forgotten: taken again");
+        for k in [gitea.key, gl.key, none.key] {
+            assert!(d.insert(k));
+        }
+        assert_eq!(d.len(), 3);
+        // The oldest went first.
+        assert!(d.insert(gh.key));
+        assert!(!d.insert(none.key));
     }
 
     #[test]
