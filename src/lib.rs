@@ -24,6 +24,6 @@ pub mod secrets;
 pub mod serve;
 pub mod shell;
 pub mod source;
-pub mod state;
 pub mod transport;
+pub mod vocab;
 pub mod yaml;

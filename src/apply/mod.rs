@@ -12,9 +12,10 @@
 use crate::kinds::PrimitiveSpec;
 use crate::kinds::certificate::CertificateState;
 use crate::model::desired::{Content, DesiredHost};
-use crate::plan::{ContentRef, HostPlan, Step};
+use crate::plan::HostPlan;
 use crate::shell::quote;
-use crate::state::HostState;
+use crate::vocab::state::HostState;
+use crate::vocab::step::{ContentRef, Step};
 use base64::Engine as _;
 use std::fmt::Write as _;
 
@@ -413,7 +414,7 @@ pub fn apply_script(
 ) -> Result<String, ApplyError> {
     let mut s = String::with_capacity(16 * 1024);
     let _ = writeln!(s, "PL_STATE={}", quote(state_dir));
-    s.push_str(crate::probe::LIB);
+    s.push_str(crate::vocab::records::LIB);
     s.push_str(LIB);
     // Everything runs inside one function called on the last line: the shell executes nothing
     // until the whole script has arrived, so a connection cut mid-transfer changes nothing.
@@ -795,7 +796,7 @@ mod tests {
             .arg(format!(
                 "PL_STATE={}\n{}{LIB}PL_RUN=test\nPL_SEQ=0\nPL_ERR=$(mktemp)\npl_ids\n{body}",
                 quote(&state.display().to_string()),
-                crate::probe::LIB
+                crate::vocab::records::LIB
             ))
             .output()
             .unwrap();
@@ -944,7 +945,7 @@ mod tests {
             .arg("-c")
             .arg(format!(
                 "PL_STATE=/nonexistent\n{}{probe}",
-                crate::probe::LIB
+                crate::vocab::records::LIB
             ))
             .output()
             .unwrap();
@@ -955,7 +956,7 @@ mod tests {
             .arg(format!(
                 "PL_STATE={}\n{}{LIB}PL_ERR=$(mktemp)\npl_cas() {{\n{probe}}}\nif pl_check_text 3 pl_cas {}; then echo SAME; fi\nif pl_check_text 3 pl_cas {}; then echo SAME; fi\n",
                 quote(&dir.path().display().to_string()),
-                crate::probe::LIB,
+                crate::vocab::records::LIB,
                 quote(&now),
                 quote(&now.replace("\tfile\t", "\tfile\t1")),
             ))

@@ -10,11 +10,14 @@ use crate::kinds::certificate::CertificateState;
 use crate::load::Repo;
 use crate::model::desired::DesiredHost;
 use crate::model::inventory::Host;
-use crate::plan::{self, Action, HostPlan, PlanCx, diff};
+use crate::plan::{self, HostPlan, diff};
 use crate::probe;
-use crate::probe::HostRecords;
 use crate::report::{HostRun, RunReport};
-use crate::state::HostState;
+use crate::vocab::cx::PlanCx;
+use crate::vocab::records;
+use crate::vocab::records::HostRecords;
+use crate::vocab::state::HostState;
+use crate::vocab::step::Action;
 use base64::Engine as _;
 use remote::{Lock, Remote, RemoteOptions};
 use std::sync::Arc;
@@ -288,7 +291,7 @@ async fn probe_unlocked(
 /// Parses a host's probe output against what was probed.
 fn parse_probe(stdout: &[u8], desired: &DesiredHost) -> Result<HostRecords, String> {
     let dirs = probe::host_dirs(desired);
-    probe::parse_records(
+    records::parse_records(
         &String::from_utf8_lossy(stdout),
         desired.resources.len(),
         dirs.len(),
@@ -331,16 +334,16 @@ async fn read_prune_dirs(
     session: &mut Session<'_>,
     dirs: &[String],
     limit: Duration,
-) -> Result<std::collections::BTreeMap<String, probe::DirState>, String> {
-    let mut script = format!("printf 'H\\tbegin\\t{}\\n'\n", probe::PROTOCOL);
+) -> Result<std::collections::BTreeMap<String, records::DirState>, String> {
+    let mut script = format!("printf 'H\\tbegin\\t{}\\n'\n", records::PROTOCOL);
     probe::dirs_probe(&mut script, dirs);
     script.push_str("printf 'H\\tdone\\n'\n");
     if let Session::Unlocked(_) = session {
         // A fresh shell: it needs the library.
-        script = format!("{}{script}", probe::LIB);
+        script = format!("{}{script}", records::LIB);
     }
     let out = session.exchange(&script, limit).await?;
-    let records = probe::parse_records(&String::from_utf8_lossy(&out), 0, dirs.len())
+    let records = records::parse_records(&String::from_utf8_lossy(&out), 0, dirs.len())
         .map_err(|e| e.to_string())?;
     Ok(records.dir_states(dirs))
 }

@@ -8,10 +8,12 @@ use crate::diag::Diagnostic;
 use crate::model::desired::{Content, Desired};
 use crate::model::manifest::Manifest;
 use crate::model::values::{FileMode, Span};
-use crate::plan::{Action, Change, PlanCx, Planned, Step, converge_file};
-use crate::probe::{PathState, Records, parse_path};
+use crate::plan::converge_file;
 use crate::render::HostCx;
 use crate::shell::quote;
+use crate::vocab::cx::PlanCx;
+use crate::vocab::records::{PathState, Records, parse_path};
+use crate::vocab::step::{Action, Change, Planned, Step};
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use std::net::IpAddr;
@@ -520,7 +522,7 @@ impl CertificateState {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::probe::parse_records;
+    use crate::vocab::records::parse_records;
 
     fn state(ca_pem: &str) -> CertificateState {
         CertificateState {

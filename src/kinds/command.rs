@@ -5,10 +5,11 @@ use super::{CheckCx, Converge, PrimitiveSpec, desired};
 use crate::diag::Diagnostic;
 use crate::model::desired::{Content, Desired};
 use crate::model::manifest::Manifest;
-use crate::plan::{Action, Change, PlanCx, Planned, Step};
-use crate::probe::Records;
 use crate::render::HostCx;
 use crate::shell::quote;
+use crate::vocab::cx::PlanCx;
+use crate::vocab::records::Records;
+use crate::vocab::step::{Action, Change, Planned, Step};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 

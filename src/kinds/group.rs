@@ -5,10 +5,11 @@ use crate::diag::Diagnostic;
 use crate::model::desired::{Content, Desired};
 use crate::model::manifest::Manifest;
 use crate::model::values::{Presence, is_valid_account_name};
-use crate::plan::{Action, Change, PlanCx, Planned, Step};
-use crate::probe::Records;
 use crate::render::HostCx;
 use crate::shell::quote;
+use crate::vocab::cx::PlanCx;
+use crate::vocab::records::Records;
+use crate::vocab::step::{Action, Change, Planned, Step};
 use serde::{Deserialize, Serialize};
 
 /// A group. Its name is the resource's `name`.
@@ -111,7 +112,7 @@ impl Converge for GroupSpec {
             (Presence::Present, true) => {
                 let entry = rec
                     .get(1)
-                    .and_then(|b| crate::probe::decode_text(b))
+                    .and_then(|b| crate::vocab::records::decode_text(b))
                     .and_then(|l| parse_group_entry(&l))
                     .filter(|(name, _, _)| *name == self.group);
                 let Some((_, gid, _)) = entry else {

@@ -434,12 +434,12 @@ pub trait Converge {
     fn plan(
         &self,
         index: usize,
-        actual: crate::probe::Records,
-        cx: &crate::plan::PlanCx,
-    ) -> crate::plan::Planned;
+        actual: crate::vocab::records::Records,
+        cx: &crate::vocab::cx::PlanCx,
+    ) -> crate::vocab::step::Planned;
 
     /// Steps run when a resource that notifies this one changed.
-    fn refresh(&self, _cx: &crate::plan::PlanCx) -> Vec<crate::plan::Step> {
+    fn refresh(&self, _cx: &crate::vocab::cx::PlanCx) -> Vec<crate::vocab::step::Step> {
         Vec::new()
     }
 

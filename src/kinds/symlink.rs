@@ -5,10 +5,11 @@ use crate::diag::Diagnostic;
 use crate::model::desired::{Content, Desired};
 use crate::model::manifest::Manifest;
 use crate::model::values::Presence;
-use crate::plan::{Action, Change, PlanCx, Planned, Step};
-use crate::probe::{PathState, Records, parse_path};
 use crate::render::HostCx;
 use crate::shell::quote;
+use crate::vocab::cx::PlanCx;
+use crate::vocab::records::{PathState, Records, parse_path};
+use crate::vocab::step::{Action, Change, Planned, Step};
 use serde::{Deserialize, Serialize};
 
 /// A symbolic link at `path` pointing at `target`.

@@ -9,10 +9,12 @@ use crate::model::desired::{Content, Desired};
 use crate::model::manifest::Manifest;
 use crate::model::values::FileMode;
 use crate::model::values::Presence;
-use crate::plan::{Action, Change, PlanCx, Planned, Step, converge_file};
-use crate::probe::{PathState, Records, parse_path};
+use crate::plan::converge_file;
 use crate::render::HostCx;
 use crate::shell::quote;
+use crate::vocab::cx::PlanCx;
+use crate::vocab::records::{PathState, Records, parse_path};
+use crate::vocab::step::{Action, Change, Planned, Step};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 

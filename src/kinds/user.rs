@@ -9,10 +9,11 @@ use crate::diag::Diagnostic;
 use crate::model::desired::{Content, Desired};
 use crate::model::manifest::Manifest;
 use crate::model::values::{Presence, check_abs_path, is_valid_account_name};
-use crate::plan::{Action, Change, PlanCx, Planned, Step};
-use crate::probe::Records;
 use crate::render::HostCx;
 use crate::shell::quote;
+use crate::vocab::cx::PlanCx;
+use crate::vocab::records::Records;
+use crate::vocab::step::{Action, Change, Planned, Step};
 use serde::{Deserialize, Serialize};
 
 /// A user. Its login name is the resource's `name`.
@@ -193,7 +194,7 @@ impl Converge for UserSpec {
                 // The passwd entry, then `id -Gn` (the primary group first).
                 let text = rec
                     .get(1)
-                    .and_then(|b| crate::probe::decode_text(b))
+                    .and_then(|b| crate::vocab::records::decode_text(b))
                     .unwrap_or_default();
                 let (passwd, group_line) = text.split_once('\n').unwrap_or((&text, ""));
                 let Some(e) = parse_passwd(passwd).filter(|e| e.name == self.user) else {

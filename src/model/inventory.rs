@@ -925,7 +925,7 @@ pub fn resolve(
                 .and_then(|o| o.state_dir.clone())
                 .or_else(|| h.state_dir.clone())
                 .or_else(|| d_state.clone())
-                .unwrap_or_else(|| crate::state::HOST_DIR.to_string()),
+                .unwrap_or_else(|| crate::vocab::state::HOST_DIR.to_string()),
             groups: host_groups,
             vars,
             ssh,

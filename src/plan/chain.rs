@@ -12,7 +12,7 @@
 //! - a symlink on the way is refused unless plumb declared it (a `Symlink` resource), because a
 //!   symlink plumb did not declare is a redirection nobody reviewed.
 
-use crate::probe::DirState;
+use crate::vocab::records::DirState;
 use std::collections::BTreeMap;
 
 /// Whose hands the writes below a folder run in.
@@ -180,7 +180,7 @@ pub fn folders_of(path: &str) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::probe::Meta;
+    use crate::vocab::records::Meta;
 
     fn dir(mode: u32, uid: u32, gid: u32, owner: &str) -> DirState {
         DirState::Dir(Meta {

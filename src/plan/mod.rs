@@ -7,249 +7,13 @@ pub mod diff;
 use crate::kinds::PrimitiveSpec;
 use crate::model::desired::{Content, Desired, DesiredHost, sha256_hex};
 use crate::model::values::{DriftPolicy, FileMode, ResourceRef};
-use crate::probe::{DirState, HostRecords, Records};
-use crate::state::{HostState, Managed};
+use crate::vocab::cx::PlanCx;
+use crate::vocab::records::{HostRecords, Records};
+use crate::vocab::state::{HostState, Managed};
+use crate::vocab::step::{Action, Change, ContentRef, DiffSpec, Planned, Step, file_diff, short};
 use chain::{Chain, Domain};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-
-/// Content referenced by a step: its hash, and whether it may be shown. The bytes travel in
-/// [`HostPlan::contents`], never in a serialized plan.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ContentRef {
-    /// Hex SHA-256.
-    pub sha256: String,
-    /// Never show it.
-    pub sensitive: bool,
-}
-
-impl ContentRef {
-    /// Refers to content.
-    pub fn of(c: &Content) -> Self {
-        ContentRef {
-            sha256: c.sha256(),
-            sensitive: c.sensitive,
-        }
-    }
-}
-
-/// One thing to do on a host. Apply turns steps into shell; planning never touches a host.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "step", rename_all = "snake_case")]
-pub enum Step {
-    /// Write a file atomically (temp file, fsync, owner and mode, rename), keeping a backup.
-    WriteFile {
-        path: String,
-        content: ContentRef,
-        owner: String,
-        group: String,
-        mode: FileMode,
-    },
-    /// Change owner, group or mode.
-    SetMeta {
-        path: String,
-        owner: Option<String>,
-        group: Option<String>,
-        mode: Option<FileMode>,
-    },
-    /// Create a directory (and missing parents).
-    Mkdir {
-        path: String,
-        owner: String,
-        group: String,
-        mode: FileMode,
-    },
-    /// Remove a file or symlink (keeping a backup of a file).
-    Remove { path: String },
-    /// Remove a directory if it is empty.
-    RemoveDir { path: String },
-    /// Point a symlink at a target (atomic replace).
-    Symlink {
-        path: String,
-        target: String,
-        owner: String,
-        group: String,
-    },
-    /// `groupadd`.
-    GroupAdd {
-        name: String,
-        gid: Option<u32>,
-        system: bool,
-    },
-    /// `groupmod -g`, re-owning the group's files when asked.
-    GroupRenumber {
-        name: String,
-        old: u32,
-        new: u32,
-        reown: bool,
-    },
-    /// `groupdel`.
-    GroupDel { name: String },
-    /// `useradd`.
-    UserAdd {
-        name: String,
-        uid: Option<u32>,
-        group: Option<String>,
-        groups: Vec<String>,
-        home: Option<String>,
-        shell: Option<String>,
-        comment: Option<String>,
-        system: bool,
-        create_home: bool,
-    },
-    /// `usermod` for attributes other than the uid.
-    UserMod {
-        name: String,
-        group: Option<String>,
-        add_groups: Vec<String>,
-        home: Option<String>,
-        shell: Option<String>,
-        comment: Option<String>,
-    },
-    /// `usermod -u`, then re-own the user's files elsewhere on the file system.
-    UserRenumber { name: String, old: u32, new: u32 },
-    /// `userdel`.
-    UserDel { name: String },
-    /// Install packages.
-    PkgInstall {
-        manager: String,
-        packages: Vec<String>,
-    },
-    /// Remove packages.
-    PkgRemove {
-        manager: String,
-        packages: Vec<String>,
-    },
-    /// `systemctl daemon-reload` (once per host, after unit files changed).
-    DaemonReload,
-    /// `systemctl <verb> <unit>`.
-    Systemctl { verb: String, unit: String },
-    /// `docker compose up -d` in a folder.
-    StackUp { project: String, dir: String },
-    /// `docker compose down` in a folder.
-    StackDown { project: String, dir: String },
-    /// `docker compose restart [services]`.
-    StackRestart {
-        project: String,
-        dir: String,
-        services: Vec<String>,
-    },
-    /// Run a command.
-    Run {
-        command: String,
-        user: Option<String>,
-        cwd: Option<String>,
-        env: BTreeMap<String, String>,
-        timeout: u64,
-        /// Shell test re-checked right before running (empty: none).
-        guard: String,
-        /// Check polled before running until it succeeds (empty: none).
-        #[serde(default)]
-        wait_for: String,
-        /// Seconds to wait for `wait_for`.
-        #[serde(default)]
-        wait_timeout: u64,
-    },
-    /// Issue a certificate on the controller and write key, certificate and CA files.
-    IssueCertificate { index: usize, reason: String },
-}
-
-impl Step {
-    /// True for steps that only change a unit's state (they run after `daemon-reload`).
-    pub fn after_reload(&self) -> bool {
-        matches!(self, Step::Systemctl { .. })
-    }
-
-    /// The host path a file-system step acts on (for deciding whose hands run it).
-    pub fn path(&self) -> Option<&str> {
-        match self {
-            Step::WriteFile { path, .. }
-            | Step::SetMeta { path, .. }
-            | Step::Mkdir { path, .. }
-            | Step::Remove { path }
-            | Step::RemoveDir { path }
-            | Step::Symlink { path, .. } => Some(path),
-            _ => None,
-        }
-    }
-}
-
-/// A field that differs, in words.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Change {
-    /// Field name (`content`, `mode`, `owner`, `uid`, ...).
-    pub field: String,
-    /// Actual value (or hash), if any.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub from: Option<String>,
-    /// Desired value (or hash), if any.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub to: Option<String>,
-}
-
-impl Change {
-    /// A change from one value to another.
-    pub fn new(field: &str, from: Option<String>, to: Option<String>) -> Self {
-        Change {
-            field: field.into(),
-            from,
-            to,
-        }
-    }
-}
-
-/// What a resource's plan does, in one word.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Action {
-    /// In sync.
-    None,
-    /// Will be created.
-    Create,
-    /// Will be changed.
-    Update,
-    /// Will be removed.
-    Delete,
-    /// A command will run.
-    Run,
-    /// Differs, but its drift policy is `detect`: reported, not repaired.
-    Drift,
-    /// Cannot be planned (e.g. a directory where a file should be).
-    Error,
-}
-
-/// A content diff to show: the old content is fetched from the host only when needed.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DiffSpec {
-    /// Path on the host.
-    pub path: String,
-    /// Old content hash (None: the file does not exist).
-    pub old_sha256: Option<String>,
-    /// New content.
-    pub new: ContentRef,
-    /// True when the host's current content came from a secret (the host state says so):
-    /// it is never fetched nor shown, whatever the new content is.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub old_sensitive: bool,
-    /// Unified diff text, filled in after fetching (never for sensitive content).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub text: Option<String>,
-}
-
-/// What a kind's planner returns.
-#[derive(Clone, Debug, Default)]
-pub struct Planned {
-    /// Fields that differ.
-    pub changes: Vec<Change>,
-    /// Steps that repair them.
-    pub steps: Vec<Step>,
-    /// Content diffs.
-    pub diffs: Vec<DiffSpec>,
-    /// Explicit action (otherwise derived).
-    pub action: Option<Action>,
-    /// A problem that prevents planning this resource.
-    pub error: Option<String>,
-}
 
 /// The plan of one resource.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -387,39 +151,6 @@ impl HostPlan {
     }
 }
 
-/// What planning needs besides the records.
-#[derive(Clone, Debug)]
-pub struct PlanCx {
-    /// Host facts from the probe.
-    pub facts: BTreeMap<String, String>,
-    /// Now, seconds since the epoch (certificate windows).
-    pub now: i64,
-    /// Reissue every certificate (`plumb certs rotate`).
-    pub force_reissue: bool,
-    /// Remove users and groups that left the repo.
-    pub prune_users: bool,
-    /// The folders on the way to managed paths, as the probe found them.
-    pub dirs: BTreeMap<String, DirState>,
-}
-
-impl PlanCx {
-    /// The uid plumb's shell runs as on the host (from the probe; 0 when unknown).
-    pub fn login_uid(&self) -> u32 {
-        self.facts
-            .get("uid")
-            .and_then(|u| u.parse().ok())
-            .unwrap_or(0)
-    }
-
-    /// The compose command the host has, if any.
-    pub fn compose(&self) -> Option<&str> {
-        self.facts
-            .get("compose")
-            .map(String::as_str)
-            .filter(|c| *c != "none")
-    }
-}
-
 /// Hash of a desired resource: its serialized spec plus the hash of every content.
 pub fn desired_hash(d: &Desired) -> String {
     let mut text = serde_json::to_string(&d.spec).unwrap_or_default();
@@ -430,7 +161,7 @@ pub fn desired_hash(d: &Desired) -> String {
 }
 
 /// Plans one host: `previous` is what the host's state file says plumb managed there (see
-/// [`crate::state::HostState::from_probe`]).
+/// [`crate::vocab::state::HostState::from_probe`]).
 pub fn plan_host(
     desired: &DesiredHost,
     records: &HostRecords,
@@ -459,7 +190,7 @@ pub fn plan_host(
         resources.push(p);
     }
 
-    let next_state = HostState::of(desired);
+    let next_state = next_state(desired);
     // What plumb last wrote from a secret is never shown, whatever the new content is.
     for r in &mut resources {
         for d in &mut r.diffs {
@@ -567,7 +298,7 @@ fn place_prune(
 /// resources that left the repo. Usually none; when some, converge reads them in a second
 /// command (on the same locked session) before planning.
 pub fn prune_dirs(desired: &DesiredHost, previous: &HostState) -> Vec<String> {
-    let next = HostState::of(desired);
+    let next = next_state(desired);
     let gone = previous.resources.iter().filter(|m| {
         !next
             .resources
@@ -575,7 +306,7 @@ pub fn prune_dirs(desired: &DesiredHost, previous: &HostState) -> Vec<String> {
             .any(|n| n.kind == m.kind && n.name == m.name)
     });
     let probed = crate::probe::host_dirs(desired);
-    crate::probe::ancestor_dirs(gone.flat_map(|m| m.paths.iter().cloned()))
+    crate::vocab::records::ancestor_dirs(gone.flat_map(|m| m.paths.iter().cloned()))
         .into_iter()
         .filter(|d| probed.binary_search(d).is_err())
         .collect()
@@ -658,7 +389,7 @@ fn plan_prune(previous: &HostState, next: &HostState, cx: &PlanCx) -> Vec<PruneP
                 .any(|n| n.kind == m.kind && n.name == m.name)
         })
         .filter_map(|m| {
-            let steps = crate::state::prune_steps(m, cx);
+            let steps = prune_steps(m, cx);
             if steps.is_empty() {
                 None
             } else {
@@ -702,29 +433,18 @@ fn plan_handlers(desired: &DesiredHost, plans: &[ResourcePlan], cx: &PlanCx) -> 
     out
 }
 
-/// Convenience for planners: the content diff of a file.
-pub fn file_diff(path: &str, old: Option<&str>, new: &Content) -> DiffSpec {
-    DiffSpec {
-        path: path.to_string(),
-        old_sha256: old.map(str::to_string),
-        new: ContentRef::of(new),
-        old_sensitive: false,
-        text: None,
-    }
-}
-
 /// Steps for a file that should hold `content` given what the probe found there; shared by
 /// File, SystemdUnit, ComposeStack and Certificate.
 pub fn converge_file(
     path: &str,
-    actual: &crate::probe::PathState,
+    actual: &crate::vocab::records::PathState,
     content: &Content,
     owner: &str,
     group: &str,
     mode: FileMode,
     out: &mut Planned,
 ) {
-    use crate::probe::PathState;
+    use crate::vocab::records::PathState;
     let write = Step::WriteFile {
         path: path.to_string(),
         content: ContentRef::of(content),
@@ -809,11 +529,6 @@ pub fn converge_file(
     }
 }
 
-/// The first 12 hex digits of a hash, for display.
-pub fn short(sha: &str) -> String {
-    sha.chars().take(12).collect()
-}
-
 /// Records of a resource, re-exported for planners.
 pub type Actual<'a> = Records<'a>;
 
@@ -823,4 +538,84 @@ pub fn writes_unit_file(spec: &PrimitiveSpec, steps: &[Step]) -> bool {
         && steps
             .iter()
             .any(|s| matches!(s, Step::WriteFile { .. } | Step::Remove { .. }))
+}
+
+/// The state that results from applying `desired`.
+pub fn next_state(desired: &DesiredHost) -> HostState {
+    let resources = desired
+        .resources
+        .iter()
+        .map(|d| {
+            let mut m = Managed {
+                kind: d.kind.to_string(),
+                name: d.name.clone(),
+                paths: d.spec.paths(),
+                sensitive: d.is_sensitive(),
+                ..Default::default()
+            };
+            match &d.spec {
+                PrimitiveSpec::SystemdUnit(u) => m.unit = Some(u.unit.clone()),
+                PrimitiveSpec::ComposeStack(s) => m.stack_dir = Some(s.dir.clone()),
+                PrimitiveSpec::Directory(_) => m.is_dir = true,
+                _ => {}
+            }
+            m
+        })
+        .collect();
+    HostState {
+        version: 1,
+        commit: None,
+        resources,
+    }
+}
+
+/// Steps that remove a resource that left the repo. Users and groups go only with
+/// `--prune-users`; packages and commands are never undone.
+pub fn prune_steps(m: &Managed, cx: &PlanCx) -> Vec<Step> {
+    match m.kind.as_str() {
+        "File" | "Symlink" | "Certificate" => m
+            .paths
+            .iter()
+            .map(|p| Step::Remove { path: p.clone() })
+            .collect(),
+        "Directory" => m
+            .paths
+            .iter()
+            .map(|p| Step::RemoveDir { path: p.clone() })
+            .collect(),
+        "SystemdUnit" => {
+            let unit = m.unit.clone().unwrap_or_else(|| m.name.clone());
+            let mut v = vec![
+                Step::Systemctl {
+                    verb: "stop".into(),
+                    unit: unit.clone(),
+                },
+                Step::Systemctl {
+                    verb: "disable".into(),
+                    unit,
+                },
+            ];
+            v.extend(m.paths.iter().map(|p| Step::Remove { path: p.clone() }));
+            if !m.paths.is_empty() {
+                v.push(Step::DaemonReload);
+            }
+            v
+        }
+        "ComposeStack" => {
+            let dir = m.stack_dir.clone().unwrap_or_default();
+            let mut v = vec![Step::StackDown {
+                project: m.name.clone(),
+                dir,
+            }];
+            v.extend(m.paths.iter().map(|p| Step::Remove { path: p.clone() }));
+            v
+        }
+        "User" if cx.prune_users => vec![Step::UserDel {
+            name: m.name.clone(),
+        }],
+        "Group" if cx.prune_users => vec![Step::GroupDel {
+            name: m.name.clone(),
+        }],
+        _ => Vec::new(),
+    }
 }

@@ -6,7 +6,8 @@ pub mod certs;
 
 use crate::apply::{HostOutcome, Outcome};
 use crate::model::text::{escape, escape_block, escape_multiline};
-use crate::plan::{Action, HostPlan, ResourcePlan, diff};
+use crate::plan::{HostPlan, ResourcePlan, diff};
+use crate::vocab::step::Action;
 use serde::Serialize;
 use std::fmt::Write as _;
 use std::time::Duration;
@@ -147,9 +148,9 @@ struct JsonResource<'a> {
     name: &'a str,
     action: Action,
     #[serde(skip_serializing_if = "<[_]>::is_empty")]
-    changes: &'a [crate::plan::Change],
+    changes: &'a [crate::vocab::step::Change],
     #[serde(skip_serializing_if = "<[_]>::is_empty")]
-    diffs: &'a [crate::plan::DiffSpec],
+    diffs: &'a [crate::vocab::step::DiffSpec],
     sensitive: bool,
     actual_sha256: &'a str,
     desired_sha256: &'a str,
@@ -401,7 +402,7 @@ fn outcome_suffix(o: Option<&Outcome>, paint: &dyn Fn(&str, &str) -> String) -> 
             "31",
             &format!(
                 " REFUSED: changed on the host since it was planned (now {}); run again to re-plan",
-                crate::plan::short(h)
+                crate::vocab::step::short(h)
             ),
         ),
         Some(Outcome::Failed(m)) => paint("31", &format!(" FAILED: {}", one_line(m))),

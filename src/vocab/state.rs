@@ -1,9 +1,7 @@
-//! State: what plumb manages on each host (`/var/lib/plumb/state`, to prune what left the repo)
-//! and, on the controller, the run history and lock.
+//! What plumb manages on a host (`/var/lib/plumb/state`): the resources it wrote, with what is
+//! needed to remove them once they leave the repo. Written by the apply script, read back by
+//! the probe (only from plumb's own file) and trusted for pruning only then.
 
-use crate::kinds::PrimitiveSpec;
-use crate::model::desired::DesiredHost;
-use crate::plan::{PlanCx, Step};
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 
@@ -50,35 +48,6 @@ pub struct HostState {
 }
 
 impl HostState {
-    /// The state that results from applying `desired`.
-    pub fn of(desired: &DesiredHost) -> HostState {
-        let resources = desired
-            .resources
-            .iter()
-            .map(|d| {
-                let mut m = Managed {
-                    kind: d.kind.to_string(),
-                    name: d.name.clone(),
-                    paths: d.spec.paths(),
-                    sensitive: d.is_sensitive(),
-                    ..Default::default()
-                };
-                match &d.spec {
-                    PrimitiveSpec::SystemdUnit(u) => m.unit = Some(u.unit.clone()),
-                    PrimitiveSpec::ComposeStack(s) => m.stack_dir = Some(s.dir.clone()),
-                    PrimitiveSpec::Directory(_) => m.is_dir = true,
-                    _ => {}
-                }
-                m
-            })
-            .collect();
-        HostState {
-            version: 1,
-            commit: None,
-            resources,
-        }
-    }
-
     /// Decodes the probe's `state` fact: `none` (no state file yet), `untrusted<TAB>what` (a
     /// state file plumb did not write: wrong owner, mode or type), or the file's base64.
     pub fn from_probe(fact: Option<&str>) -> Result<HostState, StateError> {
@@ -173,55 +142,4 @@ pub enum StateError {
         "the host state file cannot be read ({0}); nothing was pruned and it was left as is. Move it aside (plumb then prunes nothing and writes a new one), or restore it from /var/lib/plumb/backup"
     )]
     Corrupt(String),
-}
-
-/// Steps that remove a resource that left the repo. Users and groups go only with
-/// `--prune-users`; packages and commands are never undone.
-pub fn prune_steps(m: &Managed, cx: &PlanCx) -> Vec<Step> {
-    match m.kind.as_str() {
-        "File" | "Symlink" | "Certificate" => m
-            .paths
-            .iter()
-            .map(|p| Step::Remove { path: p.clone() })
-            .collect(),
-        "Directory" => m
-            .paths
-            .iter()
-            .map(|p| Step::RemoveDir { path: p.clone() })
-            .collect(),
-        "SystemdUnit" => {
-            let unit = m.unit.clone().unwrap_or_else(|| m.name.clone());
-            let mut v = vec![
-                Step::Systemctl {
-                    verb: "stop".into(),
-                    unit: unit.clone(),
-                },
-                Step::Systemctl {
-                    verb: "disable".into(),
-                    unit,
-                },
-            ];
-            v.extend(m.paths.iter().map(|p| Step::Remove { path: p.clone() }));
-            if !m.paths.is_empty() {
-                v.push(Step::DaemonReload);
-            }
-            v
-        }
-        "ComposeStack" => {
-            let dir = m.stack_dir.clone().unwrap_or_default();
-            let mut v = vec![Step::StackDown {
-                project: m.name.clone(),
-                dir,
-            }];
-            v.extend(m.paths.iter().map(|p| Step::Remove { path: p.clone() }));
-            v
-        }
-        "User" if cx.prune_users => vec![Step::UserDel {
-            name: m.name.clone(),
-        }],
-        "Group" if cx.prune_users => vec![Step::GroupDel {
-            name: m.name.clone(),
-        }],
-        _ => Vec::new(),
-    }
 }
