@@ -589,10 +589,13 @@ fn serve_ignores_replayed_deliveries() {
         ("X-Gitea-Signature", hmac_hex(SECRET, &anon)),
     ];
     for (h, b) in [(&gitlab, &body), (&anon_headers, &anon)] {
+        let before = runs_total(&server.status());
         let (code, text) = post(&server, h, b);
         assert_eq!(code, 202, "{text}");
+        // Wait for this delivery's own run to have happened, not merely for an idle state
+        // (the run may not have started yet).
         let st = server.wait_status("the run", |st| {
-            st["state"] == "idle" && st["queued"] == false
+            st["state"] == "idle" && st["queued"] == false && runs_total(st) > before
         });
         let runs = runs_total(&st);
         let (code, text) = post(&server, h, b);
