@@ -219,177 +219,12 @@ fn step_shell(out: &mut String, tag: &str, step: &Step, plan: &HostPlan) -> Resu
                 q(&temp_for(path))
             );
         }
-        Step::GroupAdd { name, gid, system } => {
-            let mut cmd = String::from("groupadd");
-            if let Some(g) = gid {
-                let _ = write!(cmd, " -g {g}");
-            } else if *system {
-                cmd.push_str(" -r");
-            }
-            let _ = writeln!(out, "pl_do {tag} {cmd} -- {}", q(name));
-        }
-        Step::GroupRenumber {
-            name,
-            old,
-            new,
-            reown,
-        } => {
-            let _ = writeln!(out, "pl_do {tag} groupmod -g {new} -- {}", q(name));
-            if *reown {
-                let _ = writeln!(out, "pl_do {tag} pl_reown_gid {old} {new}");
-            }
-        }
-        Step::GroupDel { name } => {
-            let _ = writeln!(out, "pl_do {tag} groupdel -- {}", q(name));
-        }
-        Step::UserAdd {
-            name,
-            uid,
-            group,
-            groups,
-            home,
-            shell,
-            comment,
-            system,
-            create_home,
-        } => {
-            let mut cmd = String::from("useradd");
-            if let Some(u) = uid {
-                let _ = write!(cmd, " -u {u}");
-            } else if *system {
-                cmd.push_str(" -r");
-            }
-            if let Some(g) = group {
-                let _ = write!(cmd, " -g {}", q(g));
-            }
-            if !groups.is_empty() {
-                let _ = write!(cmd, " -G {}", q(&groups.join(",")));
-            }
-            if let Some(h) = home {
-                let _ = write!(cmd, " -d {}", q(h));
-            }
-            if let Some(s) = shell {
-                let _ = write!(cmd, " -s {}", q(s));
-            }
-            if let Some(c) = comment {
-                let _ = write!(cmd, " -c {}", q(c));
-            }
-            cmd.push_str(if *create_home { " -m" } else { " -M" });
-            let _ = writeln!(out, "pl_do {tag} {cmd} -- {}", q(name));
-        }
-        Step::UserMod {
-            name,
-            group,
-            add_groups,
-            home,
-            shell,
-            comment,
-        } => {
-            let mut cmd = String::from("usermod");
-            if let Some(g) = group {
-                let _ = write!(cmd, " -g {}", q(g));
-            }
-            if !add_groups.is_empty() {
-                let _ = write!(cmd, " -a -G {}", q(&add_groups.join(",")));
-            }
-            if let Some(h) = home {
-                let _ = write!(cmd, " -d {}", q(h));
-            }
-            if let Some(s) = shell {
-                let _ = write!(cmd, " -s {}", q(s));
-            }
-            if let Some(c) = comment {
-                let _ = write!(cmd, " -c {}", q(c));
-            }
-            let _ = writeln!(out, "pl_do {tag} {cmd} -- {}", q(name));
-        }
-        Step::UserRenumber { name, old, new } => {
-            let _ = writeln!(out, "pl_do {tag} usermod -u {new} -- {}", q(name));
-            let _ = writeln!(out, "pl_do {tag} pl_reown_uid {old} {new}");
-        }
-        Step::UserDel { name } => {
-            let _ = writeln!(out, "pl_do {tag} userdel -- {}", q(name));
-        }
-        Step::PkgInstall { manager, packages } => {
-            let pkgs: Vec<String> = packages.iter().map(|p| q(p)).collect();
-            let _ = writeln!(
-                out,
-                "pl_do {tag} pl_pkg_install {} {}",
-                q(manager),
-                pkgs.join(" ")
-            );
-        }
-        Step::PkgRemove { manager, packages } => {
-            let pkgs: Vec<String> = packages.iter().map(|p| q(p)).collect();
-            let _ = writeln!(
-                out,
-                "pl_do {tag} pl_pkg_remove {} {}",
-                q(manager),
-                pkgs.join(" ")
-            );
-        }
         Step::DaemonReload => {
             let _ = writeln!(out, "pl_do {tag} systemctl daemon-reload");
         }
-        Step::Systemctl { verb, unit } => {
-            let _ = writeln!(out, "pl_do {tag} systemctl {} -- {}", q(verb), q(unit));
-        }
-        Step::StackUp { project, dir } => {
-            let _ = writeln!(
-                out,
-                "pl_do {tag} pl_compose {} {} up -d --remove-orphans",
-                q(project),
-                q(dir)
-            );
-        }
-        Step::StackDown { project, dir } => {
-            let _ = writeln!(out, "pl_do {tag} pl_compose {} {} down", q(project), q(dir));
-        }
-        Step::StackRestart {
-            project,
-            dir,
-            services,
-        } => {
-            let svcs: Vec<String> = services.iter().map(|s| q(s)).collect();
-            let _ = writeln!(
-                out,
-                "pl_do {tag} pl_compose {} {} restart {}",
-                q(project),
-                q(dir),
-                svcs.join(" ")
-            );
-        }
-        Step::Run {
-            command,
-            user,
-            cwd,
-            env,
-            timeout,
-            guard,
-            wait_for,
-            wait_timeout,
-        } => {
-            let vars: Vec<String> = env.iter().map(|(k, v)| q(&format!("{k}={v}"))).collect();
-            let mut run = format!(
-                "pl_do {tag} pl_run {} {} {timeout} {} {}",
-                opt(user),
-                opt(cwd),
-                q(command),
-                vars.join(" ")
-            );
-            if !wait_for.is_empty() {
-                run = format!(
-                    "pl_do {tag} pl_wait {wait_timeout} {} {} && {run}",
-                    opt(cwd),
-                    q(wait_for)
-                );
-            }
-            if guard.is_empty() {
-                let _ = writeln!(out, "{run}");
-            } else {
-                // The guard is checked again right before running: the compare-and-swap of a command.
-                let _ = writeln!(out, "if {guard}; then {run}; fi");
-            }
+        Step::Exec { argv, .. } => {
+            let words: Vec<String> = argv.iter().map(|w| q(w)).collect();
+            let _ = writeln!(out, "pl_do {tag} {}", words.join(" "));
         }
         Step::IssueCertificate { .. } => {
             // Replaced by `issue_certificates` before the script is built; reaching here is a bug.
@@ -416,15 +251,13 @@ pub fn apply_script(
     let _ = writeln!(s, "PL_STATE={}", quote(state_dir));
     s.push_str(crate::vocab::records::LIB);
     s.push_str(LIB);
+    s.push_str(&crate::kinds::shells(
+        desired.resources.iter().map(|d| &d.spec),
+    ));
     // Everything runs inside one function called on the last line: the shell executes nothing
     // until the whole script has arrived, so a connection cut mid-transfer changes nothing.
     s.push_str("pl_main() {\n");
     let _ = writeln!(s, "PL_RUN={}", quote(run_id));
-    let _ = writeln!(
-        s,
-        "PL_COMPOSE={}",
-        quote(plan.compose.as_deref().unwrap_or(""))
-    );
     // The watchdog stops this run if plumb's session goes away; the TERM trap then removes
     // this run's temp files.
     s.push_str(
@@ -456,16 +289,19 @@ pub fn apply_script(
         let _ = writeln!(s, "printf 'P\\t{i}\\tok\\n'");
     }
 
-    let unit_rank = 7;
+    // Steps that must follow `daemon-reload` wait until every resource of their rank (every
+    // unit file of the run) was written; then one reload, then them.
     let mut deferred: Vec<(usize, &Step)> = Vec::new();
     let mut reload_needed = false;
-    let mut flushed = false;
+    let mut pending_rank: Option<u8> = None;
     let mut staged = Staged::default();
     let mut staged_rank = None;
     for (r, d) in plan.resources.iter().zip(&desired.resources) {
-        if !flushed && d.spec.rank() > unit_rank {
+        if pending_rank.is_some_and(|p| d.spec.rank() > p) {
             flush_units(&mut s, &deferred, reload_needed, plan)?;
-            flushed = true;
+            deferred.clear();
+            reload_needed = false;
+            pending_rank = None;
         }
         if r.steps.is_empty() {
             continue;
@@ -494,8 +330,14 @@ pub fn apply_script(
         };
         for (k, step) in r.steps.iter().enumerate() {
             match step {
-                Step::DaemonReload => reload_needed = true,
-                st if st.after_reload() && d.spec.rank() == unit_rank => deferred.push((i, st)),
+                Step::DaemonReload => {
+                    reload_needed = true;
+                    pending_rank = Some(d.spec.rank());
+                }
+                st if st.after_reload() => {
+                    deferred.push((i, st));
+                    pending_rank = Some(d.spec.rank());
+                }
                 Step::WriteFile {
                     path,
                     content,
@@ -525,7 +367,7 @@ pub fn apply_script(
         }
         s.push_str("fi\n");
     }
-    if !flushed {
+    if pending_rank.is_some() {
         flush_units(&mut s, &deferred, reload_needed, plan)?;
     }
 

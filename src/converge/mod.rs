@@ -290,13 +290,7 @@ async fn probe_unlocked(
 
 /// Parses a host's probe output against what was probed.
 fn parse_probe(stdout: &[u8], desired: &DesiredHost) -> Result<HostRecords, String> {
-    let dirs = probe::host_dirs(desired);
-    records::parse_records(
-        &String::from_utf8_lossy(stdout),
-        desired.resources.len(),
-        dirs.len(),
-    )
-    .map_err(|e| e.to_string())
+    probe::parse(&String::from_utf8_lossy(stdout), desired).map_err(|e| e.to_string())
 }
 
 /// Where the scripts after the probe go: the held shell that took the host lock (writers), or
@@ -343,7 +337,7 @@ async fn read_prune_dirs(
         script = format!("{}{script}", records::LIB);
     }
     let out = session.exchange(&script, limit).await?;
-    let records = records::parse_records(&String::from_utf8_lossy(&out), 0, dirs.len())
+    let records = records::parse_records(&String::from_utf8_lossy(&out), 0, dirs.len(), &[])
         .map_err(|e| e.to_string())?;
     Ok(records.dir_states(dirs))
 }

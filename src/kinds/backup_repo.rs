@@ -21,7 +21,7 @@ use super::postgres_cluster::{
     selected_hosts,
 };
 use super::systemd_unit::UnitState;
-use super::{CheckCx, PrimitiveSpec, Spec};
+use super::{CheckCx, Kind, PrimitiveSpec, Spec};
 use crate::diag::Diagnostic;
 use crate::model::desired::{Content, Desired};
 use crate::model::manifest::Manifest;
@@ -170,7 +170,41 @@ impl BackupRepoSpec {
             .collect()
     }
 
-    pub(crate) fn check(&self, cx: &mut CheckCx) {
+    /// Clusters that name this repository, sorted by name.
+    fn clusters(&self, m: &Manifest, cx: &HostCx) -> Vec<ClusterModel> {
+        let repo = cx.repo();
+        let mut v: Vec<ClusterModel> = repo
+            .manifests
+            .iter()
+            .filter_map(|cm| match &cm.spec {
+                Spec::PostgresCluster(c) if c.backup.as_ref().is_some_and(|b| b.repo == m.name) => {
+                    Some(c.model(cm, &repo.inventory))
+                }
+                _ => None,
+            })
+            .collect();
+        v.sort_by(|a, b| a.name.cmp(&b.name));
+        v
+    }
+}
+
+/// A shell check that succeeds when some member of the cluster is the running primary
+/// (Patroni's REST API answers 200 on `/primary`; needs curl on the repository host).
+fn primary_check(c: &ClusterModel) -> String {
+    c.members
+        .iter()
+        .map(|mem| {
+            format!(
+                "curl -sf -o /dev/null --max-time 3 http://{}:{}/primary",
+                mem.host, c.ports.rest_api
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(" || ")
+}
+
+impl Kind for BackupRepoSpec {
+    fn check(&self, cx: &mut CheckCx) {
         check_project_name(cx, "a compose project name");
         check_common(
             cx,
@@ -221,24 +255,7 @@ impl BackupRepoSpec {
         }
     }
 
-    /// Clusters that name this repository, sorted by name.
-    fn clusters(&self, m: &Manifest, cx: &HostCx) -> Vec<ClusterModel> {
-        let repo = cx.repo();
-        let mut v: Vec<ClusterModel> = repo
-            .manifests
-            .iter()
-            .filter_map(|cm| match &cm.spec {
-                Spec::PostgresCluster(c) if c.backup.as_ref().is_some_and(|b| b.repo == m.name) => {
-                    Some(c.model(cm, &repo.inventory))
-                }
-                _ => None,
-            })
-            .collect();
-        v.sort_by(|a, b| a.name.cmp(&b.name));
-        v
-    }
-
-    pub(crate) fn render(&self, m: &Manifest, cx: &mut HostCx) -> Result<Vec<Desired>, Diagnostic> {
+    fn render(&self, m: &Manifest, cx: &mut HostCx) -> Result<Vec<Desired>, Diagnostic> {
         cx.set_via(Some(format!("BackupRepo/{}", m.name)));
         let host = cx.host();
         let os = &self.os_user;
@@ -465,21 +482,6 @@ impl BackupRepoSpec {
         );
         Ok(out.items)
     }
-}
-
-/// A shell check that succeeds when some member of the cluster is the running primary
-/// (Patroni's REST API answers 200 on `/primary`; needs curl on the repository host).
-fn primary_check(c: &ClusterModel) -> String {
-    c.members
-        .iter()
-        .map(|mem| {
-            format!(
-                "curl -sf -o /dev/null --max-time 3 http://{}:{}/primary",
-                mem.host, c.ports.rest_api
-            )
-        })
-        .collect::<Vec<_>>()
-        .join(" || ")
 }
 
 #[cfg(test)]

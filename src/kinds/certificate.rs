@@ -3,16 +3,17 @@
 //! sensitive content, never printed), and reissues it inside its renew-before window or when the
 //! names it must carry change.
 
-use super::{CheckCx, Converge, PrimitiveSpec, desired};
+use super::fs::converge_file;
+use super::{CheckCx, Kind, Primitive, PrimitiveSpec, desired};
 use crate::diag::Diagnostic;
 use crate::model::desired::{Content, Desired};
 use crate::model::manifest::Manifest;
 use crate::model::values::{FileMode, Span};
-use crate::plan::converge_file;
 use crate::render::HostCx;
 use crate::shell::quote;
 use crate::vocab::cx::PlanCx;
 use crate::vocab::records::{PathState, Records, parse_path};
+use crate::vocab::state::Managed;
 use crate::vocab::step::{Action, Change, Planned, Step};
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
@@ -125,75 +126,7 @@ pub struct CertificateState {
     pub key_algorithm: KeyAlgorithm,
 }
 
-impl CertificateState {
-    pub(crate) fn contents(&self) -> Vec<&Content> {
-        vec![&self.ca_certificate]
-    }
-
-    pub(crate) fn paths(&self) -> Vec<String> {
-        let mut p = vec![self.cert_path.clone(), self.key_path.clone()];
-        p.extend(self.ca_path.clone());
-        p
-    }
-}
-
 impl CertificateSpec {
-    pub(crate) fn default_name(&self) -> Option<String> {
-        Some(self.cert_path.clone())
-    }
-
-    pub(crate) fn check(&self, cx: &mut CheckCx) {
-        if cx.repo.find("CertificateAuthority", &self.ca).is_none() {
-            let known = cx.repo.names_of("CertificateAuthority").join(", ");
-            cx.error(
-                "ca",
-                format!("certificate names unknown CA `{}`", self.ca),
-                Some(if known.is_empty() {
-                    format!("declare a CertificateAuthority named `{}` (and create it with `plumb certs init-ca {}`)", self.ca, self.ca)
-                } else {
-                    format!("known CAs: {known}")
-                }),
-            );
-        }
-        cx.abs_path("cert_path", &self.cert_path, &[]);
-        cx.abs_path("key_path", &self.key_path, &[]);
-        if let Some(p) = &self.ca_path {
-            cx.abs_path("ca_path", p, &[]);
-        }
-        cx.account("owner", &self.owner);
-        cx.account("group", &self.group);
-        if self.renew_before >= self.validity {
-            cx.error(
-                "renew_before",
-                format!(
-                    "renew_before ({}) is not shorter than validity ({})",
-                    self.renew_before, self.validity
-                ),
-                Some("a certificate would be reissued on every run".into()),
-            );
-        }
-        if self.key_mode.0 & 0o077 & !0o040 != 0 {
-            cx.error(
-                "key_mode",
-                format!(
-                    "key mode {} lets others read the private key",
-                    self.key_mode
-                ),
-                Some("use 0600 or 0640".into()),
-            );
-        }
-    }
-
-    pub(crate) fn render(&self, m: &Manifest, cx: &mut HostCx) -> Result<Vec<Desired>, Diagnostic> {
-        let state = self.resolve(m, cx)?;
-        Ok(vec![desired(
-            m,
-            cx,
-            m.name.clone(),
-            PrimitiveSpec::Certificate(state),
-        )])
-    }
-
     /// Resolves names and the CA certificate for the host being rendered.
     pub fn resolve(&self, m: &Manifest, cx: &mut HostCx) -> Result<CertificateState, Diagnostic> {
         let host_name = cx.host().name.clone();
@@ -331,7 +264,83 @@ impl CertificateState {
     }
 }
 
-impl Converge for CertificateState {
+impl Kind for CertificateSpec {
+    fn default_name(&self) -> Option<String> {
+        Some(self.cert_path.clone())
+    }
+
+    fn check(&self, cx: &mut CheckCx) {
+        if cx.repo.find("CertificateAuthority", &self.ca).is_none() {
+            let known = cx.repo.names_of("CertificateAuthority").join(", ");
+            cx.error(
+                "ca",
+                format!("certificate names unknown CA `{}`", self.ca),
+                Some(if known.is_empty() {
+                    format!("declare a CertificateAuthority named `{}` (and create it with `plumb certs init-ca {}`)", self.ca, self.ca)
+                } else {
+                    format!("known CAs: {known}")
+                }),
+            );
+        }
+        cx.abs_path("cert_path", &self.cert_path, &[]);
+        cx.abs_path("key_path", &self.key_path, &[]);
+        if let Some(p) = &self.ca_path {
+            cx.abs_path("ca_path", p, &[]);
+        }
+        cx.account("owner", &self.owner);
+        cx.account("group", &self.group);
+        if self.renew_before >= self.validity {
+            cx.error(
+                "renew_before",
+                format!(
+                    "renew_before ({}) is not shorter than validity ({})",
+                    self.renew_before, self.validity
+                ),
+                Some("a certificate would be reissued on every run".into()),
+            );
+        }
+        if self.key_mode.0 & 0o077 & !0o040 != 0 {
+            cx.error(
+                "key_mode",
+                format!(
+                    "key mode {} lets others read the private key",
+                    self.key_mode
+                ),
+                Some("use 0600 or 0640".into()),
+            );
+        }
+    }
+
+    fn render(&self, m: &Manifest, cx: &mut HostCx) -> Result<Vec<Desired>, Diagnostic> {
+        let state = self.resolve(m, cx)?;
+        Ok(vec![desired(
+            m,
+            cx,
+            m.name.clone(),
+            PrimitiveSpec::Certificate(state),
+        )])
+    }
+}
+
+impl Primitive for CertificateState {
+    fn shell() -> &'static str {
+        include_str!("certificate.sh")
+    }
+
+    fn prune(m: &Managed, _cx: &PlanCx) -> Vec<Step> {
+        super::fs::remove_paths(m)
+    }
+
+    fn contents(&self) -> Vec<&Content> {
+        vec![&self.ca_certificate]
+    }
+
+    fn paths(&self) -> Vec<String> {
+        let mut p = vec![self.cert_path.clone(), self.key_path.clone()];
+        p.extend(self.ca_path.clone());
+        p
+    }
+
     fn owner(&self) -> Option<&str> {
         Some(&self.owner)
     }
@@ -563,7 +572,7 @@ mod tests {
         let issued = crate::pki::issue(&ca.cert_pem, &ca.key_pem, &want).unwrap();
         let info = crate::pki::inspect(&issued.cert_pem).unwrap();
         let out = records(Some(&issued.cert_pem));
-        let r = parse_records(&out, 1, 0).unwrap();
+        let r = parse_records(&out, 1, 0, &[]).unwrap();
 
         // Just issued: ten days left, a three-day window.
         let now = info.not_after - 10 * 86_400 + 60;
@@ -594,7 +603,12 @@ mod tests {
 
         // Not there.
         let out = records(None);
-        let s = want.status("pg1", "c", parse_records(&out, 1, 0).unwrap().of(0), now);
+        let s = want.status(
+            "pg1",
+            "c",
+            parse_records(&out, 1, 0, &[]).unwrap().of(0),
+            now,
+        );
         assert_eq!(s.health, CertificateHealth::Missing);
         assert_eq!(s.days_left, None);
     }

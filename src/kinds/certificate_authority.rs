@@ -2,7 +2,7 @@
 //! of the repo; its private key is an age-encrypted secret, never plain text in git.
 //! `plumb certs init-ca NAME` creates both.
 
-use super::CheckCx;
+use super::{CheckCx, Kind};
 use crate::diag::Diagnostic;
 use crate::model::desired::Desired;
 use crate::model::manifest::Manifest;
@@ -31,8 +31,13 @@ fn ca_validity() -> Span {
     }
 }
 
-impl CertificateAuthoritySpec {
-    pub(crate) fn check(&self, cx: &mut CheckCx) {
+impl Kind for CertificateAuthoritySpec {
+    /// A CA lives on the controller only: its key never leaves the repo.
+    fn needs_hosts(&self) -> bool {
+        false
+    }
+
+    fn check(&self, cx: &mut CheckCx) {
         let name = cx.manifest.name.clone();
         if let Err(msg) = crate::model::values::check_repo_relative(&self.certificate) {
             cx.error("certificate", msg, None);
@@ -74,11 +79,7 @@ impl CertificateAuthoritySpec {
         }
     }
 
-    pub(crate) fn render(
-        &self,
-        _m: &Manifest,
-        _cx: &mut HostCx,
-    ) -> Result<Vec<Desired>, Diagnostic> {
+    fn render(&self, _m: &Manifest, _cx: &mut HostCx) -> Result<Vec<Desired>, Diagnostic> {
         // A CA has no state on hosts: certificates that name it carry its certificate.
         Ok(Vec::new())
     }

@@ -1,7 +1,7 @@
 //! `Command`: the escape hatch. It must carry a guard (`creates`, `unless`, `onlyif`) or run only
 //! when notified (`refresh_only`), so that a second converge does nothing.
 
-use super::{CheckCx, Converge, PrimitiveSpec, desired};
+use super::{CheckCx, Kind, Primitive, PrimitiveSpec, desired};
 use crate::diag::Diagnostic;
 use crate::model::desired::{Content, Desired};
 use crate::model::manifest::Manifest;
@@ -9,6 +9,7 @@ use crate::render::HostCx;
 use crate::shell::quote;
 use crate::vocab::cx::PlanCx;
 use crate::vocab::records::Records;
+use crate::vocab::state::Managed;
 use crate::vocab::step::{Action, Change, Planned, Step};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -61,11 +62,54 @@ fn default_timeout() -> u64 {
 }
 
 impl CommandSpec {
-    pub(crate) fn default_name(&self) -> Option<String> {
+    /// Shell that prints the guard records.
+    fn guards(&self, index: usize, out: &mut String) {
+        out.push_str(&format!("printf '%s\\tcommand\\n' {index}\n"));
+        if let Some(c) = &self.creates {
+            out.push_str(&format!("pl_guard {index} creates {}\n", quote(c)));
+        }
+        if let Some(c) = &self.unless {
+            out.push_str(&format!("pl_guard {index} unless {}\n", quote(c)));
+        }
+        if let Some(c) = &self.onlyif {
+            out.push_str(&format!("pl_guard {index} onlyif {}\n", quote(c)));
+        }
+    }
+
+    /// True when the guards say the command must run.
+    pub fn guards_say_run(&self, actual: &Records) -> bool {
+        let g = |k: &str| actual.get(k).and_then(|f| f.first()).map(String::as_str);
+        let creates_ok = self.creates.is_none() || g("creates") == Some("fail");
+        let unless_ok = self.unless.is_none() || g("unless") == Some("fail");
+        let onlyif_ok = self.onlyif.is_none() || g("onlyif") == Some("ok");
+        creates_ok && unless_ok && onlyif_ok
+    }
+
+    /// `pl_command_run`: the guards checked again right before running, the wait, the run.
+    fn step(&self) -> Step {
+        let mut argv = vec![
+            "pl_command_run".to_string(),
+            self.creates.clone().unwrap_or_default(),
+            self.unless.clone().unwrap_or_default(),
+            self.onlyif.clone().unwrap_or_default(),
+            self.wait_timeout.to_string(),
+            self.wait_for.clone().unwrap_or_default(),
+            self.user.clone().unwrap_or_default(),
+            self.cwd.clone().unwrap_or_default(),
+            self.timeout.to_string(),
+            self.run.clone(),
+        ];
+        argv.extend(self.env.iter().map(|(k, v)| format!("{k}={v}")));
+        Step::exec(argv)
+    }
+}
+
+impl Kind for CommandSpec {
+    fn default_name(&self) -> Option<String> {
         None
     }
 
-    pub(crate) fn check(&self, cx: &mut CheckCx) {
+    fn check(&self, cx: &mut CheckCx) {
         if self.creates.is_none()
             && self.unless.is_none()
             && self.onlyif.is_none()
@@ -97,7 +141,7 @@ impl CommandSpec {
         }
     }
 
-    pub(crate) fn render(&self, m: &Manifest, cx: &mut HostCx) -> Result<Vec<Desired>, Diagnostic> {
+    fn render(&self, m: &Manifest, cx: &mut HostCx) -> Result<Vec<Desired>, Diagnostic> {
         Ok(vec![desired(
             m,
             cx,
@@ -105,70 +149,26 @@ impl CommandSpec {
             PrimitiveSpec::Command(self.clone()),
         )])
     }
+}
 
-    pub(crate) fn contents(&self) -> Vec<&Content> {
+impl Primitive for CommandSpec {
+    fn shell() -> &'static str {
+        include_str!("command.sh")
+    }
+
+    /// A command that ran is not undone.
+    fn prune(_m: &Managed, _cx: &PlanCx) -> Vec<Step> {
         Vec::new()
     }
 
-    pub(crate) fn paths(&self) -> Vec<String> {
+    fn contents(&self) -> Vec<&Content> {
         Vec::new()
     }
-}
 
-impl CommandSpec {
-    /// Shell that prints the guard records.
-    fn guards(&self, index: usize, out: &mut String) {
-        out.push_str(&format!("printf '%s\\tcommand\\n' {index}\n"));
-        if let Some(c) = &self.creates {
-            out.push_str(&format!("pl_guard {index} creates {}\n", quote(c)));
-        }
-        if let Some(c) = &self.unless {
-            out.push_str(&format!("pl_guard {index} unless {}\n", quote(c)));
-        }
-        if let Some(c) = &self.onlyif {
-            out.push_str(&format!("pl_guard {index} onlyif {}\n", quote(c)));
-        }
+    fn paths(&self) -> Vec<String> {
+        Vec::new()
     }
 
-    /// True when the guards say the command must run.
-    pub fn guards_say_run(&self, actual: &Records) -> bool {
-        let g = |k: &str| actual.get(k).and_then(|f| f.first()).map(String::as_str);
-        let creates_ok = self.creates.is_none() || g("creates") == Some("fail");
-        let unless_ok = self.unless.is_none() || g("unless") == Some("fail");
-        let onlyif_ok = self.onlyif.is_none() || g("onlyif") == Some("ok");
-        creates_ok && unless_ok && onlyif_ok
-    }
-
-    fn step(&self) -> Step {
-        Step::Run {
-            command: self.run.clone(),
-            user: self.user.clone(),
-            cwd: self.cwd.clone(),
-            env: self.env.clone(),
-            timeout: self.timeout,
-            guard: self.guard_test(),
-            wait_for: self.wait_for.clone().unwrap_or_default(),
-            wait_timeout: self.wait_timeout,
-        }
-    }
-
-    /// Shell test that re-checks the guards right before running (empty when there are none).
-    pub fn guard_test(&self) -> String {
-        let mut parts = Vec::new();
-        if let Some(c) = &self.creates {
-            parts.push(format!("[ ! -e {} ]", quote(c)));
-        }
-        if let Some(c) = &self.unless {
-            parts.push(format!("! sh -c {} >/dev/null 2>&1 </dev/null", quote(c)));
-        }
-        if let Some(c) = &self.onlyif {
-            parts.push(format!("sh -c {} >/dev/null 2>&1 </dev/null", quote(c)));
-        }
-        parts.join(" && ")
-    }
-}
-
-impl Converge for CommandSpec {
     fn probe(&self, index: usize, out: &mut String) {
         self.guards(index, out);
     }

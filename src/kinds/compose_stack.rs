@@ -2,18 +2,19 @@
 //! (or `docker-compose`, whichever the VM has) when its files change or it is not running, and
 //! `down` when it is removed.
 
+use super::fs::converge_file;
 use super::{
-    CheckCx, Converge, PrimitiveSpec, check_content, content_source, desired, render_content,
+    CheckCx, Kind, Primitive, PrimitiveSpec, check_content, content_source, desired, render_content,
 };
 use crate::diag::Diagnostic;
 use crate::model::desired::{Content, Desired};
 use crate::model::manifest::Manifest;
 use crate::model::values::{FileMode, Presence, SecretRef};
-use crate::plan::converge_file;
 use crate::render::HostCx;
 use crate::shell::quote;
 use crate::vocab::cx::PlanCx;
 use crate::vocab::records::{PathState, Records, parse_path};
+use crate::vocab::state::Managed;
 use crate::vocab::step::{Action, Change, Planned, Step};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -107,18 +108,6 @@ impl StackState {
     pub fn env_path(&self) -> String {
         format!("{}/.env", self.dir)
     }
-
-    pub(crate) fn contents(&self) -> Vec<&Content> {
-        self.compose.iter().chain(self.env.iter()).collect()
-    }
-
-    pub(crate) fn paths(&self) -> Vec<String> {
-        let mut p = vec![self.compose_path()];
-        if self.env.is_some() {
-            p.push(self.env_path());
-        }
-        p
-    }
 }
 
 /// Renders `.env` text; sensitive when any value is a secret.
@@ -186,12 +175,29 @@ fn env_quote(v: &str) -> String {
     }
 }
 
-impl ComposeStackSpec {
-    pub(crate) fn default_name(&self) -> Option<String> {
+/// Service names declared in a compose file (its top-level `services` keys).
+pub fn compose_services(content: &Content) -> Vec<String> {
+    let Ok(text) = std::str::from_utf8(content.bytes()) else {
+        return Vec::new();
+    };
+    crate::yaml::parse_single(text)
+        .ok()
+        .and_then(|root| {
+            root.get("services").and_then(|s| s.as_map()).map(|m| {
+                m.iter()
+                    .filter_map(|(k, _)| k.as_str().map(str::to_string))
+                    .collect()
+            })
+        })
+        .unwrap_or_default()
+}
+
+impl Kind for ComposeStackSpec {
+    fn default_name(&self) -> Option<String> {
         None
     }
 
-    pub(crate) fn check(&self, cx: &mut CheckCx) {
+    fn check(&self, cx: &mut CheckCx) {
         let name = cx.manifest.name.clone();
         let ok = name
             .bytes()
@@ -237,7 +243,7 @@ impl ComposeStackSpec {
         }
     }
 
-    pub(crate) fn render(&self, m: &Manifest, cx: &mut HostCx) -> Result<Vec<Desired>, Diagnostic> {
+    fn render(&self, m: &Manifest, cx: &mut HostCx) -> Result<Vec<Desired>, Diagnostic> {
         let (compose, env) = if self.state == Presence::Present {
             let src = content_source(&self.content, &self.template, &self.source)
                 .map_err(|msg| m.error("", msg))?;
@@ -269,24 +275,42 @@ impl ComposeStackSpec {
     }
 }
 
-/// Service names declared in a compose file (its top-level `services` keys).
-pub fn compose_services(content: &Content) -> Vec<String> {
-    let Ok(text) = std::str::from_utf8(content.bytes()) else {
-        return Vec::new();
-    };
-    crate::yaml::parse_single(text)
-        .ok()
-        .and_then(|root| {
-            root.get("services").and_then(|s| s.as_map()).map(|m| {
-                m.iter()
-                    .filter_map(|(k, _)| k.as_str().map(str::to_string))
-                    .collect()
-            })
-        })
-        .unwrap_or_default()
-}
+impl Primitive for StackState {
+    fn shell() -> &'static str {
+        include_str!("compose_stack.sh")
+    }
 
-impl Converge for StackState {
+    fn facts() -> (&'static str, &'static [&'static str]) {
+        ("pl_compose_flavor\n", &["compose"])
+    }
+
+    /// Taken down, its files removed.
+    fn prune(m: &Managed, cx: &PlanCx) -> Vec<Step> {
+        let dir = m.stack_dir.clone().unwrap_or_default();
+        // Without a compose tool the step fails and says so: containers are not left running
+        // by a silent skip.
+        let flavor = cx.compose().unwrap_or("none");
+        let mut v = vec![compose_step(flavor, &m.name, &dir, &["down"])];
+        v.extend(super::fs::remove_paths(m));
+        v
+    }
+
+    fn remember(&self, m: &mut Managed) {
+        m.stack_dir = Some(self.dir.clone());
+    }
+
+    fn contents(&self) -> Vec<&Content> {
+        self.compose.iter().chain(self.env.iter()).collect()
+    }
+
+    fn paths(&self) -> Vec<String> {
+        let mut p = vec![self.compose_path()];
+        if self.env.is_some() {
+            p.push(self.env_path());
+        }
+        p
+    }
+
     fn probe(&self, index: usize, out: &mut String) {
         out.push_str(&format!(
             "pl_path {index}.compose {}\npl_path {index}.env {}\npl_stack_ps {index} {}\n",
@@ -319,7 +343,7 @@ impl Converge for StackState {
             .collect();
         let no_docker =
             actual.get("ps").and_then(|f| f.first()).map(String::as_str) == Some("no-docker");
-        let Some(_) = cx.compose() else {
+        let Some(flavor) = cx.compose() else {
             if self.state == Presence::Present || !containers.is_empty() {
                 p.error =
                     Some("neither `docker compose` nor `docker-compose` works on this host".into());
@@ -338,10 +362,8 @@ impl Converge for StackState {
                     )),
                     Some("down".into()),
                 ));
-                p.steps.push(Step::StackDown {
-                    project: self.project.clone(),
-                    dir: self.dir.clone(),
-                });
+                p.steps
+                    .push(compose_step(flavor, &self.project, &self.dir, &["down"]));
                 for (path, state) in [
                     (self.compose_path(), &compose_file),
                     (self.env_path(), &env_file),
@@ -424,19 +446,32 @@ impl Converge for StackState {
             ));
         }
         if files_changed || !not_running.is_empty() {
-            p.steps.push(Step::StackUp {
-                project: self.project.clone(),
-                dir: self.dir.clone(),
-            });
+            p.steps.push(compose_step(
+                flavor,
+                &self.project,
+                &self.dir,
+                &["up", "-d", "--remove-orphans"],
+            ));
         }
         p
     }
 
-    fn refresh(&self, _cx: &PlanCx) -> Vec<Step> {
-        vec![Step::StackRestart {
-            project: self.project.clone(),
-            dir: self.dir.clone(),
-            services: self.restart_on_notify.clone(),
-        }]
+    fn refresh(&self, cx: &PlanCx) -> Vec<Step> {
+        let flavor = cx.compose().unwrap_or("none");
+        let mut args = vec!["restart"];
+        args.extend(self.restart_on_notify.iter().map(String::as_str));
+        vec![compose_step(flavor, &self.project, &self.dir, &args)]
     }
+}
+
+/// `docker compose -p PROJECT ARGS` in the stack's folder, with the tool the host has.
+fn compose_step(flavor: &str, project: &str, dir: &str, args: &[&str]) -> Step {
+    let mut argv = vec![
+        "pl_compose".to_string(),
+        flavor.to_string(),
+        project.to_string(),
+        dir.to_string(),
+    ];
+    argv.extend(args.iter().map(|a| a.to_string()));
+    Step::exec(argv)
 }

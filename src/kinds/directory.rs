@@ -1,6 +1,6 @@
 //! `Directory`: a folder with owner, group and mode.
 
-use super::{CheckCx, Converge, PrimitiveSpec, desired};
+use super::{CheckCx, Kind, Primitive, PrimitiveSpec, desired};
 use crate::diag::Diagnostic;
 use crate::model::desired::{Content, Desired};
 use crate::model::manifest::Manifest;
@@ -9,6 +9,7 @@ use crate::render::HostCx;
 use crate::shell::quote;
 use crate::vocab::cx::PlanCx;
 use crate::vocab::records::{PathState, Records, parse_path};
+use crate::vocab::state::Managed;
 use crate::vocab::step::{Action, Change, Planned, Step};
 use serde::{Deserialize, Serialize};
 
@@ -40,18 +41,18 @@ fn dir_mode() -> FileMode {
     FileMode(0o755)
 }
 
-impl DirectorySpec {
-    pub(crate) fn default_name(&self) -> Option<String> {
+impl Kind for DirectorySpec {
+    fn default_name(&self) -> Option<String> {
         Some(self.path.clone())
     }
 
-    pub(crate) fn check(&self, cx: &mut CheckCx) {
+    fn check(&self, cx: &mut CheckCx) {
         cx.abs_path("path", &self.path, &[]);
         cx.account("owner", &self.owner);
         cx.account("group", &self.group);
     }
 
-    pub(crate) fn render(&self, m: &Manifest, cx: &mut HostCx) -> Result<Vec<Desired>, Diagnostic> {
+    fn render(&self, m: &Manifest, cx: &mut HostCx) -> Result<Vec<Desired>, Diagnostic> {
         Ok(vec![desired(
             m,
             cx,
@@ -59,17 +60,33 @@ impl DirectorySpec {
             PrimitiveSpec::Directory(self.clone()),
         )])
     }
+}
 
-    pub(crate) fn contents(&self) -> Vec<&Content> {
+impl Primitive for DirectorySpec {
+    fn shell() -> &'static str {
+        ""
+    }
+
+    fn prune(m: &Managed, _cx: &PlanCx) -> Vec<Step> {
+        // Removed only when empty: what others put there stays.
+        m.paths
+            .iter()
+            .map(|p| Step::RemoveDir { path: p.clone() })
+            .collect()
+    }
+
+    fn remember(&self, m: &mut Managed) {
+        m.is_dir = true;
+    }
+
+    fn contents(&self) -> Vec<&Content> {
         Vec::new()
     }
 
-    pub(crate) fn paths(&self) -> Vec<String> {
+    fn paths(&self) -> Vec<String> {
         vec![self.path.clone()]
     }
-}
 
-impl Converge for DirectorySpec {
     fn owner(&self) -> Option<&str> {
         Some(&self.owner)
     }

@@ -1,17 +1,18 @@
 //! `File`: a file with content from inline text, a Tera template, or a file of the repo.
 
+use super::fs::converge_file;
 use super::{
-    CheckCx, Converge, PrimitiveSpec, check_content, content_source, desired, render_content,
+    CheckCx, Kind, Primitive, PrimitiveSpec, check_content, content_source, desired, render_content,
 };
 use crate::diag::Diagnostic;
 use crate::model::desired::{Content, Desired};
 use crate::model::manifest::Manifest;
 use crate::model::values::{FileMode, Presence};
-use crate::plan::converge_file;
 use crate::render::HostCx;
 use crate::shell::quote;
 use crate::vocab::cx::PlanCx;
 use crate::vocab::records::{PathState, Records, parse_path};
+use crate::vocab::state::Managed;
 use crate::vocab::step::{Action, Change, Planned, Step};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -91,22 +92,14 @@ impl FileState {
             content: Some(content),
         }
     }
-
-    pub(crate) fn contents(&self) -> Vec<&Content> {
-        self.content.iter().collect()
-    }
-
-    pub(crate) fn paths(&self) -> Vec<String> {
-        vec![self.path.clone()]
-    }
 }
 
-impl FileSpec {
-    pub(crate) fn default_name(&self) -> Option<String> {
+impl Kind for FileSpec {
+    fn default_name(&self) -> Option<String> {
         Some(self.path.clone())
     }
 
-    pub(crate) fn check(&self, cx: &mut CheckCx) {
+    fn check(&self, cx: &mut CheckCx) {
         cx.abs_path("path", &self.path, &[]);
         cx.account("owner", &self.owner);
         cx.account("group", &self.group);
@@ -119,7 +112,7 @@ impl FileSpec {
         );
     }
 
-    pub(crate) fn render(&self, m: &Manifest, cx: &mut HostCx) -> Result<Vec<Desired>, Diagnostic> {
+    fn render(&self, m: &Manifest, cx: &mut HostCx) -> Result<Vec<Desired>, Diagnostic> {
         let content = if self.state == Presence::Absent {
             None
         } else {
@@ -147,7 +140,23 @@ impl FileSpec {
     }
 }
 
-impl Converge for FileState {
+impl Primitive for FileState {
+    fn shell() -> &'static str {
+        ""
+    }
+
+    fn prune(m: &Managed, _cx: &PlanCx) -> Vec<Step> {
+        super::fs::remove_paths(m)
+    }
+
+    fn contents(&self) -> Vec<&Content> {
+        self.content.iter().collect()
+    }
+
+    fn paths(&self) -> Vec<String> {
+        vec![self.path.clone()]
+    }
+
     fn owner(&self) -> Option<&str> {
         Some(&self.owner)
     }

@@ -1,6 +1,6 @@
 //! `Group`: an OS group, with its gid pinned when given.
 
-use super::{CheckCx, Converge, PrimitiveSpec, desired};
+use super::{CheckCx, Kind, Primitive, PrimitiveSpec, desired};
 use crate::diag::Diagnostic;
 use crate::model::desired::{Content, Desired};
 use crate::model::manifest::Manifest;
@@ -9,6 +9,7 @@ use crate::render::HostCx;
 use crate::shell::quote;
 use crate::vocab::cx::PlanCx;
 use crate::vocab::records::Records;
+use crate::vocab::state::Managed;
 use crate::vocab::step::{Action, Change, Planned, Step};
 use serde::{Deserialize, Serialize};
 
@@ -33,42 +34,6 @@ pub struct GroupSpec {
     pub state: Presence,
 }
 
-impl GroupSpec {
-    pub(crate) fn default_name(&self) -> Option<String> {
-        None
-    }
-
-    pub(crate) fn check(&self, cx: &mut CheckCx) {
-        if !is_valid_account_name(&cx.manifest.name) {
-            let name = cx.manifest.name.clone();
-            cx.error(
-                "name",
-                format!("`{name}` is not a valid group name"),
-                Some("use lowercase letters, digits, `_` and `-`, starting with a letter".into()),
-            );
-        }
-    }
-
-    pub(crate) fn render(&self, m: &Manifest, cx: &mut HostCx) -> Result<Vec<Desired>, Diagnostic> {
-        let mut spec = self.clone();
-        spec.group = m.name.clone();
-        Ok(vec![desired(
-            m,
-            cx,
-            m.name.clone(),
-            PrimitiveSpec::Group(spec),
-        )])
-    }
-
-    pub(crate) fn contents(&self) -> Vec<&Content> {
-        Vec::new()
-    }
-
-    pub(crate) fn paths(&self) -> Vec<String> {
-        Vec::new()
-    }
-}
-
 /// A parsed `getent group` line.
 pub fn parse_group_entry(line: &str) -> Option<(String, u32, Vec<String>)> {
     let f: Vec<&str> = line.split(':').collect();
@@ -83,7 +48,56 @@ pub fn parse_group_entry(line: &str) -> Option<(String, u32, Vec<String>)> {
     Some((f[0].to_string(), f[2].parse().ok()?, members))
 }
 
-impl Converge for GroupSpec {
+impl Kind for GroupSpec {
+    fn default_name(&self) -> Option<String> {
+        None
+    }
+
+    fn check(&self, cx: &mut CheckCx) {
+        if !is_valid_account_name(&cx.manifest.name) {
+            let name = cx.manifest.name.clone();
+            cx.error(
+                "name",
+                format!("`{name}` is not a valid group name"),
+                Some("use lowercase letters, digits, `_` and `-`, starting with a letter".into()),
+            );
+        }
+    }
+
+    fn render(&self, m: &Manifest, cx: &mut HostCx) -> Result<Vec<Desired>, Diagnostic> {
+        let mut spec = self.clone();
+        spec.group = m.name.clone();
+        Ok(vec![desired(
+            m,
+            cx,
+            m.name.clone(),
+            PrimitiveSpec::Group(spec),
+        )])
+    }
+}
+
+impl Primitive for GroupSpec {
+    fn shell() -> &'static str {
+        include_str!("group.sh")
+    }
+
+    /// Groups go only with `--prune-users`.
+    fn prune(m: &Managed, cx: &PlanCx) -> Vec<Step> {
+        if cx.prune_users {
+            vec![del_step(&m.name)]
+        } else {
+            Vec::new()
+        }
+    }
+
+    fn contents(&self) -> Vec<&Content> {
+        Vec::new()
+    }
+
+    fn paths(&self) -> Vec<String> {
+        Vec::new()
+    }
+
     fn probe(&self, index: usize, out: &mut String) {
         out.push_str(&format!("pl_group {index} {}\n", quote(&self.group)));
     }
@@ -103,11 +117,7 @@ impl Converge for GroupSpec {
                         None => self.group.clone(),
                     }),
                 ));
-                p.steps.push(Step::GroupAdd {
-                    name: self.group.clone(),
-                    gid: self.gid,
-                    system: self.system,
-                });
+                p.steps.push(self.add_step());
             }
             (Presence::Present, true) => {
                 let entry = rec
@@ -126,12 +136,18 @@ impl Converge for GroupSpec {
                             Some(gid.to_string()),
                             Some(want.to_string()),
                         ));
-                        p.steps.push(Step::GroupRenumber {
-                            name: self.group.clone(),
-                            old: gid,
-                            new: want,
-                            reown: true,
-                        });
+                        p.steps.push(Step::exec([
+                            "groupmod".to_string(),
+                            "-g".into(),
+                            want.to_string(),
+                            "--".into(),
+                            self.group.clone(),
+                        ]));
+                        p.steps.push(Step::exec([
+                            "pl_reown_gid".to_string(),
+                            gid.to_string(),
+                            want.to_string(),
+                        ]));
                     } else {
                         p.error = Some(format!(
                             "group `{}` exists with gid {gid}, but the manifest pins gid {want}; set `allow_renumber: true` to change it (its files are re-owned), or change the manifest",
@@ -144,12 +160,28 @@ impl Converge for GroupSpec {
                 p.action = Some(Action::Delete);
                 p.changes
                     .push(Change::new("group", Some(self.group.clone()), None));
-                p.steps.push(Step::GroupDel {
-                    name: self.group.clone(),
-                });
+                p.steps.push(del_step(&self.group));
             }
             (Presence::Absent, false) => {}
         }
         p
     }
+}
+
+impl GroupSpec {
+    /// `groupadd`, with the pinned gid (or as a system group).
+    fn add_step(&self) -> Step {
+        let mut argv = vec!["groupadd".to_string()];
+        if let Some(g) = self.gid {
+            argv.extend(["-g".into(), g.to_string()]);
+        } else if self.system {
+            argv.push("-r".into());
+        }
+        argv.extend(["--".into(), self.group.clone()]);
+        Step::exec(argv)
+    }
+}
+
+fn del_step(name: &str) -> Step {
+    Step::exec(["groupdel", "--", name])
 }

@@ -10,6 +10,7 @@ pub mod command;
 pub mod compose_stack;
 pub mod directory;
 pub mod file;
+pub mod fs;
 pub mod group;
 pub mod package;
 pub mod postgres_cluster;
@@ -26,6 +27,10 @@ use crate::model::inventory::Inventory;
 use crate::model::manifest::{COMMON_FIELDS, Manifest};
 use crate::model::text::TextClass;
 use crate::render::HostCx;
+use crate::vocab::cx::PlanCx;
+use crate::vocab::records::Records;
+use crate::vocab::state::Managed;
+use crate::vocab::step::{Planned, Step};
 use crate::yaml::{self, Node};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
@@ -322,39 +327,18 @@ macro_rules! kinds {
         }
 
         impl Spec {
-            /// A name derived from the fields when `name:` is omitted (paths for files).
-            pub fn default_name(&self) -> Option<String> {
+            /// The contract of this manifest's kind.
+            pub fn kind(&self) -> &dyn Kind {
                 match self {
-                    $(Spec::$pk(s) => s.default_name(),)*
-                    $(Spec::$ck(_) => None,)*
-                }
-            }
-
-            /// False for kinds that live on the controller only.
-            pub fn needs_hosts(&self) -> bool {
-                !matches!(self, Spec::CertificateAuthority(_))
-            }
-
-            /// Validates the fields against the repo.
-            pub fn check(&self, cx: &mut CheckCx) {
-                match self {
-                    $(Spec::$pk(s) => s.check(cx),)*
-                    $(Spec::$ck(s) => s.check(cx),)*
-                }
-            }
-
-            /// Expands into the desired state of one host.
-            pub fn render(&self, m: &Manifest, cx: &mut HostCx) -> Result<Vec<Desired>, Diagnostic> {
-                match self {
-                    $(Spec::$pk(s) => s.render(m, cx),)*
-                    $(Spec::$ck(s) => s.render(m, cx),)*
+                    $(Spec::$pk(s) => s,)*
+                    $(Spec::$ck(s) => s,)*
                 }
             }
         }
 
         impl PrimitiveSpec {
             /// How this resource is probed, planned and refreshed.
-            pub fn engine(&self) -> &dyn Converge {
+            pub fn engine(&self) -> &dyn Primitive {
                 match self {
                     $(PrimitiveSpec::$pk(s) => s,)*
                 }
@@ -374,23 +358,52 @@ macro_rules! kinds {
                 }
             }
 
-            /// The contents this resource writes (for sensitivity checks and hashing).
-            pub fn contents(&self) -> Vec<&Content> {
+            /// The kind's shell fragment (functions its probe records and steps call).
+            pub fn shell(&self) -> &'static str {
                 match self {
-                    $(PrimitiveSpec::$pk(s) => s.contents(),)*
+                    $(PrimitiveSpec::$pk(_) => <$pmod::$pstate as Primitive>::shell(),)*
                 }
             }
 
-            /// Absolute paths this resource writes on the host (two resources may not share one).
+            /// The contents this resource writes.
+            pub fn contents(&self) -> Vec<&Content> {
+                self.engine().contents()
+            }
+
+            /// Absolute paths this resource writes on the host.
             pub fn paths(&self) -> Vec<String> {
+                self.engine().paths()
+            }
+
+            /// Probe lines run once per host that has this kind (its host facts).
+            pub fn facts(&self) -> &'static str {
                 match self {
-                    $(PrimitiveSpec::$pk(s) => s.paths(),)*
+                    $(PrimitiveSpec::$pk(_) => <$pmod::$pstate as Primitive>::facts().0,)*
                 }
+            }
+        }
+
+        /// The host facts every kind's probe lines may print (see [`Primitive::facts`]).
+        pub fn fact_keys() -> Vec<&'static str> {
+            let mut keys = Vec::new();
+            $(keys.extend_from_slice(<$pmod::$pstate as Primitive>::facts().1);)*
+            keys
+        }
+
+        /// Steps that remove a resource of kind `m.kind` that left the repo (see
+        /// [`Primitive::prune`]); None for a kind this plumb does not know (a state file written
+        /// by another version): nothing is removed then.
+        pub fn prune_steps(m: &Managed, cx: &PlanCx) -> Option<Vec<Step>> {
+            match m.kind.as_str() {
+                $(stringify!($pk) => Some(<$pmod::$pstate as Primitive>::prune(m, cx)),)*
+                _ => None,
             }
         }
     };
 }
 
+// The one list of kinds. A primitive's rank is its apply order (equal ranks are staged and
+// applied together); adding a kind is its module (and shell fragment) plus one line here.
 kinds! {
     primitives {
         Package => package::PackageSpec / PackageSpec, rank 0;
@@ -411,10 +424,52 @@ kinds! {
     }
 }
 
-/// How a primitive kind converges on a host: the probe fragment it adds to the host's probe
-/// script, the planning of its records into steps, and what it does when notified. Each
-/// primitive's module implements it next to its model.
-pub trait Converge {
+/// What every kind is: manifest fields that validate against the repo and render into the
+/// desired state of a host (primitives render into themselves; composites expand).
+pub trait Kind {
+    /// Validates the fields against the repo.
+    fn check(&self, cx: &mut CheckCx);
+
+    /// Expands into the desired state of one host.
+    fn render(&self, m: &Manifest, cx: &mut HostCx) -> Result<Vec<Desired>, Diagnostic>;
+
+    /// A name derived from the fields when `name:` is omitted (paths for files).
+    fn default_name(&self) -> Option<String> {
+        None
+    }
+
+    /// False for kinds that live on the controller only.
+    fn needs_hosts(&self) -> bool {
+        true
+    }
+}
+
+/// How a primitive converges on a host: the records its probe fragment prints, the planning of
+/// those records into steps, what it does when notified, and how it is removed once it leaves
+/// the repo. Its shell (the functions its probe lines and steps call) is its own `.sh` file,
+/// beside its module. Forgetting a required piece is a compile error, not a silent no-op.
+pub trait Primitive {
+    /// The kind's shell fragment (may be empty for kinds that use only the generic records
+    /// and file steps).
+    fn shell() -> &'static str
+    where
+        Self: Sized;
+
+    /// Probe lines run once per host that has this kind, and the host facts (`H` records)
+    /// they print.
+    fn facts() -> (&'static str, &'static [&'static str])
+    where
+        Self: Sized,
+    {
+        ("", &[])
+    }
+
+    /// Steps that remove a resource of this kind that left the repo, from what the host state
+    /// recorded of it (an empty list: nothing is undone, e.g. packages and commands).
+    fn prune(m: &Managed, cx: &PlanCx) -> Vec<Step>
+    where
+        Self: Sized;
+
     /// Appends shell that prints this resource's records, tagged with `index`.
     fn probe(&self, index: usize, out: &mut String);
 
@@ -424,22 +479,17 @@ pub trait Converge {
         &[""]
     }
 
-    /// Appends shell that prints exactly the records named by [`Converge::cas_keys`], in probe
-    /// order (default: the whole probe).
+    /// Appends shell that prints exactly the records named by [`Primitive::cas_keys`], in
+    /// probe order (default: the whole probe).
     fn cas_probe(&self, index: usize, out: &mut String) {
         self.probe(index, out)
     }
 
     /// Decides the steps from the actual records.
-    fn plan(
-        &self,
-        index: usize,
-        actual: crate::vocab::records::Records,
-        cx: &crate::vocab::cx::PlanCx,
-    ) -> crate::vocab::step::Planned;
+    fn plan(&self, index: usize, actual: Records, cx: &PlanCx) -> Planned;
 
     /// Steps run when a resource that notifies this one changed.
-    fn refresh(&self, _cx: &crate::vocab::cx::PlanCx) -> Vec<crate::vocab::step::Step> {
+    fn refresh(&self, _cx: &PlanCx) -> Vec<Step> {
         Vec::new()
     }
 
@@ -450,6 +500,41 @@ pub trait Converge {
     fn owner(&self) -> Option<&str> {
         None
     }
+
+    /// The contents this resource writes (for sensitivity checks and hashing).
+    fn contents(&self) -> Vec<&Content>;
+
+    /// Absolute paths this resource writes on the host (two resources may not share one).
+    fn paths(&self) -> Vec<String>;
+
+    /// Fills in what the host state must remember to remove this resource later, besides its
+    /// kind, name and paths (a unit's name, a stack's folder).
+    fn remember(&self, _m: &mut Managed) {}
+}
+
+/// The shell fragments of the kinds among `specs`, each once, in registry order: what a probe
+/// or apply script for those resources needs besides the generic libraries.
+pub fn shells<'a>(specs: impl IntoIterator<Item = &'a PrimitiveSpec>) -> String {
+    let mut seen = std::collections::BTreeSet::new();
+    let mut out = String::new();
+    for s in specs {
+        if seen.insert(s.kind()) {
+            out.push_str(s.shell());
+        }
+    }
+    out
+}
+
+/// The host-fact probe lines of the kinds among `specs`, each once.
+pub fn facts<'a>(specs: impl IntoIterator<Item = &'a PrimitiveSpec>) -> String {
+    let mut seen = std::collections::BTreeSet::new();
+    let mut out = String::new();
+    for s in specs {
+        if seen.insert(s.kind()) {
+            out.push_str(s.facts());
+        }
+    }
+    out
 }
 
 /// Builds a desired item for a manifest with its common fields.

@@ -1,6 +1,6 @@
 //! `Package`: OS packages installed (or removed) with the VM's package manager (apt or dnf).
 
-use super::{CheckCx, Converge, PrimitiveSpec, desired};
+use super::{CheckCx, Kind, Primitive, PrimitiveSpec, desired};
 use crate::diag::Diagnostic;
 use crate::model::desired::{Content, Desired};
 use crate::model::manifest::Manifest;
@@ -9,6 +9,7 @@ use crate::render::HostCx;
 use crate::shell::quote;
 use crate::vocab::cx::PlanCx;
 use crate::vocab::records::Records;
+use crate::vocab::state::Managed;
 use crate::vocab::step::{Action, Change, Planned, Step};
 use serde::{Deserialize, Serialize};
 
@@ -37,44 +38,6 @@ pub struct PackageSpec {
     /// Package manager.
     #[serde(default)]
     pub manager: PackageManager,
-}
-
-impl PackageSpec {
-    pub(crate) fn default_name(&self) -> Option<String> {
-        None
-    }
-
-    pub(crate) fn check(&self, cx: &mut CheckCx) {
-        if self.packages.is_empty() {
-            cx.error("packages", "list at least one package", None);
-        }
-        for (i, p) in self.packages.iter().enumerate() {
-            if !is_valid_package(p) {
-                cx.error(
-                    &format!("packages[{i}]"),
-                    format!("`{p}` is not a package name"),
-                    Some("a package name starts with a letter or digit and uses letters, digits and . + - _ (Debian and RPM names), optionally `:ARCH` and `=VERSION` (a version starts with a digit); nothing may start with `-`, which apt and dnf would read as an option".into()),
-                );
-            }
-        }
-    }
-
-    pub(crate) fn render(&self, m: &Manifest, cx: &mut HostCx) -> Result<Vec<Desired>, Diagnostic> {
-        Ok(vec![desired(
-            m,
-            cx,
-            m.name.clone(),
-            PrimitiveSpec::Package(self.clone()),
-        )])
-    }
-
-    pub(crate) fn contents(&self) -> Vec<&Content> {
-        Vec::new()
-    }
-
-    pub(crate) fn paths(&self) -> Vec<String> {
-        Vec::new()
-    }
 }
 
 /// True for `NAME[:ARCH][=VERSION]` where NAME follows the Debian and RPM grammars (a letter or
@@ -111,7 +74,55 @@ pub fn is_valid_package(spec: &str) -> bool {
     name_ok && arch_ok && version_ok
 }
 
-impl Converge for PackageSpec {
+impl Kind for PackageSpec {
+    fn default_name(&self) -> Option<String> {
+        None
+    }
+
+    fn check(&self, cx: &mut CheckCx) {
+        if self.packages.is_empty() {
+            cx.error("packages", "list at least one package", None);
+        }
+        for (i, p) in self.packages.iter().enumerate() {
+            if !is_valid_package(p) {
+                cx.error(
+                    &format!("packages[{i}]"),
+                    format!("`{p}` is not a package name"),
+                    Some("a package name starts with a letter or digit and uses letters, digits and . + - _ (Debian and RPM names), optionally `:ARCH` and `=VERSION` (a version starts with a digit); nothing may start with `-`, which apt and dnf would read as an option".into()),
+                );
+            }
+        }
+    }
+
+    fn render(&self, m: &Manifest, cx: &mut HostCx) -> Result<Vec<Desired>, Diagnostic> {
+        Ok(vec![desired(
+            m,
+            cx,
+            m.name.clone(),
+            PrimitiveSpec::Package(self.clone()),
+        )])
+    }
+}
+
+impl Primitive for PackageSpec {
+    fn shell() -> &'static str {
+        include_str!("package.sh")
+    }
+
+    /// Packages that left the repo stay installed: removing them could take what other
+    /// software needs.
+    fn prune(_m: &Managed, _cx: &PlanCx) -> Vec<Step> {
+        Vec::new()
+    }
+
+    fn contents(&self) -> Vec<&Content> {
+        Vec::new()
+    }
+
+    fn paths(&self) -> Vec<String> {
+        Vec::new()
+    }
+
     fn probe(&self, index: usize, out: &mut String) {
         out.push_str(&format!("pl_pkg {index}"));
         for p in &self.packages {
@@ -160,10 +171,9 @@ impl Converge for PackageSpec {
                     p.changes
                         .push(Change::new("package", None, Some(m.clone())));
                 }
-                p.steps.push(Step::PkgInstall {
-                    manager: manager.to_string(),
-                    packages: missing,
-                });
+                let mut argv = vec!["pl_pkg_install".to_string(), manager.to_string()];
+                argv.extend(missing);
+                p.steps.push(Step::exec(argv));
             }
             Presence::Absent if !installed.is_empty() => {
                 p.action = Some(Action::Delete);
@@ -171,10 +181,9 @@ impl Converge for PackageSpec {
                     p.changes
                         .push(Change::new("package", Some(m.clone()), None));
                 }
-                p.steps.push(Step::PkgRemove {
-                    manager: manager.to_string(),
-                    packages: installed,
-                });
+                let mut argv = vec!["pl_pkg_remove".to_string(), manager.to_string()];
+                argv.extend(installed);
+                p.steps.push(Step::exec(argv));
             }
             _ => {}
         }

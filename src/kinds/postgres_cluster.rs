@@ -22,7 +22,7 @@ use super::file::FileState;
 use super::group::GroupSpec;
 use super::systemd_unit::UnitState;
 use super::user::UserSpec;
-use super::{CheckCx, PrimitiveSpec, Spec};
+use super::{CheckCx, Kind, PrimitiveSpec, Spec};
 use crate::diag::Diagnostic;
 use crate::model::desired::{Content, Desired};
 use crate::model::inventory::{Host, Inventory};
@@ -808,8 +808,191 @@ impl PostgresClusterSpec {
         }
         (local, dcs)
     }
+}
 
-    pub(crate) fn check(&self, cx: &mut CheckCx) {
+/// "unknown CertificateAuthority", the same from validation and from rendering.
+pub(crate) fn unknown_ca(m: &Manifest, ca: &str, known: &[&str]) -> Diagnostic {
+    m.error("tls.ca", format!("unknown CertificateAuthority `{ca}`"))
+        .with_hint(if known.is_empty() {
+            format!(
+                "declare a CertificateAuthority named `{ca}` and create it with `plumb certs init-ca {ca}`"
+            )
+        } else {
+            format!("known CAs: {}", known.join(", "))
+        })
+}
+
+/// "unknown BackupRepo", the same from validation and from rendering.
+pub(crate) fn unknown_backup_repo(m: &Manifest, name: &str, known: &[&str]) -> Diagnostic {
+    m.error("backup.repo", format!("unknown BackupRepo `{name}`"))
+        .with_hint(if known.is_empty() {
+            "declare a BackupRepo manifest, or remove `backup`".to_string()
+        } else {
+            format!("known BackupRepos: {}", known.join(", "))
+        })
+}
+
+/// A BackupRepo must select exactly one host.
+pub(crate) fn repo_host_count(rm: &Manifest, hosts: &[&Host]) -> Diagnostic {
+    let names: Vec<&str> = hosts.iter().map(|h| h.name.as_str()).collect();
+    rm.error(
+        "hosts",
+        format!(
+            "a BackupRepo lands on exactly one host; this one selects {}",
+            if names.is_empty() {
+                "none".to_string()
+            } else {
+                names.join(", ")
+            }
+        ),
+    )
+    .with_hint("write `hosts: host:NAME`")
+}
+
+/// The image of a cluster or repository on a host.
+pub(crate) fn image_for(image: &Option<String>, host: &Host, version: u32) -> String {
+    image
+        .clone()
+        .or_else(|| {
+            host.vars
+                .get("postgres_image")
+                .and_then(Value::as_str)
+                .map(str::to_string)
+        })
+        .unwrap_or_else(|| format!("plumb-lab/postgres-ha:{version}"))
+}
+
+/// The host var `cluster_network`, checked.
+fn network_var(m: &Manifest, h: &Host) -> Result<String, Diagnostic> {
+    let hint = "set `network:` on the cluster, or the var `cluster_network` (a CIDR such as 192.168.150.0/24) in the inventory";
+    match h.vars.get("cluster_network") {
+        Some(Value::String(s)) => match check_cidr(s) {
+            Ok(()) => Ok(s.clone()),
+            Err(msg) => Err(m
+                .error("network", format!("var `cluster_network`: {msg}"))
+                .with_hint(hint)),
+        },
+        _ => Err(m
+            .error(
+                "network",
+                "no `network` on the cluster and no var `cluster_network` for its hosts",
+            )
+            .with_hint(hint)),
+    }
+}
+
+/// A host's pgBackRest certificate: CN = inventory name, SANs = the name and the address. The
+/// address is a DNS SAN too, because pgBackRest (2.45 in Debian bookworm) matches the host it
+/// connects to against DNS SANs and the CN only, never IP SANs.
+pub(crate) fn certificate(
+    cx: &HostCx,
+    m: &Manifest,
+    host: &Host,
+    tls: &TlsSettings,
+    (cert, key, ca): (&str, &str, &str),
+    os: &OsAccount,
+) -> Result<CertificateState, Diagnostic> {
+    let ca_certificate = cx.ca_certificate(&tls.ca).map_err(|_| {
+        let known: Vec<&str> = cx
+            .repo()
+            .ca_certificates
+            .keys()
+            .map(String::as_str)
+            .collect();
+        unknown_ca(m, &tls.ca, &known)
+    })?;
+    let mut dns_names = vec![host.name.clone()];
+    if host.address != host.name {
+        dns_names.push(host.address.clone());
+    }
+    Ok(CertificateState {
+        ca: tls.ca.clone(),
+        ca_certificate,
+        common_name: host.name.clone(),
+        dns_names,
+        ip_addresses: host
+            .address
+            .parse::<IpAddr>()
+            .map(|a| vec![a.to_string()])
+            .unwrap_or_default(),
+        cert_path: cert.to_string(),
+        key_path: key.to_string(),
+        ca_path: Some(ca.to_string()),
+        owner: os.name.clone(),
+        group: os.name.clone(),
+        key_mode: FileMode(0o600),
+        cert_mode: FileMode(0o644),
+        validity: tls.validity,
+        renew_before: tls.renew_before,
+        key_algorithm: KeyAlgorithm::EcdsaP256,
+    })
+}
+
+/// The resources a composite expands into on one host.
+pub(crate) struct Expansion<'m> {
+    m: &'m Manifest,
+    /// The items, in expansion order.
+    pub items: Vec<Desired>,
+}
+
+impl<'m> Expansion<'m> {
+    pub(crate) fn new(m: &'m Manifest) -> Self {
+        Expansion {
+            m,
+            items: Vec::new(),
+        }
+    }
+
+    /// Adds an item with its own notify list.
+    pub(crate) fn push(
+        &mut self,
+        cx: &HostCx,
+        name: String,
+        spec: PrimitiveSpec,
+        notify: Vec<ResourceRef>,
+    ) {
+        let mut d = super::desired(self.m, cx, name, spec);
+        d.notify = notify;
+        self.items.push(d);
+    }
+
+    /// The group and user the containers run as.
+    pub(crate) fn account(&mut self, cx: &HostCx, os: &OsAccount) {
+        self.push(
+            cx,
+            os.name.clone(),
+            PrimitiveSpec::Group(GroupSpec {
+                group: os.name.clone(),
+                gid: Some(os.gid),
+                system: false,
+                allow_renumber: false,
+                state: Presence::Present,
+            }),
+            vec![],
+        );
+        self.push(
+            cx,
+            os.name.clone(),
+            PrimitiveSpec::User(UserSpec {
+                user: os.name.clone(),
+                uid: Some(os.uid),
+                group: Some(os.name.clone()),
+                groups: os.groups.clone(),
+                home: Some(os.home.clone()),
+                shell: Some("/bin/bash".into()),
+                comment: None,
+                system: false,
+                create_home: true,
+                allow_renumber: false,
+                state: Presence::Present,
+            }),
+            vec![],
+        );
+    }
+}
+
+impl Kind for PostgresClusterSpec {
+    fn check(&self, cx: &mut CheckCx) {
         check_project_name(
             cx,
             "a Patroni scope, pgBackRest stanza and compose project name",
@@ -1117,7 +1300,7 @@ impl PostgresClusterSpec {
         }
     }
 
-    pub(crate) fn render(&self, m: &Manifest, cx: &mut HostCx) -> Result<Vec<Desired>, Diagnostic> {
+    fn render(&self, m: &Manifest, cx: &mut HostCx) -> Result<Vec<Desired>, Diagnostic> {
         cx.set_via(Some(format!("PostgresCluster/{}", m.name)));
         let host = cx.host();
         let model = self.model(m, cx.inventory());
@@ -1403,187 +1586,6 @@ impl PostgresClusterSpec {
             );
         }
         Ok(out.items)
-    }
-}
-
-/// "unknown CertificateAuthority", the same from validation and from rendering.
-pub(crate) fn unknown_ca(m: &Manifest, ca: &str, known: &[&str]) -> Diagnostic {
-    m.error("tls.ca", format!("unknown CertificateAuthority `{ca}`"))
-        .with_hint(if known.is_empty() {
-            format!(
-                "declare a CertificateAuthority named `{ca}` and create it with `plumb certs init-ca {ca}`"
-            )
-        } else {
-            format!("known CAs: {}", known.join(", "))
-        })
-}
-
-/// "unknown BackupRepo", the same from validation and from rendering.
-pub(crate) fn unknown_backup_repo(m: &Manifest, name: &str, known: &[&str]) -> Diagnostic {
-    m.error("backup.repo", format!("unknown BackupRepo `{name}`"))
-        .with_hint(if known.is_empty() {
-            "declare a BackupRepo manifest, or remove `backup`".to_string()
-        } else {
-            format!("known BackupRepos: {}", known.join(", "))
-        })
-}
-
-/// A BackupRepo must select exactly one host.
-pub(crate) fn repo_host_count(rm: &Manifest, hosts: &[&Host]) -> Diagnostic {
-    let names: Vec<&str> = hosts.iter().map(|h| h.name.as_str()).collect();
-    rm.error(
-        "hosts",
-        format!(
-            "a BackupRepo lands on exactly one host; this one selects {}",
-            if names.is_empty() {
-                "none".to_string()
-            } else {
-                names.join(", ")
-            }
-        ),
-    )
-    .with_hint("write `hosts: host:NAME`")
-}
-
-/// The image of a cluster or repository on a host.
-pub(crate) fn image_for(image: &Option<String>, host: &Host, version: u32) -> String {
-    image
-        .clone()
-        .or_else(|| {
-            host.vars
-                .get("postgres_image")
-                .and_then(Value::as_str)
-                .map(str::to_string)
-        })
-        .unwrap_or_else(|| format!("plumb-lab/postgres-ha:{version}"))
-}
-
-/// The host var `cluster_network`, checked.
-fn network_var(m: &Manifest, h: &Host) -> Result<String, Diagnostic> {
-    let hint = "set `network:` on the cluster, or the var `cluster_network` (a CIDR such as 192.168.150.0/24) in the inventory";
-    match h.vars.get("cluster_network") {
-        Some(Value::String(s)) => match check_cidr(s) {
-            Ok(()) => Ok(s.clone()),
-            Err(msg) => Err(m
-                .error("network", format!("var `cluster_network`: {msg}"))
-                .with_hint(hint)),
-        },
-        _ => Err(m
-            .error(
-                "network",
-                "no `network` on the cluster and no var `cluster_network` for its hosts",
-            )
-            .with_hint(hint)),
-    }
-}
-
-/// A host's pgBackRest certificate: CN = inventory name, SANs = the name and the address. The
-/// address is a DNS SAN too, because pgBackRest (2.45 in Debian bookworm) matches the host it
-/// connects to against DNS SANs and the CN only, never IP SANs.
-pub(crate) fn certificate(
-    cx: &HostCx,
-    m: &Manifest,
-    host: &Host,
-    tls: &TlsSettings,
-    (cert, key, ca): (&str, &str, &str),
-    os: &OsAccount,
-) -> Result<CertificateState, Diagnostic> {
-    let ca_certificate = cx.ca_certificate(&tls.ca).map_err(|_| {
-        let known: Vec<&str> = cx
-            .repo()
-            .ca_certificates
-            .keys()
-            .map(String::as_str)
-            .collect();
-        unknown_ca(m, &tls.ca, &known)
-    })?;
-    let mut dns_names = vec![host.name.clone()];
-    if host.address != host.name {
-        dns_names.push(host.address.clone());
-    }
-    Ok(CertificateState {
-        ca: tls.ca.clone(),
-        ca_certificate,
-        common_name: host.name.clone(),
-        dns_names,
-        ip_addresses: host
-            .address
-            .parse::<IpAddr>()
-            .map(|a| vec![a.to_string()])
-            .unwrap_or_default(),
-        cert_path: cert.to_string(),
-        key_path: key.to_string(),
-        ca_path: Some(ca.to_string()),
-        owner: os.name.clone(),
-        group: os.name.clone(),
-        key_mode: FileMode(0o600),
-        cert_mode: FileMode(0o644),
-        validity: tls.validity,
-        renew_before: tls.renew_before,
-        key_algorithm: KeyAlgorithm::EcdsaP256,
-    })
-}
-
-/// The resources a composite expands into on one host.
-pub(crate) struct Expansion<'m> {
-    m: &'m Manifest,
-    /// The items, in expansion order.
-    pub items: Vec<Desired>,
-}
-
-impl<'m> Expansion<'m> {
-    pub(crate) fn new(m: &'m Manifest) -> Self {
-        Expansion {
-            m,
-            items: Vec::new(),
-        }
-    }
-
-    /// Adds an item with its own notify list.
-    pub(crate) fn push(
-        &mut self,
-        cx: &HostCx,
-        name: String,
-        spec: PrimitiveSpec,
-        notify: Vec<ResourceRef>,
-    ) {
-        let mut d = super::desired(self.m, cx, name, spec);
-        d.notify = notify;
-        self.items.push(d);
-    }
-
-    /// The group and user the containers run as.
-    pub(crate) fn account(&mut self, cx: &HostCx, os: &OsAccount) {
-        self.push(
-            cx,
-            os.name.clone(),
-            PrimitiveSpec::Group(GroupSpec {
-                group: os.name.clone(),
-                gid: Some(os.gid),
-                system: false,
-                allow_renumber: false,
-                state: Presence::Present,
-            }),
-            vec![],
-        );
-        self.push(
-            cx,
-            os.name.clone(),
-            PrimitiveSpec::User(UserSpec {
-                user: os.name.clone(),
-                uid: Some(os.uid),
-                group: Some(os.name.clone()),
-                groups: os.groups.clone(),
-                home: Some(os.home.clone()),
-                shell: Some("/bin/bash".into()),
-                comment: None,
-                system: false,
-                create_home: true,
-                allow_renumber: false,
-                state: Presence::Present,
-            }),
-            vec![],
-        );
     }
 }
 

@@ -1,6 +1,6 @@
 //! `Symlink`: a symbolic link pointing at a target.
 
-use super::{CheckCx, Converge, PrimitiveSpec, desired};
+use super::{CheckCx, Kind, Primitive, PrimitiveSpec, desired};
 use crate::diag::Diagnostic;
 use crate::model::desired::{Content, Desired};
 use crate::model::manifest::Manifest;
@@ -9,6 +9,7 @@ use crate::render::HostCx;
 use crate::shell::quote;
 use crate::vocab::cx::PlanCx;
 use crate::vocab::records::{PathState, Records, parse_path};
+use crate::vocab::state::Managed;
 use crate::vocab::step::{Action, Change, Planned, Step};
 use serde::{Deserialize, Serialize};
 
@@ -31,12 +32,12 @@ pub struct SymlinkSpec {
     pub state: Presence,
 }
 
-impl SymlinkSpec {
-    pub(crate) fn default_name(&self) -> Option<String> {
+impl Kind for SymlinkSpec {
+    fn default_name(&self) -> Option<String> {
         Some(self.path.clone())
     }
 
-    pub(crate) fn check(&self, cx: &mut CheckCx) {
+    fn check(&self, cx: &mut CheckCx) {
         cx.abs_path("path", &self.path, &[]);
         cx.account("owner", &self.owner);
         cx.account("group", &self.group);
@@ -49,7 +50,7 @@ impl SymlinkSpec {
         }
     }
 
-    pub(crate) fn render(&self, m: &Manifest, cx: &mut HostCx) -> Result<Vec<Desired>, Diagnostic> {
+    fn render(&self, m: &Manifest, cx: &mut HostCx) -> Result<Vec<Desired>, Diagnostic> {
         Ok(vec![desired(
             m,
             cx,
@@ -57,17 +58,25 @@ impl SymlinkSpec {
             PrimitiveSpec::Symlink(self.clone()),
         )])
     }
+}
 
-    pub(crate) fn contents(&self) -> Vec<&Content> {
+impl Primitive for SymlinkSpec {
+    fn shell() -> &'static str {
+        ""
+    }
+
+    fn prune(m: &Managed, _cx: &PlanCx) -> Vec<Step> {
+        super::fs::remove_paths(m)
+    }
+
+    fn contents(&self) -> Vec<&Content> {
         Vec::new()
     }
 
-    pub(crate) fn paths(&self) -> Vec<String> {
+    fn paths(&self) -> Vec<String> {
         vec![self.path.clone()]
     }
-}
 
-impl Converge for SymlinkSpec {
     fn owner(&self) -> Option<&str> {
         Some(&self.owner)
     }

@@ -1,19 +1,20 @@
 //! `SystemdUnit`: a unit file (service, timer, ...) and whether it is enabled and active.
 //! plumb runs `systemctl daemon-reload` once per host when any unit file changed.
 
+use super::fs::converge_file;
 use super::{
-    CheckCx, Converge, PrimitiveSpec, check_content, content_source, desired, render_content,
+    CheckCx, Kind, Primitive, PrimitiveSpec, check_content, content_source, desired, render_content,
 };
 use crate::diag::Diagnostic;
 use crate::model::desired::{Content, Desired};
 use crate::model::manifest::Manifest;
 use crate::model::values::FileMode;
 use crate::model::values::Presence;
-use crate::plan::converge_file;
 use crate::render::HostCx;
 use crate::shell::quote;
 use crate::vocab::cx::PlanCx;
 use crate::vocab::records::{PathState, Records, parse_path};
+use crate::vocab::state::Managed;
 use crate::vocab::step::{Action, Change, Planned, Step};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -99,18 +100,6 @@ impl UnitState {
             state: Presence::Present,
         }
     }
-
-    pub(crate) fn contents(&self) -> Vec<&Content> {
-        self.content.iter().collect()
-    }
-
-    pub(crate) fn paths(&self) -> Vec<String> {
-        if self.content.is_some() || self.state == Presence::Absent {
-            vec![self.path.clone()]
-        } else {
-            Vec::new()
-        }
-    }
 }
 
 /// True for names systemd accepts as unit names with a known suffix.
@@ -136,12 +125,28 @@ pub fn is_valid_unit_name(name: &str) -> bool {
         })
 }
 
-impl SystemdUnitSpec {
-    pub(crate) fn default_name(&self) -> Option<String> {
+/// `systemctl VERB -- UNIT`, after the host's `daemon-reload`.
+fn systemctl(verb: &str, unit: &str) -> Step {
+    Step::Exec {
+        argv: vec!["systemctl".into(), verb.into(), "--".into(), unit.into()],
+        after_reload: true,
+    }
+}
+
+/// `is-enabled` answers that satisfy `enabled: true`.
+fn counts_as_enabled(s: &str) -> bool {
+    matches!(
+        s,
+        "enabled" | "enabled-runtime" | "static" | "indirect" | "alias" | "generated"
+    )
+}
+
+impl Kind for SystemdUnitSpec {
+    fn default_name(&self) -> Option<String> {
         None
     }
 
-    pub(crate) fn check(&self, cx: &mut CheckCx) {
+    fn check(&self, cx: &mut CheckCx) {
         let name = cx.manifest.name.clone();
         if !is_valid_unit_name(&name) {
             cx.error(
@@ -163,7 +168,7 @@ impl SystemdUnitSpec {
         check_content(cx, &self.content, &self.template, &self.source, false);
     }
 
-    pub(crate) fn render(&self, m: &Manifest, cx: &mut HostCx) -> Result<Vec<Desired>, Diagnostic> {
+    fn render(&self, m: &Manifest, cx: &mut HostCx) -> Result<Vec<Desired>, Diagnostic> {
         let content = match content_source(&self.content, &self.template, &self.source) {
             Ok(src) if self.state == Presence::Present => {
                 let resource = serde_json::to_value(self).unwrap_or(Value::Null);
@@ -192,22 +197,42 @@ impl SystemdUnitSpec {
     }
 }
 
-fn systemctl(verb: &str, unit: &str) -> Step {
-    Step::Systemctl {
-        verb: verb.into(),
-        unit: unit.into(),
+impl Primitive for UnitState {
+    fn shell() -> &'static str {
+        include_str!("systemd_unit.sh")
     }
-}
 
-/// `is-enabled` answers that satisfy `enabled: true`.
-fn counts_as_enabled(s: &str) -> bool {
-    matches!(
-        s,
-        "enabled" | "enabled-runtime" | "static" | "indirect" | "alias" | "generated"
-    )
-}
+    fn facts() -> (&'static str, &'static [&'static str]) {
+        ("pl_systemd\n", &["systemd"])
+    }
 
-impl Converge for UnitState {
+    /// Stopped, disabled, its file removed (when plumb wrote one) and systemd reloaded.
+    fn prune(m: &Managed, _cx: &PlanCx) -> Vec<Step> {
+        let unit = m.unit.clone().unwrap_or_else(|| m.name.clone());
+        let mut v = vec![systemctl("stop", &unit), systemctl("disable", &unit)];
+        v.extend(super::fs::remove_paths(m));
+        if !m.paths.is_empty() {
+            v.push(Step::DaemonReload);
+        }
+        v
+    }
+
+    fn remember(&self, m: &mut Managed) {
+        m.unit = Some(self.unit.clone());
+    }
+
+    fn contents(&self) -> Vec<&Content> {
+        self.content.iter().collect()
+    }
+
+    fn paths(&self) -> Vec<String> {
+        if self.content.is_some() || self.state == Presence::Absent {
+            vec![self.path.clone()]
+        } else {
+            Vec::new()
+        }
+    }
+
     fn probe(&self, index: usize, out: &mut String) {
         out.push_str(&format!(
             "pl_path {index}.file {}\npl_unit_state {index} {}\n",

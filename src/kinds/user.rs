@@ -4,7 +4,7 @@
 //! owned by the same user on the VM. An existing user with another uid is a conflict, unless the
 //! manifest sets `allow_renumber`, which then also re-owns that user's files.
 
-use super::{CheckCx, Converge, PrimitiveSpec, desired};
+use super::{CheckCx, Kind, Primitive, PrimitiveSpec, desired};
 use crate::diag::Diagnostic;
 use crate::model::desired::{Content, Desired};
 use crate::model::manifest::Manifest;
@@ -13,6 +13,7 @@ use crate::render::HostCx;
 use crate::shell::quote;
 use crate::vocab::cx::PlanCx;
 use crate::vocab::records::Records;
+use crate::vocab::state::Managed;
 use crate::vocab::step::{Action, Change, Planned, Step};
 use serde::{Deserialize, Serialize};
 
@@ -60,68 +61,11 @@ fn yes() -> bool {
 }
 
 impl UserSpec {
-    pub(crate) fn default_name(&self) -> Option<String> {
-        None
-    }
-
-    pub(crate) fn check(&self, cx: &mut CheckCx) {
-        let name = cx.manifest.name.clone();
-        if !is_valid_account_name(&name) {
-            cx.error(
-                "name",
-                format!("`{name}` is not a valid user name"),
-                Some("use lowercase letters, digits, `_` and `-`, starting with a letter".into()),
-            );
-        }
-        if let Some(g) = &self.group {
-            cx.account("group", g);
-        }
-        for (i, g) in self.groups.iter().enumerate() {
-            cx.account(&format!("groups[{i}]"), g);
-        }
-        if let Some(h) = &self.home {
-            cx.abs_path("home", h, &[]);
-        }
-        if let Some(s) = &self.shell
-            && let Err(msg) = check_abs_path(s, &[])
-        {
-            cx.error("shell", msg, None);
-        }
-        if let Some(c) = &self.comment
-            && c.contains(':')
-        {
-            cx.error(
-                "comment",
-                format!("the comment `{c}` holds a `:`, which separates the fields of /etc/passwd"),
-                Some("remove the `:` (commas separate the GECOS subfields)".into()),
-            );
-        }
-    }
-
-    pub(crate) fn render(&self, m: &Manifest, cx: &mut HostCx) -> Result<Vec<Desired>, Diagnostic> {
-        let mut spec = self.clone();
-        spec.user = m.name.clone();
-        Ok(vec![desired(
-            m,
-            cx,
-            m.name.clone(),
-            PrimitiveSpec::User(spec),
-        )])
-    }
-
     /// The home directory `useradd` gives the user: `home`, or `/home/NAME` by default.
     pub fn home_path(&self) -> String {
         self.home
             .clone()
             .unwrap_or_else(|| format!("/home/{}", self.user))
-    }
-
-    pub(crate) fn contents(&self) -> Vec<&Content> {
-        Vec::new()
-    }
-
-    pub(crate) fn paths(&self) -> Vec<String> {
-        Vec::new()
     }
 }
 
@@ -158,7 +102,79 @@ pub fn parse_passwd(line: &str) -> Option<PasswdEntry> {
     })
 }
 
-impl Converge for UserSpec {
+impl Kind for UserSpec {
+    fn default_name(&self) -> Option<String> {
+        None
+    }
+
+    fn check(&self, cx: &mut CheckCx) {
+        let name = cx.manifest.name.clone();
+        if !is_valid_account_name(&name) {
+            cx.error(
+                "name",
+                format!("`{name}` is not a valid user name"),
+                Some("use lowercase letters, digits, `_` and `-`, starting with a letter".into()),
+            );
+        }
+        if let Some(g) = &self.group {
+            cx.account("group", g);
+        }
+        for (i, g) in self.groups.iter().enumerate() {
+            cx.account(&format!("groups[{i}]"), g);
+        }
+        if let Some(h) = &self.home {
+            cx.abs_path("home", h, &[]);
+        }
+        if let Some(s) = &self.shell
+            && let Err(msg) = check_abs_path(s, &[])
+        {
+            cx.error("shell", msg, None);
+        }
+        if let Some(c) = &self.comment
+            && c.contains(':')
+        {
+            cx.error(
+                "comment",
+                format!("the comment `{c}` holds a `:`, which separates the fields of /etc/passwd"),
+                Some("remove the `:` (commas separate the GECOS subfields)".into()),
+            );
+        }
+    }
+
+    fn render(&self, m: &Manifest, cx: &mut HostCx) -> Result<Vec<Desired>, Diagnostic> {
+        let mut spec = self.clone();
+        spec.user = m.name.clone();
+        Ok(vec![desired(
+            m,
+            cx,
+            m.name.clone(),
+            PrimitiveSpec::User(spec),
+        )])
+    }
+}
+
+impl Primitive for UserSpec {
+    fn shell() -> &'static str {
+        include_str!("user.sh")
+    }
+
+    /// Users go only with `--prune-users`.
+    fn prune(m: &Managed, cx: &PlanCx) -> Vec<Step> {
+        if cx.prune_users {
+            vec![del_step(&m.name)]
+        } else {
+            Vec::new()
+        }
+    }
+
+    fn contents(&self) -> Vec<&Content> {
+        Vec::new()
+    }
+
+    fn paths(&self) -> Vec<String> {
+        Vec::new()
+    }
+
     fn probe(&self, index: usize, out: &mut String) {
         out.push_str(&format!("pl_user {index} {}\n", quote(&self.user)));
     }
@@ -178,17 +194,7 @@ impl Converge for UserSpec {
                         None => self.user.clone(),
                     }),
                 ));
-                p.steps.push(Step::UserAdd {
-                    name: self.user.clone(),
-                    uid: self.uid,
-                    group: self.group.clone(),
-                    groups: self.groups.clone(),
-                    home: self.home.clone(),
-                    shell: self.shell.clone(),
-                    comment: self.comment.clone(),
-                    system: self.system,
-                    create_home: self.create_home,
-                });
+                p.steps.push(self.add_step());
             }
             (Presence::Present, true) => {
                 // The passwd entry, then `id -Gn` (the primary group first).
@@ -209,11 +215,18 @@ impl Converge for UserSpec {
                             Some(e.uid.to_string()),
                             Some(want.to_string()),
                         ));
-                        p.steps.push(Step::UserRenumber {
-                            name: self.user.clone(),
-                            old: e.uid,
-                            new: want,
-                        });
+                        p.steps.push(Step::exec([
+                            "usermod".to_string(),
+                            "-u".into(),
+                            want.to_string(),
+                            "--".into(),
+                            self.user.clone(),
+                        ]));
+                        p.steps.push(Step::exec([
+                            "pl_reown_uid".to_string(),
+                            e.uid.to_string(),
+                            want.to_string(),
+                        ]));
                     } else {
                         p.error = Some(format!(
                             "user `{}` exists with uid {}, but the manifest pins uid {want}; set `allow_renumber: true` to change it (its files are re-owned), or change the manifest",
@@ -260,26 +273,83 @@ impl Converge for UserSpec {
                     m.4 = Some(c.clone());
                 }
                 if m != (None, Vec::new(), None, None, None) {
-                    p.steps.push(Step::UserMod {
-                        name: self.user.clone(),
-                        group: m.0,
-                        add_groups: m.1,
-                        home: m.2,
-                        shell: m.3,
-                        comment: m.4,
-                    });
+                    p.steps.push(self.mod_step(m));
                 }
             }
             (Presence::Absent, true) => {
                 p.action = Some(Action::Delete);
                 p.changes
                     .push(Change::new("user", Some(self.user.clone()), None));
-                p.steps.push(Step::UserDel {
-                    name: self.user.clone(),
-                });
+                p.steps.push(del_step(&self.user));
             }
             (Presence::Absent, false) => {}
         }
         p
     }
+}
+
+/// What `usermod` changes, besides the uid.
+type UserChanges = (
+    Option<String>,
+    Vec<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+);
+
+impl UserSpec {
+    /// `useradd` with the pinned uid, groups, home, shell and comment.
+    fn add_step(&self) -> Step {
+        let mut argv = vec!["useradd".to_string()];
+        if let Some(u) = self.uid {
+            argv.extend(["-u".into(), u.to_string()]);
+        } else if self.system {
+            argv.push("-r".into());
+        }
+        if let Some(g) = &self.group {
+            argv.extend(["-g".into(), g.clone()]);
+        }
+        if !self.groups.is_empty() {
+            argv.extend(["-G".into(), self.groups.join(",")]);
+        }
+        if let Some(h) = &self.home {
+            argv.extend(["-d".into(), h.clone()]);
+        }
+        if let Some(sh) = &self.shell {
+            argv.extend(["-s".into(), sh.clone()]);
+        }
+        if let Some(c) = &self.comment {
+            argv.extend(["-c".into(), c.clone()]);
+        }
+        argv.push(if self.create_home { "-m" } else { "-M" }.into());
+        argv.extend(["--".into(), self.user.clone()]);
+        Step::exec(argv)
+    }
+
+    /// `usermod` for the attributes that differ.
+    fn mod_step(&self, m: UserChanges) -> Step {
+        let (group, add_groups, home, shell, comment) = m;
+        let mut argv = vec!["usermod".to_string()];
+        if let Some(g) = group {
+            argv.extend(["-g".into(), g]);
+        }
+        if !add_groups.is_empty() {
+            argv.extend(["-a".into(), "-G".into(), add_groups.join(",")]);
+        }
+        if let Some(h) = home {
+            argv.extend(["-d".into(), h]);
+        }
+        if let Some(sh) = shell {
+            argv.extend(["-s".into(), sh]);
+        }
+        if let Some(c) = comment {
+            argv.extend(["-c".into(), c]);
+        }
+        argv.extend(["--".into(), self.user.clone()]);
+        Step::exec(argv)
+    }
+}
+
+fn del_step(name: &str) -> Step {
+    Step::exec(["userdel", "--", name])
 }

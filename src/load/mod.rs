@@ -330,7 +330,7 @@ pub fn load_lenient(opts: &LoadOptions) -> (Option<Repo>, Diagnostics) {
             repo: &index,
             diags: &mut ds,
         };
-        m.spec.check(&mut cx);
+        m.spec.kind().check(&mut cx);
     }
 
     // Every secret must open with the identity given.

@@ -150,7 +150,7 @@ pub fn parse_manifest(file: &PathBuf, doc: Node) -> Result<Manifest, Vec<Diagnos
     let (Some(common), Some(spec)) = (common, spec) else {
         return Err(errors);
     };
-    let name = match common.name.or_else(|| spec.default_name()) {
+    let name = match common.name.or_else(|| spec.kind().default_name()) {
         Some(n) if !n.trim().is_empty() => n,
         _ => {
             errors.push(
@@ -160,7 +160,7 @@ pub fn parse_manifest(file: &PathBuf, doc: Node) -> Result<Manifest, Vec<Diagnos
             return Err(errors);
         }
     };
-    if common.hosts.is_none() && spec.needs_hosts() {
+    if common.hosts.is_none() && spec.kind().needs_hosts() {
         errors.push(Diagnostic::at(file, doc.mark, format!("missing field `hosts` in {kind} `{name}`"))
             .with_hint("say where it lands: `hosts: all`, `hosts: group:NAME`, `hosts: host:NAME` or a list"));
     }

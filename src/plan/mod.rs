@@ -6,11 +6,11 @@ pub mod diff;
 
 use crate::kinds::PrimitiveSpec;
 use crate::model::desired::{Content, Desired, DesiredHost, sha256_hex};
-use crate::model::values::{DriftPolicy, FileMode, ResourceRef};
+use crate::model::values::{DriftPolicy, ResourceRef};
 use crate::vocab::cx::PlanCx;
 use crate::vocab::records::{HostRecords, Records};
 use crate::vocab::state::{HostState, Managed};
-use crate::vocab::step::{Action, Change, ContentRef, DiffSpec, Planned, Step, file_diff, short};
+use crate::vocab::step::{Action, Change, DiffSpec, Step};
 use chain::{Chain, Domain};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -97,9 +97,6 @@ pub struct HostPlan {
     /// Handlers to run after the resources.
     #[serde(skip_serializing_if = "Vec::is_empty", default)]
     pub handlers: Vec<HandlerPlan>,
-    /// `docker compose` or `docker-compose` (from the probe).
-    #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub compose: Option<String>,
     /// Content bytes by hash (kept in memory only).
     #[serde(skip)]
     pub contents: BTreeMap<String, Content>,
@@ -211,7 +208,6 @@ pub fn plan_host(
         resources,
         prune,
         handlers,
-        compose: cx.compose().map(str::to_string),
         contents,
         next_state,
         domains,
@@ -389,7 +385,7 @@ fn plan_prune(previous: &HostState, next: &HostState, cx: &PlanCx) -> Vec<PruneP
                 .any(|n| n.kind == m.kind && n.name == m.name)
         })
         .filter_map(|m| {
-            let steps = prune_steps(m, cx);
+            let steps = crate::kinds::prune_steps(m, cx).unwrap_or_default();
             if steps.is_empty() {
                 None
             } else {
@@ -433,112 +429,8 @@ fn plan_handlers(desired: &DesiredHost, plans: &[ResourcePlan], cx: &PlanCx) -> 
     out
 }
 
-/// Steps for a file that should hold `content` given what the probe found there; shared by
-/// File, SystemdUnit, ComposeStack and Certificate.
-pub fn converge_file(
-    path: &str,
-    actual: &crate::vocab::records::PathState,
-    content: &Content,
-    owner: &str,
-    group: &str,
-    mode: FileMode,
-    out: &mut Planned,
-) {
-    use crate::vocab::records::PathState;
-    let write = Step::WriteFile {
-        path: path.to_string(),
-        content: ContentRef::of(content),
-        owner: owner.to_string(),
-        group: group.to_string(),
-        mode,
-    };
-    match actual {
-        PathState::Absent => {
-            out.changes
-                .push(Change::new(path, None, Some("created".into())));
-            out.diffs.push(file_diff(path, None, content));
-            out.steps.push(write);
-        }
-        PathState::Link(_) => {
-            out.changes.push(Change::new(
-                path,
-                Some("symlink".into()),
-                Some("file".into()),
-            ));
-            out.diffs.push(file_diff(path, None, content));
-            out.steps.push(write);
-        }
-        PathState::File(f) => {
-            if f.sha256 != content.sha256() {
-                out.changes.push(Change::new(
-                    &format!("{path}: content"),
-                    Some(short(&f.sha256)),
-                    Some(short(&content.sha256())),
-                ));
-                out.diffs.push(file_diff(path, Some(&f.sha256), content));
-                out.steps.push(write);
-                return;
-            }
-            let mut meta = (None, None, None);
-            if !f.meta.owner_is(owner) {
-                out.changes.push(Change::new(
-                    &format!("{path}: owner"),
-                    Some(f.meta.owner.clone()),
-                    Some(owner.into()),
-                ));
-                meta.0 = Some(owner.to_string());
-            }
-            if !f.meta.group_is(group) {
-                out.changes.push(Change::new(
-                    &format!("{path}: group"),
-                    Some(f.meta.group.clone()),
-                    Some(group.into()),
-                ));
-                meta.1 = Some(group.to_string());
-            }
-            if f.meta.mode != mode.0 {
-                out.changes.push(Change::new(
-                    &format!("{path}: mode"),
-                    Some(FileMode(f.meta.mode).to_string()),
-                    Some(mode.to_string()),
-                ));
-                meta.2 = Some(mode);
-            }
-            if meta != (None, None, None) {
-                out.steps.push(Step::SetMeta {
-                    path: path.to_string(),
-                    owner: meta.0,
-                    group: meta.1,
-                    mode: meta.2,
-                });
-            }
-        }
-        PathState::Dir(_) => {
-            out.error = Some(format!(
-                "`{path}` is a directory on the host; plumb will not replace a directory with a file"
-            ));
-        }
-        PathState::Other => {
-            out.error = Some(format!(
-                "`{path}` is a special file on the host; remove it by hand"
-            ));
-        }
-        PathState::Error(e) => {
-            out.error = Some(format!("cannot read `{path}` on the host: {e}"));
-        }
-    }
-}
-
 /// Records of a resource, re-exported for planners.
 pub type Actual<'a> = Records<'a>;
-
-/// Whether any resource of this spec kind writes unit files (for `daemon-reload`).
-pub fn writes_unit_file(spec: &PrimitiveSpec, steps: &[Step]) -> bool {
-    matches!(spec, PrimitiveSpec::SystemdUnit(_))
-        && steps
-            .iter()
-            .any(|s| matches!(s, Step::WriteFile { .. } | Step::Remove { .. }))
-}
 
 /// The state that results from applying `desired`.
 pub fn next_state(desired: &DesiredHost) -> HostState {
@@ -553,12 +445,7 @@ pub fn next_state(desired: &DesiredHost) -> HostState {
                 sensitive: d.is_sensitive(),
                 ..Default::default()
             };
-            match &d.spec {
-                PrimitiveSpec::SystemdUnit(u) => m.unit = Some(u.unit.clone()),
-                PrimitiveSpec::ComposeStack(s) => m.stack_dir = Some(s.dir.clone()),
-                PrimitiveSpec::Directory(_) => m.is_dir = true,
-                _ => {}
-            }
+            d.spec.engine().remember(&mut m);
             m
         })
         .collect();
@@ -566,56 +453,5 @@ pub fn next_state(desired: &DesiredHost) -> HostState {
         version: 1,
         commit: None,
         resources,
-    }
-}
-
-/// Steps that remove a resource that left the repo. Users and groups go only with
-/// `--prune-users`; packages and commands are never undone.
-pub fn prune_steps(m: &Managed, cx: &PlanCx) -> Vec<Step> {
-    match m.kind.as_str() {
-        "File" | "Symlink" | "Certificate" => m
-            .paths
-            .iter()
-            .map(|p| Step::Remove { path: p.clone() })
-            .collect(),
-        "Directory" => m
-            .paths
-            .iter()
-            .map(|p| Step::RemoveDir { path: p.clone() })
-            .collect(),
-        "SystemdUnit" => {
-            let unit = m.unit.clone().unwrap_or_else(|| m.name.clone());
-            let mut v = vec![
-                Step::Systemctl {
-                    verb: "stop".into(),
-                    unit: unit.clone(),
-                },
-                Step::Systemctl {
-                    verb: "disable".into(),
-                    unit,
-                },
-            ];
-            v.extend(m.paths.iter().map(|p| Step::Remove { path: p.clone() }));
-            if !m.paths.is_empty() {
-                v.push(Step::DaemonReload);
-            }
-            v
-        }
-        "ComposeStack" => {
-            let dir = m.stack_dir.clone().unwrap_or_default();
-            let mut v = vec![Step::StackDown {
-                project: m.name.clone(),
-                dir,
-            }];
-            v.extend(m.paths.iter().map(|p| Step::Remove { path: p.clone() }));
-            v
-        }
-        "User" if cx.prune_users => vec![Step::UserDel {
-            name: m.name.clone(),
-        }],
-        "Group" if cx.prune_users => vec![Step::GroupDel {
-            name: m.name.clone(),
-        }],
-        _ => Vec::new(),
     }
 }

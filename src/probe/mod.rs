@@ -2,9 +2,8 @@
 //! machine-readable record for every resource (and a few facts about the host). Parsing those
 //! records is pure; deciding what they mean is the job of each kind's `plan`.
 
-use crate::kinds::PrimitiveSpec;
 use crate::model::desired::DesiredHost;
-use crate::vocab::records::{LIB, PROTOCOL, ancestor_dirs};
+use crate::vocab::records::{HostRecords, LIB, PROTOCOL, ProbeError, ancestor_dirs, parse_records};
 
 /// Builds the probe script for a host whose plumb folder is `state_dir`.
 pub fn probe_script(host: &DesiredHost, state_dir: &str) -> String {
@@ -13,14 +12,11 @@ pub fn probe_script(host: &DesiredHost, state_dir: &str) -> String {
     s.push_str(&crate::shell::quote(state_dir));
     s.push('\n');
     s.push_str(LIB);
+    s.push_str(&crate::kinds::shells(
+        host.resources.iter().map(|r| &r.spec),
+    ));
     s.push_str(&format!("printf 'H\\tbegin\\t{PROTOCOL}\\n'\npl_facts\n"));
-    let has = |f: fn(&PrimitiveSpec) -> bool| host.resources.iter().any(|r| f(&r.spec));
-    if has(|s| matches!(s, PrimitiveSpec::ComposeStack(_))) {
-        s.push_str("pl_compose_flavor\n");
-    }
-    if has(|s| matches!(s, PrimitiveSpec::SystemdUnit(_))) {
-        s.push_str("pl_systemd\n");
-    }
+    s.push_str(&crate::kinds::facts(host.resources.iter().map(|r| &r.spec)));
     // Resources probed by one path each (files, directories, symlinks) are read in batches:
     // `pl_paths` prints exactly what their `pl_path` lines would, with two processes per batch
     // instead of two per file.
@@ -42,6 +38,17 @@ pub fn probe_script(host: &DesiredHost, state_dir: &str) -> String {
     dirs_probe(&mut s, &host_dirs(host));
     s.push_str("printf 'H\\tdone\\n'\n");
     s
+}
+
+/// Parses a host's probe output against what was probed (its resources, folders and the host
+/// facts its kinds print).
+pub fn parse(stdout: &str, host: &DesiredHost) -> Result<HostRecords, ProbeError> {
+    parse_records(
+        stdout,
+        host.resources.len(),
+        host_dirs(host).len(),
+        &crate::kinds::fact_keys(),
+    )
 }
 
 /// Every folder on the way to a path the host's resources write, parents first: what the
@@ -92,7 +99,6 @@ fn flush_path_batch(out: &mut String, batch: &mut Vec<String>) {
 mod tests {
 
     use super::*;
-    use crate::vocab::records::parse_records;
 
     #[test]
     fn the_probe_script_batches_single_path_resources_in_order() {
@@ -129,10 +135,14 @@ mod tests {
         use crate::kinds::testutil::{render, repo};
         let dir = repo(&[(
             "manifests/app.yaml",
-            "kind: File\nhosts: host:pg1\npath: /etc/a\ncontent: a\n---\nkind: Directory\nhosts: host:pg1\npath: /etc/d\n---\nkind: User\nname: app\nhosts: host:pg1\n---\nkind: Group\nname: app\nhosts: host:pg1\n---\nkind: Package\nname: p\nhosts: host:pg1\npackages: [curl]\n---\nkind: Symlink\nhosts: host:pg1\npath: /etc/l\ntarget: /etc/a\n---\nkind: SystemdUnit\nname: x.service\nhosts: host:pg1\ncontent: \"[Service]\\nExecStart=/bin/true\\n\"\n---\nkind: ComposeStack\nname: s\nhosts: host:pg1\ndir: /opt/s\ncontent: \"services: {}\\n\"\n---\nkind: Command\nname: c\nhosts: host:pg1\nrun: \"true\"\ncreates: /etc/a\n",
+            "kind: File\nhosts: host:pg1\npath: /etc/a\ncontent: a\n---\nkind: Directory\nhosts: host:pg1\npath: /etc/d\n---\nkind: User\nname: root\nhosts: host:pg1\n---\nkind: Group\nname: nosuchgroupxyz\nhosts: host:pg1\n---\nkind: Package\nname: p\nhosts: host:pg1\npackages: [curl]\n---\nkind: Symlink\nhosts: host:pg1\npath: /etc/l\ntarget: /etc/a\n---\nkind: SystemdUnit\nname: x.service\nhosts: host:pg1\ncontent: \"[Service]\\nExecStart=/bin/true\\n\"\n---\nkind: ComposeStack\nname: s\nhosts: host:pg1\ndir: /opt/s\ncontent: \"services: {}\\n\"\n---\nkind: Command\nname: c\nhosts: host:pg1\nrun: \"true\"\ncreates: /etc/a\n",
         )]);
         let h = render(&dir, "pg1");
-        let libs = format!("{LIB}{}", crate::apply::LIB);
+        let libs = format!(
+            "{LIB}{}{}",
+            crate::apply::LIB,
+            crate::kinds::shells(h.resources.iter().map(|r| &r.spec))
+        );
         let defined: std::collections::BTreeSet<String> = libs
             .lines()
             .filter_map(|l| l.split_once("() {").map(|(n, _)| n.trim().to_string()))
@@ -179,15 +189,23 @@ mod tests {
             .arg(&script)
             .output()
             .unwrap();
-        let r = parse_records(
-            &String::from_utf8_lossy(&out.stdout),
-            h.resources.len(),
-            host_dirs(&h).len(),
-        )
-        .unwrap_or_else(|e| panic!("{e}\n{}", String::from_utf8_lossy(&out.stderr)));
+        let r = parse(&String::from_utf8_lossy(&out.stdout), &h)
+            .unwrap_or_else(|e| panic!("{e}\n{}", String::from_utf8_lossy(&out.stderr)));
         for fact in ["uid", "hostname", "state", "compose", "systemd"] {
             assert!(r.facts.contains_key(fact), "no `{fact}` fact");
         }
+        // Each kind's fragment printed the records its planner reads.
+        let idx = |kind: &str| h.resources.iter().position(|d| d.kind == kind).unwrap();
+        let user = r.of(idx("User"));
+        assert_eq!(user.get("").unwrap()[0], "present");
+        let entry = crate::vocab::records::decode_text(&user.get("").unwrap()[1]).unwrap();
+        assert!(entry.starts_with("root:x:0:0:"), "{entry}");
+        assert_eq!(r.of(idx("Group")).get("").unwrap()[0], "absent");
+        assert!(r.of(idx("Package")).get("mgr").is_some());
+        assert!(r.of(idx("SystemdUnit")).get("enabled").is_some());
+        assert!(r.of(idx("ComposeStack")).get("ps").is_some());
+        let cmd = r.of(idx("Command"));
+        assert_eq!(cmd.get("creates").unwrap()[0], "fail");
         assert!(
             !String::from_utf8_lossy(&out.stderr).contains("not found"),
             "{}",

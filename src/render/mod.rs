@@ -191,7 +191,7 @@ pub fn render_host(repo: &Repo, host: &Host) -> Result<DesiredHost, Diagnostics>
     let mut items: Vec<Desired> = Vec::new();
     for m in repo.manifests_for(&host.name) {
         cx.set_via(None);
-        match m.spec.render(m, &mut cx) {
+        match m.spec.kind().render(m, &mut cx) {
             Ok(v) => items.extend(v),
             Err(d) => ds.push(d),
         }

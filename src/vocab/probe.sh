@@ -124,88 +124,6 @@ $pl_st
 PL_STAT
 }
 
-# pl_user TAG NAME: passwd entry, then the group names (`id -Gn`), base64 of both lines.
-pl_user() {
-  e=$({ getent passwd -- "$2" && id -Gn -- "$2"; } 2>/dev/null | base64 -w0)
-  if [ -n "$e" ]; then printf '%s\tpresent\t%s\n' "$1" "$e"; else printf '%s\tabsent\n' "$1"; fi
-}
-
-# pl_group TAG NAME: group entry, base64.
-pl_group() {
-  e=$(getent group -- "$2" 2>/dev/null | base64 -w0)
-  if [ -n "$e" ]; then printf '%s\tpresent\t%s\n' "$1" "$e"; else printf '%s\tabsent\n' "$1"; fi
-}
-
-# pl_pkg TAG NAME...: installed state of packages (apt or rpm).
-pl_pkg() {
-  t=$1; shift
-  if command -v dpkg-query >/dev/null 2>&1; then printf '%s.mgr\tapt\n' "$t"
-  elif command -v rpm >/dev/null 2>&1; then printf '%s.mgr\tdnf\n' "$t"
-  else printf '%s.mgr\tnone\n' "$t"; fi
-  for p in "$@"; do
-    if command -v dpkg-query >/dev/null 2>&1; then
-      v=$(dpkg-query -W -f='${db:Status-Abbrev}\t${Version}' -- "$p" 2>/dev/null) || v='un'
-      case "$v" in ii*) pl_token "${v#*"$T"}"; printf '%s.pkg\t%s\tinstalled\t%s\n' "$t" "$p" "$PL_TOK";; *) printf '%s.pkg\t%s\tmissing\n' "$t" "$p";; esac
-    elif command -v rpm >/dev/null 2>&1; then
-      if v=$(rpm -q --qf '%{VERSION}-%{RELEASE}' -- "$p" 2>/dev/null); then pl_token "$v"; printf '%s.pkg\t%s\tinstalled\t%s\n' "$t" "$p" "$PL_TOK"; else printf '%s.pkg\t%s\tmissing\n' "$t" "$p"; fi
-    else
-      printf '%s.pkg\t%s\tunknown\n' "$t" "$p"
-    fi
-  done
-}
-
-# pl_unit_state TAG UNIT: enabled and active state.
-pl_unit_state() {
-  if command -v systemctl >/dev/null 2>&1; then
-    pl_token "$(systemctl is-enabled -- "$2" 2>/dev/null)"
-    printf '%s.enabled\t%s\n' "$1" "$PL_TOK"
-    pl_token "$(systemctl is-active -- "$2" 2>/dev/null)"
-    printf '%s.active\t%s\n' "$1" "$PL_TOK"
-  else
-    printf '%s.enabled\tno-systemd\n%s.active\tno-systemd\n' "$1" "$1"
-  fi
-}
-
-# pl_unit_enabled TAG UNIT: enabled state only (what compare-and-swap covers).
-pl_unit_enabled() {
-  if command -v systemctl >/dev/null 2>&1; then
-    pl_token "$(systemctl is-enabled -- "$2" 2>/dev/null)"
-    printf '%s.enabled\t%s\n' "$1" "$PL_TOK"
-  else
-    printf '%s.enabled\tno-systemd\n' "$1"
-  fi
-}
-
-# pl_stack_ps TAG PROJECT: the project's containers (service and state).
-pl_stack_ps() {
-  if command -v docker >/dev/null 2>&1; then
-    docker ps -a --filter "label=com.docker.compose.project=$2" \
-      --format '{{.Label "com.docker.compose.service"}} {{.State}}' 2>/dev/null |
-      while read -r svc st; do
-        pl_token "$svc"; svc=$PL_TOK
-        pl_token "$st"
-        printf '%s.ps\t%s\t%s\n' "$1" "$svc" "$PL_TOK"
-      done
-    printf '%s.ps\tend\n' "$1"
-  else
-    printf '%s.ps\tno-docker\n' "$1"
-  fi
-}
-
-# pl_cert TAG PATH: the certificate itself (public), base64 on one line.
-pl_cert() {
-  if [ -f "$2" ] && [ ! -L "$2" ]; then printf '%s.pem\t%s\n' "$1" "$(base64 -w0 < "$2")"; else printf '%s.pem\tabsent\n' "$1"; fi
-}
-
-# pl_guard TAG KIND ARG: a Command guard (creates PATH | unless CMD | onlyif CMD) -> ok|fail.
-pl_guard() {
-  case "$2" in
-    creates) if [ -e "$3" ]; then r=ok; else r=fail; fi ;;
-    *) if sh -c "$3" >/dev/null 2>&1 </dev/null; then r=ok; else r=fail; fi ;;
-  esac
-  printf '%s.%s\t%s\n' "$1" "$2" "$r"
-}
-
 # pl_facts: the host itself.
 pl_facts() {
   # From /proc with shell builtins where it is there: each process costs the host a fork.
@@ -256,14 +174,3 @@ pl_token() {
   esac
 }
 
-# pl_compose_flavor: `docker compose` or `docker-compose`, whichever works.
-pl_compose_flavor() {
-  if docker compose version >/dev/null 2>&1; then printf 'H\tcompose\tdocker compose\n'
-  elif command -v docker-compose >/dev/null 2>&1; then printf 'H\tcompose\tdocker-compose\n'
-  else printf 'H\tcompose\tnone\n'; fi
-}
-
-# pl_systemd: is systemd running here?
-pl_systemd() {
-  if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then printf 'H\tsystemd\tyes\n'; else printf 'H\tsystemd\tno\n'; fi
-}

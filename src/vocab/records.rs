@@ -100,10 +100,9 @@ impl<'a> Records<'a> {
 /// Sub-keys a resource may report more than once (one line per package, per container).
 pub const MULTI_KEYS: &[&str] = &["pkg", "ps"];
 
-/// Host facts a probe may report, each at most once.
-pub const FACT_KEYS: &[&str] = &[
-    "begin", "uid", "hostname", "state", "compose", "systemd", "done",
-];
+/// The host facts every probe reports, each once (kinds add their own: see
+/// [`parse_records`]).
+pub const FACT_KEYS: &[&str] = &["begin", "uid", "hostname", "state", "done"];
 
 /// Why a probe's output is refused. Nothing the host printed is repeated here: the line
 /// number says where to look (`plumb converge -v` logs the output's size, never its text).
@@ -179,7 +178,7 @@ fn field_byte(b: u8) -> bool {
 
 /// Parses probe output strictly. Lines before the start record are ignored (a login shell's
 /// rc file may print something); after it, every line must be a well-formed record with a tag
-/// the probe can print: `H` (a known fact, once), `A` (a folder index below `dirs`) or a
+/// the probe can print: `H` (a fact of [`FACT_KEYS`] or `kind_facts`, once), `A` (a folder index below `dirs`) or a
 /// resource index below `resources` with an optional lower-case sub-key (once per resource,
 /// except [`MULTI_KEYS`]). Fields hold printable ASCII only. Anything else is an error for the
 /// host: a record a host user could forge is never taken for one plumb asked for.
@@ -187,6 +186,7 @@ pub fn parse_records(
     stdout: &str,
     resources: usize,
     dirs: usize,
+    kind_facts: &[&str],
 ) -> Result<HostRecords, ProbeError> {
     let mut out = HostRecords::default();
     let mut begun = false;
@@ -230,7 +230,7 @@ pub fn parse_records(
                 let Some((key, rest)) = fields.split_first() else {
                     return Err(malformed("a fact without a name"));
                 };
-                if !FACT_KEYS.contains(&key.as_str()) {
+                if !FACT_KEYS.contains(&key.as_str()) && !kind_facts.contains(&key.as_str()) {
                     return Err(malformed("an unknown fact"));
                 }
                 if out.facts.contains_key(key.as_str()) {
@@ -468,7 +468,7 @@ mod tests {
         let out = format!(
             "noise from a profile\nH\tbegin\t1\nH\tuid\t0\n0\tfile\t644 0 0 root root 12\t{sha}\n1.file\tabsent\n1.enabled\tenabled\n1.active\tinactive\nH\tdone\n"
         );
-        let r = parse_records(&out, 2, 0).unwrap();
+        let r = parse_records(&out, 2, 0, &[]).unwrap();
         assert!(r.complete());
         assert_eq!(r.facts["uid"], "0");
         match parse_path(r.of(0).get("")) {
@@ -496,18 +496,17 @@ mod tests {
         let f = dir.path().join("f");
         std::fs::write(&f, "hello\n").unwrap();
         let script = format!(
-            "PL_STATE=/nonexistent\n{LIB}printf 'H\\tbegin\\t1\\n'\npl_facts\npl_path 0 {}\npl_path 1 {}\npl_path 2 {}\npl_user 3 root\npl_group 4 nosuchgroupxyz\npl_guard 5 creates {}\npl_guard 6 unless false\nprintf 'H\\tdone\\n'\n",
+            "PL_STATE=/nonexistent\n{LIB}printf 'H\\tbegin\\t1\\n'\npl_facts\npl_path 0 {}\npl_path 1 {}\npl_path 2 {}\nprintf 'H\\tdone\\n'\n",
             f.display(),
             dir.path().display(),
             dir.path().join("nope").display(),
-            f.display()
         );
         let out = std::process::Command::new("sh")
             .arg("-c")
             .arg(script)
             .output()
             .unwrap();
-        let r = parse_records(&String::from_utf8_lossy(&out.stdout), 7, 0)
+        let r = parse_records(&String::from_utf8_lossy(&out.stdout), 3, 0, &[])
             .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
         assert!(r.complete());
         match parse_path(r.of(0).get("")) {
@@ -516,12 +515,7 @@ mod tests {
         }
         assert!(matches!(parse_path(r.of(1).get("")), PathState::Dir(_)));
         assert_eq!(parse_path(r.of(2).get("")), PathState::Absent);
-        assert_eq!(r.of(3).get("").unwrap()[0], "present");
-        let entry = decode_text(&r.of(3).get("").unwrap()[1]).unwrap();
-        assert!(entry.starts_with("root:x:0:0:"), "{entry}");
-        assert_eq!(r.of(4).get("").unwrap()[0], "absent");
-        assert_eq!(r.of(5).get("creates").unwrap()[0], "ok");
-        assert_eq!(r.of(6).get("unless").unwrap()[0], "fail");
+        assert_eq!(r.facts["state"], "none");
     }
 
     /// Runs the library's `sh` with `body` after it; returns stdout.
@@ -613,7 +607,7 @@ mod tests {
     #[test]
     fn the_parser_refuses_what_the_probe_cannot_print() {
         let ok = "H\tbegin\t1\nH\tuid\t0\n0\tabsent\nA\t0\tabsent\nH\tdone\n";
-        assert!(parse_records(ok, 1, 1).is_ok());
+        assert!(parse_records(ok, 1, 1, &[]).is_ok());
         let bad = [
             (
                 "H\tbegin\t1\nH\tstate\tnone\nH\tstate\tnone\nH\tdone\n",
@@ -632,13 +626,17 @@ mod tests {
             ("H\tbegin\t2\nH\tdone\n", "protocol"),
         ];
         for (text, why) in bad {
-            let e = parse_records(text, 1, 1).unwrap_err().to_string();
+            let e = parse_records(text, 1, 1, &[]).unwrap_err().to_string();
             assert!(e.contains(why), "{text:?}: {e}");
         }
         // The multi-line records of packages and containers may repeat.
         let multi = "H\tbegin\t1\n0.pkg\ta\tmissing\n0.pkg\tb\tmissing\nH\tdone\n";
         assert_eq!(
-            parse_records(multi, 1, 0).unwrap().of(0).all("pkg").count(),
+            parse_records(multi, 1, 0, &[])
+                .unwrap()
+                .of(0)
+                .all("pkg")
+                .count(),
             2
         );
     }
@@ -662,7 +660,7 @@ mod tests {
                 "PL_STATE=/nonexistent\n{LIB}printf 'H\\tbegin\\t1\\n'\npl_facts\npl_paths 0 {q} 1 {q}\npl_dirs 0 {q}\nprintf 'H\\tdone\\n'\n"
             );
             let out = std::process::Command::new("sh").arg("-c").arg(script).output().unwrap();
-            let r = parse_records(&String::from_utf8_lossy(&out.stdout), 2, 1).unwrap();
+            let r = parse_records(&String::from_utf8_lossy(&out.stdout), 2, 1, &[]).unwrap();
             let keys: Vec<&str> = r.facts.keys().map(String::as_str).collect();
             proptest::prop_assert_eq!(keys, ["begin", "done", "hostname", "state", "uid"]);
             proptest::prop_assert_eq!(r.facts["state"].as_str(), "none");
@@ -697,7 +695,7 @@ mod tests {
         #[test]
         fn the_parser_accepts_only_printable_records(lines in proptest::collection::vec(".{0,40}", 0..12)) {
             let text = format!("H\tbegin\t1\n{}\nH\tdone\n", lines.join("\n"));
-            if let Ok(r) = parse_records(&text, 4, 4) {
+            if let Ok(r) = parse_records(&text, 4, 4, &[]) {
                 for i in 0..4 {
                     for l in r.of(i).all("") {
                         for f in l {

@@ -6,7 +6,6 @@
 use crate::model::desired::Content;
 use crate::model::values::FileMode;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
 
 /// Content referenced by a step: its hash, and whether it may be shown. The bytes travel in
 /// [`HostPlan::contents`], never in a serialized plan.
@@ -29,6 +28,11 @@ impl ContentRef {
 }
 
 /// One thing to do on a host. Apply turns steps into shell; planning never touches a host.
+///
+/// The file-system steps are the apply stage's own (it stages, checks, backs up and switches to
+/// the folder's user for them). Everything else a kind does is an [`Step::Exec`]: a command
+/// line built by the kind, every word quoted by the apply stage, calling a system tool or a
+/// function of the kind's own shell fragment (its `.sh` file).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "step", rename_all = "snake_case")]
 pub enum Step {
@@ -65,94 +69,43 @@ pub enum Step {
         owner: String,
         group: String,
     },
-    /// `groupadd`.
-    GroupAdd {
-        name: String,
-        gid: Option<u32>,
-        system: bool,
-    },
-    /// `groupmod -g`, re-owning the group's files when asked.
-    GroupRenumber {
-        name: String,
-        old: u32,
-        new: u32,
-        reown: bool,
-    },
-    /// `groupdel`.
-    GroupDel { name: String },
-    /// `useradd`.
-    UserAdd {
-        name: String,
-        uid: Option<u32>,
-        group: Option<String>,
-        groups: Vec<String>,
-        home: Option<String>,
-        shell: Option<String>,
-        comment: Option<String>,
-        system: bool,
-        create_home: bool,
-    },
-    /// `usermod` for attributes other than the uid.
-    UserMod {
-        name: String,
-        group: Option<String>,
-        add_groups: Vec<String>,
-        home: Option<String>,
-        shell: Option<String>,
-        comment: Option<String>,
-    },
-    /// `usermod -u`, then re-own the user's files elsewhere on the file system.
-    UserRenumber { name: String, old: u32, new: u32 },
-    /// `userdel`.
-    UserDel { name: String },
-    /// Install packages.
-    PkgInstall {
-        manager: String,
-        packages: Vec<String>,
-    },
-    /// Remove packages.
-    PkgRemove {
-        manager: String,
-        packages: Vec<String>,
-    },
-    /// `systemctl daemon-reload` (once per host, after unit files changed).
+    /// `systemctl daemon-reload`: once per host, after every unit file of the run was written
+    /// and before any step marked `after_reload` runs.
     DaemonReload,
-    /// `systemctl <verb> <unit>`.
-    Systemctl { verb: String, unit: String },
-    /// `docker compose up -d` in a folder.
-    StackUp { project: String, dir: String },
-    /// `docker compose down` in a folder.
-    StackDown { project: String, dir: String },
-    /// `docker compose restart [services]`.
-    StackRestart {
-        project: String,
-        dir: String,
-        services: Vec<String>,
-    },
-    /// Run a command.
-    Run {
-        command: String,
-        user: Option<String>,
-        cwd: Option<String>,
-        env: BTreeMap<String, String>,
-        timeout: u64,
-        /// Shell test re-checked right before running (empty: none).
-        guard: String,
-        /// Check polled before running until it succeeds (empty: none).
-        #[serde(default)]
-        wait_for: String,
-        /// Seconds to wait for `wait_for`.
-        #[serde(default)]
-        wait_timeout: u64,
+    /// A kind's own command: `argv[0]` is a system tool or a function of the kind's shell
+    /// fragment; the apply stage quotes every word.
+    Exec {
+        argv: Vec<String>,
+        /// Run after the host's `daemon-reload` (unit state changes).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        after_reload: bool,
     },
     /// Issue a certificate on the controller and write key, certificate and CA files.
     IssueCertificate { index: usize, reason: String },
 }
 
 impl Step {
-    /// True for steps that only change a unit's state (they run after `daemon-reload`).
+    /// A command step from its words.
+    pub fn exec<I, S>(argv: I) -> Step
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        Step::Exec {
+            argv: argv.into_iter().map(Into::into).collect(),
+            after_reload: false,
+        }
+    }
+
+    /// True for steps that run after `daemon-reload`.
     pub fn after_reload(&self) -> bool {
-        matches!(self, Step::Systemctl { .. })
+        matches!(
+            self,
+            Step::Exec {
+                after_reload: true,
+                ..
+            }
+        )
     }
 
     /// The host path a file-system step acts on (for deciding whose hands run it).
