@@ -3,7 +3,7 @@
 //! Loading and validating a repo collects every problem it finds into [`Diagnostics`] instead of
 //! stopping at the first, so an operator fixes a repo in one pass.
 
-use crate::model::text::escape;
+use crate::text::escape;
 use crate::yaml::{Mark, Node};
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -179,6 +179,25 @@ pub fn display_path(root: &Path, path: &Path) -> PathBuf {
     path.strip_prefix(root).unwrap_or(path).to_path_buf()
 }
 
+/// The diagnostic for one control character found by [`crate::text::walk_document`].
+pub fn control_char(file: &std::path::Path, f: crate::text::FoundControl) -> Diagnostic {
+    let what = if f.in_key { "key" } else { "value" };
+    let hint = match f.found.class {
+        crate::text::TextClass::Line => {
+            "names, paths, keys and other one-line fields reach shell scripts and terminals, so they may not hold control characters; remove it (look for escapes such as \\e, \\x1b, \\t or \\n in double-quoted YAML strings)"
+        }
+        crate::text::TextClass::Script => {
+            "commands and descriptions may span lines (newlines and tabs); remove the other control character"
+        }
+        crate::text::TextClass::Content => {
+            "inline content may hold newlines, tabs and carriage returns; put content with other control bytes in a file of the repo and use `source:`"
+        }
+    };
+    Diagnostic::at(file, f.mark, format!("the {what} {}", f.found))
+        .with_field(f.field)
+        .with_hint(hint)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -198,7 +217,7 @@ mod tests {
         assert!(
             !text
                 .chars()
-                .any(|c| c != '\n' && crate::model::text::is_control(c)),
+                .any(|c| c != '\n' && crate::text::is_control(c)),
             "{text:?}"
         );
         let lines: Vec<&str> = text.lines().collect();

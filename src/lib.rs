@@ -9,6 +9,7 @@
 
 pub mod apply;
 pub mod cli;
+pub mod confine;
 pub mod converge;
 pub mod diag;
 pub mod inventory_import;
@@ -24,6 +25,10 @@ pub mod secrets;
 pub mod serve;
 pub mod shell;
 pub mod source;
+pub mod template;
+#[cfg(test)]
+pub(crate) mod testutil;
+pub mod text;
 pub mod transport;
 pub mod vocab;
 pub mod yaml;

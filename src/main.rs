@@ -44,10 +44,7 @@ fn main() {
             // Errors quote names, paths and host output: shown escaped, continuation lines
             // indented, so none can pass for a line of plumb's own.
             let message = plumb::secrets::redact(&format!("{e:#}"));
-            eprintln!(
-                "error: {}",
-                plumb::model::text::escape_block(&message, "  ")
-            );
+            eprintln!("error: {}", plumb::text::escape_block(&message, "  "));
             cli::EXIT_ERROR
         }
     };

@@ -5,7 +5,7 @@
 //! Unicode go through the real loader (`plumb::load::load`) of a repo written to disk.
 
 use plumb::load::{LoadOptions, load};
-use plumb::model::text::is_control;
+use plumb::text::is_control;
 use proptest::prelude::*;
 use std::path::Path;
 

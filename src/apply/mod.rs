@@ -9,9 +9,10 @@
 //! `systemctl daemon-reload` runs once, after unit files changed and before units are started;
 //! handlers run once, after the resources, only if something that notifies them changed.
 
+use crate::kinds::DesiredHost;
 use crate::kinds::PrimitiveSpec;
 use crate::kinds::certificate::CertificateState;
-use crate::model::desired::{Content, DesiredHost};
+use crate::model::desired::Content;
 use crate::plan::HostPlan;
 use crate::shell::quote;
 use crate::vocab::state::HostState;

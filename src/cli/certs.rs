@@ -3,8 +3,8 @@
 use super::converge::{HostArgs, OutputFormat, prepare, runtime};
 use super::{EXIT_ERROR, RepoArgs, print_diagnostics};
 use crate::converge::read_hosts;
+use crate::kinds::DesiredHost;
 use crate::kinds::PrimitiveSpec;
-use crate::model::desired::DesiredHost;
 use crate::report::certs::{CertsReport, HostFailure, SCHEMA};
 use anyhow::Result;
 use clap::Args;

@@ -15,16 +15,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::io::{IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
 
-/// Exit code: success, nothing to change.
-pub const EXIT_OK: i32 = 0;
-/// Exit code: an error (invalid repo, a host failed, ...).
-pub const EXIT_ERROR: i32 = 1;
-/// Exit code: changes were planned (dry-run) or applied.
-pub const EXIT_CHANGES: i32 = 2;
-/// Exit code: drift found on resources with `drift: detect` (and nothing failed).
-pub const EXIT_DRIFT: i32 = 3;
-/// Exit code: bad command line.
-pub const EXIT_USAGE: i32 = 64;
+pub use crate::report::{EXIT_CHANGES, EXIT_DRIFT, EXIT_ERROR, EXIT_OK, EXIT_USAGE};
 
 /// plumb: keep a fleet of VMs in the state a git repo declares.
 #[derive(Parser, Debug)]
@@ -335,7 +326,7 @@ fn render(a: &RenderArgs) -> Result<i32> {
 }
 
 /// Writes rendered files with owner-only permissions: they may hold secrets.
-fn write_private_tree(dir: &Path, hosts: &[crate::model::desired::DesiredHost]) -> Result<usize> {
+fn write_private_tree(dir: &Path, hosts: &[crate::kinds::DesiredHost]) -> Result<usize> {
     use std::os::unix::fs::PermissionsExt;
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
@@ -394,7 +385,7 @@ fn secrets_list(repo: &Path) -> Result<i32> {
     let store = crate::secrets::SecretStore::open(repo)?;
     for n in store.names() {
         // Names are file names under secrets/: shown escaped, one per line.
-        println!("{}", crate::model::text::escape(n));
+        println!("{}", crate::text::escape(n));
     }
     Ok(EXIT_OK)
 }

@@ -257,7 +257,7 @@ pub(super) fn pull_once(a: &SourceArgs, dry_run: bool, always: bool) -> Result<P
             "{} is at {} ({}), already applied; nothing to do (`plumb pull --always` converges anyway)",
             display_url(&a.url),
             short(&fetched.commit),
-            crate::model::text::escape(&fetched.summary)
+            crate::text::escape(&fetched.summary)
         );
         return Ok(outcome);
     }
@@ -265,7 +265,7 @@ pub(super) fn pull_once(a: &SourceArgs, dry_run: bool, always: bool) -> Result<P
         "{} is at {} ({}); converging",
         display_url(&a.url),
         short(&fetched.commit),
-        crate::model::text::escape(&fetched.summary)
+        crate::text::escape(&fetched.summary)
     );
     let repo_args = RepoArgs {
         repo: checkout,

@@ -101,10 +101,7 @@ fn run(source: &SourceArgs, request: RunRequest) -> RunOutcome {
         }
         Err(e) => {
             let message = crate::secrets::redact(&format!("{e:#}"));
-            eprintln!(
-                "error: {}",
-                crate::model::text::escape_block(&message, "  ")
-            );
+            eprintln!("error: {}", crate::text::escape_block(&message, "  "));
             RunOutcome {
                 exit_code: EXIT_ERROR,
                 error: Some(message),

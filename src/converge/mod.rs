@@ -5,10 +5,10 @@
 pub mod remote;
 
 use crate::apply::{self, Issuer};
+use crate::kinds::DesiredHost;
 use crate::kinds::Spec;
 use crate::kinds::certificate::CertificateState;
 use crate::load::Repo;
-use crate::model::desired::DesiredHost;
 use crate::model::inventory::Host;
 use crate::plan::{self, HostPlan, diff};
 use crate::probe;
@@ -94,8 +94,12 @@ impl Issuer for RepoIssuer<'_> {
             .ca_certificates
             .get(&want.ca)
             .ok_or_else(|| format!("CA `{}` has no certificate", want.ca))?;
-        let issued = crate::pki::issue(&String::from_utf8_lossy(cert.bytes()), key.expose(), want)
-            .map_err(|e| e.to_string())?;
+        let issued = crate::pki::issue(
+            &String::from_utf8_lossy(cert.bytes()),
+            key.expose(),
+            &want.leaf_request(),
+        )
+        .map_err(|e| e.to_string())?;
         Ok((issued.cert_pem, issued.key_pem))
     }
 }

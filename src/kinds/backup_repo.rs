@@ -23,10 +23,11 @@ use super::postgres_cluster::{
 use super::systemd_unit::UnitState;
 use super::{CheckCx, Kind, PrimitiveSpec, Spec};
 use crate::diag::Diagnostic;
-use crate::model::desired::{Content, Desired};
-use crate::model::manifest::Manifest;
+use crate::kinds::Desired;
+use crate::kinds::HostCx;
+use crate::kinds::Manifest;
+use crate::model::desired::Content;
 use crate::model::values::{FileMode, Presence, ResourceRef};
-use crate::render::HostCx;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use std::collections::BTreeMap;
@@ -178,7 +179,7 @@ impl BackupRepoSpec {
             .iter()
             .filter_map(|cm| match &cm.spec {
                 Spec::PostgresCluster(c) if c.backup.as_ref().is_some_and(|b| b.repo == m.name) => {
-                    Some(c.model(cm, &repo.inventory))
+                    Some(c.model(cm, repo.inventory))
                 }
                 _ => None,
             })
@@ -487,9 +488,9 @@ impl Kind for BackupRepoSpec {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kinds::DesiredHost;
     use crate::kinds::postgres_cluster::tests::{CLUSTER, REPO};
-    use crate::kinds::testutil::{errors, item, render, repo, text};
-    use crate::model::desired::DesiredHost;
+    use crate::testutil::{errors, item, render, repo, text};
 
     fn backup1(repo_manifest: &str, clusters: &[&str]) -> DesiredHost {
         let mut files = vec![("manifests/repo.yaml", repo_manifest)];

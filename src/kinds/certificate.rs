@@ -6,10 +6,11 @@
 use super::fs::converge_file;
 use super::{CheckCx, Kind, Primitive, PrimitiveSpec, desired};
 use crate::diag::Diagnostic;
-use crate::model::desired::{Content, Desired};
-use crate::model::manifest::Manifest;
+use crate::kinds::Desired;
+use crate::kinds::HostCx;
+use crate::kinds::Manifest;
+use crate::model::desired::Content;
 use crate::model::values::{FileMode, Span};
-use crate::render::HostCx;
 use crate::shell::quote;
 use crate::vocab::cx::PlanCx;
 use crate::vocab::records::{PathState, Records, parse_path};
@@ -19,18 +20,7 @@ use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use std::net::IpAddr;
 
-/// Key algorithms plumb issues.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum KeyAlgorithm {
-    /// ECDSA on P-256 (the default: small, fast, accepted everywhere).
-    #[default]
-    EcdsaP256,
-    /// ECDSA on P-384.
-    EcdsaP384,
-    /// Ed25519.
-    Ed25519,
-}
+pub use crate::pki::KeyAlgorithm;
 
 /// A certificate as declared.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
@@ -528,6 +518,20 @@ impl CertificateState {
     }
 }
 
+impl CertificateState {
+    /// What the CA is asked to sign.
+    pub fn leaf_request(&self) -> crate::pki::LeafRequest {
+        crate::pki::LeafRequest {
+            ca: self.ca.clone(),
+            common_name: self.common_name.clone(),
+            dns_names: self.dns_names.clone(),
+            ip_addresses: self.ip_addresses.clone(),
+            validity_secs: self.validity.secs,
+            key_algorithm: self.key_algorithm,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -569,7 +573,7 @@ mod tests {
     fn status_follows_the_renewal_window_and_says_why() {
         let ca = crate::pki::create_ca("test CA", 30).unwrap();
         let want = state(&ca.cert_pem);
-        let issued = crate::pki::issue(&ca.cert_pem, &ca.key_pem, &want).unwrap();
+        let issued = crate::pki::issue(&ca.cert_pem, &ca.key_pem, &want.leaf_request()).unwrap();
         let info = crate::pki::inspect(&issued.cert_pem).unwrap();
         let out = records(Some(&issued.cert_pem));
         let r = parse_records(&out, 1, 0, &[]).unwrap();

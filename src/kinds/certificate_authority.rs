@@ -4,10 +4,10 @@
 
 use super::{CheckCx, Kind};
 use crate::diag::Diagnostic;
-use crate::model::desired::Desired;
-use crate::model::manifest::Manifest;
+use crate::kinds::Desired;
+use crate::kinds::HostCx;
+use crate::kinds::Manifest;
 use crate::model::values::{SecretRef, Span};
-use crate::render::HostCx;
 use serde::{Deserialize, Serialize};
 
 /// A CA as declared.
@@ -41,7 +41,7 @@ impl Kind for CertificateAuthoritySpec {
         let name = cx.manifest.name.clone();
         if let Err(msg) = crate::model::values::check_repo_relative(&self.certificate) {
             cx.error("certificate", msg, None);
-        } else if let Err(e @ crate::load::confine::Confined::Outside { .. }) = cx
+        } else if let Err(e @ crate::confine::Confined::Outside { .. }) = cx
             .repo
             .confined
             .resolve(std::path::Path::new(&self.certificate))
@@ -50,7 +50,7 @@ impl Kind for CertificateAuthoritySpec {
             cx.error(
                 "certificate",
                 format!("CA certificate `{}` cannot be used: {e}", self.certificate),
-                Some(crate::load::confine::OUTSIDE_HINT.into()),
+                Some(crate::confine::OUTSIDE_HINT.into()),
             );
         } else {
             match std::fs::read_to_string(cx.repo.root.join(&self.certificate)) {

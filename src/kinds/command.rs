@@ -3,9 +3,10 @@
 
 use super::{CheckCx, Kind, Primitive, PrimitiveSpec, desired};
 use crate::diag::Diagnostic;
-use crate::model::desired::{Content, Desired};
-use crate::model::manifest::Manifest;
-use crate::render::HostCx;
+use crate::kinds::Desired;
+use crate::kinds::HostCx;
+use crate::kinds::Manifest;
+use crate::model::desired::Content;
 use crate::shell::quote;
 use crate::vocab::cx::PlanCx;
 use crate::vocab::records::Records;

@@ -7,10 +7,11 @@ use super::{
     CheckCx, Kind, Primitive, PrimitiveSpec, check_content, content_source, desired, render_content,
 };
 use crate::diag::Diagnostic;
-use crate::model::desired::{Content, Desired};
-use crate::model::manifest::Manifest;
+use crate::kinds::Desired;
+use crate::kinds::HostCx;
+use crate::kinds::Manifest;
+use crate::model::desired::Content;
 use crate::model::values::{FileMode, Presence, SecretRef};
-use crate::render::HostCx;
 use crate::shell::quote;
 use crate::vocab::cx::PlanCx;
 use crate::vocab::records::{PathState, Records, parse_path};

@@ -2,10 +2,11 @@
 
 use super::{CheckCx, Kind, Primitive, PrimitiveSpec, desired};
 use crate::diag::Diagnostic;
-use crate::model::desired::{Content, Desired};
-use crate::model::manifest::Manifest;
+use crate::kinds::Desired;
+use crate::kinds::HostCx;
+use crate::kinds::Manifest;
+use crate::model::desired::Content;
 use crate::model::values::{Presence, is_valid_account_name};
-use crate::render::HostCx;
 use crate::shell::quote;
 use crate::vocab::cx::PlanCx;
 use crate::vocab::records::Records;

@@ -8,6 +8,8 @@ pub mod certificate;
 pub mod certificate_authority;
 pub mod command;
 pub mod compose_stack;
+pub mod context;
+pub mod desired;
 pub mod directory;
 pub mod file;
 pub mod fs;
@@ -18,20 +20,21 @@ pub mod symlink;
 pub mod systemd_unit;
 pub mod user;
 
-#[cfg(test)]
-pub(crate) mod testutil;
-
 use crate::diag::{Diagnostic, Diagnostics};
-use crate::model::desired::{Content, Desired};
+use crate::model::desired::Content;
 use crate::model::inventory::Inventory;
-use crate::model::manifest::{COMMON_FIELDS, Manifest};
-use crate::model::text::TextClass;
-use crate::render::HostCx;
+use crate::model::manifest::COMMON_FIELDS;
+pub use desired::{Desired, DesiredHost};
+
+/// A manifest of this crate's kinds.
+pub type Manifest = crate::model::manifest::Manifest<Spec>;
+use crate::text::TextClass;
 use crate::vocab::cx::PlanCx;
 use crate::vocab::records::Records;
 use crate::vocab::state::Managed;
 use crate::vocab::step::{Planned, Step};
 use crate::yaml::{self, Node};
+pub use context::{HostCx, RepoView};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -49,7 +52,7 @@ pub struct RepoIndex<'a> {
     /// Every manifest by `Kind/name`.
     pub manifests: BTreeMap<String, &'a Manifest>,
     /// The root resolved: `source:` files must stay inside it.
-    pub confined: &'a crate::load::confine::RepoRoot,
+    pub confined: &'a crate::confine::RepoRoot,
     /// Templates that cannot be used, with why (a symlink leading outside the repo).
     pub refused_templates: &'a BTreeMap<String, String>,
 }
@@ -105,7 +108,7 @@ impl CheckCx<'_, '_> {
             self.error(
                 field,
                 format!("template `{name}` cannot be used: {why}"),
-                Some(crate::load::confine::OUTSIDE_HINT.into()),
+                Some(crate::confine::OUTSIDE_HINT.into()),
             );
         } else if !self.repo.templates.contains(name) {
             let known: Vec<&str> = self.repo.templates.iter().map(String::as_str).collect();
@@ -149,7 +152,7 @@ impl CheckCx<'_, '_> {
     /// Checks a repo-relative source file: relative, inside the repo once symlinks are
     /// followed, and a file.
     pub fn source_file(&mut self, field: &str, path: &str) {
-        use crate::load::confine::{Confined, OUTSIDE_HINT};
+        use crate::confine::{Confined, OUTSIDE_HINT};
         if let Err(msg) = crate::model::values::check_repo_relative(path) {
             self.error(field, msg, None);
             return;
@@ -172,7 +175,7 @@ impl CheckCx<'_, '_> {
 
 /// Fields that may span several lines, by kind (`*`: every kind); a pattern ending in `.*` covers
 /// every value below that field (template `vars`, whose values feed file content). Every other
-/// field of a manifest, and every mapping key, is a single line: see [`crate::model::text`].
+/// field of a manifest, and every mapping key, is a single line: see [`crate::text`].
 const MULTI_LINE_FIELDS: &[(&str, &str, TextClass)] = &[
     ("*", "description", TextClass::Script),
     ("File", "content", TextClass::Content),
@@ -194,7 +197,7 @@ pub fn field_class(kind: &str, path: &str) -> TextClass {
         .find(|(k, pattern, _)| {
             (*k == "*" || *k == kind)
                 && match pattern.strip_suffix(".*") {
-                    Some(prefix) => crate::model::text::is_below(path, prefix),
+                    Some(prefix) => crate::text::is_below(path, prefix),
                     None => path == *pattern,
                 }
         })
@@ -205,31 +208,12 @@ pub fn field_class(kind: &str, path: &str) -> TextClass {
 /// Every control character in a manifest document that its field does not allow, as
 /// diagnostics with file, line, field and hint.
 pub fn control_char_diagnostics(file: &Path, kind: &str, doc: &Node) -> Vec<Diagnostic> {
-    crate::model::text::walk_document(doc, &|path| {
-        field_class(kind, &crate::model::text::field_path(path))
+    crate::text::walk_document(doc, &|path| {
+        field_class(kind, &crate::text::field_path(path))
     })
     .into_iter()
-    .map(|f| control_char_diagnostic(file, f))
+    .map(|f| crate::diag::control_char(file, f))
     .collect()
-}
-
-/// The diagnostic for one control character found by [`crate::model::text::walk_document`].
-pub fn control_char_diagnostic(file: &Path, f: crate::model::text::FoundControl) -> Diagnostic {
-    let what = if f.in_key { "key" } else { "value" };
-    let hint = match f.found.class {
-        TextClass::Line => {
-            "names, paths, keys and other one-line fields reach shell scripts and terminals, so they may not hold control characters; remove it (look for escapes such as \\e, \\x1b, \\t or \\n in double-quoted YAML strings)"
-        }
-        TextClass::Script => {
-            "commands and descriptions may span lines (newlines and tabs); remove the other control character"
-        }
-        TextClass::Content => {
-            "inline content may hold newlines, tabs and carriage returns; put content with other control bytes in a file of the repo and use `source:`"
-        }
-    };
-    Diagnostic::at(file, f.mark, format!("the {what} {}", f.found))
-        .with_field(f.field)
-        .with_hint(hint)
 }
 
 /// Where file content comes from: exactly one of `content`, `template`, `source`.
@@ -323,6 +307,22 @@ macro_rules! kinds {
                 $(stringify!($pk) => yaml::de::from_node_excluding(doc, COMMON_FIELDS).map(Spec::$pk),)*
                 $(stringify!($ck) => yaml::de::from_node_excluding(doc, COMMON_FIELDS).map(Spec::$ck),)*
                 _ => Err(serde::de::Error::custom(format!("unknown kind `{kind}`"))),
+            }
+        }
+
+        impl crate::model::manifest::KindFields for Spec {
+            const KIND_NAMES: &'static [&'static str] = KIND_NAMES;
+
+            fn parse(kind: &str, doc: &Node) -> Result<Self, yaml::de::Error> {
+                parse_spec(kind, doc)
+            }
+
+            fn default_name(&self) -> Option<String> {
+                self.kind().default_name()
+            }
+
+            fn needs_hosts(&self) -> bool {
+                self.kind().needs_hosts()
             }
         }
 

@@ -24,11 +24,12 @@ use super::systemd_unit::UnitState;
 use super::user::UserSpec;
 use super::{CheckCx, Kind, PrimitiveSpec, Spec};
 use crate::diag::Diagnostic;
-use crate::model::desired::{Content, Desired};
+use crate::kinds::Desired;
+use crate::kinds::HostCx;
+use crate::kinds::Manifest;
+use crate::model::desired::Content;
 use crate::model::inventory::{Host, Inventory};
-use crate::model::manifest::Manifest;
 use crate::model::values::{FileMode, Presence, ResourceRef, SecretRef, Span};
-use crate::render::HostCx;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use std::collections::{BTreeMap, BTreeSet};
@@ -1592,8 +1593,8 @@ impl Kind for PostgresClusterSpec {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::kinds::testutil::{errors, item, render, repo, text};
-    use crate::model::desired::DesiredHost;
+    use crate::kinds::DesiredHost;
+    use crate::testutil::{errors, item, render, repo, text};
 
     /// Line numbers matter: the validation tests point at them.
     pub(crate) const CLUSTER: &str = "\
@@ -1989,7 +1990,7 @@ tls: { ca: pg-ca }
             ("manifests/repo.yaml", REPO),
             (
                 "inventory/hosts.yaml",
-                &crate::kinds::testutil::INVENTORY.replace(
+                &crate::testutil::INVENTORY.replace(
                     "  pg1: { address: 10.0.0.1, groups: [postgres] }",
                     "  pg1: { address: 10.0.0.1, groups: [postgres], vars: { postgres_image: reg/pg:1, patroni_tags: { nofailover: true } } }",
                 ),
@@ -2052,7 +2053,7 @@ tls: { ca: pg-ca }
             ("manifests/repo.yaml", REPO),
             ("manifests/users.yaml", &same.replace("1001", "1002")),
         ]);
-        let repo = crate::kinds::testutil::load(&dir).unwrap();
+        let repo = crate::testutil::load(&dir).unwrap();
         let e = crate::render::render_host(&repo, repo.inventory.host("pg1").unwrap())
             .unwrap_err()
             .to_string();
@@ -2095,7 +2096,7 @@ tls: { ca: pg-ca }
             ),
             ("manifests/repo.yaml", REPO),
         ]);
-        crate::kinds::testutil::load(&ok).unwrap();
+        crate::testutil::load(&ok).unwrap();
     }
 
     #[test]
@@ -2142,7 +2143,7 @@ tls: { ca: pg-ca }
             ("manifests/repo.yaml", REPO),
             (
                 "inventory/hosts.yaml",
-                &crate::kinds::testutil::INVENTORY.replace(
+                &crate::testutil::INVENTORY.replace(
                     "  vars:\n    cluster_network: 10.0.0.0/24\n",
                     "  vars: {}\n",
                 ),

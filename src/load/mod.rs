@@ -2,17 +2,16 @@
 //! everything that can be checked without rendering. Every problem is collected, with file, line,
 //! column and field, before anything else happens.
 
-pub mod confine;
-
+use crate::confine::{self, Confined, RepoRoot};
 use crate::diag::{Diagnostic, Diagnostics, display_path};
+use crate::kinds::Manifest;
 use crate::kinds::{CheckCx, RepoIndex, Spec};
 use crate::model::desired::Content;
 use crate::model::inventory::{self, Inventory};
-use crate::model::manifest::{Manifest, parse_manifest};
-use crate::render::templates::Templates;
+use crate::model::manifest::parse_manifest;
 use crate::secrets::{SecretError, SecretStore, SecretValue};
+use crate::template::Templates;
 use crate::yaml;
-use confine::{Confined, RepoRoot};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -69,6 +68,18 @@ impl Repo {
             .position(|x| std::ptr::eq(x, m))
             .map(|i| self.selected[i].iter().map(String::as_str).collect())
             .unwrap_or_default()
+    }
+
+    /// What rendering sees of this repo.
+    pub fn view(&self) -> crate::kinds::RepoView<'_> {
+        crate::kinds::RepoView {
+            inventory: &self.inventory,
+            manifests: &self.manifests,
+            templates: &self.templates,
+            secrets: &self.secrets,
+            ca_certificates: &self.ca_certificates,
+            confined: &self.confined,
+        }
     }
 
     /// Decrypts a secret for rendering.

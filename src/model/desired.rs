@@ -4,8 +4,6 @@
 //! secret is marked sensitive here and stays marked: its `Debug` and `Serialize` forms show only
 //! `<sensitive>`, so no output path of plumb can print it by accident.
 
-use crate::kinds::PrimitiveSpec;
-use crate::model::values::{DriftPolicy, ResourceRef};
 use crate::yaml::Mark;
 use serde::{Serialize, Serializer};
 use sha2::{Digest, Sha256};
@@ -14,7 +12,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 /// The placeholder every output shows instead of sensitive content.
-pub const REDACTED: &str = "<sensitive>";
+pub use crate::secrets::REDACTED;
 
 /// File content, with its sensitivity.
 #[derive(Clone, PartialEq, Eq)]
@@ -117,46 +115,4 @@ impl fmt::Display for Origin {
         }
         Ok(())
     }
-}
-
-/// One primitive resource as it should be on a host.
-#[derive(Clone, Debug, Serialize)]
-pub struct Desired {
-    /// Kind name (`File`, `User`, ...).
-    pub kind: &'static str,
-    /// Resource name, unique per kind on a host.
-    pub name: String,
-    /// Where it was declared.
-    pub origin: Origin,
-    /// Repair or only report drift.
-    pub drift: DriftPolicy,
-    /// Resources refreshed when this one changes.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub notify: Vec<ResourceRef>,
-    /// The kind's own state.
-    pub spec: PrimitiveSpec,
-}
-
-impl Desired {
-    /// `Kind/name`.
-    pub fn reference(&self) -> ResourceRef {
-        ResourceRef {
-            kind: self.kind.to_string(),
-            name: self.name.clone(),
-        }
-    }
-
-    /// True when any content of this resource is sensitive.
-    pub fn is_sensitive(&self) -> bool {
-        self.spec.contents().iter().any(|c| c.sensitive)
-    }
-}
-
-/// Everything one host should have, in apply order.
-#[derive(Clone, Debug, Serialize)]
-pub struct DesiredHost {
-    /// Inventory name.
-    pub host: String,
-    /// Resources, ordered by kind rank, then by declaration.
-    pub resources: Vec<Desired>,
 }

@@ -21,6 +21,10 @@ use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+/// Where plumb keeps its files on a host unless the inventory says otherwise: `state` (what it
+/// manages), `backup/` (previous versions of replaced files) and `lock`.
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/plumb";
+
 /// How plumb gains root on a host.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -349,8 +353,8 @@ pub fn parse_inventory(
         Diagnostic::at(display, e.mark, format!("YAML syntax error: {}", e.message))
     })?;
     let mut ds = Diagnostics::new();
-    for f in crate::model::text::walk_document(&root, &inventory_field_class) {
-        ds.push(crate::kinds::control_char_diagnostic(display, f));
+    for f in crate::text::walk_document(&root, &inventory_field_class) {
+        ds.push(crate::diag::control_char(display, f));
     }
     if !ds.is_empty() {
         return Err(ds);
@@ -412,8 +416,8 @@ pub fn parse_inventory(
 /// Which control characters an inventory field may hold: variable values may span lines (they
 /// feed templates, like file content), a group's description may too; every other field and
 /// every key (host, group and variable names included) is one line.
-fn inventory_field_class(path: &[String]) -> crate::model::text::TextClass {
-    use crate::model::text::TextClass;
+fn inventory_field_class(path: &[String]) -> crate::text::TextClass {
+    use crate::text::TextClass;
     let seg = |i: usize| path.get(i).map(String::as_str);
     match (seg(0), seg(1), seg(2)) {
         (Some("defaults"), Some("vars"), Some(_)) => TextClass::Content,
@@ -925,7 +929,7 @@ pub fn resolve(
                 .and_then(|o| o.state_dir.clone())
                 .or_else(|| h.state_dir.clone())
                 .or_else(|| d_state.clone())
-                .unwrap_or_else(|| crate::vocab::state::HOST_DIR.to_string()),
+                .unwrap_or_else(|| crate::model::inventory::DEFAULT_STATE_DIR.to_string()),
             groups: host_groups,
             vars,
             ssh,

@@ -2,7 +2,6 @@
 //! `hosts`, `notify`, `drift`, `description`) and the fields of its kind.
 
 use crate::diag::Diagnostic;
-use crate::kinds::{self, Spec};
 use crate::model::selector::Selector;
 use crate::model::values::{DriftPolicy, ResourceRef};
 use crate::yaml::{self, Mark, Node};
@@ -26,9 +25,25 @@ struct CommonDef {
     description: Option<String>,
 }
 
-/// One resource as declared in `manifests/`.
+/// The fields of the kinds a repo may declare: how the model reads them without knowing them
+/// (implemented by `crate::kinds::Spec`, the registry).
+pub trait KindFields: Sized {
+    /// Every kind name.
+    const KIND_NAMES: &'static [&'static str];
+
+    /// Reads the kind-specific fields of a document of kind `kind` (one of `KIND_NAMES`).
+    fn parse(kind: &str, doc: &Node) -> Result<Self, yaml::de::Error>;
+
+    /// A name derived from the fields when `name:` is omitted (paths for files).
+    fn default_name(&self) -> Option<String>;
+
+    /// False for kinds that live on the controller only (no `hosts:`).
+    fn needs_hosts(&self) -> bool;
+}
+
+/// One resource as declared in `manifests/`, with its kind's fields `S`.
 #[derive(Clone, Debug)]
-pub struct Manifest {
+pub struct Manifest<S> {
     /// Kind name, as registered.
     pub kind: &'static str,
     /// Resource name (unique per kind in the repo).
@@ -42,7 +57,7 @@ pub struct Manifest {
     /// Free text.
     pub description: Option<String>,
     /// The kind's own fields.
-    pub spec: Spec,
+    pub spec: S,
     /// File it was read from, relative to the repo.
     pub file: PathBuf,
     /// Where the document starts.
@@ -51,7 +66,7 @@ pub struct Manifest {
     pub doc: Node,
 }
 
-impl Manifest {
+impl<S> Manifest<S> {
     /// `Kind/name`.
     pub fn reference(&self) -> ResourceRef {
         ResourceRef {
@@ -102,7 +117,10 @@ fn unknown_field_hint(kind: &str, message: &str) -> String {
 
 /// Reads one manifest document. Returns every problem found in it (common fields and kind
 /// fields are checked separately, so both kinds of mistakes show up in one run).
-pub fn parse_manifest(file: &PathBuf, doc: Node) -> Result<Manifest, Vec<Diagnostic>> {
+pub fn parse_manifest<S: KindFields>(
+    file: &PathBuf,
+    doc: Node,
+) -> Result<Manifest<S>, Vec<Diagnostic>> {
     if doc.as_map().is_none() {
         return Err(vec![Diagnostic::at(
             file,
@@ -116,13 +134,13 @@ pub fn parse_manifest(file: &PathBuf, doc: Node) -> Result<Manifest, Vec<Diagnos
     let Some(kind_node) = doc.get("kind") else {
         return Err(vec![
             Diagnostic::at(file, doc.mark, "missing field `kind`")
-                .with_hint(format!("known kinds: {}", kinds::KIND_NAMES.join(", "))),
+                .with_hint(format!("known kinds: {}", S::KIND_NAMES.join(", "))),
         ]);
     };
     let kind_text = kind_node.as_str().unwrap_or_default();
-    let Some(kind) = kinds::KIND_NAMES.iter().copied().find(|k| *k == kind_text) else {
-        let mut hint = format!("known kinds: {}", kinds::KIND_NAMES.join(", "));
-        if let Some(near) = closest(kind_text, kinds::KIND_NAMES) {
+    let Some(kind) = S::KIND_NAMES.iter().copied().find(|k| *k == kind_text) else {
+        let mut hint = format!("known kinds: {}", S::KIND_NAMES.join(", "));
+        if let Some(near) = closest(kind_text, S::KIND_NAMES) {
             hint = format!("did you mean `{near}`? {hint}");
         }
         return Err(vec![
@@ -140,7 +158,7 @@ pub fn parse_manifest(file: &PathBuf, doc: Node) -> Result<Manifest, Vec<Diagnos
             None
         }
     };
-    let spec = match kinds::parse_spec(kind, &doc) {
+    let spec = match S::parse(kind, &doc) {
         Ok(s) => Some(s),
         Err(e) => {
             errors.push(located(file, &doc, kind, e));
@@ -150,7 +168,7 @@ pub fn parse_manifest(file: &PathBuf, doc: Node) -> Result<Manifest, Vec<Diagnos
     let (Some(common), Some(spec)) = (common, spec) else {
         return Err(errors);
     };
-    let name = match common.name.or_else(|| spec.kind().default_name()) {
+    let name = match common.name.or_else(|| spec.default_name()) {
         Some(n) if !n.trim().is_empty() => n,
         _ => {
             errors.push(
@@ -160,7 +178,7 @@ pub fn parse_manifest(file: &PathBuf, doc: Node) -> Result<Manifest, Vec<Diagnos
             return Err(errors);
         }
     };
-    if common.hosts.is_none() && spec.kind().needs_hosts() {
+    if common.hosts.is_none() && spec.needs_hosts() {
         errors.push(Diagnostic::at(file, doc.mark, format!("missing field `hosts` in {kind} `{name}`"))
             .with_hint("say where it lands: `hosts: all`, `hosts: group:NAME`, `hosts: host:NAME` or a list"));
     }
@@ -210,7 +228,7 @@ fn edit_distance(a: &str, b: &str) -> usize {
 mod tests {
     use super::*;
 
-    fn parse(src: &str) -> Result<Manifest, Vec<Diagnostic>> {
+    fn parse(src: &str) -> Result<crate::kinds::Manifest, Vec<Diagnostic>> {
         let doc = yaml::parse_single(src).unwrap();
         parse_manifest(&PathBuf::from("manifests/m.yaml"), doc)
     }

@@ -5,5 +5,5 @@ pub mod desired;
 pub mod inventory;
 pub mod manifest;
 pub mod selector;
-pub mod text;
+
 pub mod values;

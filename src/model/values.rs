@@ -198,7 +198,7 @@ pub fn check_abs_path(path: &str, roots: &[&str]) -> Result<(), String> {
             "path `{path}` is relative; paths on hosts must be absolute"
         ));
     }
-    if let Err(c) = crate::model::text::check(path, crate::model::text::TextClass::Line) {
+    if let Err(c) = crate::text::check(path, crate::text::TextClass::Line) {
         return Err(format!("path `{path}` {c}"));
     }
     for comp in path.split('/').skip(1) {
@@ -228,7 +228,7 @@ pub fn check_abs_path(path: &str, roots: &[&str]) -> Result<(), String> {
 
 /// Checks that a path inside the cluster repo is relative and stays inside it.
 pub fn check_repo_relative(path: &str) -> Result<(), String> {
-    if let Err(c) = crate::model::text::check(path, crate::model::text::TextClass::Line) {
+    if let Err(c) = crate::text::check(path, crate::text::TextClass::Line) {
         return Err(format!("`{path}` {c}"));
     }
     if path.starts_with('/') {

@@ -1,11 +1,11 @@
 //! Private PKI on the controller: create a CA, issue host certificates signed by it, and read a
 //! certificate's serial, names and expiry (to decide when to reissue).
 
-use crate::kinds::certificate::{CertificateState, KeyAlgorithm};
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
     KeyUsagePurpose, SanType, SerialNumber,
 };
+use serde::{Deserialize, Serialize};
 use std::net::IpAddr;
 use time::OffsetDateTime;
 
@@ -76,12 +76,38 @@ pub fn create_ca(common_name: &str, days: u64) -> Result<Issued, PkiError> {
     })
 }
 
+/// Key algorithms plumb issues.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum KeyAlgorithm {
+    /// ECDSA on P-256 (the default: small, fast, accepted everywhere).
+    #[default]
+    EcdsaP256,
+    /// ECDSA on P-384.
+    EcdsaP384,
+    /// Ed25519.
+    Ed25519,
+}
+
+/// What to put in a leaf certificate.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LeafRequest {
+    /// The CA's name (for messages).
+    pub ca: String,
+    /// Subject common name.
+    pub common_name: String,
+    /// DNS subject alternative names.
+    pub dns_names: Vec<String>,
+    /// IP subject alternative names.
+    pub ip_addresses: Vec<String>,
+    /// How long it is valid, in seconds.
+    pub validity_secs: u64,
+    /// Key algorithm of the new key.
+    pub key_algorithm: KeyAlgorithm,
+}
+
 /// Issues a certificate for `want`, signed by the CA (certificate and key in PEM).
-pub fn issue(
-    ca_cert_pem: &str,
-    ca_key_pem: &str,
-    want: &CertificateState,
-) -> Result<Issued, PkiError> {
+pub fn issue(ca_cert_pem: &str, ca_key_pem: &str, want: &LeafRequest) -> Result<Issued, PkiError> {
     let ca_key = KeyPair::from_pem(ca_key_pem)?;
     let ca_info = inspect(ca_cert_pem)?;
     if ca_info.public_key != rcgen::PublicKeyData::der_bytes(&ca_key) {
@@ -114,7 +140,7 @@ pub fn issue(
     params.use_authority_key_identifier_extension = true;
     let now = OffsetDateTime::now_utc();
     params.not_before = now - time::Duration::hours(1);
-    params.not_after = now + time::Duration::seconds(want.validity.secs as i64);
+    params.not_after = now + time::Duration::seconds(want.validity_secs as i64);
     params.serial_number = Some(random_serial());
     let key = key_for(want.key_algorithm)?;
     let cert = params.signed_by(&key, &issuer)?;
@@ -199,25 +225,13 @@ pub fn inspect(pem: &str) -> Result<CertInfo, PkiError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::desired::Content;
-    use crate::model::values::{FileMode, Span};
-
-    fn want() -> CertificateState {
-        CertificateState {
+    fn want() -> LeafRequest {
+        LeafRequest {
             ca: "pg-ca".into(),
-            ca_certificate: Content::plain(Vec::new()),
             common_name: "pg-srv1".into(),
             dns_names: vec!["pg-srv1".into()],
             ip_addresses: vec!["10.0.0.1".into()],
-            cert_path: "/c".into(),
-            key_path: "/k".into(),
-            ca_path: None,
-            owner: "root".into(),
-            group: "root".into(),
-            key_mode: FileMode(0o600),
-            cert_mode: FileMode(0o644),
-            validity: Span { secs: 10 * 86_400 },
-            renew_before: Span { secs: 86_400 },
+            validity_secs: 10 * 86_400,
             key_algorithm: KeyAlgorithm::EcdsaP256,
         }
     }

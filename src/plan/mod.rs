@@ -5,7 +5,8 @@ pub mod chain;
 pub mod diff;
 
 use crate::kinds::PrimitiveSpec;
-use crate::model::desired::{Content, Desired, DesiredHost, sha256_hex};
+use crate::kinds::{Desired, DesiredHost};
+use crate::model::desired::{Content, sha256_hex};
 use crate::model::values::{DriftPolicy, ResourceRef};
 use crate::vocab::cx::PlanCx;
 use crate::vocab::records::{HostRecords, Records};

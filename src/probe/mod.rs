@@ -2,7 +2,7 @@
 //! machine-readable record for every resource (and a few facts about the host). Parsing those
 //! records is pure; deciding what they mean is the job of each kind's `plan`.
 
-use crate::model::desired::DesiredHost;
+use crate::kinds::DesiredHost;
 use crate::vocab::records::{HostRecords, LIB, PROTOCOL, ProbeError, ancestor_dirs, parse_records};
 
 /// Builds the probe script for a host whose plumb folder is `state_dir`.
@@ -102,7 +102,7 @@ mod tests {
 
     #[test]
     fn the_probe_script_batches_single_path_resources_in_order() {
-        use crate::kinds::testutil::{render, repo};
+        use crate::testutil::{render, repo};
         let dir = repo(&[(
             "manifests/app.yaml",
             "kind: File\nhosts: host:pg1\npath: /etc/a\ncontent: a\n---\nkind: File\nhosts: host:pg1\npath: /etc/b\ncontent: b\n---\nkind: Directory\nhosts: host:pg1\npath: /etc/d\n---\nkind: User\nname: app\nhosts: host:pg1\n",
@@ -132,7 +132,7 @@ mod tests {
     /// lost from lib.sh makes the shell print "not found" and carry on, which no record shows.
     #[test]
     fn every_function_the_scripts_call_is_defined() {
-        use crate::kinds::testutil::{render, repo};
+        use crate::testutil::{render, repo};
         let dir = repo(&[(
             "manifests/app.yaml",
             "kind: File\nhosts: host:pg1\npath: /etc/a\ncontent: a\n---\nkind: Directory\nhosts: host:pg1\npath: /etc/d\n---\nkind: User\nname: root\nhosts: host:pg1\n---\nkind: Group\nname: nosuchgroupxyz\nhosts: host:pg1\n---\nkind: Package\nname: p\nhosts: host:pg1\npackages: [curl]\n---\nkind: Symlink\nhosts: host:pg1\npath: /etc/l\ntarget: /etc/a\n---\nkind: SystemdUnit\nname: x.service\nhosts: host:pg1\ncontent: \"[Service]\\nExecStart=/bin/true\\n\"\n---\nkind: ComposeStack\nname: s\nhosts: host:pg1\ndir: /opt/s\ncontent: \"services: {}\\n\"\n---\nkind: Command\nname: c\nhosts: host:pg1\nrun: \"true\"\ncreates: /etc/a\n",

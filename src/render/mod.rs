@@ -7,186 +7,22 @@
 //! addresses), `resource` (the resource's own fields) and the function `secret(name="...")`.
 //! Undefined variables are errors, reported with the template's file and line.
 
-pub mod templates;
-
 use crate::diag::{Diagnostic, Diagnostics};
 use crate::kinds::PrimitiveSpec;
+use crate::kinds::{Desired, DesiredHost};
 use crate::load::Repo;
-use crate::model::desired::{Content, Desired, DesiredHost, Origin};
-use crate::model::inventory::{Host, Inventory};
-use crate::model::manifest::Manifest;
-use crate::secrets::SecretValue;
-use serde_json::{Map, Value, json};
+use crate::model::desired::{Content, Origin};
+use crate::model::inventory::Host;
+
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 
-pub use templates::RenderFailure;
-
-/// Rendering of one host: the host, the repo, and a template context built once.
-pub struct HostCx<'r> {
-    repo: &'r Repo,
-    host: &'r Host,
-    context: tera::Context,
-    via: Option<String>,
-}
-
-impl<'r> HostCx<'r> {
-    /// Prepares rendering for one host.
-    pub fn new(repo: &'r Repo, host: &'r Host) -> Self {
-        let mut top = Map::new();
-        for (k, v) in &host.vars {
-            top.insert(k.clone(), v.clone());
-        }
-        top.insert("vars".into(), json!(host.vars));
-        top.insert(
-            "host".into(),
-            json!({
-                "name": host.name, "address": host.address, "port": host.port,
-                "user": host.user, "groups": host.groups, "vars": host.vars,
-            }),
-        );
-        // `hosts` and `groups` hold the whole inventory: moved in (and given back on drop)
-        // rather than copied for every host.
-        let (hosts, groups) = repo.templates.lend_shared();
-        top.insert("hosts".into(), hosts);
-        top.insert("groups".into(), groups);
-        let context = tera::Context::from_value(Value::Object(top)).unwrap_or_default();
-        HostCx {
-            repo,
-            host,
-            context,
-            via: None,
-        }
-    }
-
-    /// The host being rendered.
-    pub fn host(&self) -> &'r Host {
-        self.host
-    }
-
-    /// The inventory.
-    pub fn inventory(&self) -> &'r Inventory {
-        &self.repo.inventory
-    }
-
-    /// The repo.
-    pub fn repo(&self) -> &'r Repo {
-        self.repo
-    }
-
-    /// Marks the resources rendered from now on as expanded from a composite.
-    pub fn set_via(&mut self, via: Option<String>) {
-        self.via = via;
-    }
-
-    /// The origin of a resource declared by `m`.
-    pub fn origin(&self, m: &Manifest) -> Origin {
-        Origin {
-            file: m.file.clone(),
-            mark: m.mark,
-            via: self.via.clone(),
-        }
-    }
-
-    /// Renders a template of the repo with the resource's fields and extra variables.
-    pub fn render_template(
-        &mut self,
-        name: &str,
-        resource: &Value,
-        vars: &Map<String, Value>,
-    ) -> Result<Content, RenderFailure> {
-        self.context.insert("resource", resource);
-        if vars.is_empty() {
-            return self.repo.templates.render(name, &self.context, self.host);
-        }
-        // Lay the extra vars over the host's context and take them off again afterwards, rather
-        // than cloning the context: it holds every host and group, so a clone per template made
-        // rendering quadratic in the fleet's size.
-        let shadowed: Vec<(&String, Option<Value>)> = vars
-            .iter()
-            .map(|(k, v)| {
-                let previous = self.context.remove(k);
-                self.context.insert(k.as_str(), v);
-                (k, previous)
-            })
-            .collect();
-        let out = self.repo.templates.render(name, &self.context, self.host);
-        for (k, previous) in shadowed {
-            self.context.remove(k);
-            if let Some(p) = previous {
-                self.context.insert(k.as_str(), &p);
-            }
-        }
-        out
-    }
-
-    /// Renders a short string that may hold Tera expressions (`{{ host.name }}`). The result
-    /// is a name (a certificate's common name, a DNS name): one line, no control character,
-    /// whatever the variables it reads hold.
-    pub fn render_str(&mut self, text: &str) -> Result<String, RenderFailure> {
-        if !text.contains("{{") && !text.contains("{%") {
-            return Ok(text.to_string());
-        }
-        let content = self
-            .repo
-            .templates
-            .render_inline(text, &self.context, self.host)?;
-        let out = String::from_utf8_lossy(content.bytes()).into_owned();
-        if let Err(c) = crate::model::text::check(&out, crate::model::text::TextClass::Line) {
-            return Err(RenderFailure {
-                message: format!("`{text}` renders to `{out}`, which {c}"),
-                template: None,
-                host: self.host.name.clone(),
-                syntax_error: None,
-            });
-        }
-        Ok(out)
-    }
-
-    /// Reads a file of the repo as content.
-    pub fn read_source(&self, path: &str) -> Result<Content, String> {
-        crate::model::values::check_repo_relative(path)?;
-        // Resolved again here, not only at validation: what is read is what is pushed.
-        let full = self
-            .repo
-            .confined
-            .resolve(std::path::Path::new(path))
-            .map_err(|e| format!("cannot read source file `{path}`: {e}"))?;
-        std::fs::read(full)
-            .map(Content::plain)
-            .map_err(|e| format!("cannot read source file `{path}`: {e}"))
-    }
-
-    /// Decrypts a secret.
-    pub fn secret(&self, name: &str) -> Result<SecretValue, String> {
-        self.repo.secret(name).map_err(|e| e.to_string())
-    }
-
-    /// The certificate of a CA (PEM).
-    pub fn ca_certificate(&self, ca: &str) -> Result<Content, String> {
-        self.repo
-            .ca_certificates
-            .get(ca)
-            .cloned()
-            .ok_or_else(|| format!("unknown CA `{ca}`"))
-    }
-}
-
-impl Drop for HostCx<'_> {
-    fn drop(&mut self) {
-        // Every insert into the context keeps `hosts` and `groups` as they were lent: host vars
-        // go in before them and template vars are taken off again after each render.
-        if let (Some(hosts), Some(groups)) =
-            (self.context.remove("hosts"), self.context.remove("groups"))
-        {
-            self.repo.templates.give_back_shared(hosts, groups);
-        }
-    }
-}
+pub use crate::kinds::context::HostCx;
+pub use crate::template::RenderFailure;
 
 /// Renders the desired state of one host.
 pub fn render_host(repo: &Repo, host: &Host) -> Result<DesiredHost, Diagnostics> {
-    let mut cx = HostCx::new(repo, host);
+    let mut cx = HostCx::new(repo.view(), host);
     let mut ds = Diagnostics::new();
     let mut items: Vec<Desired> = Vec::new();
     for m in repo.manifests_for(&host.name) {
@@ -422,11 +258,11 @@ pub fn files_of(spec: &PrimitiveSpec) -> Vec<(String, &Content)> {
 #[cfg(test)]
 mod tests {
     use crate::kinds::PrimitiveSpec;
-    use crate::kinds::testutil::{item, render, repo, text};
+    use crate::testutil::{item, render, repo, text};
 
     #[test]
     fn a_name_rendered_from_a_multi_line_var_is_refused() {
-        let inventory = crate::kinds::testutil::INVENTORY.replace(
+        let inventory = crate::testutil::INVENTORY.replace(
             "cluster_network: 10.0.0.0/24",
             "cluster_network: 10.0.0.0/24\n    cn: \"pg\\nEVIL\"",
         );
@@ -437,7 +273,7 @@ mod tests {
                 "kind: Certificate\nname: c\nhosts: host:pg1\nca: pg-ca\ncommon_name: \"{{ cn }}\"\ncert_path: /etc/c.crt\nkey_path: /etc/c.key\n",
             ),
         ]);
-        let repo = crate::kinds::testutil::load(&dir).unwrap_or_else(|e| panic!("{e}"));
+        let repo = crate::testutil::load(&dir).unwrap_or_else(|e| panic!("{e}"));
         let host = repo.inventory.host("pg1").unwrap();
         let err = super::render_host(&repo, host).unwrap_err().to_string();
         assert!(
@@ -524,7 +360,7 @@ template: inventory.tera
                 "{% for n, h in hosts %}{{ n }}={{ h.address }} {% endfor %}|{% for h in groups.postgres %}{{ h.name }} {% endfor %}",
             ),
         ]);
-        let repo = crate::kinds::testutil::load(&dir).unwrap_or_else(|e| panic!("{e}"));
+        let repo = crate::testutil::load(&dir).unwrap_or_else(|e| panic!("{e}"));
         let all = super::render_all(&repo).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(all.len(), 4);
         for h in &all {

@@ -2,7 +2,7 @@
 //! JSON document, and the exit code that sums it up. Pure: statuses in, text out.
 
 use crate::kinds::certificate::{CertificateHealth, CertificateStatus};
-use crate::model::text::{escape, escape_block};
+use crate::text::{escape, escape_block};
 use serde::Serialize;
 use std::fmt::Write as _;
 

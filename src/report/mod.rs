@@ -5,12 +5,23 @@
 pub mod certs;
 
 use crate::apply::{HostOutcome, Outcome};
-use crate::model::text::{escape, escape_block, escape_multiline};
 use crate::plan::{HostPlan, ResourcePlan, diff};
+use crate::text::{escape, escape_block, escape_multiline};
 use crate::vocab::step::Action;
 use serde::Serialize;
 use std::fmt::Write as _;
 use std::time::Duration;
+
+/// Exit code: success, nothing to change.
+pub const EXIT_OK: i32 = 0;
+/// Exit code: an error (invalid repo, a host failed, ...).
+pub const EXIT_ERROR: i32 = 1;
+/// Exit code: changes were planned (dry-run) or applied.
+pub const EXIT_CHANGES: i32 = 2;
+/// Exit code: drift found on resources with `drift: detect` (and nothing failed).
+pub const EXIT_DRIFT: i32 = 3;
+/// Exit code: bad command line.
+pub const EXIT_USAGE: i32 = 64;
 
 /// The JSON schema name.
 pub const SCHEMA: &str = "plumb.run/v1";
@@ -199,13 +210,13 @@ impl RunReport {
     pub fn exit_code(&self) -> i32 {
         let s = self.summary();
         if s.failed > 0 {
-            crate::cli::EXIT_ERROR
+            EXIT_ERROR
         } else if s.changed > 0 {
-            crate::cli::EXIT_CHANGES
+            EXIT_CHANGES
         } else if s.drift > 0 {
-            crate::cli::EXIT_DRIFT
+            EXIT_DRIFT
         } else {
-            crate::cli::EXIT_OK
+            EXIT_OK
         }
     }
 
@@ -554,7 +565,7 @@ mod tests {
             assert!(
                 !stripped
                     .chars()
-                    .any(|c| !matches!(c, '\n' | '\t') && crate::model::text::is_control(c)),
+                    .any(|c| !matches!(c, '\n' | '\t') && crate::text::is_control(c)),
                 "{stripped:?}"
             );
             // The forged line never starts a line of its own.

@@ -11,6 +11,9 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 
+/// The placeholder every output shows instead of sensitive content.
+pub const REDACTED: &str = "<sensitive>";
+
 /// File listing the public keys secrets are encrypted to.
 pub const RECIPIENTS_FILE: &str = "recipients.txt";
 
@@ -27,13 +30,13 @@ impl SecretValue {
 
 impl fmt::Debug for SecretValue {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(crate::model::desired::REDACTED)
+        f.write_str(REDACTED)
     }
 }
 
 impl fmt::Display for SecretValue {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(crate::model::desired::REDACTED)
+        f.write_str(REDACTED)
     }
 }
 
@@ -377,7 +380,7 @@ pub fn redact(text: &str) -> String {
     if let Ok(v) = revealed().lock() {
         for s in v.iter() {
             if out.contains(s.as_str()) {
-                out = out.replace(s.as_str(), crate::model::desired::REDACTED);
+                out = out.replace(s.as_str(), REDACTED);
             }
         }
     }

@@ -203,7 +203,7 @@ async fn hook(
     let id = webhook::DELIVERY_HEADERS
         .iter()
         .find_map(|h| lookup(h))
-        .map(|v| crate::model::text::escape(v).into_owned())
+        .map(|v| crate::text::escape(v).into_owned())
         .unwrap_or_else(|| "-".into());
     let body = match read_body(&headers, body, app.config.limits.body_timeout).await {
         Ok(b) => b,
@@ -292,10 +292,8 @@ fn classify_and_run<'a>(
                 Queued::Coalesced => ("folded into the run already queued", StatusCode::ACCEPTED),
                 Queued::ShuttingDown => ("shutting down", StatusCode::SERVICE_UNAVAILABLE),
             };
-            let commit = commit.map_or_else(
-                || "-".into(),
-                |c| crate::model::text::escape(&c).into_owned(),
-            );
+            let commit =
+                commit.map_or_else(|| "-".into(), |c| crate::text::escape(&c).into_owned());
             tracing::info!(%peer, delivery = %id, forge = forge.name(), %commit, "push: {what}");
             text(status, format!("accepted: {what}\n"))
         }

@@ -7,7 +7,7 @@
 //! Every comparison is constant time: signatures through [`Mac::verify_slice`], the GitLab token
 //! by comparing HMACs of both values (equal length whatever the token's length).
 
-use crate::model::text::escape;
+use crate::text::escape;
 use hmac::{Hmac, KeyInit, Mac};
 use serde::Deserialize;
 use sha2::Sha256;

@@ -5,9 +5,7 @@
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 
-/// Where plumb keeps its files on a host unless the inventory says otherwise: `state` (what it
-/// manages), `backup/` (previous versions of replaced files) and `lock`.
-pub const HOST_DIR: &str = "/var/lib/plumb";
+pub use crate::model::inventory::DEFAULT_STATE_DIR as HOST_DIR;
 
 /// One resource plumb manages on a host, with what is needed to remove it later.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

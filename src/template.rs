@@ -1,8 +1,8 @@
 //! The repo's Tera templates: loading (every parse error, with file and line), rendering with
 //! sensitivity tracking, and turning Tera's errors into messages that name the template line.
 
+use crate::confine::RepoRoot;
 use crate::diag::{Diagnostic, Diagnostics};
-use crate::load::confine::RepoRoot;
 use crate::model::desired::Content;
 use crate::model::inventory::{Host, Inventory};
 use crate::model::manifest::Manifest;
@@ -38,7 +38,7 @@ pub struct RenderFailure {
 
 impl RenderFailure {
     /// A diagnostic pointing at the template line when known, else at the manifest field.
-    pub fn into_diagnostic(self, m: &Manifest, field: &str) -> Diagnostic {
+    pub fn into_diagnostic<S>(self, m: &Manifest<S>, field: &str) -> Diagnostic {
         if let Some(d) = self.syntax_error {
             return *d;
         }

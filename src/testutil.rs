@@ -1,8 +1,8 @@
 //! Test helpers: a small cluster repo in a temp folder (inventory, a CA, placeholder secrets).
 
 use crate::diag::Diagnostics;
+use crate::kinds::{Desired, DesiredHost};
 use crate::load::{LoadOptions, Repo};
-use crate::model::desired::{Desired, DesiredHost};
 use crate::render::render_host;
 
 /// Three members and a backup host, like the reference repo with shorter names.
