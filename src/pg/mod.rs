@@ -1,0 +1,100 @@
+//! The cluster itself (issue 10): PostgreSQL and Patroni reached through the SSH connection
+//! plumb holds to each member, and the pure planners that turn declared state plus what those
+//! APIs report into statements, patches and a health verdict.
+//!
+//! - [`client`]: a PostgreSQL session (tokio-postgres) over a [`Tunnel`](crate::transport::Tunnel).
+//! - [`http`]: a bounded HTTP/1.1 request over a tunnel (hyper), shared by Patroni and etcd.
+//! - [`patroni`]: Patroni's REST API: `/cluster`, `/patroni`, `/config`, `/restart`, `/switchover`.
+//! - [`etcd`]: etcd's `/health` on a member.
+//! - [`scram`]: SCRAM-SHA-256 verifiers: make one, check one against a password.
+//! - [`roles`]: roles, databases and grants: read the catalog, plan SQL, apply it.
+//! - [`dynconf`]: Patroni's dynamic configuration: plan a JSON merge patch.
+//! - [`health`]: the health gate and the per-member status of `plumb pg status`.
+//!
+//! Secrets (passwords) travel as [`Password`]: never in `Debug`, `Display`, errors or logs.
+
+// Every public item here is documented; keep it that way.
+#![warn(missing_docs)]
+
+pub mod client;
+pub mod dynconf;
+pub mod etcd;
+pub mod health;
+pub mod http;
+pub mod patroni;
+pub mod roles;
+pub mod scram;
+
+use std::fmt;
+
+/// What `Debug` and `Display` print in place of a secret.
+pub const REDACTED: &str = "<redacted>";
+
+/// A password in memory. Its `Debug` and `Display` never show the value; only
+/// [`Password::expose`] does, for the one place that must send it (a SCRAM exchange, an HTTP
+/// basic-auth header marked sensitive, a verifier computation).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Password(String);
+
+impl Password {
+    /// Wraps a password (e.g. a decrypted secret's value).
+    pub fn new(value: impl Into<String>) -> Self {
+        Password(value.into())
+    }
+
+    /// The value itself.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<&crate::secrets::SecretValue> for Password {
+    fn from(secret: &crate::secrets::SecretValue) -> Self {
+        Password(secret.expose().to_string())
+    }
+}
+
+impl fmt::Debug for Password {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(REDACTED)
+    }
+}
+
+impl fmt::Display for Password {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(REDACTED)
+    }
+}
+
+/// A user name and its password.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Credentials {
+    /// User (role) name.
+    pub user: String,
+    /// Its password.
+    pub password: Password,
+}
+
+impl Credentials {
+    /// `user` with `password`.
+    pub fn new(user: impl Into<String>, password: Password) -> Self {
+        Credentials {
+            user: user.into(),
+            password,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_never_print() {
+        let creds = Credentials::new("app", Password::new("hunter2"));
+        let debug = format!("{creds:?} {}", creds.password);
+        assert!(!debug.contains("hunter2"), "{debug}");
+        assert!(debug.contains("app") && debug.contains(REDACTED), "{debug}");
+        assert_eq!(creds.password.expose(), "hunter2");
+    }
+}
