@@ -243,10 +243,18 @@ impl Connection {
                 source,
             },
             russh::Error::ChannelOpenFailure(russh::ChannelOpenFailure::ConnectFailed) => {
+                let reason = match destination {
+                    Destination::Tcp { .. } => "connection refused or unreachable",
+                    // OpenSSH answers "connect failed", not "prohibited", when it refuses
+                    // unix-socket forwarding, so that is one of the possibilities here.
+                    Destination::Unix { .. } => {
+                        "no such socket, nothing listening, permission denied, or sshd refuses                          unix-socket forwarding (AllowStreamLocalForwarding, DisableForwarding)"
+                    }
+                };
                 TunnelError::ConnectFailed {
                     target,
                     destination,
-                    reason: "connection refused, no such socket, or unreachable".into(),
+                    reason: reason.into(),
                     source,
                 }
             }
