@@ -131,6 +131,36 @@ async fn tunnel_failures_are_typed_and_name_the_destination() {
     // The transport's error is kept as the source.
     assert!(std::error::Error::source(&err).is_some());
 
+    // Every open is bounded: a bound too short to get the server's answer is a Timeout that
+    // names both ends.
+    let err = ssh
+        .conn
+        .tunnel(&tcp(&pg), Duration::from_nanos(1))
+        .await
+        .expect_err("no answer within 1ns");
+    assert!(matches!(err, TunnelError::Timeout { .. }), "{err:?}");
+    assert!(
+        err.to_string().contains(&format!("127.0.0.1:{}", pg.port)),
+        "{err}"
+    );
+    let mut hasty = PgOptions::new("pg-test", "postgres", superuser(&pg));
+    hasty.connect_timeout = Duration::from_nanos(1);
+    let err = PgClient::connect_through(&ssh.conn, &tcp(&pg), &hasty)
+        .await
+        .expect_err("no login within 1ns");
+    assert!(
+        matches!(&err, PgError::Tunnel { .. } | PgError::Timeout { .. }),
+        "{err:?}"
+    );
+    // The connection is still usable after abandoned opens.
+    PgClient::connect_through(
+        &ssh.conn,
+        &tcp(&pg),
+        &PgOptions::new("pg-test", "postgres", superuser(&pg)),
+    )
+    .await
+    .expect("a normal login after the timeouts");
+
     // A server that forbids forwarding says so.
     let strict = ssh_with(SshdConfig {
         extra: vec!["DisableForwarding yes".into()],
