@@ -12,6 +12,31 @@
 //! - [`health`]: the health gate and the per-member status of `plumb pg status`.
 //!
 //! Secrets (passwords) travel as [`Password`]: never in `Debug`, `Display`, errors or logs.
+//!
+//! How a converge of a `PostgresCluster` uses this, with `conns` the held SSH connection of
+//! each member (addresses are as the member's own sshd sees them, e.g. its cluster address):
+//!
+//! ```text
+//! let rest = |m| PatroniClient::new(&conns[m], m, Destination::tcp(addr(m), 8008), rest_api_creds);
+//! let view = rest(any).cluster().await?;                      // who leads
+//! let leader = view.leaders()[0].name;
+//! // health gate (before a roll, after each step, at the end; poll until healthy or deadline)
+//! let rows = health::read_replication(&PgClient::connect_through(&conns[leader], &pg_dest(leader), &su).await?).await?;
+//! let etcd = [etcd::health(&conns[m], m, &Destination::tcp(addr(m), 2379), 5s).await for m in members];
+//! let verdict = health::evaluate(&HealthInput { members, cluster: Ok(&view), replication: Ok(&rows), etcd: &etcd, backup_check, max_replay_lag });
+//! // dynamic configuration (dry run: print plan.diff())
+//! let contexts = dynconf::read_contexts(&leader_pg).await?;
+//! let plan = dynconf::plan(&declared_dynamic, &rest(leader).config().await?, &contexts);
+//! if !plan.is_empty() { rest(leader).patch_config(&plan.patch).await?; }
+//! // roles, databases, grants on the leader (dry run: print plan.diff() and each statement.shown)
+//! let connector = PgConnector::new(&conns[leader], pg_dest(leader), PgOptions::new(leader, "postgres", su));
+//! let actual = roles::read_actual(&connector, &declared).await?;
+//! let plan = roles::plan(&declared, &actual, PlanOptions { drop_undeclared })?;
+//! roles::apply(&connector, &plan).await?;
+//! // roll pending restarts: each replica with pending_restart, gate, switchover, old leader
+//! rest(replica).restart(&RestartOptions { restart_pending: true, ..Default::default() }).await?;
+//! rest(leader).switchover(leader, Some(healthy_replica)).await?;
+//! ```
 
 // Every public item here is documented; keep it that way.
 #![warn(missing_docs)]
