@@ -1,5 +1,5 @@
 //! A PostgreSQL session over a tunnel: tokio-postgres's `connect_raw` on any byte stream (in
-//! practice a [`Tunnel`] through the member's SSH connection), password authentication (SCRAM
+//! practice a [`Tunnel`](crate::transport::Tunnel) through the member's SSH connection), password authentication (SCRAM
 //! when the server asks for it, as PostgreSQL 15 does by default), every wait bounded.
 //!
 //! The password is handed to tokio-postgres in memory and nowhere else: tokio-postgres's own
