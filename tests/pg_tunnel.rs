@@ -131,27 +131,64 @@ async fn tunnel_failures_are_typed_and_name_the_destination() {
     // The transport's error is kept as the source.
     assert!(std::error::Error::source(&err).is_some());
 
-    // Every open is bounded: a bound too short to get the server's answer is a Timeout that
-    // names both ends.
+    // Every open is bounded. A listener whose accept queue is full (backlog 0, one queued
+    // connection never accepted) drops further SYNs, so sshd's connect() to it hangs and the
+    // channel open is never answered: a Timeout that names both ends.
+    let full = tokio::net::TcpSocket::new_v4().unwrap();
+    full.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let full = full.listen(0).unwrap();
+    let full_port = full.local_addr().unwrap().port();
+    let mut queued = Vec::new();
+    for _ in 0..2 {
+        // Each connect either lands in the queue or hangs; neither is waited for long.
+        if let Ok(Ok(s)) = tokio::time::timeout(
+            Duration::from_millis(200),
+            tokio::net::TcpStream::connect(("127.0.0.1", full_port)),
+        )
+        .await
+        {
+            queued.push(s);
+        }
+    }
+    let started = std::time::Instant::now();
     let err = ssh
         .conn
-        .tunnel(&tcp(&pg), Duration::from_nanos(1))
+        .tunnel(
+            &Destination::tcp("127.0.0.1", full_port),
+            Duration::from_millis(700),
+        )
         .await
-        .expect_err("no answer within 1ns");
+        .expect_err("sshd's connect never completes");
     assert!(matches!(err, TunnelError::Timeout { .. }), "{err:?}");
+    assert!(started.elapsed() < Duration::from_secs(5));
     assert!(
-        err.to_string().contains(&format!("127.0.0.1:{}", pg.port)),
+        err.to_string().contains(&format!("127.0.0.1:{full_port}"))
+            && err.to_string().contains("timed out after 700ms"),
         "{err}"
     );
-    let mut hasty = PgOptions::new("pg-test", "postgres", superuser(&pg));
-    hasty.connect_timeout = Duration::from_nanos(1);
-    let err = PgClient::connect_through(&ssh.conn, &tcp(&pg), &hasty)
-        .await
-        .expect_err("no login within 1ns");
+    // A listener that accepts but never speaks PostgreSQL: the login is bounded too.
+    let mute = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let mute_port = mute.local_addr().unwrap().port();
+    let holder = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = mute.accept().await {
+            held.push(s);
+        }
+    });
+    let mut hasty = PgOptions::new("pg-mute", "postgres", superuser(&pg));
+    hasty.connect_timeout = Duration::from_millis(700);
+    let err =
+        PgClient::connect_through(&ssh.conn, &Destination::tcp("127.0.0.1", mute_port), &hasty)
+            .await
+            .expect_err("no login from a mute server");
+    assert!(matches!(&err, PgError::Timeout { .. }), "{err:?}");
     assert!(
-        matches!(&err, PgError::Tunnel { .. } | PgError::Timeout { .. }),
-        "{err:?}"
+        err.to_string()
+            .starts_with("PostgreSQL on pg-mute: logging in"),
+        "{err}"
     );
+    holder.abort();
+    drop(queued);
     // The connection is still usable after abandoned opens.
     PgClient::connect_through(
         &ssh.conn,

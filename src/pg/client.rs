@@ -1,6 +1,7 @@
 //! A PostgreSQL session over a tunnel: tokio-postgres's `connect_raw` on any byte stream (in
-//! practice a [`Tunnel`](crate::transport::Tunnel) through the member's SSH connection), password authentication (SCRAM
-//! when the server asks for it, as PostgreSQL 15 does by default), every wait bounded.
+//! practice a [`Tunnel`](crate::transport::Tunnel) through the member's SSH connection),
+//! password authentication (SCRAM when the server asks for it, as PostgreSQL 15 does by
+//! default), every wait bounded.
 //!
 //! The password is handed to tokio-postgres in memory and nowhere else: tokio-postgres's own
 //! `Debug` redacts it, ours never holds it in a printable field, and errors name the member,
