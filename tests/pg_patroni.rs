@@ -6,13 +6,14 @@
 
 mod support;
 
+use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use plumb::pg::client::{PgClient, PgOptions};
 use plumb::pg::dynconf::{self, DeclaredDynamic};
 use plumb::pg::health::{self, DEFAULT_MAX_REPLAY_LAG, Health, HealthInput};
 use plumb::pg::patroni::{PatroniClient, PatroniError, RestartOptions, RestartOutcome, Role};
-use plumb::pg::{Credentials, Password, etcd};
+use plumb::pg::{Credentials, Password, etcd, roll};
 use plumb::transport::{ConnectOptions, Connection, Destination, Identity};
 use serde_json::json;
 use support::patroni::{PatroniCluster, REST_USER};
@@ -300,7 +301,33 @@ async fn patroni_rest_through_the_tunnel_health_config_and_a_rolling_restart() {
         .await;
     }
 
-    // 5. The roll: the replica first, only if pending.
+    // 5. The roll, in the order roll::plan gives for what the members say is pending (each
+    //    member's own GET /patroni: /cluster shows it only after the member's next HA loop):
+    //    the replica first, a gate, the switchover to it, a gate, the old leader, a gate.
+    let view = f.rest("m1").cluster().await.unwrap();
+    let mut pending = BTreeSet::new();
+    for m in &view.members {
+        if f.rest(&m.name).patroni().await.unwrap().pending_restart {
+            pending.insert(m.name.clone());
+        }
+    }
+    assert_eq!(pending.len(), 2, "{view:?}");
+    let steps: Vec<String> = roll::plan(&view, &pending)
+        .expect("roll plan")
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(
+        steps,
+        vec![
+            "restart m2",
+            "wait until healthy",
+            "switchover m1 -> m2",
+            "wait until healthy",
+            "restart m1",
+            "wait until healthy",
+        ]
+    );
     let outcome = f
         .rest("m2")
         .restart(&RestartOptions {
@@ -413,20 +440,24 @@ async fn patroni_rest_through_the_tunnel_health_config_and_a_rolling_restart() {
         "{outcome:?}"
     );
     assert!(!m1_after.pending_restart, "{m1_after:?}");
-    wait_for(
-        "healthy after the roll",
+    let mut polls = 0;
+    let verdict = health::wait_healthy(
         Duration::from_secs(60),
-        &f.cluster,
+        Duration::from_millis(500),
         || async {
-            match f.health(&members).await? {
-                Health::Healthy => Ok(()),
-                unhealthy => Err(unhealthy.to_string()),
-            }
+            f.health(&members)
+                .await
+                .unwrap_or_else(|e| panic!("health: {e}"))
         },
+        |_| polls += 1,
     )
     .await;
-    let view = f.rest("m1").cluster().await.unwrap();
-    assert!(view.members.iter().all(|m| !m.pending_restart), "{view:?}");
+    assert!(verdict.is_healthy(), "{verdict}\n{}", f.cluster.logs());
+    assert!(polls >= 1);
+    for member in ["m1", "m2"] {
+        let status = f.rest(member).patroni().await.unwrap();
+        assert!(!status.pending_restart, "{member}: {status:?}");
+    }
 
     // 7. Wrong REST credentials: refused, named, the password nowhere in the error.
     let wrong = PatroniClient::new(

@@ -9,8 +9,11 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::future::Future;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use tokio::time::{Instant, timeout_at};
 
 use super::client::{PgClient, PgError};
 use super::etcd::EtcdHealth;
@@ -257,6 +260,37 @@ pub fn evaluate(input: &HealthInput<'_>) -> Health {
         Health::Healthy
     } else {
         Health::Unhealthy(reasons)
+    }
+}
+
+/// Runs `probe` (one full health evaluation) every `interval` until it answers healthy or
+/// `within` has passed, calling `progress` with each verdict (for a progress line). Each probe
+/// is itself cut off at the deadline. Returns the last verdict: healthy, or why not at the
+/// deadline (what a converge reports, exiting non-zero).
+pub async fn wait_healthy<F, Fut>(
+    within: Duration,
+    interval: Duration,
+    mut probe: F,
+    mut progress: impl FnMut(&Health),
+) -> Health
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Health>,
+{
+    let deadline = Instant::now() + within;
+    loop {
+        let verdict = match timeout_at(deadline, probe()).await {
+            Ok(verdict) => verdict,
+            Err(_) => Health::Unhealthy(vec![Reason {
+                member: None,
+                message: format!("the health check did not finish within {within:?}"),
+            }]),
+        };
+        progress(&verdict);
+        if verdict.is_healthy() || Instant::now() + interval > deadline {
+            return verdict;
+        }
+        tokio::time::sleep(interval).await;
     }
 }
 
@@ -558,6 +592,63 @@ mod tests {
         assert_eq!(
             reasons(h)[0],
             "pg1: pg_stat_replication could not be read on the leader: PostgreSQL on pg1: connection refused"
+        );
+    }
+
+    #[tokio::test]
+    async fn waiting_stops_at_healthy_or_at_the_deadline_with_the_last_reason() {
+        let mut calls = 0;
+        let mut seen = Vec::new();
+        let verdict = wait_healthy(
+            Duration::from_secs(5),
+            Duration::from_millis(10),
+            || {
+                calls += 1;
+                let n = calls;
+                async move {
+                    if n < 3 {
+                        Health::Unhealthy(vec![Reason {
+                            member: Some("pg2".into()),
+                            message: "replica is \"creating replica\"".into(),
+                        }])
+                    } else {
+                        Health::Healthy
+                    }
+                }
+            },
+            |h| seen.push(h.is_healthy()),
+        )
+        .await;
+        assert_eq!(verdict, Health::Healthy);
+        assert_eq!(seen, vec![false, false, true]);
+
+        let started = std::time::Instant::now();
+        let verdict = wait_healthy(
+            Duration::from_millis(200),
+            Duration::from_millis(20),
+            || async {
+                Health::Unhealthy(vec![Reason {
+                    member: Some("pg3".into()),
+                    message: "etcd unhealthy".into(),
+                }])
+            },
+            |_| {},
+        )
+        .await;
+        assert_eq!(verdict.to_string(), "unhealthy: pg3: etcd unhealthy");
+        assert!(started.elapsed() < Duration::from_secs(2));
+
+        // A probe that hangs is cut off at the deadline.
+        let verdict = wait_healthy(
+            Duration::from_millis(100),
+            Duration::from_millis(10),
+            std::future::pending::<Health>,
+            |_| {},
+        )
+        .await;
+        assert!(
+            verdict.to_string().contains("did not finish within 100ms"),
+            "{verdict}"
         );
     }
 

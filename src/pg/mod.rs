@@ -9,7 +9,9 @@
 //! - [`scram`]: SCRAM-SHA-256 verifiers: make one, check one against a password.
 //! - [`roles`]: roles, databases and grants: read the catalog, plan SQL, apply it.
 //! - [`dynconf`]: Patroni's dynamic configuration: plan a JSON merge patch.
-//! - [`health`]: the health gate and the per-member status of `plumb pg status`.
+//! - [`health`]: the health gate (and a bounded wait for it) and the per-member status of
+//!   `plumb pg status`.
+//! - [`roll`]: the order of a rolling restart (replicas, switchover, old leader, gates).
 //!
 //! Secrets (passwords) travel as [`Password`]: never in `Debug`, `Display`, errors or logs.
 //!
@@ -33,9 +35,14 @@
 //! let actual = roles::read_actual(&connector, &declared).await?;
 //! let plan = roles::plan(&declared, &actual, PlanOptions { drop_undeclared })?;
 //! roles::apply(&connector, &plan).await?;
-//! // roll pending restarts: each replica with pending_restart, gate, switchover, old leader
-//! rest(replica).restart(&RestartOptions { restart_pending: true, ..Default::default() }).await?;
-//! rest(leader).switchover(leader, Some(healthy_replica)).await?;
+//! // roll pending restarts (only on a healthy cluster): members whose own GET /patroni says
+//! // pending_restart (their /cluster entry says it only after their next HA loop), in
+//! // roll::plan's order
+//! for step in roll::plan(&view, &pending)? { match step {
+//!     RollStep::Restart { member } => rest(member).restart(&RestartOptions { restart_pending: true, ..Default::default() }).await?,
+//!     RollStep::Switchover { from, to } => rest(from).switchover(from, Some(to)).await?,
+//!     RollStep::Gate => health::wait_healthy(timeout, 1s, || gate(), |h| progress(h)).await /* unhealthy: stop */,
+//! } }
 //! ```
 
 // Every public item here is documented; keep it that way.
@@ -48,6 +55,7 @@ pub mod health;
 pub mod http;
 pub mod patroni;
 pub mod roles;
+pub mod roll;
 pub mod scram;
 
 use std::fmt;
