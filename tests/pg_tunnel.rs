@@ -444,7 +444,28 @@ async fn roles_databases_and_grants_converge_through_the_tunnel_and_passwords_st
     let actual = roles::read_actual(&connector, &changed).await.unwrap();
     assert!(!actual.roles.contains_key("legacy"));
 
-    // 5. The server logged every statement, passwords only as verifiers.
+    // 5. A revoked grant is drift: found through has_database_privilege, granted again.
+    admin
+        .execute(
+            "revoke connect",
+            "REVOKE CONNECT ON DATABASE app FROM PUBLIC, readers",
+        )
+        .await
+        .unwrap();
+    let (plan, ran) = converge(&connector, &changed).await;
+    assert_eq!(ran, 1, "{:#?}", plan.statements);
+    assert_eq!(
+        plan.diff(),
+        "+ grant CONNECT on database \"app\" to \"readers\"\n"
+    );
+    assert_eq!(
+        plan.statements[0].sql(),
+        "GRANT CONNECT ON DATABASE \"app\" TO \"readers\""
+    );
+    let (plan, _) = converge(&connector, &changed).await;
+    assert!(plan.is_empty(), "{:#?}", plan.statements);
+
+    // 6. The server logged every statement, passwords only as verifiers.
     let log = pg.log();
     assert!(
         statements_logged(&log) > 10,
