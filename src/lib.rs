@@ -16,6 +16,7 @@ pub mod inventory_import;
 pub mod kinds;
 pub mod load;
 pub mod model;
+pub mod pg;
 pub mod pki;
 pub mod plan;
 pub mod probe;

@@ -43,6 +43,7 @@ pub mod jump;
 mod known_hosts;
 pub mod route;
 pub mod ssh_config;
+mod tunnel;
 
 use std::borrow::Cow;
 use std::path::PathBuf;
@@ -58,6 +59,7 @@ use tokio::time::{Instant, timeout, timeout_at};
 
 pub use error::{ConnectStage, TransportError};
 pub use hold::{Held, HeldOutput};
+pub use tunnel::{DEFAULT_TUNNEL_TIMEOUT, Destination, Tunnel, TunnelError};
 
 /// Checks a host key in SSH wire format (as libgit2 hands it over when `plumb pull` fetches
 /// over SSH) against a known_hosts file, with the same rules as plumb's own connections:

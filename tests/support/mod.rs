@@ -2,4 +2,6 @@
 
 pub mod gitops;
 pub mod lab;
+pub mod patroni;
+pub mod postgres;
 pub mod sshd;
