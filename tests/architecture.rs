@@ -16,13 +16,14 @@ const LAYERS: &[(&str, &[&str])] = &[
         &["shell", "yaml", "text", "diag", "confine"],
     ),
     (
-        "model and outside parts: secrets, SSH, the repo's model, PKI, templates",
+        "model and outside parts: secrets, SSH, the repo's model, PKI, templates, PostgreSQL and Patroni clients",
         &[
             "secrets",
             "transport",
             "model",
             "pki",
             "template",
+            "pg",
             "inventory_import",
         ],
     ),
