@@ -145,6 +145,23 @@ fn modules_import_only_the_layers_below_them() {
         let Some(module) = module_of(&src, f) else {
             continue;
         };
+        // A `tests.rs` file is a unit-test module of its own: like an inline
+        // `#[cfg(test)]` module it may reach across layers, provided its parent
+        // really compiles it for tests only.
+        if f.file_name().is_some_and(|n| n == "tests.rs") {
+            let parent = std::fs::read_to_string(f.with_file_name("mod.rs")).unwrap_or_default();
+            let lines: Vec<&str> = parent.lines().map(str::trim).collect();
+            let gated = lines
+                .windows(2)
+                .any(|w| w[0] == "#[cfg(test)]" && w[1].ends_with("mod tests;"));
+            if !gated {
+                problems.push(format!(
+                    "{}: a tests.rs module must be declared `#[cfg(test)] mod tests;` in its mod.rs",
+                    f.display()
+                ));
+            }
+            continue;
+        }
         let Some(mine) = rank(&module) else {
             problems.push(format!(
                 "{}: module `{module}` has no place in the layer table of tests/architecture.rs",

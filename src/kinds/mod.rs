@@ -6,6 +6,7 @@
 pub mod backup_repo;
 pub mod certificate;
 pub mod certificate_authority;
+pub mod cluster;
 pub mod command;
 pub mod compose_stack;
 pub mod context;

@@ -1,0 +1,234 @@
+//! The expansion of a `BackupRepo` on its host into primitives.
+
+use super::super::cluster::*;
+use super::*;
+use crate::diag::Diagnostic;
+use crate::kinds::{Desired, HostCx, Manifest};
+
+/// Expands the repository into the desired state of its host.
+pub(super) fn render(
+    spec: &BackupRepoSpec,
+    m: &Manifest,
+    cx: &mut HostCx,
+) -> Result<Vec<Desired>, Diagnostic> {
+    cx.set_via(Some(format!("BackupRepo/{}", m.name)));
+    let host = cx.host();
+    let os = &spec.os_user;
+    let user = os.name.as_str();
+    let paths = spec.paths(m);
+    let (cert, key, ca) = paths.cert_files(&host.name);
+    let clusters = spec.clusters(m, cx);
+    let stack_unit = format!("{}-stack.service", m.name);
+    let config = format!("--config={}", paths.pgbackrest_config);
+    let compose_cmd = &spec.compose_command;
+
+    let mut clients: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for c in &clusters {
+        for mem in &c.members {
+            clients
+                .entry(mem.name.clone())
+                .or_default()
+                .push(c.name.clone());
+        }
+    }
+    let repo = json!({
+        "name": m.name,
+        "host": Member::of(host),
+        "path": spec.path,
+        "retention_full": spec.retention_full,
+        "retention_diff": spec.retention_diff,
+        "port": spec.port,
+        "os_user": os,
+        "image": image_for(&spec.image, host, 15),
+        "compose_command": compose_cmd,
+        "stack_unit": stack_unit,
+        "paths": paths,
+        "tls": { "cert": cert, "key": key, "ca": ca },
+        "clients": clients.iter().map(|(cn, s)| json!({ "cn": cn, "stanzas": s })).collect::<Vec<_>>(),
+        "clusters": clusters.iter().map(|c| json!({
+            "stanza": c.name,
+            "members": c.members,
+            "data_dir": c.paths.data_dir,
+            "socket_dir": c.paths.socket_dir,
+            "postgres_port": c.ports.postgres,
+            "pgbackrest_port": c.ports.pgbackrest,
+            "superuser": c.superuser,
+        })).collect::<Vec<_>>(),
+    });
+    let resource = serde_json::to_value(spec).unwrap_or(Value::Null);
+    let render = |cx: &mut HostCx, name: &str, extra: Option<Value>| {
+        let mut vars = Map::new();
+        vars.insert("repo".into(), repo.clone());
+        if let Some(b) = extra {
+            vars.insert("backup".into(), b);
+        }
+        cx.render_template(&format!("backup-repo/{name}"), &resource, &vars)
+            .map_err(|f| f.into_diagnostic(m, ""))
+    };
+
+    let mut out = Expansion::new(m);
+    let restart = format!("{}-restart-server", m.name);
+    let restart_ref = ResourceRef {
+        kind: "Command".into(),
+        name: restart.clone(),
+    };
+    out.account(cx, os);
+    let dir = |p: &str, owner: &str, mode: u32| DirectorySpec {
+        path: p.to_string(),
+        owner: owner.to_string(),
+        group: owner.to_string(),
+        mode: FileMode(mode),
+        state: Presence::Present,
+    };
+    for d in [
+        dir(&paths.base, user, 0o750),
+        dir(&paths.pgbackrest_dir, user, 0o750),
+        dir(&paths.pgbackrest_certs, user, 0o750),
+        dir(&paths.pgbackrest_log, user, 0o750),
+        dir(&spec.path, user, 0o750),
+        dir(&paths.stack_dir, "root", 0o755),
+    ] {
+        out.push(cx, d.path.clone(), PrimitiveSpec::Directory(d), vec![]);
+    }
+    let state = certificate(cx, m, host, &spec.tls, (&cert, &key, &ca), os)?;
+    out.push(
+        cx,
+        cert.clone(),
+        PrimitiveSpec::Certificate(state),
+        vec![restart_ref.clone()],
+    );
+    let content = render(cx, "pgbackrest.conf.tera", None)?;
+    out.push(
+        cx,
+        paths.pgbackrest_config.clone(),
+        PrimitiveSpec::File(FileState::new(
+            paths.pgbackrest_config.clone(),
+            user,
+            user,
+            0o640,
+            content,
+        )),
+        vec![restart_ref],
+    );
+
+    let mut env = BTreeMap::new();
+    for (k, v) in [
+        ("COMPOSE_PROJECT_NAME", m.name.clone()),
+        ("IMAGE", image_for(&spec.image, host, 15)),
+        ("PG_UID", os.uid.to_string()),
+        ("PG_GID", os.gid.to_string()),
+        ("PGBACKREST_PATH", paths.pgbackrest_dir.clone()),
+        ("PGBACKREST_CONFIG", paths.pgbackrest_config.clone()),
+        ("REPO_PATH", spec.path.clone()),
+    ] {
+        env.insert(k.to_string(), EnvValue::Text(v));
+    }
+    let compose: Content = render(cx, "docker-compose.yml.tera", None)?;
+    let stack = StackState {
+        project: m.name.clone(),
+        dir: paths.stack_dir.clone(),
+        compose: Some(compose),
+        env: render_env(cx, m, &env)?,
+        owner: "root".into(),
+        group: "root".into(),
+        mode: FileMode(0o644),
+        restart_on_notify: Vec::new(),
+        state: Presence::Present,
+    };
+    out.push(
+        cx,
+        m.name.clone(),
+        PrimitiveSpec::ComposeStack(stack),
+        vec![],
+    );
+    let content = render(cx, "stack.service.tera", None)?;
+    out.push(
+        cx,
+        stack_unit.clone(),
+        PrimitiveSpec::SystemdUnit(UnitState::new(&stack_unit, content, Some(true), None)),
+        vec![],
+    );
+
+    // Backups: a oneshot service per cluster and type (started by its timer only) and the
+    // timer, enabled and active.
+    let schedules = spec.schedules();
+    for c in &clusters {
+        let unit_of = |t: &str| format!("{}-{}-{t}", m.name, c.name);
+        for (i, (t, when)) in schedules.iter().enumerate() {
+            let service = format!("{}.service", unit_of(t));
+            let timer = format!("{}.timer", unit_of(t));
+            let after: Vec<String> = schedules[..i]
+                .iter()
+                .map(|(e, _)| format!("{}.service", unit_of(e)))
+                .collect();
+            let b = json!({
+                "kind": t, "stanza": c.name, "service": service, "timer": timer,
+                "schedule": when, "after": after,
+            });
+            let content = render(cx, "backup.service.tera", Some(b.clone()))?;
+            out.push(
+                cx,
+                service.clone(),
+                PrimitiveSpec::SystemdUnit(UnitState::new(&service, content, None, None)),
+                vec![],
+            );
+            let content = render(cx, "backup.timer.tera", Some(b))?;
+            out.push(
+                cx,
+                timer.clone(),
+                PrimitiveSpec::SystemdUnit(UnitState::new(&timer, content, Some(true), Some(true))),
+                vec![],
+            );
+        }
+    }
+
+    let command =
+        |run: String, unless: Option<String>, refresh_only: bool, timeout: u64| CommandSpec {
+            run,
+            creates: None,
+            unless,
+            onlyif: None,
+            refresh_only,
+            user: None,
+            cwd: Some(paths.stack_dir.clone()),
+            env: BTreeMap::new(),
+            timeout,
+            wait_for: None,
+            wait_timeout: 300,
+        };
+    for c in &clusters {
+        let stanza = &c.name;
+        let mut create = command(
+            format!(
+                "{compose_cmd} exec -T pgbackrest pgbackrest {config} --stanza={stanza} stanza-create"
+            ),
+            Some(format!(
+                "test -f {0}/backup/{stanza}/backup.info && test -f {0}/archive/{stanza}/archive.info",
+                spec.path
+            )),
+            false,
+            600,
+        );
+        // The members converge in parallel with this host: wait (bounded) until one of them
+        // is the running primary, as Patroni's REST API says, before creating the stanza.
+        create.wait_for = Some(primary_check(c));
+        out.push(
+            cx,
+            format!("{}-stanza-create-{stanza}", m.name),
+            PrimitiveSpec::Command(create),
+            vec![],
+        );
+    }
+    out.push(
+        cx,
+        restart,
+        PrimitiveSpec::Command(command(
+            format!("{compose_cmd} restart pgbackrest"),
+            None,
+            true,
+            120,
+        )),
+        vec![],
+    );
+    Ok(out.items)
+}

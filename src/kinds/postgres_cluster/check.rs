@@ -1,0 +1,351 @@
+//! Validation of a `PostgresCluster`, one function per concern: the members and their network,
+//! the ports of each member's services, Patroni's timings and the PostgreSQL parameters, the
+//! accounts Patroni uses, the backup link, and the roles and databases. Each reports with the
+//! manifest's file, line and field.
+
+use super::super::cluster::{
+    check_cidr, check_common, check_credential, check_project_name, is_pg_identifier, network_var,
+    selected_hosts, unknown_backup_repo,
+};
+use super::{MANAGED_PARAMETERS, PostgresClusterSpec, RESERVED_DATABASES};
+use crate::kinds::{CheckCx, Spec};
+use crate::model::inventory::Host;
+use serde_json::Value;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+
+/// Everything there is to check about a cluster.
+pub(super) fn check(spec: &PostgresClusterSpec, cx: &mut CheckCx) {
+    check_project_name(
+        cx,
+        "a Patroni scope, pgBackRest stanza and compose project name",
+    );
+    if !(12..=17).contains(&spec.version) {
+        cx.error(
+            "version",
+            format!("PostgreSQL {} is not supported", spec.version),
+            Some("use a major version from 12 to 17".into()),
+        );
+    }
+    check_common(
+        cx,
+        &spec.os_user,
+        &spec.tls,
+        &spec.image,
+        &spec.compose_command,
+    );
+    for (field, p) in [
+        ("bin_dir", &spec.bin_dir),
+        ("base_dir", &spec.base_dir),
+        ("stack_dir", &spec.stack_dir),
+    ] {
+        if let Some(p) = p {
+            cx.abs_path(field, p, &[]);
+        }
+    }
+    let members = members(spec, cx);
+    ports(spec, cx);
+    patroni(spec, cx);
+    parameters(spec, cx);
+    let system_users = credentials(spec, cx);
+    backup(spec, cx, &members);
+    roles_and_databases(spec, cx, &system_users);
+}
+
+/// The members: at least one, each with an IP address, and the cluster network known.
+fn members<'r>(spec: &PostgresClusterSpec, cx: &mut CheckCx<'_, 'r>) -> Vec<&'r Host> {
+    let members = selected_hosts(cx.manifest, cx.repo.inventory);
+    if members.is_empty() {
+        cx.error(
+            "hosts",
+            "the cluster selects no host; its hosts are its members",
+            None,
+        );
+    }
+    for h in &members {
+        if h.address.parse::<IpAddr>().is_err() {
+            cx.error(
+                "hosts",
+                format!(
+                    "member `{}` has address `{}`, but etcd needs IP addresses",
+                    h.name, h.address
+                ),
+                Some("give the host an IP address in the inventory".into()),
+            );
+        }
+    }
+    match &spec.network {
+        Some(n) => {
+            if let Err(msg) = check_cidr(n) {
+                cx.error("network", msg, None);
+            }
+        }
+        None => {
+            for h in &members {
+                if let Err(d) = network_var(cx.manifest, h) {
+                    cx.diags.push(d);
+                }
+            }
+        }
+    }
+    members
+}
+
+/// Every service of a member on a port of its own.
+fn ports(spec: &PostgresClusterSpec, cx: &mut CheckCx) {
+    let mut ports = vec![
+        ("ports.postgres", spec.ports.postgres),
+        ("ports.rest_api", spec.ports.rest_api),
+        ("ports.etcd_client", spec.ports.etcd_client),
+        ("ports.etcd_peer", spec.ports.etcd_peer),
+    ];
+    if spec.backup.is_some() {
+        ports.push(("ports.pgbackrest", spec.ports.pgbackrest));
+    }
+    if spec.haproxy.enabled {
+        ports.push(("haproxy.primary_port", spec.haproxy.primary_port));
+        ports.push(("haproxy.replica_port", spec.haproxy.replica_port));
+        ports.push(("haproxy.stats_port", spec.haproxy.stats_port));
+    }
+    let mut seen: BTreeMap<u16, &str> = BTreeMap::new();
+    for (field, port) in ports {
+        if port == 0 {
+            cx.error(field, "port 0 is not a port", None);
+        } else if let Some(other) = seen.get(&port) {
+            cx.error(
+                field,
+                format!("port {port} is already used by `{other}`"),
+                Some("every service of a member needs its own port".into()),
+            );
+        } else {
+            seen.insert(port, field);
+        }
+    }
+}
+
+/// Patroni's timings fit its own rule.
+fn patroni(spec: &PostgresClusterSpec, cx: &mut CheckCx) {
+    let p = &spec.patroni;
+    if p.loop_wait == 0 || p.loop_wait + 2 * p.retry_timeout > p.ttl {
+        cx.error(
+            "patroni.ttl",
+            format!(
+                "ttl {} is too short for loop_wait {} and retry_timeout {}",
+                p.ttl, p.loop_wait, p.retry_timeout
+            ),
+            Some("Patroni needs loop_wait + 2 × retry_timeout ≤ ttl (e.g. 30, 10, 10)".into()),
+        );
+    }
+}
+
+/// PostgreSQL parameters and pg_hba lines: well-formed, and none that plumb or Patroni set.
+fn parameters(spec: &PostgresClusterSpec, cx: &mut CheckCx) {
+    for (k, v) in &spec.parameters {
+        let field = format!("parameters.{k}");
+        let valid_name = k
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_lowercase() || b == b'_')
+            && k.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'.');
+        if !valid_name {
+            cx.error(
+                &field,
+                format!("`{k}` is not a PostgreSQL parameter name"),
+                None,
+            );
+        } else if MANAGED_PARAMETERS.contains(&k.as_str()) {
+            cx.error(
+                &field,
+                format!("`{k}` is set by plumb and Patroni; it cannot be given here"),
+                Some(match k.as_str() {
+                    "archive_mode" | "archive_command" | "restore_command" => {
+                        "archiving follows `backup.repo`".to_string()
+                    }
+                    "port" | "listen_addresses" => "use `ports.postgres`".to_string(),
+                    _ => "remove it".to_string(),
+                }),
+            );
+        }
+        if matches!(v, Value::Null | Value::Array(_) | Value::Object(_)) {
+            cx.error(
+                &field,
+                format!("parameter `{k}` needs a string, number or boolean value"),
+                None,
+            );
+        }
+    }
+    for (i, line) in spec.pg_hba.iter().enumerate() {
+        let first = line.split_whitespace().next().unwrap_or_default();
+        let ok_type = matches!(
+            first,
+            "local" | "host" | "hostssl" | "hostnossl" | "hostgssenc" | "hostnogssenc"
+        );
+        if line.contains('\n') || line.split_whitespace().count() < 3 || !ok_type {
+            cx.error(
+                &format!("pg_hba[{i}]"),
+                format!("`{line}` is not a pg_hba.conf line"),
+                Some("e.g. `host all all 10.0.0.0/8 scram-sha-256`".into()),
+            );
+        }
+    }
+}
+
+/// The superuser, replication and rewind users: distinct, with their secrets. Returns their
+/// names (no declared role may take one).
+fn credentials(spec: &PostgresClusterSpec, cx: &mut CheckCx) -> BTreeMap<String, &'static str> {
+    let mut system_users = BTreeMap::new();
+    for (field, c, default) in [
+        ("superuser", &spec.superuser, "postgres"),
+        ("replication", &spec.replication, "replicator"),
+        ("rewind", &spec.rewind, "rewind_user"),
+    ] {
+        check_credential(cx, field, c);
+        let name = c.name_or(default);
+        if let Some(other) = system_users.insert(name.clone(), field) {
+            cx.error(
+                &format!("{field}.username"),
+                format!("`{name}` is already the {other} user"),
+                Some("superuser, replication and rewind need distinct users".into()),
+            );
+        }
+    }
+    check_credential(cx, "rest_api", &spec.rest_api);
+    system_users
+}
+
+/// The backup repository exists, trusts the same CA, and lives on a host of its own.
+fn backup(spec: &PostgresClusterSpec, cx: &mut CheckCx, members: &[&Host]) {
+    if let Some(b) = &spec.backup {
+        match cx.repo.find("BackupRepo", &b.repo) {
+            None => {
+                let known = cx.repo.names_of("BackupRepo");
+                let d = unknown_backup_repo(cx.manifest, &b.repo, &known);
+                cx.diags.push(d);
+            }
+            Some(rm) => {
+                if let Spec::BackupRepo(r) = &rm.spec
+                    && r.tls.ca != spec.tls.ca
+                {
+                    cx.error(
+                        "backup.repo",
+                        format!(
+                            "BackupRepo `{}` uses CA `{}` but this cluster uses `{}`",
+                            b.repo, r.tls.ca, spec.tls.ca
+                        ),
+                        Some("both sides of pgBackRest TLS must trust one CA".into()),
+                    );
+                }
+                let repo_hosts: BTreeSet<&str> = selected_hosts(rm, cx.repo.inventory)
+                    .into_iter()
+                    .map(|h| h.name.as_str())
+                    .collect();
+                if let Some(h) = members
+                    .iter()
+                    .find(|h| repo_hosts.contains(h.name.as_str()))
+                {
+                    cx.error(
+                        "backup.repo",
+                        format!(
+                            "host `{}` is both a member of the cluster and its backup repository host",
+                            h.name
+                        ),
+                        Some("keep backups on a host of their own".into()),
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// Roles and databases: valid, unique names; memberships and owners among the declared roles.
+fn roles_and_databases(
+    spec: &PostgresClusterSpec,
+    cx: &mut CheckCx,
+    system_users: &BTreeMap<String, &'static str>,
+) {
+    let mut roles: BTreeSet<&str> = BTreeSet::new();
+    for (i, r) in spec.roles.iter().enumerate() {
+        let field = format!("roles[{i}]");
+        if !is_pg_identifier(&r.name) {
+            cx.error(
+                &format!("{field}.name"),
+                format!("`{}` is not a valid PostgreSQL role name", r.name),
+                Some("use lowercase letters, digits and `_`, starting with a letter".into()),
+            );
+        } else if system_users.contains_key(&r.name) || r.name.starts_with("pg_") {
+            cx.error(
+                &format!("{field}.name"),
+                format!("role `{}` is managed by Patroni or PostgreSQL", r.name),
+                None,
+            );
+        } else if !roles.insert(&r.name) {
+            cx.error(
+                &format!("{field}.name"),
+                format!("role `{}` is declared twice", r.name),
+                None,
+            );
+        }
+        if let Some(pw) = &r.password {
+            cx.secret(&format!("{field}.password.secret"), &pw.secret);
+        }
+        if r.connection_limit < -1 {
+            cx.error(
+                &format!("{field}.connection_limit"),
+                "connection_limit is -1 (no limit) or a count",
+                None,
+            );
+        }
+    }
+    for (i, r) in spec.roles.iter().enumerate() {
+        for (j, other) in r.member_of.iter().enumerate() {
+            if !roles.contains(other.as_str()) || other == &r.name {
+                cx.error(
+                    &format!("roles[{i}].member_of[{j}]"),
+                    format!("role `{other}` is not declared in `roles`"),
+                    None,
+                );
+            }
+        }
+    }
+    let superuser = spec.superuser.name_or("postgres");
+    let mut dbs = BTreeSet::new();
+    for (i, d) in spec.databases.iter().enumerate() {
+        let field = format!("databases[{i}]");
+        if !is_pg_identifier(&d.name) {
+            cx.error(
+                &format!("{field}.name"),
+                format!("`{}` is not a valid database name", d.name),
+                None,
+            );
+        } else if RESERVED_DATABASES.contains(&d.name.as_str()) {
+            cx.error(
+                &format!("{field}.name"),
+                format!("database `{}` is created by PostgreSQL itself", d.name),
+                None,
+            );
+        } else if !dbs.insert(d.name.as_str()) {
+            cx.error(
+                &format!("{field}.name"),
+                format!("database `{}` is declared twice", d.name),
+                None,
+            );
+        }
+        if d.owner != superuser && !roles.contains(d.owner.as_str()) {
+            let known: Vec<&str> = roles.iter().copied().collect();
+            cx.error(
+                &format!("{field}.owner"),
+                format!(
+                    "owner `{}` of database `{}` is not a declared role",
+                    d.owner, d.name
+                ),
+                Some(match crate::model::manifest::closest(&d.owner, &known) {
+                    Some(c) => format!("did you mean `{c}`?"),
+                    None => {
+                        format!("declare it under `roles`, or use the superuser `{superuser}`")
+                    }
+                }),
+            );
+        }
+    }
+}

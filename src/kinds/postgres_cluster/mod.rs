@@ -1,0 +1,497 @@
+//! `PostgresCluster`: an HA PostgreSQL cluster run by Patroni, with etcd as the DCS on the same
+//! hosts, a pgBackRest TLS server for backups, and HAProxy in front, all in one docker compose
+//! stack per member (the layout of the seeds).
+//!
+//! The manifest's `hosts` are the members. On each member the cluster expands, purely, into:
+//! the `postgres` group and user (uid/gid 1001, in `docker`), the folders (data 0700, logs, etcd
+//! data, config, pgBackRest certs/log/spool, the stack folder), `patroni.yml` (sensitive: it holds
+//! the passwords), the etcd member config, `pgbackrest.conf`, `haproxy.cfg`, a certificate for
+//! pgBackRest TLS signed by the cluster's CA, the compose stack (+ `.env`), a systemd unit that
+//! starts the stack at boot, and three handlers (`refresh_only` commands): reload Patroni
+//! (SIGHUP to this member's Patroni only), restart the pgBackRest TLS server, reload HAProxy.
+//!
+//! The cluster points at its backup repository with `backup: { repo: NAME }` (a `BackupRepo`); the
+//! repository finds the clusters that name it, so the link is written once. Roles and databases
+//! are validated here and converged later over a PostgreSQL connection; nothing host-side.
+
+use super::command::CommandSpec;
+use super::compose_stack::{EnvValue, StackState, render_env};
+use super::directory::DirectorySpec;
+use super::file::FileState;
+use super::systemd_unit::UnitState;
+mod check;
+mod render;
+#[cfg(test)]
+pub(crate) mod tests;
+
+pub use super::cluster::{
+    ClusterModel, ClusterPaths, Credential, Member, OsAccount, TlsSettings, check_cidr,
+};
+use super::cluster::{default_compose, image_for, p_pgbackrest, selected_hosts};
+use super::{CheckCx, Kind, PrimitiveSpec, Spec};
+use crate::diag::Diagnostic;
+use crate::kinds::Desired;
+use crate::kinds::HostCx;
+use crate::kinds::Manifest;
+use crate::model::desired::Content;
+use crate::model::inventory::{Host, Inventory};
+use crate::model::values::{FileMode, Presence, ResourceRef, SecretRef};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+use std::collections::BTreeMap;
+
+/// Built-in templates (name, text); a file of the same name under the repo's `templates/`
+/// overrides one.
+pub const BUILTIN_TEMPLATES: &[(&str, &str)] = &[
+    (
+        "postgres-cluster/patroni.yml.tera",
+        include_str!("../../../templates/postgres-cluster/patroni.yml.tera"),
+    ),
+    (
+        "postgres-cluster/etcd.yml.tera",
+        include_str!("../../../templates/postgres-cluster/etcd.yml.tera"),
+    ),
+    (
+        "postgres-cluster/pgbackrest.conf.tera",
+        include_str!("../../../templates/postgres-cluster/pgbackrest.conf.tera"),
+    ),
+    (
+        "postgres-cluster/haproxy.cfg.tera",
+        include_str!("../../../templates/postgres-cluster/haproxy.cfg.tera"),
+    ),
+    (
+        "postgres-cluster/docker-compose.yml.tera",
+        include_str!("../../../templates/postgres-cluster/docker-compose.yml.tera"),
+    ),
+    (
+        "postgres-cluster/stack.service.tera",
+        include_str!("../../../templates/postgres-cluster/stack.service.tera"),
+    ),
+];
+
+/// The distributed configuration store.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Dcs {
+    /// etcd (v3 API), one member on each cluster host.
+    #[default]
+    Etcd,
+}
+
+/// Patroni's log level.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum LogLevel {
+    /// DEBUG.
+    Debug,
+    /// INFO (the default).
+    #[default]
+    Info,
+    /// WARNING.
+    Warning,
+    /// ERROR.
+    Error,
+}
+
+/// Patroni's cluster-wide settings (written to the DCS at bootstrap).
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PatroniSettings {
+    /// Leader lock TTL in seconds (default 30).
+    #[serde(default = "default_ttl")]
+    pub ttl: u32,
+    /// Seconds between HA loops (default 10).
+    #[serde(default = "default_loop_wait")]
+    pub loop_wait: u32,
+    /// Seconds before a DCS or PostgreSQL operation is retried (default 10).
+    #[serde(default = "default_retry_timeout")]
+    pub retry_timeout: u32,
+    /// Bytes a replica may lag and still be promoted (default 1048576).
+    #[serde(default = "default_max_lag")]
+    pub maximum_lag_on_failover: u64,
+    /// Use pg_rewind to rejoin a former primary (default true).
+    #[serde(default = "yes")]
+    pub use_pg_rewind: bool,
+    /// Patroni's log level (default INFO).
+    #[serde(default)]
+    pub log_level: LogLevel,
+}
+
+fn default_ttl() -> u32 {
+    30
+}
+fn default_loop_wait() -> u32 {
+    10
+}
+fn default_retry_timeout() -> u32 {
+    10
+}
+fn default_max_lag() -> u64 {
+    1_048_576
+}
+fn yes() -> bool {
+    true
+}
+
+impl Default for PatroniSettings {
+    fn default() -> Self {
+        PatroniSettings {
+            ttl: default_ttl(),
+            loop_wait: default_loop_wait(),
+            retry_timeout: default_retry_timeout(),
+            maximum_lag_on_failover: default_max_lag(),
+            use_pg_rewind: true,
+            log_level: LogLevel::Info,
+        }
+    }
+}
+
+/// TCP ports of the services on each member.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Ports {
+    /// PostgreSQL (default 5432).
+    #[serde(default = "p_postgres")]
+    pub postgres: u16,
+    /// Patroni's REST API, also HAProxy's health check target (default 8008).
+    #[serde(default = "p_rest")]
+    pub rest_api: u16,
+    /// etcd client port (default 2379).
+    #[serde(default = "p_etcd_client")]
+    pub etcd_client: u16,
+    /// etcd peer port (default 2380).
+    #[serde(default = "p_etcd_peer")]
+    pub etcd_peer: u16,
+    /// pgBackRest TLS server (default 8432).
+    #[serde(default = "p_pgbackrest")]
+    pub pgbackrest: u16,
+}
+
+fn p_postgres() -> u16 {
+    5432
+}
+fn p_rest() -> u16 {
+    8008
+}
+fn p_etcd_client() -> u16 {
+    2379
+}
+fn p_etcd_peer() -> u16 {
+    2380
+}
+
+impl Default for Ports {
+    fn default() -> Self {
+        Ports {
+            postgres: p_postgres(),
+            rest_api: p_rest(),
+            etcd_client: p_etcd_client(),
+            etcd_peer: p_etcd_peer(),
+            pgbackrest: p_pgbackrest(),
+        }
+    }
+}
+
+/// HAProxy on each member, routing to the primary and to the replicas by Patroni's health checks.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct HaproxySettings {
+    /// Run HAProxy (default true).
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Port leading to the primary (default 5000).
+    #[serde(default = "p_primary")]
+    pub primary_port: u16,
+    /// Port leading to the replicas, round robin (default 5001).
+    #[serde(default = "p_replicas")]
+    pub replica_port: u16,
+    /// Port of the statistics page, on the member's address (default 7000).
+    #[serde(default = "p_stats")]
+    pub stats_port: u16,
+    /// Connections per PostgreSQL server (default 100).
+    #[serde(default = "default_maxconn")]
+    pub maxconn: u32,
+}
+
+fn p_primary() -> u16 {
+    5000
+}
+fn p_replicas() -> u16 {
+    5001
+}
+fn p_stats() -> u16 {
+    7000
+}
+fn default_maxconn() -> u32 {
+    100
+}
+
+impl Default for HaproxySettings {
+    fn default() -> Self {
+        HaproxySettings {
+            enabled: true,
+            primary_port: p_primary(),
+            replica_port: p_replicas(),
+            stats_port: p_stats(),
+            maxconn: default_maxconn(),
+        }
+    }
+}
+
+/// Where the cluster's WAL and backups go.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackupLink {
+    /// Name of the `BackupRepo` (its host, schedule and retention are declared there).
+    pub repo: String,
+}
+
+/// Patroni tags of the members (a host var `patroni_tags` overrides them per host).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tags {
+    /// Never promote this member.
+    #[serde(default)]
+    pub nofailover: bool,
+    /// Keep this member out of read load balancing.
+    #[serde(default)]
+    pub noloadbalance: bool,
+    /// Prefer this member as a source for new replicas.
+    #[serde(default)]
+    pub clonefrom: bool,
+    /// Never make this member a synchronous standby.
+    #[serde(default)]
+    pub nosync: bool,
+}
+
+/// A database role, converged over a PostgreSQL connection (not on hosts).
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoleSpec {
+    /// Role name.
+    pub name: String,
+    /// The secret holding its password (a role without one cannot log in with a password).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<SecretRef>,
+    /// May log in (default true).
+    #[serde(default = "yes")]
+    pub login: bool,
+    /// May create databases.
+    #[serde(default)]
+    pub createdb: bool,
+    /// May create roles.
+    #[serde(default)]
+    pub createrole: bool,
+    /// Roles it is a member of (each must be declared in `roles`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub member_of: Vec<String>,
+    /// Connection limit (-1: none).
+    #[serde(default = "no_limit")]
+    pub connection_limit: i32,
+}
+
+fn no_limit() -> i32 {
+    -1
+}
+
+/// A database, converged over a PostgreSQL connection (not on hosts).
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseSpec {
+    /// Database name.
+    pub name: String,
+    /// Owner: a role of `roles`, or the superuser.
+    pub owner: String,
+}
+
+/// A `PostgresCluster` as declared. Its `name` is Patroni's scope, the pgBackRest stanza and the
+/// compose project name.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PostgresClusterSpec {
+    /// PostgreSQL major version in the image (default 15).
+    #[serde(default = "default_version")]
+    pub version: u32,
+    /// Container image with PostgreSQL, Patroni, etcd, pgBackRest and HAProxy. Default: the host
+    /// var `postgres_image`, else `plumb-lab/postgres-ha:<version>` (the lab's image).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// PostgreSQL binaries inside the image (default `/usr/lib/postgresql/<version>/bin`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bin_dir: Option<String>,
+    /// The DCS: `etcd`, run on the members themselves (the only choice for now).
+    #[serde(default)]
+    pub dcs: Dcs,
+    /// The OS account (default `postgres`, uid/gid 1001, home `/home/postgres`, in `docker`).
+    #[serde(default)]
+    pub os_user: OsAccount,
+    /// Root of the cluster's folders, the same path on the host and in the containers
+    /// (default: `os_user.home`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_dir: Option<String>,
+    /// Folder of the compose stack (default `/opt/plumb/<name>`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stack_dir: Option<String>,
+    /// The compose binary the systemd unit and the handlers run (default `/usr/bin/docker-compose`).
+    #[serde(default = "default_compose")]
+    pub compose_command: String,
+    /// Network (CIDR) allowed to connect: replication between members and clients, which come
+    /// through HAProxy from the members' addresses. Default: the host var `cluster_network`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<String>,
+    /// Ports (defaults: postgres 5432, rest_api 8008, etcd 2379/2380, pgbackrest 8432).
+    #[serde(default)]
+    pub ports: Ports,
+    /// Patroni's cluster-wide settings (ttl 30, loop_wait 10, retry_timeout 10, ...).
+    #[serde(default)]
+    pub patroni: PatroniSettings,
+    /// PostgreSQL parameters, over plumb's defaults (the seed's logging settings). Those Patroni
+    /// takes from the DCS only (max_connections, max_wal_senders, ...) go there at bootstrap.
+    #[serde(default, skip_serializing_if = "Map::is_empty")]
+    pub parameters: Map<String, Value>,
+    /// Extra pg_hba.conf lines, after plumb's (local peer, replication and clients from `network`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pg_hba: Vec<String>,
+    /// The superuser Patroni bootstraps and manages the cluster with (default name `postgres`).
+    pub superuser: Credential,
+    /// The replication user (default name `replicator`).
+    pub replication: Credential,
+    /// The pg_rewind user (default name `rewind_user`).
+    pub rewind: Credential,
+    /// Basic auth of Patroni's REST API for changes (default name `patroni`); health checks
+    /// stay open.
+    pub rest_api: Credential,
+    /// Certificates for pgBackRest TLS.
+    pub tls: TlsSettings,
+    /// The `BackupRepo` receiving WAL and backups; without it, no archiving and no pgBackRest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<BackupLink>,
+    /// HAProxy (on by default: 5000 primary, 5001 replicas, 7000 stats).
+    #[serde(default)]
+    pub haproxy: HaproxySettings,
+    /// Patroni tags of every member (host var `patroni_tags` overrides per host).
+    #[serde(default)]
+    pub tags: Tags,
+    /// Database roles (converged over a PostgreSQL connection).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub roles: Vec<RoleSpec>,
+    /// Databases (converged over a PostgreSQL connection).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub databases: Vec<DatabaseSpec>,
+}
+
+fn default_version() -> u32 {
+    15
+}
+
+/// Parameters Patroni reads from the DCS only: local values are ignored, so plumb writes them
+/// under `bootstrap.dcs`.
+pub const DCS_ONLY_PARAMETERS: &[&str] = &[
+    "max_connections",
+    "max_locks_per_transaction",
+    "max_prepared_transactions",
+    "max_replication_slots",
+    "max_wal_senders",
+    "max_worker_processes",
+    "track_commit_timestamp",
+    "wal_keep_segments",
+    "wal_keep_size",
+    "wal_level",
+];
+
+/// Parameters plumb or Patroni set themselves.
+pub const MANAGED_PARAMETERS: &[&str] = &[
+    "archive_command",
+    "archive_mode",
+    "cluster_name",
+    "config_file",
+    "data_directory",
+    "hba_file",
+    "hot_standby",
+    "ident_file",
+    "listen_addresses",
+    "port",
+    "restore_command",
+    "unix_socket_directories",
+    "wal_log_hints",
+];
+
+/// Names reserved by PostgreSQL for databases.
+pub(super) const RESERVED_DATABASES: &[&str] = &["postgres", "template0", "template1"];
+
+impl PostgresClusterSpec {
+    /// Values derived from the manifest and the inventory.
+    pub fn model(&self, m: &Manifest, inv: &Inventory) -> ClusterModel {
+        let base = self
+            .base_dir
+            .clone()
+            .unwrap_or_else(|| self.os_user.home.clone());
+        let stack_dir = self
+            .stack_dir
+            .clone()
+            .unwrap_or_else(|| format!("/opt/plumb/{}", m.name));
+        ClusterModel {
+            name: m.name.clone(),
+            members: selected_hosts(m, inv).into_iter().map(Member::of).collect(),
+            paths: ClusterPaths::new(&base, stack_dir),
+            superuser: self.superuser.name_or("postgres"),
+            ports: self.ports.clone(),
+            backup_repo: self.backup.as_ref().map(|b| b.repo.clone()),
+            ca: self.tls.ca.clone(),
+        }
+    }
+
+    fn bin_dir(&self) -> String {
+        self.bin_dir
+            .clone()
+            .unwrap_or_else(|| format!("/usr/lib/postgresql/{}/bin", self.version))
+    }
+
+    fn image(&self, host: &Host) -> String {
+        image_for(&self.image, host, self.version)
+    }
+
+    /// The PostgreSQL parameters: plumb's defaults, then the manifest's, split into those Patroni
+    /// reads locally and those it reads from the DCS only. Sorted by name.
+    fn split_parameters(
+        &self,
+        paths: &ClusterPaths,
+        archive_command: Option<String>,
+    ) -> (Map<String, Value>, Map<String, Value>) {
+        let mut all: BTreeMap<String, Value> = BTreeMap::new();
+        all.insert("logging_collector".into(), json!(true));
+        all.insert("log_directory".into(), json!(paths.log_dir));
+        all.insert("log_filename".into(), json!("postgres.log"));
+        all.insert("log_rotation_size".into(), json!(50000));
+        all.insert("log_truncate_on_rotation".into(), json!(true));
+        all.insert("log_file_mode".into(), json!("0604"));
+        all.insert("log_min_duration_statement".into(), json!(250));
+        for (k, v) in &self.parameters {
+            all.insert(k.clone(), v.clone());
+        }
+        all.insert("unix_socket_directories".into(), json!(paths.socket_dir));
+        if let Some(cmd) = archive_command {
+            all.insert("archive_mode".into(), json!("on"));
+            all.insert("archive_command".into(), json!(cmd));
+        }
+        let (mut local, mut dcs) = (Map::new(), Map::new());
+        for (k, v) in all {
+            if DCS_ONLY_PARAMETERS.contains(&k.as_str()) {
+                dcs.insert(k, v);
+            } else {
+                local.insert(k, v);
+            }
+        }
+        (local, dcs)
+    }
+}
+
+impl Kind for PostgresClusterSpec {
+    fn check(&self, cx: &mut CheckCx) {
+        check::check(self, cx)
+    }
+
+    fn render(&self, m: &Manifest, cx: &mut HostCx) -> Result<Vec<Desired>, Diagnostic> {
+        render::render(self, m, cx)
+    }
+}

@@ -1,0 +1,300 @@
+//! The expansion of a `PostgresCluster` on one member into primitives.
+
+use super::super::cluster::*;
+use super::*;
+use crate::diag::Diagnostic;
+use crate::kinds::{Desired, HostCx, Manifest};
+use serde_json::{Map, Value, json};
+
+/// Expands the cluster into the desired state of one member.
+pub(super) fn render(
+    spec: &PostgresClusterSpec,
+    m: &Manifest,
+    cx: &mut HostCx,
+) -> Result<Vec<Desired>, Diagnostic> {
+    cx.set_via(Some(format!("PostgresCluster/{}", m.name)));
+    let host = cx.host();
+    let model = spec.model(m, cx.inventory());
+    let paths = &model.paths;
+    let os = &spec.os_user;
+    let (user, group) = (os.name.as_str(), os.name.as_str());
+    let network = match &spec.network {
+        Some(n) => n.clone(),
+        None => network_var(m, host)?,
+    };
+    let (cert, key, ca) = paths.cert_files(&host.name);
+    let stanza = m.name.clone();
+    let config = format!("--config={}", paths.pgbackrest_config);
+
+    // The repository host, for the pg side of pgBackRest.
+    let backup = match &spec.backup {
+        None => None,
+        Some(b) => {
+            let Some(rm) = cx.repo().find("BackupRepo", &b.repo) else {
+                let known: Vec<&str> = cx
+                    .repo()
+                    .manifests
+                    .iter()
+                    .filter(|x| x.kind == "BackupRepo")
+                    .map(|x| x.name.as_str())
+                    .collect();
+                return Err(unknown_backup_repo(m, &b.repo, &known));
+            };
+            let Spec::BackupRepo(r) = &rm.spec else {
+                return Err(m.error("backup.repo", "not a BackupRepo"));
+            };
+            let hosts = selected_hosts(rm, cx.inventory());
+            let [repo_host] = hosts.as_slice() else {
+                return Err(repo_host_count(rm, &hosts));
+            };
+            Some(json!({
+                "repo": b.repo,
+                "repo_host": Member::of(repo_host),
+                "repo_port": r.port,
+                "archive_command": format!("pgbackrest {config} --stanza={stanza} archive-push \"%p\""),
+                "restore_command": format!("pgbackrest {config} --stanza={stanza} archive-get %f \"%p\""),
+            }))
+        }
+    };
+    let archive_command = backup
+        .as_ref()
+        .and_then(|b| b["archive_command"].as_str().map(str::to_string));
+    let (parameters, dcs_parameters) = spec.split_parameters(paths, archive_command);
+
+    let mut pg_hba = vec![
+        "local all all peer".to_string(),
+        format!(
+            "host replication {} 127.0.0.1/32 scram-sha-256",
+            spec.replication.name_or("replicator")
+        ),
+        format!(
+            "host replication {} {network} scram-sha-256",
+            spec.replication.name_or("replicator")
+        ),
+        "host all all 127.0.0.1/32 scram-sha-256".to_string(),
+        format!("host all all {network} scram-sha-256"),
+    ];
+    pg_hba.extend(spec.pg_hba.iter().cloned());
+
+    let mut tags = serde_json::to_value(&spec.tags).unwrap_or(Value::Null);
+    if let (Some(t), Some(Value::Object(over))) =
+        (tags.as_object_mut(), host.vars.get("patroni_tags"))
+    {
+        for (k, v) in over {
+            t.insert(k.clone(), v.clone());
+        }
+    }
+    let member = Member::of(host);
+    let cluster = json!({
+        "name": m.name,
+        "scope": m.name,
+        "stanza": stanza,
+        "version": spec.version,
+        "image": spec.image(host),
+        "bin_dir": spec.bin_dir(),
+        "compose_command": spec.compose_command,
+        "os_user": os,
+        "member": member,
+        "members": model.members,
+        "network": network,
+        "ports": spec.ports,
+        "paths": paths,
+        "patroni": spec.patroni,
+        "parameters": parameters,
+        "dcs_parameters": dcs_parameters,
+        "pg_hba": pg_hba,
+        "tags": tags,
+        "credentials": {
+            "superuser": { "username": spec.superuser.name_or("postgres"), "secret": spec.superuser.password.secret },
+            "replication": { "username": spec.replication.name_or("replicator"), "secret": spec.replication.password.secret },
+            "rewind": { "username": spec.rewind.name_or("rewind_user"), "secret": spec.rewind.password.secret },
+            "rest_api": { "username": spec.rest_api.name_or("patroni"), "secret": spec.rest_api.password.secret },
+        },
+        "tls": { "cert": cert, "key": key, "ca": ca },
+        "backup": backup,
+        "haproxy": spec.haproxy,
+    });
+    let mut vars = Map::new();
+    vars.insert("cluster".into(), cluster);
+    let resource = serde_json::to_value(spec).unwrap_or(Value::Null);
+    let render = |cx: &mut HostCx, name: &str| -> Result<Content, Diagnostic> {
+        cx.render_template(&format!("postgres-cluster/{name}"), &resource, &vars)
+            .map_err(|f| f.into_diagnostic(m, ""))
+    };
+
+    let mut out = Expansion::new(m);
+    let reload_patroni = format!("{}-reload-patroni", m.name);
+    let restart_pgbackrest = format!("{}-restart-pgbackrest", m.name);
+    let reload_haproxy = format!("{}-reload-haproxy", m.name);
+    let cmd_ref = |name: &str| ResourceRef {
+        kind: "Command".into(),
+        name: name.to_string(),
+    };
+
+    out.account(cx, os);
+    let dir = |p: &str, mode: u32| DirectorySpec {
+        path: p.to_string(),
+        owner: user.to_string(),
+        group: group.to_string(),
+        mode: FileMode(mode),
+        state: Presence::Present,
+    };
+    let mut dirs = vec![
+        dir(&paths.base, 0o750),
+        dir(&paths.pgdata_root, 0o700),
+        dir(&paths.data_dir, 0o700),
+        dir(&paths.log_dir, 0o750),
+        dir(&paths.socket_dir, 0o750),
+        dir(&paths.etcd_data_dir, 0o700),
+        dir(&paths.config_dir, 0o750),
+    ];
+    if spec.backup.is_some() {
+        dirs.push(dir(&paths.pgbackrest_dir, 0o750));
+        dirs.push(dir(&paths.pgbackrest_certs, 0o750));
+        dirs.push(dir(&paths.pgbackrest_log, 0o750));
+        dirs.push(dir(&paths.pgbackrest_spool, 0o750));
+    }
+    dirs.push(DirectorySpec {
+        path: paths.stack_dir.clone(),
+        owner: "root".into(),
+        group: "root".into(),
+        mode: FileMode(0o755),
+        state: Presence::Present,
+    });
+    for d in dirs {
+        out.push(cx, d.path.clone(), PrimitiveSpec::Directory(d), vec![]);
+    }
+
+    if spec.backup.is_some() {
+        let state = certificate(cx, m, host, &spec.tls, (&cert, &key, &ca), os)?;
+        out.push(
+            cx,
+            cert.clone(),
+            PrimitiveSpec::Certificate(state),
+            vec![cmd_ref(&restart_pgbackrest)],
+        );
+    }
+
+    let file = |path: String, mode: u32, content: Content| {
+        FileState::new(path, user, group, mode, content)
+    };
+    let patroni_yml = format!("{}/patroni.yml", paths.config_dir);
+    let content = render(cx, "patroni.yml.tera")?;
+    out.push(
+        cx,
+        patroni_yml.clone(),
+        PrimitiveSpec::File(file(patroni_yml, 0o600, content)),
+        vec![cmd_ref(&reload_patroni)],
+    );
+    let etcd_yml = format!("{}/etcd.yml", paths.config_dir);
+    let content = render(cx, "etcd.yml.tera")?;
+    out.push(
+        cx,
+        etcd_yml.clone(),
+        PrimitiveSpec::File(file(etcd_yml, 0o640, content)),
+        vec![],
+    );
+    if spec.haproxy.enabled {
+        let path = format!("{}/haproxy.cfg", paths.config_dir);
+        let content = render(cx, "haproxy.cfg.tera")?;
+        out.push(
+            cx,
+            path.clone(),
+            PrimitiveSpec::File(file(path, 0o640, content)),
+            vec![cmd_ref(&reload_haproxy)],
+        );
+    }
+    if spec.backup.is_some() {
+        let path = paths.pgbackrest_config.clone();
+        let content = render(cx, "pgbackrest.conf.tera")?;
+        out.push(
+            cx,
+            path.clone(),
+            PrimitiveSpec::File(file(path, 0o640, content)),
+            vec![cmd_ref(&restart_pgbackrest)],
+        );
+    }
+
+    // The stack.
+    let mut env = BTreeMap::new();
+    let mut set = |k: &str, v: &str| {
+        env.insert(k.to_string(), EnvValue::Text(v.to_string()));
+    };
+    set("COMPOSE_PROJECT_NAME", &m.name);
+    set("IMAGE", &spec.image(host));
+    set("PG_UID", &os.uid.to_string());
+    set("PG_GID", &os.gid.to_string());
+    set("CONFIG_PATH", &paths.config_dir);
+    set("PG_DATA_ROOT", &paths.pgdata_root);
+    set("ETCD_DATA_PATH", &paths.etcd_data_dir);
+    if spec.backup.is_some() {
+        set("PGBACKREST_PATH", &paths.pgbackrest_dir);
+        set("PGBACKREST_CONFIG", &paths.pgbackrest_config);
+    }
+    let compose = render(cx, "docker-compose.yml.tera")?;
+    let stack = StackState {
+        project: m.name.clone(),
+        dir: paths.stack_dir.clone(),
+        compose: Some(compose),
+        env: render_env(cx, m, &env)?,
+        owner: "root".into(),
+        group: "root".into(),
+        mode: FileMode(0o644),
+        restart_on_notify: Vec::new(),
+        state: Presence::Present,
+    };
+    out.push(
+        cx,
+        m.name.clone(),
+        PrimitiveSpec::ComposeStack(stack),
+        vec![],
+    );
+
+    let unit = format!("{}-stack.service", m.name);
+    let content = render(cx, "stack.service.tera")?;
+    out.push(
+        cx,
+        unit.clone(),
+        PrimitiveSpec::SystemdUnit(UnitState::new(&unit, content, Some(true), None)),
+        vec![],
+    );
+
+    // Handlers: each acts on this member only, so a change never restarts all members.
+    let handler = |run: String| CommandSpec {
+        run,
+        creates: None,
+        unless: None,
+        onlyif: None,
+        refresh_only: true,
+        user: None,
+        cwd: Some(paths.stack_dir.clone()),
+        env: BTreeMap::new(),
+        timeout: 120,
+        wait_for: None,
+        wait_timeout: 300,
+    };
+    let compose_cmd = &spec.compose_command;
+    out.push(
+        cx,
+        reload_patroni,
+        PrimitiveSpec::Command(handler(format!("{compose_cmd} kill -s SIGHUP patroni"))),
+        vec![],
+    );
+    if spec.backup.is_some() {
+        out.push(
+            cx,
+            restart_pgbackrest,
+            PrimitiveSpec::Command(handler(format!("{compose_cmd} restart pgbackrest"))),
+            vec![],
+        );
+    }
+    if spec.haproxy.enabled {
+        out.push(
+            cx,
+            reload_haproxy,
+            PrimitiveSpec::Command(handler(format!("{compose_cmd} kill -s SIGUSR2 haproxy"))),
+            vec![],
+        );
+    }
+    Ok(out.items)
+}

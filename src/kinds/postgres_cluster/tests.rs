@@ -1,0 +1,592 @@
+//! Expansion and validation of `PostgresCluster`, without hosts.
+
+use super::*;
+use crate::kinds::DesiredHost;
+use crate::testutil::{errors, item, render, repo, text};
+
+/// Line numbers matter: the validation tests point at them.
+pub(crate) const CLUSTER: &str = "\
+kind: PostgresCluster
+name: postgres01
+hosts: group:postgres
+tls: { ca: pg-ca }
+backup: { repo: repo1 }
+superuser: { password: { secret: su } }
+replication: { password: { secret: repl } }
+rewind: { password: { secret: rewind } }
+rest_api: { password: { secret: api } }
+parameters:
+  max_connections: 200
+  shared_buffers: 128MB
+roles:
+  - name: app
+    password: { secret: app }
+databases:
+  - name: app
+    owner: app
+";
+
+pub(crate) const REPO: &str = "\
+kind: BackupRepo
+name: repo1
+hosts: host:backup1
+tls: { ca: pg-ca }
+";
+
+fn pg1(cluster: &str) -> DesiredHost {
+    let dir = repo(&[
+        ("manifests/pg.yaml", cluster),
+        ("manifests/repo.yaml", REPO),
+    ]);
+    render(&dir, "pg1")
+}
+
+fn cluster_errors(cluster: &str) -> String {
+    errors(&[
+        ("manifests/pg.yaml", cluster),
+        ("manifests/repo.yaml", REPO),
+    ])
+}
+
+fn dir_of(h: &DesiredHost, path: &str) -> DirectorySpec {
+    match &item(h, "Directory", path).spec {
+        PrimitiveSpec::Directory(d) => d.clone(),
+        other => panic!("{other:?}"),
+    }
+}
+
+fn yaml(text: &str) -> Value {
+    yaml_serde::from_str(text).unwrap()
+}
+
+#[test]
+fn expands_into_the_primitives_of_a_member() {
+    let h = pg1(CLUSTER);
+    let mut got: Vec<String> = h
+        .resources
+        .iter()
+        .map(|d| format!("{}/{}", d.kind, d.name))
+        .collect();
+    got.sort();
+    let want = [
+        "Certificate//home/postgres/pgbackrest/certs/pg1.crt",
+        "Command/postgres01-reload-haproxy",
+        "Command/postgres01-reload-patroni",
+        "Command/postgres01-restart-pgbackrest",
+        "ComposeStack/postgres01",
+        "Directory//home/postgres",
+        "Directory//home/postgres/config",
+        "Directory//home/postgres/etcd-data",
+        "Directory//home/postgres/pgbackrest",
+        "Directory//home/postgres/pgbackrest/certs",
+        "Directory//home/postgres/pgbackrest/log",
+        "Directory//home/postgres/pgbackrest/spool",
+        "Directory//home/postgres/postgres-data",
+        "Directory//home/postgres/postgres-data/data",
+        "Directory//home/postgres/postgres-data/logs",
+        "Directory//home/postgres/postgres-data/unix",
+        "Directory//opt/plumb/postgres01",
+        "File//home/postgres/config/etcd.yml",
+        "File//home/postgres/config/haproxy.cfg",
+        "File//home/postgres/config/patroni.yml",
+        "File//home/postgres/pgbackrest/pgbackrest.conf",
+        "Group/postgres",
+        "SystemdUnit/postgres01-stack.service",
+        "User/postgres",
+    ];
+    assert_eq!(got, want);
+    for d in &h.resources {
+        assert_eq!(d.origin.via.as_deref(), Some("PostgresCluster/postgres01"));
+        assert_eq!(d.origin.file, std::path::Path::new("manifests/pg.yaml"));
+    }
+}
+
+#[test]
+fn account_paths_owners_and_modes() {
+    let h = pg1(CLUSTER);
+    match &item(&h, "Group", "postgres").spec {
+        PrimitiveSpec::Group(g) => assert_eq!(g.gid, Some(1001)),
+        other => panic!("{other:?}"),
+    }
+    match &item(&h, "User", "postgres").spec {
+        PrimitiveSpec::User(u) => {
+            assert_eq!(u.uid, Some(1001));
+            assert_eq!(u.group.as_deref(), Some("postgres"));
+            assert_eq!(u.groups, ["docker"]);
+            assert_eq!(u.home.as_deref(), Some("/home/postgres"));
+        }
+        other => panic!("{other:?}"),
+    }
+    let data = dir_of(&h, "/home/postgres/postgres-data/data");
+    assert_eq!((data.owner.as_str(), data.mode.0), ("postgres", 0o700));
+    assert_eq!(dir_of(&h, "/home/postgres/etcd-data").mode.0, 0o700);
+    assert_eq!(
+        dir_of(&h, "/home/postgres/postgres-data/logs").mode.0,
+        0o750
+    );
+    assert_eq!(dir_of(&h, "/opt/plumb/postgres01").owner, "root");
+    match &item(&h, "File", "/home/postgres/config/patroni.yml").spec {
+        PrimitiveSpec::File(f) => {
+            assert_eq!(
+                (f.owner.as_str(), f.group.as_str()),
+                ("postgres", "postgres")
+            );
+            assert_eq!(f.mode.0, 0o600);
+        }
+        other => panic!("{other:?}"),
+    }
+    match &item(&h, "Certificate", "/home/postgres/pgbackrest/certs/pg1.crt").spec {
+        PrimitiveSpec::Certificate(c) => {
+            assert_eq!(c.common_name, "pg1");
+            assert_eq!(c.dns_names, ["pg1", "10.0.0.1"]);
+            assert_eq!(c.ip_addresses, ["10.0.0.1"]);
+            assert_eq!(c.key_path, "/home/postgres/pgbackrest/certs/pg1.key");
+            assert_eq!(
+                c.ca_path.as_deref(),
+                Some("/home/postgres/pgbackrest/certs/ca.crt")
+            );
+            assert_eq!((c.owner.as_str(), c.key_mode.0), ("postgres", 0o600));
+            assert_eq!(c.ca, "pg-ca");
+        }
+        other => panic!("{other:?}"),
+    }
+    match &item(&h, "SystemdUnit", "postgres01-stack.service").spec {
+        PrimitiveSpec::SystemdUnit(u) => {
+            assert_eq!(u.enabled, Some(true));
+            let t = String::from_utf8(u.content.as_ref().unwrap().bytes().to_vec()).unwrap();
+            assert!(t.contains("Type=oneshot\nRemainAfterExit=yes\n"), "{t}");
+            assert!(
+                t.contains("WorkingDirectory=/opt/plumb/postgres01\n"),
+                "{t}"
+            );
+            assert!(t.contains("ExecStart=/usr/bin/docker-compose up -d"), "{t}");
+            assert!(t.contains("ExecStop=/usr/bin/docker-compose down"), "{t}");
+            assert!(t.contains("After=docker.service"), "{t}");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn patroni_yml_is_sensitive_and_describes_the_member() {
+    let h = pg1(CLUSTER);
+    let d = item(&h, "File", "/home/postgres/config/patroni.yml");
+    assert!(d.is_sensitive(), "patroni.yml holds passwords");
+    let shown = yaml_serde::to_string(d).unwrap();
+    assert!(shown.contains("<sensitive>"), "{shown}");
+    assert!(!shown.contains("<secret:su>"), "{shown}");
+
+    let y = yaml(&text(d));
+    assert_eq!(y["scope"], "postgres01");
+    assert_eq!(y["name"], "pg1");
+    assert_eq!(y["restapi"]["listen"], "10.0.0.1:8008");
+    assert_eq!(y["restapi"]["authentication"]["password"], "<secret:api>");
+    assert_eq!(
+        y["etcd3"]["hosts"],
+        json!(["10.0.0.1:2379", "10.0.0.2:2379", "10.0.0.3:2379"])
+    );
+    let dcs = &y["bootstrap"]["dcs"];
+    assert_eq!(
+        (&dcs["ttl"], &dcs["loop_wait"], &dcs["retry_timeout"]),
+        (&json!(30), &json!(10), &json!(10))
+    );
+    assert_eq!(dcs["maximum_lag_on_failover"], 1_048_576);
+    assert_eq!(dcs["postgresql"]["use_pg_rewind"], true);
+    // Patroni ignores max_connections in the local section: it must be in the DCS.
+    assert_eq!(dcs["postgresql"]["parameters"]["max_connections"], 200);
+    assert_eq!(
+        y["bootstrap"]["initdb"],
+        json!([{"encoding": "UTF8"}, "data-checksums"])
+    );
+    let hba = y["bootstrap"]["pg_hba"].as_array().unwrap();
+    assert!(hba.contains(&json!(
+        "host replication replicator 10.0.0.0/24 scram-sha-256"
+    )));
+    let pg = &y["postgresql"];
+    assert_eq!(pg["listen"], "10.0.0.1:5432");
+    assert_eq!(pg["data_dir"], "/home/postgres/postgres-data/data");
+    assert_eq!(pg["bin_dir"], "/usr/lib/postgresql/15/bin");
+    assert_eq!(pg["authentication"]["superuser"]["username"], "postgres");
+    assert_eq!(pg["authentication"]["superuser"]["password"], "<secret:su>");
+    assert_eq!(
+        pg["authentication"]["replication"]["username"],
+        "replicator"
+    );
+    assert_eq!(
+        pg["authentication"]["rewind"]["password"],
+        "<secret:rewind>"
+    );
+    let params = &pg["parameters"];
+    assert_eq!(params["shared_buffers"], "128MB");
+    assert!(params.get("max_connections").is_none());
+    assert_eq!(params["archive_mode"], "on");
+    assert_eq!(
+        params["archive_command"],
+        "pgbackrest --config=/home/postgres/pgbackrest/pgbackrest.conf --stanza=postgres01 archive-push \"%p\""
+    );
+    assert_eq!(params["log_min_duration_statement"], 250);
+    assert_eq!(
+        params["unix_socket_directories"],
+        "/home/postgres/postgres-data/unix"
+    );
+    assert_eq!(y["tags"]["nofailover"], false);
+}
+
+#[test]
+fn etcd_haproxy_and_pgbackrest_configs_name_every_member() {
+    let h = pg1(CLUSTER);
+    let etcd = yaml(&text(item(&h, "File", "/home/postgres/config/etcd.yml")));
+    assert_eq!(etcd["name"], "pg1");
+    assert_eq!(
+        etcd["initial-cluster"],
+        "pg1=http://10.0.0.1:2380,pg2=http://10.0.0.2:2380,pg3=http://10.0.0.3:2380"
+    );
+    assert_eq!(etcd["listen-client-urls"], "http://10.0.0.1:2379");
+    // Patroni's etcd3 client needs the gRPC gateway, off by default with a config file.
+    assert_eq!(etcd["enable-grpc-gateway"], true);
+
+    let ha = text(item(&h, "File", "/home/postgres/config/haproxy.cfg"));
+    assert!(
+        ha.contains(
+            "bind *:5000\n    option httpchk OPTIONS /primary\n    http-check expect status 200"
+        ),
+        "{ha}"
+    );
+    assert!(
+        ha.contains("bind *:5001\n    balance roundrobin\n    option httpchk OPTIONS /replica"),
+        "{ha}"
+    );
+    for (name, addr) in [
+        ("pg1", "10.0.0.1"),
+        ("pg2", "10.0.0.2"),
+        ("pg3", "10.0.0.3"),
+    ] {
+        let line = format!("server {name} {addr}:5432 maxconn 100 check port 8008");
+        assert_eq!(ha.matches(&line).count(), 2, "{ha}");
+    }
+
+    let br = text(item(
+        &h,
+        "File",
+        "/home/postgres/pgbackrest/pgbackrest.conf",
+    ));
+    for line in [
+        "repo1-host=10.0.0.11\n",
+        "repo1-host-type=tls\n",
+        "repo1-host-cert-file=/home/postgres/pgbackrest/certs/pg1.crt\n",
+        "repo1-host-key-file=/home/postgres/pgbackrest/certs/pg1.key\n",
+        "repo1-host-ca-file=/home/postgres/pgbackrest/certs/ca.crt\n",
+        "tls-server-address=10.0.0.1\n",
+        "tls-server-auth=backup1=postgres01\n",
+        "[postgres01]\npg1-path=/home/postgres/postgres-data/data\n",
+    ] {
+        assert!(br.contains(line), "missing {line:?} in\n{br}");
+    }
+}
+
+#[test]
+fn compose_stack_runs_the_four_services_as_1001_on_the_host_network() {
+    let h = pg1(CLUSTER);
+    let d = item(&h, "ComposeStack", "postgres01");
+    let PrimitiveSpec::ComposeStack(s) = &d.spec else {
+        panic!()
+    };
+    assert_eq!(s.dir, "/opt/plumb/postgres01");
+    let env = String::from_utf8(s.env.as_ref().unwrap().bytes().to_vec()).unwrap();
+    assert!(!s.env.as_ref().unwrap().sensitive);
+    for line in [
+        "COMPOSE_PROJECT_NAME=postgres01\n",
+        "IMAGE=plumb-lab/postgres-ha:15\n",
+        "PG_UID=1001\n",
+        "PG_DATA_ROOT=/home/postgres/postgres-data\n",
+    ] {
+        assert!(env.contains(line), "{env}");
+    }
+    let c = yaml(&text(d));
+    let services = c["services"].as_object().unwrap();
+    let names: Vec<&String> = services.keys().collect();
+    assert_eq!(names, ["etcd", "patroni", "pgbackrest", "haproxy"]);
+    for (name, svc) in services {
+        assert_eq!(svc["network_mode"], "host", "{name}");
+        assert_eq!(svc["user"], "${PG_UID}:${PG_GID}", "{name}");
+        assert_eq!(svc["image"], "${IMAGE}", "{name}");
+    }
+    assert_eq!(
+        services["patroni"]["volumes"][1],
+        "${PG_DATA_ROOT}:${PG_DATA_ROOT}"
+    );
+}
+
+#[test]
+fn notify_wiring_touches_only_this_member_and_one_service() {
+    let h = pg1(CLUSTER);
+    let notified = |kind: &str, name: &str| -> Vec<String> {
+        item(&h, kind, name)
+            .notify
+            .iter()
+            .map(|r| r.to_string())
+            .collect()
+    };
+    assert_eq!(
+        notified("File", "/home/postgres/config/patroni.yml"),
+        ["Command/postgres01-reload-patroni"]
+    );
+    assert_eq!(
+        notified("File", "/home/postgres/pgbackrest/pgbackrest.conf"),
+        ["Command/postgres01-restart-pgbackrest"]
+    );
+    assert_eq!(
+        notified("Certificate", "/home/postgres/pgbackrest/certs/pg1.crt"),
+        ["Command/postgres01-restart-pgbackrest"]
+    );
+    assert_eq!(
+        notified("File", "/home/postgres/config/haproxy.cfg"),
+        ["Command/postgres01-reload-haproxy"]
+    );
+    assert!(notified("File", "/home/postgres/config/etcd.yml").is_empty());
+    assert!(
+        h.resources
+            .iter()
+            .all(|d| d.notify.iter().all(|r| r.kind == "Command")),
+        "nothing restarts the whole stack"
+    );
+    for (name, run) in [
+        (
+            "postgres01-reload-patroni",
+            "/usr/bin/docker-compose kill -s SIGHUP patroni",
+        ),
+        (
+            "postgres01-restart-pgbackrest",
+            "/usr/bin/docker-compose restart pgbackrest",
+        ),
+        (
+            "postgres01-reload-haproxy",
+            "/usr/bin/docker-compose kill -s SIGUSR2 haproxy",
+        ),
+    ] {
+        let PrimitiveSpec::Command(c) = &item(&h, "Command", name).spec else {
+            panic!()
+        };
+        assert!(c.refresh_only, "{name} runs only when notified");
+        assert_eq!(c.run, run);
+        assert_eq!(c.cwd.as_deref(), Some("/opt/plumb/postgres01"));
+    }
+}
+
+#[test]
+fn without_backup_there_is_no_pgbackrest_and_no_archiving() {
+    let h = pg1(&CLUSTER.replace("backup: { repo: repo1 }\n", ""));
+    assert!(
+        h.resources.iter().all(|d| !d.name.contains("pgbackrest")),
+        "{:#?}",
+        h.resources.iter().map(|d| &d.name).collect::<Vec<_>>()
+    );
+    assert!(!h.resources.iter().any(|d| d.kind == "Certificate"));
+    let y = yaml(&text(item(&h, "File", "/home/postgres/config/patroni.yml")));
+    assert!(y["postgresql"]["parameters"].get("archive_mode").is_none());
+    let c = yaml(&text(item(&h, "ComposeStack", "postgres01")));
+    assert!(c["services"].get("pgbackrest").is_none());
+}
+
+#[test]
+fn host_vars_and_fields_override_defaults() {
+    let dir = repo(&[
+            (
+                "manifests/pg.yaml",
+                &CLUSTER.replace("hosts: group:postgres\n", "hosts: group:postgres\nhaproxy: { enabled: false }\nnetwork: 10.9.0.0/16\n"),
+            ),
+            ("manifests/repo.yaml", REPO),
+            (
+                "inventory/hosts.yaml",
+                &crate::testutil::INVENTORY.replace(
+                    "  pg1: { address: 10.0.0.1, groups: [postgres] }",
+                    "  pg1: { address: 10.0.0.1, groups: [postgres], vars: { postgres_image: reg/pg:1, patroni_tags: { nofailover: true } } }",
+                ),
+            ),
+        ]);
+    let h = render(&dir, "pg1");
+    assert!(!h.resources.iter().any(|d| d.name.contains("haproxy")));
+    let y = yaml(&text(item(&h, "File", "/home/postgres/config/patroni.yml")));
+    assert_eq!(y["tags"]["nofailover"], true);
+    assert!(
+        y["postgresql"]["pg_hba"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("host all all 10.9.0.0/16 scram-sha-256"))
+    );
+    let PrimitiveSpec::ComposeStack(s) = &item(&h, "ComposeStack", "postgres01").spec else {
+        panic!()
+    };
+    let env = String::from_utf8(s.env.as_ref().unwrap().bytes().to_vec()).unwrap();
+    assert!(env.contains("IMAGE=reg/pg:1\n"), "{env}");
+    let h2 = render(&dir, "pg2");
+    let y2 = yaml(&text(item(
+        &h2,
+        "File",
+        "/home/postgres/config/patroni.yml",
+    )));
+    assert_eq!(y2["tags"]["nofailover"], false);
+}
+
+#[test]
+fn a_repo_template_overrides_the_built_in_one() {
+    let dir = repo(&[
+        ("manifests/pg.yaml", CLUSTER),
+        ("manifests/repo.yaml", REPO),
+        (
+            "templates/postgres-cluster/etcd.yml.tera",
+            "name: {{ cluster.member.name }} # custom\n",
+        ),
+    ]);
+    let h = render(&dir, "pg2");
+    assert_eq!(
+        text(item(&h, "File", "/home/postgres/config/etcd.yml")),
+        "name: pg2 # custom\n"
+    );
+}
+
+#[test]
+fn an_identical_explicit_user_merges_and_a_different_one_conflicts() {
+    let same = "kind: User\nname: postgres\nhosts: group:postgres\nuid: 1001\ngroup: postgres\ngroups: [docker]\nhome: /home/postgres\nshell: /bin/bash\n";
+    let dir = repo(&[
+        ("manifests/pg.yaml", CLUSTER),
+        ("manifests/repo.yaml", REPO),
+        ("manifests/users.yaml", same),
+    ]);
+    let h = render(&dir, "pg1");
+    assert_eq!(h.resources.iter().filter(|d| d.kind == "User").count(), 1);
+
+    let dir = repo(&[
+        ("manifests/pg.yaml", CLUSTER),
+        ("manifests/repo.yaml", REPO),
+        ("manifests/users.yaml", &same.replace("1001", "1002")),
+    ]);
+    let repo = crate::testutil::load(&dir).unwrap();
+    let e = crate::render::render_host(&repo, repo.inventory.host("pg1").unwrap())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("User/postgres is declared twice, differently"),
+        "{e}"
+    );
+}
+
+#[test]
+fn unknown_ca_is_reported_at_its_line() {
+    let e = cluster_errors(&CLUSTER.replace("ca: pg-ca }", "ca: pg-caa }"));
+    assert!(
+            e.contains("manifests/pg.yaml:4:12: error: field `tls.ca`: unknown CertificateAuthority `pg-caa`\n  hint: known CAs: pg-ca"),
+            "{e}"
+        );
+}
+
+#[test]
+fn unknown_backup_repo_is_reported_at_its_line() {
+    let e = cluster_errors(&CLUSTER.replace("repo: repo1", "repo: repo2"));
+    assert!(
+            e.contains("manifests/pg.yaml:5:17: error: field `backup.repo`: unknown BackupRepo `repo2`\n  hint: known BackupRepos: repo1"),
+            "{e}"
+        );
+}
+
+#[test]
+fn database_owner_must_be_a_declared_role() {
+    let e = cluster_errors(&CLUSTER.replace("    owner: app", "    owner: ap"));
+    assert!(
+            e.contains("manifests/pg.yaml:18:12: error: field `databases[0].owner`: owner `ap` of database `app` is not a declared role\n  hint: did you mean `app`?"),
+            "{e}"
+        );
+    // The superuser may own databases.
+    let ok = repo(&[
+        (
+            "manifests/pg.yaml",
+            &CLUSTER.replace("    owner: app", "    owner: postgres"),
+        ),
+        ("manifests/repo.yaml", REPO),
+    ]);
+    crate::testutil::load(&ok).unwrap();
+}
+
+#[test]
+fn missing_secrets_are_reported_where_they_are_named() {
+    let e = cluster_errors(
+        &CLUSTER
+            .replace("secret: su }", "secret: sux }")
+            .replace("{ secret: app }", "{ secret: app_pw }"),
+    );
+    assert!(
+            e.contains("manifests/pg.yaml:6:34: error: field `superuser.password.secret`: secret `sux` is not defined\n  hint: create it with `plumb secrets set sux`"),
+            "{e}"
+        );
+    assert!(
+            e.contains("manifests/pg.yaml:15:25: error: field `roles[0].password.secret`: secret `app_pw` is not defined"),
+            "{e}"
+        );
+}
+
+#[test]
+fn other_mistakes_are_reported_with_their_field() {
+    let e = cluster_errors(&format!(
+        "{}ports: {{ rest_api: 5432 }}\npatroni: {{ ttl: 20 }}\n",
+        CLUSTER.replace("  shared_buffers: 128MB", "  listen_addresses: '*'")
+    ));
+    assert!(
+            e.contains("manifests/pg.yaml:12:21: error: field `parameters.listen_addresses`: `listen_addresses` is set by plumb and Patroni"),
+            "{e}"
+        );
+    assert!(
+            e.contains("manifests/pg.yaml:19:20: error: field `ports.rest_api`: port 5432 is already used by `ports.postgres`"),
+            "{e}"
+        );
+    assert!(
+            e.contains("manifests/pg.yaml:20:17: error: field `patroni.ttl`: ttl 20 is too short for loop_wait 10 and retry_timeout 10"),
+            "{e}"
+        );
+}
+
+#[test]
+fn the_cluster_network_must_be_known() {
+    let e = errors(&[
+        ("manifests/pg.yaml", CLUSTER),
+        ("manifests/repo.yaml", REPO),
+        (
+            "inventory/hosts.yaml",
+            &crate::testutil::INVENTORY.replace(
+                "  vars:\n    cluster_network: 10.0.0.0/24\n",
+                "  vars: {}\n",
+            ),
+        ),
+    ]);
+    assert!(
+            e.contains("manifests/pg.yaml:1:1: error: field `network`: no `network` on the cluster and no var `cluster_network` for its hosts"),
+            "{e}"
+        );
+    let e = cluster_errors(&format!("{CLUSTER}network: 10.0.0.0/33\n"));
+    assert!(
+            e.contains("manifests/pg.yaml:19:10: error: field `network`: `10.0.0.0/33` is not a network in CIDR notation"),
+            "{e}"
+        );
+}
+
+#[test]
+fn unknown_fields_and_notify_are_rejected() {
+    let e = cluster_errors(&format!("{CLUSTER}archive: true\n"));
+    assert!(
+        e.contains("manifests/pg.yaml:19:1: error: field `archive`: unknown field `archive`"),
+        "{e}"
+    );
+    let e = cluster_errors(&format!("{CLUSTER}notify: [ComposeStack/postgres01]\n"));
+    assert!(
+        e.contains("error: field `notify`: a PostgresCluster wires its own handlers"),
+        "{e}"
+    );
+}
+
+#[test]
+fn cidr_syntax() {
+    assert!(check_cidr("192.168.150.0/24").is_ok());
+    assert!(check_cidr("fd00::/8").is_ok());
+    assert!(check_cidr("192.168.150.0").is_err());
+    assert!(check_cidr("192.168.150.0/40").is_err());
+    assert!(check_cidr("x/8").is_err());
+}
