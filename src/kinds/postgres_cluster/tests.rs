@@ -216,15 +216,22 @@ fn patroni_yml_is_sensitive_and_describes_the_member() {
         pg["authentication"]["rewind"]["password"],
         "<secret:rewind>"
     );
+    // Locally only what names host paths or the archive wiring: a local value would override
+    // the DCS, where PATCH /config keeps the cluster-wide parameters.
     let params = &pg["parameters"];
-    assert_eq!(params["shared_buffers"], "128MB");
+    assert!(params.get("shared_buffers").is_none(), "{params}");
     assert!(params.get("max_connections").is_none());
+    assert!(params.get("log_min_duration_statement").is_none());
+    let dcs = &y["bootstrap"]["dcs"]["postgresql"]["parameters"];
+    assert_eq!(dcs["shared_buffers"], "128MB");
+    assert_eq!(dcs["max_connections"], 200);
+    assert_eq!(dcs["log_min_duration_statement"], 250);
+    assert!(dcs.get("archive_command").is_none());
     assert_eq!(params["archive_mode"], "on");
     assert_eq!(
         params["archive_command"],
         "pgbackrest --config=/home/postgres/pgbackrest/pgbackrest.conf --stanza=postgres01 archive-push \"%p\""
     );
-    assert_eq!(params["log_min_duration_statement"], 250);
     assert_eq!(
         params["unix_socket_directories"],
         "/home/postgres/postgres-data/unix"
