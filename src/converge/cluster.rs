@@ -382,6 +382,7 @@ impl<'a> Cluster<'a> {
     /// Polls until healthy or `within` has passed; `say` sees each unhealthy verdict.
     async fn wait_healthy(&self, within: Duration, say: &dyn Fn(&Health)) -> Reading {
         let deadline = tokio::time::Instant::now() + within;
+        let mut last = None;
         loop {
             let reading = match tokio::time::timeout_at(deadline, self.read()).await {
                 Ok(r) => r,
@@ -398,7 +399,11 @@ impl<'a> Cluster<'a> {
             if reading.health.is_healthy() || tokio::time::Instant::now() + POLL > deadline {
                 return reading;
             }
-            say(&reading.health);
+            // Each new verdict once, not once a second.
+            if last.as_ref() != Some(&reading.health) {
+                say(&reading.health);
+                last = Some(reading.health.clone());
+            }
             tokio::time::sleep(POLL).await;
         }
     }

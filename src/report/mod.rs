@@ -462,8 +462,14 @@ fn write_cluster(
             one_line(&role),
             one_line(m.state.as_deref().unwrap_or("unknown"))
         );
+        if let Some(tl) = m.timeline {
+            let _ = write!(line, ", timeline {tl}");
+        }
         if let Some(lag) = m.lag_bytes {
             let _ = write!(line, ", lag {lag} B");
+        }
+        if let Some(t) = &m.postmaster_start_time {
+            let _ = write!(line, ", up since {}", one_line(t));
         }
         if m.pending_restart {
             line.push_str(", pending restart");
