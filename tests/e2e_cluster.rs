@@ -82,7 +82,7 @@ impl Fixture {
     /// Sets a secret of the copied repo.
     fn set_secret(&self, name: &str, value: &str) {
         let mut child = Command::new(plumb_bin())
-            .args(["secrets", "set", name])
+            .args(["secrets", "set", name, "--repo"])
             .arg(&self.repo)
             .stdin(Stdio::piped())
             .spawn()

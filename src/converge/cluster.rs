@@ -604,10 +604,11 @@ impl Phase<'_> {
             }
             if run.error.is_none() {
                 match self.dynamic_configuration(&leader, run).await {
-                    Ok(restart_expected) => {
+                    Ok((restart_expected, leader_first)) => {
                         if run.error.is_none()
-                            && let Err(e) =
-                                self.roll_pending(&mut reading, restart_expected, run).await
+                            && let Err(e) = self
+                                .roll_pending(&mut reading, restart_expected, leader_first, run)
+                                .await
                         {
                             run.error = Some(e);
                         }
@@ -669,12 +670,13 @@ impl Phase<'_> {
         Ok(())
     }
 
-    /// Patroni's dynamic configuration; returns whether a change needs a restart.
+    /// Patroni's dynamic configuration; returns whether a change needs a restart, and whether
+    /// the leader must restart first (a standby minimum is lowered).
     async fn dynamic_configuration(
         &self,
         leader: &str,
         run: &mut ClusterRun,
-    ) -> Result<bool, String> {
+    ) -> Result<(bool, bool), String> {
         let c = self.cluster;
         let Some(rest) = c.rest(leader) else {
             return Err(format!("the leader {leader} is not reachable over SSH"));
@@ -696,8 +698,9 @@ impl Phase<'_> {
         for change in &plan.changes {
             run.changes.push(format!("configuration {change}"));
         }
+        let answer = (plan.needs_restart(), plan.lowers_a_standby_minimum());
         if plan.is_empty() || self.opts.dry_run {
-            return Ok(plan.needs_restart());
+            return Ok(answer);
         }
         self.say(&format!(
             "PATCH /config ({} setting(s))",
@@ -706,7 +709,7 @@ impl Phase<'_> {
         rest.patch_config(&plan.patch)
             .await
             .map_err(|e| e.to_string())?;
-        Ok(plan.needs_restart())
+        Ok(answer)
     }
 
     /// Members whose parameters wait for a restart, rolled: replicas, switchover, old leader.
@@ -714,15 +717,19 @@ impl Phase<'_> {
         &self,
         reading: &mut Reading,
         restart_expected: bool,
+        leader_first: bool,
         run: &mut ClusterRun,
     ) -> Result<(), String> {
         let c = self.cluster;
         if self.opts.dry_run {
             if restart_expected {
-                run.changes.push(
+                run.changes.push(if leader_first {
+                    "restart of the leader in place, then the replicas one at a time (a setting a standby needs at least as high as its primary is lowered)"
+                        .into()
+                } else {
                     "rolling restart of the members (replicas one at a time, switchover, then the leader)"
-                        .into(),
-                );
+                        .into()
+                });
             }
             let pending: Vec<String> = c
                 .statuses()
@@ -772,20 +779,33 @@ impl Phase<'_> {
             .view
             .as_ref()
             .ok_or("the cluster view could not be read")?;
-        let steps = roll::plan(view, &pending).map_err(|e| e.to_string())?;
         let options = RestartOptions {
             restart_pending: true,
             ..Default::default()
         };
+        let within = self.opts.cluster.health_timeout;
+        let steps = if leader_first {
+            roll::plan_leader_first(view, &pending)
+        } else {
+            roll::plan(view, &pending)
+        }
+        .map_err(|e| e.to_string())?;
         let done = c
-            .execute(
-                &steps,
-                &options,
-                self.opts.cluster.health_timeout,
-                &|what| self.say(what),
-            )
+            .execute(&steps, &options, within, &|w| self.say(w))
             .await?;
         run.changes.extend(done);
+        // A replica restarted before its primary keeps the primary's higher standby minimums
+        // and stays pending: one more pass, leader first, settles it.
+        let mut left = self.pending().await;
+        left.retain(|m| self.in_run.contains(m));
+        if !left.is_empty() {
+            let view = c.view().await?;
+            let steps = roll::plan_leader_first(&view, &left).map_err(|e| e.to_string())?;
+            let done = c
+                .execute(&steps, &options, within, &|w| self.say(w))
+                .await?;
+            run.changes.extend(done);
+        }
         Ok(())
     }
 

@@ -19,6 +19,15 @@ use serde_json::{Map, Value};
 
 use super::client::{PgClient, PgError};
 
+/// Settings a hot standby must hold at least as high as its primary.
+pub const STANDBY_MINIMUMS: &[&str] = &[
+    "max_connections",
+    "max_locks_per_transaction",
+    "max_prepared_transactions",
+    "max_wal_senders",
+    "max_worker_processes",
+];
+
 /// The cluster-wide settings plumb converges, as declared.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DeclaredDynamic {
@@ -100,6 +109,25 @@ impl DynconfPlan {
     /// `pending_restart` once Patroni applied the patch.
     pub fn needs_restart(&self) -> bool {
         self.changes.iter().any(|c| c.restart)
+    }
+
+    /// Whether a setting a standby must hold at least as high as its primary is lowered: the
+    /// leader must then restart first (see [`crate::pg::roll::plan_leader_first`]).
+    pub fn lowers_a_standby_minimum(&self) -> bool {
+        self.changes.iter().any(|c| {
+            STANDBY_MINIMUMS.contains(&c.name.as_str())
+                && match (c.from.as_deref(), c.to.as_deref()) {
+                    (Some(from), Some(to)) => {
+                        match (from.trim().parse::<f64>(), to.trim().parse::<f64>()) {
+                            (Ok(f), Ok(t)) => t < f,
+                            _ => false,
+                        }
+                    }
+                    // Removed: back to the default, possibly lower.
+                    (Some(_), None) => true,
+                    _ => false,
+                }
+        })
     }
 
     /// The human diff, one line per setting.

@@ -125,6 +125,43 @@ pub fn plan(view: &ClusterView, restart: &BTreeSet<String>) -> Result<Vec<RollSt
     Ok(steps)
 }
 
+/// Plans a roll that restarts the leader first, in place, then the replicas one at a time,
+/// each followed by the gate. For lowering a setting a standby must hold at least as high as
+/// its primary (`max_connections`, `max_wal_senders`, ...): a replica restarted before its
+/// primary keeps the primary's higher value (Patroni reads it from `pg_controldata`) and would
+/// stay pending. The leader's restart costs its clients a few seconds; no switchover helps,
+/// since the promoted replica would carry the old value too.
+pub fn plan_leader_first(
+    view: &ClusterView,
+    restart: &BTreeSet<String>,
+) -> Result<Vec<RollStep>, RollError> {
+    let leaders = view.leaders();
+    let [leader] = leaders.as_slice() else {
+        return Err(RollError::Leaders(leaders.len()));
+    };
+    for name in restart {
+        if view.member(name).is_none() {
+            return Err(RollError::Unknown(name.clone()));
+        }
+    }
+    let mut steps = Vec::new();
+    if restart.contains(&leader.name) {
+        steps.push(RollStep::Restart {
+            member: leader.name.clone(),
+        });
+        steps.push(RollStep::Gate);
+    }
+    for m in &view.members {
+        if m.name != leader.name && restart.contains(&m.name) {
+            steps.push(RollStep::Restart {
+                member: m.name.clone(),
+            });
+            steps.push(RollStep::Gate);
+        }
+    }
+    Ok(steps)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -239,5 +276,35 @@ mod tests {
             shown(&plan(&single, &one).unwrap()),
             vec!["restart pg1", "wait until healthy"]
         );
+    }
+
+    #[test]
+    fn leader_first_restarts_the_leader_in_place_then_each_replica() {
+        let view = ClusterView {
+            members: vec![
+                member("a", Role::Replica, "running"),
+                member("b", Role::Leader, "running"),
+                member("c", Role::Replica, "running"),
+            ],
+            pause: false,
+        };
+        let all: BTreeSet<String> = ["a", "b", "c"].iter().map(|s| s.to_string()).collect();
+        let steps: Vec<String> = plan_leader_first(&view, &all)
+            .unwrap()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            steps,
+            [
+                "restart b",
+                "wait until healthy",
+                "restart a",
+                "wait until healthy",
+                "restart c",
+                "wait until healthy"
+            ]
+        );
+        assert!(!steps.iter().any(|s| s.starts_with("switchover")));
     }
 }
