@@ -94,9 +94,10 @@ pub enum ConnectError {
     /// The host's settings do not resolve into a route (a loop of jump hosts, a bad port...).
     #[error("{0}")]
     Route(#[source] route::RouteError),
-    /// The connection, a bastion's or the host's, failed.
+    /// The connection, a bastion's or the host's, failed (boxed: it is large, and a host
+    /// that connects carries none).
     #[error("{0}")]
-    Transport(#[source] transport::TransportError),
+    Transport(#[source] Box<transport::TransportError>),
 }
 
 /// What a script printed.
@@ -135,7 +136,7 @@ impl Remote {
             .connect(&resolved.route())
             .await
             .map(|c| Remote::Ssh(Box::new(c)))
-            .map_err(ConnectError::Transport)
+            .map_err(|e| ConnectError::Transport(Box::new(e)))
     }
 
     /// Runs a POSIX sh script.

@@ -180,10 +180,10 @@ mod tests {
             group: "root".into(),
         };
         let p = plan(&want(), &link("/opt/app/1.1"));
-        assert_eq!(p.steps, [step.clone()]);
+        assert_eq!(p.steps, std::slice::from_ref(&step));
         assert_eq!(p.changes[0].from.as_deref(), Some("/opt/app/1.1"));
         let p = plan(&want(), &file_rec("644", "root", "root", 1, OTHER_SHA));
-        assert_eq!(p.steps, [step.clone()]);
+        assert_eq!(p.steps, std::slice::from_ref(&step));
         let p = plan(&want(), "absent");
         assert_eq!(p.action, Some(Action::Create));
         assert_eq!(p.steps, [step]);
