@@ -352,7 +352,8 @@ fn the_next_state_remembers_what_pruning_will_need() {
 }
 
 /// Every primitive kind of the registry, rendered from a manifest: what pruning asks of a kind
-/// by name agrees with what the kind says of its resources.
+/// by name agrees with what the kind says of its resources. A new kind fails this test until
+/// the manifest below has a resource of it.
 #[test]
 fn every_primitive_kind_says_the_same_of_its_paths_by_name_and_by_resource() {
     use crate::testutil::{render, repo};
@@ -384,7 +385,11 @@ fn every_primitive_kind_says_the_same_of_its_paths_by_name_and_by_resource() {
         })
         .collect();
     primitives.sort();
-    assert_eq!(seen.into_iter().collect::<Vec<_>>(), primitives);
+    assert_eq!(
+        seen.into_iter().collect::<Vec<_>>(),
+        primitives,
+        "every primitive kind of the registry has a resource in this test's manifest: add one for a new kind"
+    );
     assert!(crate::kinds::prune_steps(&managed("Widget", "w", &[]), &plan_cx()).is_none());
     assert!(!crate::kinds::removed_as_owner("Widget"));
 }
