@@ -64,6 +64,21 @@ pub struct HostArgs {
     /// ~/.ssh/config and /etc/ssh/ssh_config (`none`: read none).
     #[arg(long, value_name = "FILE", env = "PLUMB_SSH_CONFIG")]
     pub ssh_config: Option<PathBuf>,
+    /// Seconds to wait for a PostgresCluster to become healthy after a change (and at each
+    /// step of a rolling restart); unhealthy at the deadline fails the run.
+    #[arg(long, default_value_t = 300, value_name = "SECS")]
+    pub health_timeout: u64,
+    /// Skip the cluster phase (health gate, roles and databases, dynamic configuration,
+    /// rolling restarts): converge the hosts' files only.
+    #[arg(long)]
+    pub no_cluster: bool,
+    /// Do not restart members whose parameters wait for a restart (reported instead).
+    #[arg(long)]
+    pub no_roll: bool,
+    /// Drop database roles and databases that exist but are not declared (never the system
+    /// databases or the roles the cluster itself uses).
+    #[arg(long)]
+    pub drop_undeclared: bool,
 }
 
 impl HostArgs {
@@ -87,6 +102,12 @@ impl HostArgs {
             diffs: !self.no_diff,
             progress: self.output == OutputFormat::Human && std::io::stderr().is_terminal(),
             allow_mass_prune: false,
+            cluster: crate::converge::cluster::ClusterOptions {
+                enabled: !self.no_cluster,
+                health_timeout: Duration::from_secs(self.health_timeout.max(1)),
+                drop_undeclared: self.drop_undeclared,
+                roll: !self.no_roll,
+            },
         }
     }
 }

@@ -5,6 +5,7 @@
 pub mod certs;
 pub mod converge;
 pub mod inventory;
+pub mod pg;
 pub mod pull;
 pub mod serve;
 
@@ -93,6 +94,9 @@ pub enum Command {
     /// Certificates: create a CA, see every certificate's expiry, rotate them.
     #[command(subcommand)]
     Certs(CertsCommand),
+    /// The PostgreSQL cluster itself: status, switchover, rolling restart.
+    #[command(subcommand)]
+    Pg(pg::PgCommand),
     /// Print shell completions.
     Completions {
         /// Shell.
@@ -202,6 +206,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Inventory(c) => inventory::run(&c),
         Command::Secrets(SecretsCommand::Set { name, repo }) => secrets_set(&repo, &name),
         Command::Secrets(SecretsCommand::List { repo }) => secrets_list(&repo),
+        Command::Pg(c) => pg::run(&c),
         Command::Certs(CertsCommand::Status(a)) => certs::status(&a),
         Command::Certs(CertsCommand::Rotate(a)) => certs::rotate(&a),
         Command::Certs(CertsCommand::InitCa {

@@ -2,6 +2,7 @@
 //! with a bound, one SSH connection per host. A failing or unreachable host fails alone: its
 //! error is recorded and the other hosts carry on.
 
+pub mod cluster;
 pub mod remote;
 
 use crate::apply::{self, Issuer};
@@ -46,6 +47,8 @@ pub struct ConvergeOptions {
     /// Remove more than half of a host's managed resources if the repo says so (see
     /// [`plan::mass_prune`]); never implied by pull or serve.
     pub allow_mass_prune: bool,
+    /// The cluster phase (health gates, database state, dynamic configuration, rolls).
+    pub cluster: cluster::ClusterOptions,
 }
 
 impl Default for ConvergeOptions {
@@ -60,6 +63,7 @@ impl Default for ConvergeOptions {
             diffs: true,
             progress: false,
             allow_mass_prune: false,
+            cluster: cluster::ClusterOptions::default(),
         }
     }
 }
@@ -213,11 +217,13 @@ async fn run_all(
     if let Some(b) = bar {
         b.finish_and_clear();
     }
+    let clusters = cluster::converge_clusters(&repo, &hosts, opts).await;
     RunReport {
         run_id,
         commit,
         dry_run: opts.dry_run,
         hosts,
+        clusters,
         duration: started.elapsed(),
     }
 }

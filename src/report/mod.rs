@@ -3,11 +3,13 @@
 //! code that sums it up.
 
 pub mod certs;
+pub mod cluster;
 
 use crate::apply::{HostOutcome, Outcome};
 use crate::plan::{HostPlan, ResourcePlan, diff};
 use crate::text::{escape, escape_block, escape_multiline};
 use crate::vocab::step::Action;
+use cluster::{ClusterRun, ClusterStatus};
 use serde::Serialize;
 use std::fmt::Write as _;
 use std::time::Duration;
@@ -107,6 +109,8 @@ pub struct RunReport {
     pub dry_run: bool,
     /// Per host, in inventory order.
     pub hosts: Vec<HostRun>,
+    /// Per `PostgresCluster` with a member in the run: its health and what the cluster phase did.
+    pub clusters: Vec<ClusterRun>,
     /// Wall time of the run.
     pub duration: Duration,
 }
@@ -120,6 +124,8 @@ struct JsonRun<'a> {
     duration_ms: u128,
     summary: Summary,
     hosts: Vec<JsonHost<'a>>,
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    clusters: &'a [ClusterRun],
 }
 
 #[derive(Serialize, Default, Clone, Copy, Debug, PartialEq, Eq)]
@@ -209,9 +215,9 @@ impl RunReport {
     /// 1 any host failed.
     pub fn exit_code(&self) -> i32 {
         let s = self.summary();
-        if s.failed > 0 {
+        if s.failed > 0 || self.clusters.iter().any(ClusterRun::failed) {
             EXIT_ERROR
-        } else if s.changed > 0 {
+        } else if s.changed > 0 || self.clusters.iter().any(|c| !c.changes.is_empty()) {
             EXIT_CHANGES
         } else if s.drift > 0 {
             EXIT_DRIFT
@@ -293,6 +299,7 @@ impl RunReport {
             duration_ms: self.duration.as_millis(),
             summary: self.summary(),
             hosts,
+            clusters: &self.clusters,
         };
         crate::secrets::redact(&(serde_json::to_string_pretty(&run).unwrap_or_default() + "\n"))
     }
@@ -382,6 +389,9 @@ impl RunReport {
                 }
             }
         }
+        for c in &self.clusters {
+            write_cluster(&mut out, c, self.dry_run, &paint);
+        }
         let s = self.summary();
         let _ = writeln!(
             out,
@@ -404,6 +414,84 @@ impl RunReport {
             }
         );
         crate::secrets::redact(&out)
+    }
+}
+
+/// The human report of clusters alone (what `plumb pg` prints).
+pub fn clusters_to_human(clusters: &[ClusterRun], dry_run: bool, colour: bool) -> String {
+    let paint = |code: &str, s: &str| {
+        if colour {
+            format!("\x1b[{code}m{s}\x1b[0m")
+        } else {
+            s.to_string()
+        }
+    };
+    let mut out = String::new();
+    for c in clusters {
+        write_cluster(&mut out, c, dry_run, &paint);
+    }
+    crate::secrets::redact(&out)
+}
+
+fn write_cluster(
+    out: &mut String,
+    c: &ClusterRun,
+    dry_run: bool,
+    paint: &dyn Fn(&str, &str) -> String,
+) {
+    let label = match c.status {
+        _ if c.error.is_some() => paint("31;1", "FAILED"),
+        ClusterStatus::Healthy => paint("32", "healthy"),
+        ClusterStatus::Unhealthy => paint("31;1", "UNHEALTHY"),
+        ClusterStatus::NotRunning => paint("33", "not running yet"),
+    };
+    let _ = writeln!(
+        out,
+        "{} {label}",
+        paint("1", &format!("cluster {}", one_line(&c.cluster)))
+    );
+    for m in &c.members {
+        let role = m
+            .role
+            .as_ref()
+            .map(|r| r.to_string())
+            .unwrap_or_else(|| "?".into());
+        let mut line = format!(
+            "  {} {} {}",
+            one_line(&m.name),
+            one_line(&role),
+            one_line(m.state.as_deref().unwrap_or("unknown"))
+        );
+        if let Some(tl) = m.timeline {
+            let _ = write!(line, ", timeline {tl}");
+        }
+        if let Some(lag) = m.lag_bytes {
+            let _ = write!(line, ", lag {lag} B");
+        }
+        if let Some(t) = &m.postmaster_start_time {
+            let _ = write!(line, ", up since {}", one_line(t));
+        }
+        if m.pending_restart {
+            line.push_str(", pending restart");
+        }
+        let _ = writeln!(out, "{line}");
+    }
+    for r in &c.reasons {
+        let _ = writeln!(out, "  {}", paint("31", &one_line(r)));
+    }
+    for ch in &c.changes {
+        let _ = writeln!(
+            out,
+            "  {} {}",
+            paint("33", if dry_run { "would:" } else { "done:" }),
+            one_line(ch)
+        );
+    }
+    for w in &c.warnings {
+        let _ = writeln!(out, "  warning: {}", one_line(w));
+    }
+    if let Some(e) = &c.error {
+        let _ = writeln!(out, "  {}", paint("31", &block(e, "    ")));
     }
 }
 
@@ -544,6 +632,7 @@ mod tests {
                     duration: Duration::from_millis(100),
                 },
             ],
+            clusters: Vec::new(),
             duration: Duration::from_millis(200),
         }
     }

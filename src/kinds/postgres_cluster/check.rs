@@ -62,6 +62,14 @@ fn members<'r>(spec: &PostgresClusterSpec, cx: &mut CheckCx<'_, 'r>) -> Vec<&'r 
             None,
         );
     }
+    if members.len() == 2 {
+        cx.error(
+            "hosts",
+            "the cluster has 2 members, but etcd runs on each member and needs a majority: \
+             with 2, losing either one stops the whole cluster (no failover at all)",
+            Some("use 1 member (no HA) or 3 (one may fail); an odd number, as etcd advises".into()),
+        );
+    }
     for h in &members {
         if h.address.parse::<IpAddr>().is_err() {
             cx.error(
@@ -328,6 +336,39 @@ fn roles_and_databases(
             cx.error(
                 &format!("{field}.name"),
                 format!("database `{}` is declared twice", d.name),
+                None,
+            );
+        }
+        for (j, g) in d.grants.iter().enumerate() {
+            let gfield = format!("{field}.grants[{j}]");
+            if g.role != superuser && !roles.contains(g.role.as_str()) {
+                cx.error(
+                    &format!("{gfield}.role"),
+                    format!("grantee `{}` is not a declared role", g.role),
+                    Some("declare it under `roles`".into()),
+                );
+            }
+            match (&g.privilege, &g.schema) {
+                (Some(_), None) => {}
+                (None, Some(schema)) if is_pg_identifier(schema) => {}
+                (None, Some(schema)) => cx.error(
+                    &format!("{gfield}.schema"),
+                    format!("`{schema}` is not a valid schema name"),
+                    None,
+                ),
+                _ => cx.error(
+                    &gfield,
+                    "a grant takes either `privilege` (connect or all, on the database) or `schema` (USAGE on that schema)",
+                    None,
+                ),
+            }
+        }
+        if let Some(enc) = &d.encoding
+            && (enc.is_empty() || !enc.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
+        {
+            cx.error(
+                &format!("{field}.encoding"),
+                format!("`{enc}` is not an encoding name (e.g. UTF8)"),
                 None,
             );
         }

@@ -20,6 +20,7 @@ use super::directory::DirectorySpec;
 use super::file::FileState;
 use super::systemd_unit::UnitState;
 mod check;
+pub mod live;
 mod render;
 #[cfg(test)]
 pub(crate) mod tests;
@@ -302,6 +303,38 @@ pub struct DatabaseSpec {
     pub name: String,
     /// Owner: a role of `roles`, or the superuser.
     pub owner: String,
+    /// Encoding at creation (e.g. `UTF8`; default: template1's). An existing database keeps
+    /// its own: a difference is reported, never forced.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encoding: Option<String>,
+    /// Grants in this database: `{ role: r, privilege: connect|all }` on the database, or
+    /// `{ role: r, schema: s }` for `USAGE` on a schema of it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub grants: Vec<GrantSpec>,
+}
+
+/// A privilege on a database, as declared.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DatabasePrivilegeSpec {
+    /// `CONNECT`.
+    Connect,
+    /// `ALL` (`CREATE`, `CONNECT`, `TEMPORARY`).
+    All,
+}
+
+/// One grant of a database's `grants`.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct GrantSpec {
+    /// The grantee: a role of `roles`.
+    pub role: String,
+    /// A privilege on the database itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub privilege: Option<DatabasePrivilegeSpec>,
+    /// A schema of the database whose `USAGE` is granted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schema: Option<String>,
 }
 
 /// A `PostgresCluster` as declared. Its `name` is Patroni's scope, the pgBackRest stanza and the
@@ -384,21 +417,6 @@ fn default_version() -> u32 {
     15
 }
 
-/// Parameters Patroni reads from the DCS only: local values are ignored, so plumb writes them
-/// under `bootstrap.dcs`.
-pub const DCS_ONLY_PARAMETERS: &[&str] = &[
-    "max_connections",
-    "max_locks_per_transaction",
-    "max_prepared_transactions",
-    "max_replication_slots",
-    "max_wal_senders",
-    "max_worker_processes",
-    "track_commit_timestamp",
-    "wal_keep_segments",
-    "wal_keep_size",
-    "wal_level",
-];
-
 /// Parameters plumb or Patroni set themselves.
 pub const MANAGED_PARAMETERS: &[&str] = &[
     "archive_command",
@@ -451,8 +469,11 @@ impl PostgresClusterSpec {
         image_for(&self.image, host, self.version)
     }
 
-    /// The PostgreSQL parameters: plumb's defaults, then the manifest's, split into those Patroni
-    /// reads locally and those it reads from the DCS only. Sorted by name.
+    /// The PostgreSQL parameters: plumb's defaults, then the manifest's, split into those each
+    /// member keeps in its own `patroni.yml` ([`LOCAL_PARAMETERS`]: paths and the archive wiring)
+    /// and the cluster-wide rest, which live in the DCS: written under `bootstrap.dcs` for the
+    /// first start, then kept in step by the converge through `PATCH /config` (a local value
+    /// would override the DCS and no patch could change it). Sorted by name.
     fn split_parameters(
         &self,
         paths: &ClusterPaths,
@@ -476,15 +497,25 @@ impl PostgresClusterSpec {
         }
         let (mut local, mut dcs) = (Map::new(), Map::new());
         for (k, v) in all {
-            if DCS_ONLY_PARAMETERS.contains(&k.as_str()) {
-                dcs.insert(k, v);
-            } else {
+            if LOCAL_PARAMETERS.contains(&k.as_str()) {
                 local.insert(k, v);
+            } else {
+                dcs.insert(k, v);
             }
         }
         (local, dcs)
     }
+
+    /// The cluster-wide PostgreSQL parameters the DCS must hold (see [`Self::split_parameters`]).
+    pub fn dcs_parameters(&self, paths: &ClusterPaths) -> BTreeMap<String, Value> {
+        self.split_parameters(paths, None).1.into_iter().collect()
+    }
 }
+
+/// Parameters each member keeps in its own `patroni.yml`: they name host paths or the archive
+/// wiring plumb manages; every other parameter is cluster-wide and lives in the DCS.
+pub const LOCAL_PARAMETERS: &[&str] =
+    &["archive_command", "archive_mode", "unix_socket_directories"];
 
 impl Kind for PostgresClusterSpec {
     fn check(&self, cx: &mut CheckCx) {

@@ -216,15 +216,22 @@ fn patroni_yml_is_sensitive_and_describes_the_member() {
         pg["authentication"]["rewind"]["password"],
         "<secret:rewind>"
     );
+    // Locally only what names host paths or the archive wiring: a local value would override
+    // the DCS, where PATCH /config keeps the cluster-wide parameters.
     let params = &pg["parameters"];
-    assert_eq!(params["shared_buffers"], "128MB");
+    assert!(params.get("shared_buffers").is_none(), "{params}");
     assert!(params.get("max_connections").is_none());
+    assert!(params.get("log_min_duration_statement").is_none());
+    let dcs = &y["bootstrap"]["dcs"]["postgresql"]["parameters"];
+    assert_eq!(dcs["shared_buffers"], "128MB");
+    assert_eq!(dcs["max_connections"], 200);
+    assert_eq!(dcs["log_min_duration_statement"], 250);
+    assert!(dcs.get("archive_command").is_none());
     assert_eq!(params["archive_mode"], "on");
     assert_eq!(
         params["archive_command"],
         "pgbackrest --config=/home/postgres/pgbackrest/pgbackrest.conf --stanza=postgres01 archive-push \"%p\""
     );
-    assert_eq!(params["log_min_duration_statement"], 250);
     assert_eq!(
         params["unix_socket_directories"],
         "/home/postgres/postgres-data/unix"
@@ -589,4 +596,93 @@ fn cidr_syntax() {
     assert!(check_cidr("192.168.150.0").is_err());
     assert!(check_cidr("192.168.150.0/40").is_err());
     assert!(check_cidr("x/8").is_err());
+}
+
+#[test]
+fn the_live_cluster_carries_roles_databases_grants_and_the_dcs_parameters() {
+    let cluster = format!(
+        "{}{}",
+        CLUSTER.replace(
+            "    owner: app\n",
+            "    owner: app\n    encoding: UTF8\n    grants:\n      - { role: app, privilege: all }\n      - { role: app, schema: public }\n"
+        ),
+        ""
+    );
+    let dir = repo(&[
+        ("manifests/pg.yaml", &cluster),
+        ("manifests/repo.yaml", REPO),
+    ]);
+    let loaded = crate::testutil::load(&dir).unwrap_or_else(|e| panic!("{e:?}"));
+    let m = loaded.find("PostgresCluster", "postgres01").unwrap();
+    let Spec::PostgresCluster(spec) = &m.spec else {
+        panic!("not a cluster")
+    };
+    let secret = |name: &str| Ok(crate::pg::Password::new(format!("value-of-{name}")));
+    let live = spec.live(m, &loaded.inventory, &secret).unwrap();
+    assert_eq!(live.member_names(), ["pg1", "pg2", "pg3"]);
+    assert_eq!(live.superuser.user, "postgres");
+    assert_eq!(live.superuser.password.expose(), "value-of-su");
+    assert_eq!(live.rest_api.user, "patroni");
+    let app = &live.declared.roles[0];
+    assert_eq!(app.name, "app");
+    assert_eq!(app.password.as_ref().unwrap().expose(), "value-of-app");
+    assert_eq!(live.declared.databases[0].encoding.as_deref(), Some("UTF8"));
+    assert_eq!(live.declared.grants.len(), 2);
+    assert_eq!(
+        live.declared.protected_roles,
+        ["postgres", "replicator", "rewind_user"]
+    );
+    // Every cluster-wide parameter goes to the DCS, none of the per-member ones.
+    let p = &live.dynamic.parameters;
+    assert_eq!(p["shared_buffers"], "128MB");
+    assert_eq!(p["max_connections"], 200);
+    assert_eq!(p["log_min_duration_statement"], 250);
+    assert!(!p.contains_key("archive_command") && !p.contains_key("unix_socket_directories"));
+    assert!(live.dynamic.remove_undeclared_parameters);
+    assert_eq!(live.dynamic.ttl, 30);
+
+    // A secret that cannot be read names the field and the secret, never a value.
+    let missing = |name: &str| {
+        if name == "app" {
+            Err("no identity".to_string())
+        } else {
+            Ok(crate::pg::Password::new("x"))
+        }
+    };
+    let e = spec
+        .live(m, &loaded.inventory, &missing)
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        e,
+        "cluster postgres01: roles[0].password: secret `app`: no identity"
+    );
+}
+
+#[test]
+fn two_members_and_bad_grants_are_refused_at_their_line() {
+    let e = errors(&[
+        (
+            "manifests/pg.yaml",
+            &CLUSTER.replace("hosts: group:postgres", "hosts: [host:pg1, host:pg2]"),
+        ),
+        ("manifests/repo.yaml", REPO),
+    ]);
+    assert!(
+        e.contains("manifests/pg.yaml:3:8: error: field `hosts`: the cluster has 2 members"),
+        "{e}"
+    );
+    assert!(e.contains("use 1 member (no HA) or 3"), "{e}");
+    let e = cluster_errors(&CLUSTER.replace(
+        "    owner: app\n",
+        "    owner: app\n    grants:\n      - { role: nobody, privilege: connect }\n      - { role: app }\n",
+    ));
+    assert!(
+        e.contains("field `databases[0].grants[0].role`: grantee `nobody` is not a declared role"),
+        "{e}"
+    );
+    assert!(
+        e.contains("field `databases[0].grants[1]`: a grant takes either `privilege`"),
+        "{e}"
+    );
 }

@@ -1,0 +1,225 @@
+//! `plumb pg status|switchover|restart`: the PostgresCluster as a cluster, reached through the
+//! SSH connection to each member (nothing but sshd is opened to the controller).
+
+use super::converge::{HostArgs, OutputFormat, runtime};
+use super::{EXIT_ERROR, EXIT_OK, RepoArgs, print_diagnostics};
+use crate::converge::cluster::{Session, live_cluster};
+use crate::kinds::{Manifest, Spec};
+use crate::load::Repo;
+use crate::pg::health::ClusterReport;
+use crate::report::cluster::{ClusterRun, ClusterStatus};
+use anyhow::{Result, bail};
+use clap::{Args, Subcommand};
+use std::collections::BTreeSet;
+use std::io::IsTerminal;
+use std::time::Duration;
+
+/// `plumb pg ...`.
+#[derive(Subcommand, Debug)]
+pub enum PgCommand {
+    /// Each member's role, state, timeline, lag, pending restart and start time, etcd's
+    /// health and the health verdict (exit 0 healthy, 1 otherwise). Reads only.
+    Status(PgArgs),
+    /// Hand the leader role to a replica (`--to`, or the one Patroni picks), on a healthy
+    /// cluster, then wait until it is healthy again.
+    Switchover(SwitchoverArgs),
+    /// Restart members through Patroni in a rolling order (replicas one at a time, a
+    /// switchover, then the old leader), with the health gate between steps.
+    Restart(RestartArgs),
+}
+
+/// Arguments every `plumb pg` command takes.
+#[derive(Args, Debug)]
+pub struct PgArgs {
+    /// Repo options.
+    #[command(flatten)]
+    pub repo: RepoArgs,
+    /// Host options (`--limit` is ignored: a cluster is all its members).
+    #[command(flatten)]
+    pub hosts: HostArgs,
+    /// The cluster, when the repo declares more than one.
+    #[arg(long, value_name = "NAME")]
+    pub cluster: Option<String>,
+}
+
+/// `plumb pg switchover`.
+#[derive(Args, Debug)]
+pub struct SwitchoverArgs {
+    /// Common arguments.
+    #[command(flatten)]
+    pub pg: PgArgs,
+    /// The replica to promote.
+    #[arg(long, value_name = "MEMBER")]
+    pub to: Option<String>,
+}
+
+/// `plumb pg restart`.
+#[derive(Args, Debug)]
+pub struct RestartArgs {
+    /// Common arguments.
+    #[command(flatten)]
+    pub pg: PgArgs,
+    /// Only this member (repeatable); default every member.
+    #[arg(long, value_name = "MEMBER")]
+    pub member: Vec<String>,
+}
+
+/// Runs a `plumb pg` command.
+pub fn run(c: &PgCommand) -> Result<i32> {
+    match c {
+        PgCommand::Status(a) => status(a),
+        PgCommand::Switchover(a) => switchover(a),
+        PgCommand::Restart(a) => restart(a),
+    }
+}
+
+/// The one cluster the command is about.
+fn pick<'r>(repo: &'r Repo, wanted: Option<&str>) -> Result<&'r Manifest> {
+    let clusters: Vec<&Manifest> = repo
+        .manifests
+        .iter()
+        .filter(|m| matches!(m.spec, Spec::PostgresCluster(_)))
+        .collect();
+    let names: Vec<&str> = clusters.iter().map(|m| m.name.as_str()).collect();
+    match wanted {
+        Some(w) => match clusters.iter().find(|m| m.name == w) {
+            Some(m) => Ok(m),
+            None => bail!(
+                "the repo declares no PostgresCluster `{}` (it declares: {})",
+                crate::text::escape(w),
+                if names.is_empty() {
+                    "none".into()
+                } else {
+                    names.join(", ")
+                }
+            ),
+        },
+        None => match clusters.as_slice() {
+            [one] => Ok(one),
+            [] => bail!("the repo declares no PostgresCluster"),
+            _ => bail!(
+                "the repo declares several clusters ({}): name one with --cluster",
+                names.join(", ")
+            ),
+        },
+    }
+}
+
+fn with_cluster<T>(
+    a: &PgArgs,
+    work: impl AsyncFnOnce(
+        &crate::converge::cluster::Cluster<'_>,
+        &crate::converge::ConvergeOptions,
+    ) -> T,
+) -> Result<std::result::Result<T, i32>> {
+    let repo = match super::load_repo(&a.repo, false) {
+        Ok(r) => r,
+        Err(ds) => {
+            print_diagnostics(&ds);
+            return Ok(Err(EXIT_ERROR));
+        }
+    };
+    let m = pick(&repo, a.cluster.as_deref())?;
+    let live = live_cluster(&repo, m).map_err(anyhow::Error::msg)?;
+    let mut opts = a.hosts.options(false);
+    opts.progress = false;
+    let out = runtime()?.block_on(async {
+        let session = Session::open(&repo, live, &opts).await;
+        let out = work(&session.cluster(), &opts).await;
+        session.close().await;
+        out
+    });
+    Ok(Ok(out))
+}
+
+fn say(what: &str) {
+    eprintln!("{}", crate::text::escape(what));
+}
+
+fn print_status(report: &ClusterReport, format: OutputFormat) {
+    match format {
+        OutputFormat::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(report).unwrap_or_default()
+        ),
+        OutputFormat::Human => {
+            let mut run = ClusterRun::new(&report.cluster);
+            run.members = report.members.clone();
+            match &report.health {
+                crate::pg::health::Health::Healthy => run.status = ClusterStatus::Healthy,
+                crate::pg::health::Health::Unhealthy(reasons) => {
+                    run.status = ClusterStatus::Unhealthy;
+                    run.reasons = reasons.iter().map(|r| r.to_string()).collect();
+                }
+            }
+            for e in &report.etcd {
+                if !e.healthy {
+                    run.warnings.push(format!(
+                        "etcd on {}: {}",
+                        e.member,
+                        e.reason.as_deref().unwrap_or("unhealthy")
+                    ));
+                }
+            }
+            print!(
+                "{}",
+                crate::report::clusters_to_human(&[run], false, std::io::stdout().is_terminal())
+            );
+        }
+    }
+}
+
+fn status(a: &PgArgs) -> Result<i32> {
+    let report = match with_cluster(a, async |c, _| c.status().await)? {
+        Ok(r) => r,
+        Err(code) => return Ok(code),
+    };
+    print_status(&report, a.hosts.output);
+    Ok(if report.health.is_healthy() {
+        EXIT_OK
+    } else {
+        EXIT_ERROR
+    })
+}
+
+fn finish(
+    a: &PgArgs,
+    result: std::result::Result<(std::result::Result<Vec<String>, String>, ClusterReport), i32>,
+) -> Result<i32> {
+    let (done, report) = match result {
+        Ok(x) => x,
+        Err(code) => return Ok(code),
+    };
+    for d in done.as_ref().map(Vec::as_slice).unwrap_or_default() {
+        eprintln!("done: {}", crate::text::escape(d));
+    }
+    print_status(&report, a.hosts.output);
+    match done {
+        Ok(_) if report.health.is_healthy() => Ok(EXIT_OK),
+        Ok(_) => Ok(EXIT_ERROR),
+        Err(e) => {
+            eprintln!("error: {}", crate::text::escape_block(&e, "  "));
+            Ok(EXIT_ERROR)
+        }
+    }
+}
+
+fn switchover(a: &SwitchoverArgs) -> Result<i32> {
+    let within = Duration::from_secs(a.pg.hosts.health_timeout.max(1));
+    let to = a.to.clone();
+    let result = with_cluster(&a.pg, async move |c, _| {
+        let done = c.switchover(to.as_deref(), within, &say).await;
+        (done, c.status().await)
+    })?;
+    finish(&a.pg, result)
+}
+
+fn restart(a: &RestartArgs) -> Result<i32> {
+    let within = Duration::from_secs(a.pg.hosts.health_timeout.max(1));
+    let members: BTreeSet<String> = a.member.iter().cloned().collect();
+    let result = with_cluster(&a.pg, async move |c, _| {
+        let done = c.restart(&members, within, &say).await;
+        (done, c.status().await)
+    })?;
+    finish(&a.pg, result)
+}

@@ -1,0 +1,370 @@
+//! The cluster as a cluster, on the lab (real PostgreSQL 15, Patroni, etcd, pgBackRest,
+//! HAProxy): one converge ends healthy and says so; the declared role logs in through HAProxy
+//! and its rows reach every replica; a second converge changes nothing and restarts nothing; a
+//! parameter change rolls the members one at a time while a client keeps writing, and no
+//! committed write is lost; a changed password is applied and shown nowhere; a roll is refused
+//! on an unhealthy cluster.
+//!
+//! Needs a Docker engine; without one the test fails (a skipped test must not count as passing).
+
+mod support;
+
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+use support::lab;
+
+fn plumb_bin() -> PathBuf {
+    assert_cmd::cargo::cargo_bin("plumb")
+}
+
+/// The reference repo, copied, with the lab overlay and the demo identity.
+struct Fixture {
+    _dir: tempfile::TempDir,
+    repo: PathBuf,
+    overlay: PathBuf,
+    identity: PathBuf,
+}
+
+impl Fixture {
+    fn new() -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let src = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let repo = dir.path().join("reference");
+        for sub in ["inventory", "manifests", "templates", "secrets", "pki"] {
+            copy_tree(&src.join(sub), &repo.join(sub));
+        }
+        let state = lab::state_dir();
+        let text = std::fs::read_to_string(lab::inventory_overlay()).expect("lab overlay");
+        let text = text
+            .replace(
+                "ssh_key: id_ed25519",
+                &format!("ssh_key: {}", state.join("id_ed25519").display()),
+            )
+            .replace(
+                "known_hosts: known_hosts",
+                &format!("known_hosts: {}", state.join("known_hosts").display()),
+            );
+        let overlay = dir.path().join("overlay.yaml");
+        std::fs::write(&overlay, text).unwrap();
+        Fixture {
+            repo,
+            overlay,
+            identity: src.join("examples/lab/demo-age-key.txt"),
+            _dir: dir,
+        }
+    }
+
+    /// `plumb ARGS REPO --inventory OVERLAY --age-identity ID`: (exit code, stdout, stderr).
+    fn plumb(&self, args: &[&str]) -> (i32, String, String) {
+        let out = Command::new(plumb_bin())
+            .args(args)
+            .arg(&self.repo)
+            .arg("--inventory")
+            .arg(&self.overlay)
+            .arg("--age-identity")
+            .arg(&self.identity)
+            .env("NO_COLOR", "1")
+            .output()
+            .expect("run plumb");
+        let r = (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        );
+        eprintln!("$ plumb {} -> exit {}\n{}{}", args.join(" "), r.0, r.1, r.2);
+        r
+    }
+
+    /// Sets a secret of the copied repo.
+    fn set_secret(&self, name: &str, value: &str) {
+        let mut child = Command::new(plumb_bin())
+            .args(["secrets", "set", name])
+            .arg(&self.repo)
+            .stdin(Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write as _;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(value.as_bytes())
+            .unwrap();
+        assert!(child.wait().unwrap().success(), "plumb secrets set {name}");
+    }
+
+    fn manifest(&self) -> PathBuf {
+        self.repo.join("manifests/postgres01.yaml")
+    }
+
+    fn edit_manifest(&self, from: &str, to: &str) {
+        let text = std::fs::read_to_string(self.manifest()).unwrap();
+        assert!(text.contains(from), "{from} not in the manifest");
+        std::fs::write(self.manifest(), text.replace(from, to)).unwrap();
+    }
+
+    /// `plumb pg status --output json`.
+    fn status(&self) -> (i32, Value) {
+        let (code, out, _) = self.plumb(&["pg", "status", "--output", "json"]);
+        (code, serde_json::from_str(&out).expect("pg status JSON"))
+    }
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            copy_tree(&p, &to.join(e.file_name()));
+        } else {
+            std::fs::copy(&p, to.join(e.file_name())).unwrap();
+        }
+    }
+}
+
+const MEMBERS: [&str; 3] = ["pg-srv1", "pg-srv2", "pg-srv3"];
+
+/// psql inside a member's Patroni container, to `host:port` as `user` with `password`.
+fn psql(vm: &str, host: &str, port: u16, user: &str, password: &str, sql: &str) -> (bool, String) {
+    let cmd = format!(
+        "cd /opt/plumb/postgres01 && docker-compose exec -T -e PGPASSWORD='{password}' -e PGCONNECT_TIMEOUT=5 patroni \
+         psql -h {host} -p {port} -U {user} -d app -v ON_ERROR_STOP=1 -Atc \"{sql}\""
+    );
+    let out = lab::exec(vm, &cmd);
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+/// Each member's postmaster start time, by name.
+fn start_times(status: &Value) -> Vec<(String, String)> {
+    status["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            (
+                m["name"].as_str().unwrap().to_string(),
+                m["postmaster_start_time"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string(),
+            )
+        })
+        .collect()
+}
+
+fn cluster_of(report: &str) -> Value {
+    let v: Value = serde_json::from_str(report).expect("run JSON");
+    v["clusters"][0].clone()
+}
+
+#[test]
+fn the_cluster_converges_as_a_cluster() {
+    assert!(
+        lab::docker_available(),
+        "no Docker engine: the end-to-end tests need one (start dockerd)"
+    );
+    let _guard = lab::lock();
+    lab::ensure_up();
+    let f = Fixture::new();
+    let pw1 = format!("first-{}", std::process::id());
+    f.set_secret("app_password", &pw1);
+
+    // One converge ends with a healthy cluster and says so (the lab may be converged already).
+    let (code, out, err) = f.plumb(&["converge", "--output", "json"]);
+    assert!(code == 0 || code == 2, "{out}\n{err}");
+    let cluster = cluster_of(&out);
+    assert_eq!(cluster["status"], "healthy", "{cluster}");
+    assert!(!out.contains(&pw1) && !err.contains(&pw1));
+
+    // The role logs in through HAProxy's write port and writes; every replica has the rows.
+    let ip1 = lab::address("pg-srv1");
+    let (ok, text) = psql(
+        "pg-srv1",
+        &ip1,
+        5000,
+        "app",
+        &pw1,
+        "DROP TABLE IF EXISTS e2e; CREATE TABLE e2e (n int); INSERT INTO e2e SELECT generate_series(1, 10000);",
+    );
+    assert!(ok, "write through 5000: {text}");
+    let count = |vm: &str, host: &str, port: u16| {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let (ok, text) = psql(vm, host, port, "app", &pw1, "SELECT count(*) FROM e2e");
+            if ok && text.trim() == "10000" {
+                return;
+            }
+            assert!(Instant::now() < deadline, "{vm} -> {host}:{port}: {text}");
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    };
+    count("pg-srv2", &ip1, 5001);
+    for vm in MEMBERS {
+        count(vm, &lab::address(vm), 5432);
+    }
+
+    // A second converge changes nothing and restarts nothing.
+    let (_, before) = f.status();
+    let (code, out, _) = f.plumb(&["converge", "--output", "json"]);
+    assert_eq!(code, 0, "{out}");
+    let cluster = cluster_of(&out);
+    assert!(cluster.get("changes").is_none(), "{cluster}");
+    let (code, after) = f.status();
+    assert_eq!(code, 0, "{after}");
+    assert_eq!(start_times(&before), start_times(&after));
+
+    // A parameter change: the dry run names both settings and changes nothing.
+    f.edit_manifest("max_connections: 200", "max_connections: 260");
+    f.edit_manifest("shared_buffers: 128MB", "shared_buffers: 160MB");
+    let (code, out, _) = f.plumb(&["converge", "--dry-run"]);
+    assert_eq!(code, 2, "{out}");
+    assert!(
+        out.contains("max_connections: 200 -> 260")
+            && out.contains("shared_buffers: 128MB -> 160MB"),
+        "{out}"
+    );
+    let (_, still) = f.status();
+    assert_eq!(
+        start_times(&before),
+        start_times(&still),
+        "the dry run restarted a member"
+    );
+
+    // The converge rolls, while a client writes through 5000: no committed write is lost.
+    let stop = Arc::new(AtomicBool::new(false));
+    let committed = Arc::new(AtomicU64::new(0));
+    let writer = {
+        let (stop, committed, pw, ip) = (stop.clone(), committed.clone(), pw1.clone(), ip1.clone());
+        std::thread::spawn(move || {
+            psql(
+                "pg-srv1",
+                &ip,
+                5000,
+                "app",
+                &pw,
+                "CREATE TABLE IF NOT EXISTS roll (n int)",
+            );
+            let mut n = 0u64;
+            let deadline = Instant::now() + Duration::from_secs(600);
+            while !stop.load(Ordering::SeqCst) && Instant::now() < deadline {
+                n += 1;
+                let (ok, _) = psql(
+                    "pg-srv1",
+                    &ip,
+                    5000,
+                    "app",
+                    &pw,
+                    &format!("INSERT INTO roll VALUES ({n})"),
+                );
+                if ok {
+                    committed.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+        })
+    };
+    let (code, out, _) = f.plumb(&["converge", "--output", "json"]);
+    stop.store(true, Ordering::SeqCst);
+    writer.join().unwrap();
+    assert_eq!(code, 2, "{out}");
+    let cluster = cluster_of(&out);
+    assert_eq!(cluster["status"], "healthy", "{cluster}");
+    let changes = cluster["changes"].to_string();
+    assert!(changes.contains("switchover"), "{changes}");
+    let (code, rolled) = f.status();
+    assert_eq!(code, 0, "{rolled}");
+    for ((name, t0), (_, t1)) in start_times(&before).iter().zip(start_times(&rolled)) {
+        assert_ne!(*t0, t1, "{name} was not restarted");
+    }
+    for m in rolled["members"].as_array().unwrap() {
+        assert_eq!(m["pending_restart"], false, "{m}");
+    }
+    for vm in MEMBERS {
+        let (ok, text) = psql(
+            vm,
+            &lab::address(vm),
+            5432,
+            "app",
+            &pw1,
+            "SELECT current_setting('shared_buffers') || ' ' || current_setting('max_connections')",
+        );
+        assert!(ok && text.trim() == "160MB 260", "{vm}: {text}");
+    }
+    let (ok, text) = psql(
+        "pg-srv2",
+        &ip1,
+        5000,
+        "app",
+        &pw1,
+        "SELECT count(*) FROM roll",
+    );
+    let rows: u64 = text.trim().parse().unwrap_or(0);
+    assert!(ok, "{text}");
+    let committed = committed.load(Ordering::SeqCst);
+    assert!(committed > 0, "the writer never committed");
+    assert!(
+        rows >= committed,
+        "committed writes lost: {committed} committed, {rows} rows"
+    );
+
+    // A changed password is applied; the old one stops working; neither is shown anywhere.
+    let pw2 = format!("second-{}", std::process::id());
+    f.set_secret("app_password", &pw2);
+    let (code, out, err) = f.plumb(&["converge"]);
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("password changed"), "{out}");
+    for p in [&pw1, &pw2] {
+        assert!(!out.contains(p.as_str()) && !err.contains(p.as_str()));
+    }
+    assert!(!psql("pg-srv1", &ip1, 5000, "app", &pw1, "SELECT 1").0);
+    assert!(psql("pg-srv1", &ip1, 5000, "app", &pw2, "SELECT 1").0);
+    for vm in MEMBERS {
+        let out = lab::exec(
+            vm,
+            &format!(
+                "grep -rl -e '{pw1}' -e '{pw2}' /home/postgres/postgres-data/log /home/postgres/log 2>/dev/null || true"
+            ),
+        );
+        assert!(
+            String::from_utf8_lossy(&out.stdout).trim().is_empty(),
+            "{vm}: a PostgreSQL log holds a password"
+        );
+    }
+
+    // A roll is refused on an unhealthy cluster, and nothing is restarted.
+    lab::stop("pg-srv3");
+    f.edit_manifest("shared_buffers: 160MB", "shared_buffers: 128MB");
+    let (_, before_refusal) = f.status();
+    let (code, out, _) = f.plumb(&["converge"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("the roll was not started"), "{out}");
+    let (code, refused) = f.status();
+    assert_ne!(code, 0, "a member is down: pg status is not healthy");
+    let up: Vec<_> = start_times(&refused)
+        .into_iter()
+        .filter(|(n, _)| n != "pg-srv3")
+        .collect();
+    let was: Vec<_> = start_times(&before_refusal)
+        .into_iter()
+        .filter(|(n, _)| n != "pg-srv3")
+        .collect();
+    assert_eq!(up, was, "a member was restarted on an unhealthy cluster");
+    lab::start("pg-srv3");
+
+    // Back to the repo as shipped (the lab is shared): converge until healthy and in sync.
+    let shipped = Fixture::new();
+    let (code, out, _) = shipped.plumb(&["converge"]);
+    assert!(code == 0 || code == 2, "{out}");
+    let (code, out, _) = shipped.plumb(&["converge"]);
+    assert_eq!(code, 0, "{out}");
+}
