@@ -12,6 +12,7 @@ pub mod cli;
 pub mod confine;
 pub mod converge;
 pub mod diag;
+pub mod history;
 pub mod inventory_import;
 pub mod kinds;
 pub mod load;

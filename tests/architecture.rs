@@ -37,8 +37,8 @@ const LAYERS: &[(&str, &[&str])] = &[
         &["load", "render", "probe", "plan", "apply", "report"],
     ),
     (
-        "drivers: where the repo comes from, the run across hosts, the webhook server",
-        &["source", "converge", "serve"],
+        "drivers: where the repo comes from, the run across hosts, the run history, the webhook server",
+        &["source", "converge", "history", "serve"],
     ),
     ("binary edge: the command line", &["cli"]),
     (

@@ -11,7 +11,6 @@ use crate::report::HostStatus;
 use crate::source::{self, display_url};
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use serde::Serialize;
 use std::io::Write as _;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
@@ -79,21 +78,7 @@ pub struct PullArgs {
     pub print_systemd: Option<String>,
 }
 
-/// One line of `runs.jsonl`, the controller's run history.
-#[derive(Serialize)]
-struct HistoryLine<'a> {
-    started_at: i64,
-    duration_ms: u128,
-    commit: &'a str,
-    summary: &'a str,
-    dry_run: bool,
-    exit_code: i32,
-    hosts: usize,
-    changed: usize,
-    failed: usize,
-}
-
-fn default_state_dir() -> PathBuf {
+pub(super) fn default_state_dir() -> PathBuf {
     // SAFETY: geteuid has no preconditions and cannot fail.
     if unsafe { libc::geteuid() } == 0 {
         PathBuf::from("/var/lib/plumb-controller")
@@ -212,7 +197,7 @@ pub fn pull(a: &PullArgs) -> Result<i32> {
         print!("{}", systemd_units(a, interval, &state_dir)?);
         return Ok(EXIT_OK);
     }
-    Ok(pull_once(&a.source, a.dry_run, a.always)?.exit_code)
+    Ok(pull_once(&a.source, a.dry_run, a.always, "pull")?.exit_code)
 }
 
 /// What one pull did.
@@ -230,12 +215,19 @@ pub(super) struct PullOutcome {
     pub changed_hosts: Vec<String>,
     /// Hosts that failed.
     pub failed_hosts: Vec<String>,
+    /// The run's id in the history (none when the commit was applied already).
+    pub run_id: Option<String>,
 }
 
 /// One pull, shared by `plumb pull` and `plumb serve`: takes the controller lock, fetches the
 /// branch, converges it when its commit is new (or `always`), records the commit as applied
-/// when the converge succeeded, and appends the run to the history.
-pub(super) fn pull_once(a: &SourceArgs, dry_run: bool, always: bool) -> Result<PullOutcome> {
+/// when the converge succeeded, and appends the run to the history (`trigger` says why it ran).
+pub(super) fn pull_once(
+    a: &SourceArgs,
+    dry_run: bool,
+    always: bool,
+    trigger: &str,
+) -> Result<PullOutcome> {
     let state_dir = a.state_dir();
     std::fs::create_dir_all(&state_dir)
         .with_context(|| format!("creating {}", state_dir.display()))?;
@@ -249,6 +241,7 @@ pub(super) fn pull_once(a: &SourceArgs, dry_run: bool, always: bool) -> Result<P
         exit_code: EXIT_OK,
         changed_hosts: Vec::new(),
         failed_hosts: Vec::new(),
+        run_id: None,
     };
     let applied_file = state_dir.join("last-applied");
     let applied = std::fs::read_to_string(&applied_file).unwrap_or_default();
@@ -274,6 +267,9 @@ pub(super) fn pull_once(a: &SourceArgs, dry_run: bool, always: bool) -> Result<P
     };
     let started = time::OffsetDateTime::now_utc().unix_timestamp();
     let t0 = Instant::now();
+    let mut run_id = converge::new_run_id();
+    let mut report_json = None;
+    let mut error = None;
     let (code, hosts, changed, failed) = match prepare(&repo_args, a.hosts.limit.as_deref())? {
         Err(ds) => {
             print_diagnostics(&ds);
@@ -281,6 +277,10 @@ pub(super) fn pull_once(a: &SourceArgs, dry_run: bool, always: bool) -> Result<P
                 "commit {} is not a valid cluster repo; nothing was contacted, and it is not recorded as applied",
                 short(&fetched.commit)
             );
+            error = Some(format!(
+                "commit {} is not a valid cluster repo; nothing was contacted",
+                short(&fetched.commit)
+            ));
             (EXIT_ERROR, 0, 0, 0)
         }
         Ok((repo, targets)) => {
@@ -294,6 +294,8 @@ pub(super) fn pull_once(a: &SourceArgs, dry_run: bool, always: bool) -> Result<P
             print_report(&report, a.hosts.output);
             let s = report.summary();
             outcome.converged = true;
+            run_id = report.run_id.clone();
+            report_json = Some(report.to_json());
             for h in &report.hosts {
                 match h.status(report.dry_run) {
                     HostStatus::Changed => outcome.changed_hosts.push(h.host.clone()),
@@ -309,28 +311,24 @@ pub(super) fn pull_once(a: &SourceArgs, dry_run: bool, always: bool) -> Result<P
         crate::secrets::write_atomic(&applied_file, format!("{}\n", fetched.commit).as_bytes())
             .with_context(|| format!("writing {}", applied_file.display()))?;
     }
-    let line = HistoryLine {
+    let record = crate::history::RunRecord {
+        id: run_id.clone(),
         started_at: started,
-        duration_ms: t0.elapsed().as_millis(),
-        commit: &fetched.commit,
-        summary: &fetched.summary,
+        duration_ms: u64::try_from(t0.elapsed().as_millis()).unwrap_or(u64::MAX),
+        commit: fetched.commit.clone(),
+        summary: fetched.summary.clone(),
+        trigger: trigger.to_string(),
         dry_run,
         exit_code: code,
         hosts,
         changed,
         failed,
+        changed_hosts: outcome.changed_hosts.clone(),
+        failed_hosts: outcome.failed_hosts.clone(),
+        error,
     };
-    let history = state_dir.join("runs.jsonl");
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&history)
-        .with_context(|| format!("opening {}", history.display()))?;
-    writeln!(
-        f,
-        "{}",
-        crate::secrets::redact(&serde_json::to_string(&line)?)
-    )?;
+    crate::history::History::new(&state_dir).append(&record, report_json.as_deref())?;
+    outcome.run_id = Some(run_id);
     Ok(outcome)
 }
 

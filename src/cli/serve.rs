@@ -56,6 +56,10 @@ pub struct ServeArgs {
     /// Connections open at once from one address; more are closed at once.
     #[arg(long, default_value_t = 32, value_name = "N")]
     pub max_connections_per_ip: usize,
+    /// Webhook requests a minute from one address (bursts of as many pass); more are answered
+    /// 429 before their body is read. 0: no limit.
+    #[arg(long, default_value_t = 60, value_name = "N")]
+    pub webhook_rate_limit: u32,
 }
 
 impl ServeArgs {
@@ -80,7 +84,12 @@ impl ServeArgs {
 /// One run: the shared pull, its result turned into what `/status` reports.
 fn run(source: &SourceArgs, request: RunRequest) -> RunOutcome {
     tracing::info!(trigger = ?request.trigger, always = request.always, "run starting");
-    match pull_once(source, false, request.always) {
+    let trigger = match request.trigger {
+        Trigger::Webhook => "webhook",
+        Trigger::Interval => "interval",
+        Trigger::Startup => "startup",
+    };
+    match pull_once(source, false, request.always, trigger) {
         Ok(o) => {
             // A repo that does not load is refused before any host is contacted.
             let error = (!o.converged && o.exit_code == EXIT_ERROR).then(|| {
@@ -149,6 +158,8 @@ pub fn serve(a: &ServeArgs) -> Result<i32> {
         secret,
         source: display_url(&a.source.url),
         limits,
+        rate_per_minute: a.webhook_rate_limit,
+        state_dir: Some(state_dir.clone()),
     };
     let router = serve::router(config, runner.clone());
 
@@ -159,7 +170,7 @@ pub fn serve(a: &ServeArgs) -> Result<i32> {
             .with_context(|| format!("listening on {}", a.listen))?;
         let addr = listener.local_addr().context("reading the bound address")?;
         eprintln!(
-            "plumb serve: listening on http://{addr} (POST {HOOK_PATH}; GET /healthz, /status, /metrics), following {} branch {}",
+            "plumb serve: listening on http://{addr} (POST {HOOK_PATH}; GET / for the status page, /healthz, /status, /metrics), following {} branch {}",
             display_url(&a.source.url),
             a.source.branch
         );
