@@ -17,6 +17,7 @@ pub mod inventory_import;
 pub mod kinds;
 pub mod load;
 pub mod model;
+pub mod notify;
 pub mod pg;
 pub mod pki;
 pub mod plan;
