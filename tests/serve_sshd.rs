@@ -908,3 +908,90 @@ fn serve_converges_a_form_encoded_github_delivery_and_shows_it_on_the_page_and_i
         limited as f64
     );
 }
+
+#[test]
+fn serve_converges_gitea_form_and_gitlab_signing_token_deliveries() {
+    let s = setup();
+    let first = s.origin.head().unwrap().target().unwrap().to_string();
+    let server = Server::start(&s, &[]);
+
+    // Forgejo, form-encoded: the signature covers the JSON inside `payload=`.
+    let json = push_body(&s.branch, &first);
+    let body = form_encode(&json);
+    let sig = hmac_hex(SECRET, &json);
+    let (code, text) = server.post(
+        &[
+            ("X-Forgejo-Event", "push"),
+            ("X-Forgejo-Delivery", "fj-1"),
+            ("X-Forgejo-Signature", sig.as_str()),
+            ("Content-Type", "application/x-www-form-urlencoded"),
+        ],
+        &body,
+    );
+    assert_eq!(code, 202, "{text}");
+    assert!(text.starts_with("accepted"), "{text}");
+    server.wait_status("the Forgejo run", |st| {
+        st["state"] == "idle" && st["last_run"]["commit"] == first.as_str()
+    });
+    assert_eq!(
+        std::fs::read_to_string(s.root().join("etc/motd")).unwrap(),
+        "v1\n"
+    );
+
+    // GitLab with a signing token, now: accepted; the same webhook-id again: a duplicate.
+    let second = s.commit(&[("manifests/motd.yaml", &motd(&s.root(), "v-gl"))], "gl");
+    let gl_body = push_body(&s.branch, &second);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        .to_string();
+    let mut m = <Hmac<sha2::Sha256> as KeyInit>::new_from_slice(SECRET.as_bytes()).unwrap();
+    m.update(format!("msg-2.{now}.").as_bytes());
+    m.update(&gl_body);
+    use base64::Engine as _;
+    let gl_sig = format!(
+        "v1,bm90IHRoaXMgb25l v1,{}",
+        base64::engine::general_purpose::STANDARD.encode(m.finalize().into_bytes())
+    );
+    let headers = [
+        ("X-Gitlab-Event", "Push Hook"),
+        ("webhook-id", "msg-2"),
+        ("webhook-timestamp", now.as_str()),
+        ("webhook-signature", gl_sig.as_str()),
+    ];
+    let (code, text) = server.post(&headers, &gl_body);
+    assert_eq!(code, 202, "{text}");
+    server.wait_status("the GitLab run", |st| {
+        st["state"] == "idle" && st["last_run"]["commit"] == second.as_str()
+    });
+    assert_eq!(
+        std::fs::read_to_string(s.root().join("etc/motd")).unwrap(),
+        "v-gl\n"
+    );
+    let (code, text) = server.post(&headers, &gl_body);
+    assert_eq!(code, 200, "{text}");
+    assert!(text.starts_with("duplicate"), "{text}");
+
+    // A tag push and a branch deletion, signed right: ignored, nothing run.
+    let runs = runs_total(&server.status());
+    for json in [
+        serde_json::json!({"ref": "refs/tags/v1", "after": second, "created": true}),
+        serde_json::json!({"ref": format!("refs/heads/{}", s.branch), "after": "0000000000000000000000000000000000000000", "deleted": true}),
+    ] {
+        let body = form_encode(json.to_string().as_bytes());
+        let sig = format!("sha256={}", hmac_hex(SECRET, &body));
+        let (code, text) = server.post(
+            &[
+                ("X-GitHub-Event", "push"),
+                ("Content-Type", "application/x-www-form-urlencoded"),
+                ("X-Hub-Signature-256", sig.as_str()),
+            ],
+            &body,
+        );
+        assert_eq!(code, 202, "{text}");
+        assert!(text.starts_with("ignored"), "{text}");
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(runs_total(&server.status()), runs, "an ignored push ran");
+}
