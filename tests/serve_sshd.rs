@@ -862,6 +862,35 @@ fn serve_converges_a_form_encoded_github_delivery_and_shows_it_on_the_page_and_i
     );
     assert!(!page.contains("<script"), "{page}");
     assert_eq!(get_full(server.addr, "/status.html").1, page);
+    // One run's page, linked from the list; an unknown or malformed id is 404.
+    let link = page
+        .split("<a href=\"/runs/")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .unwrap_or_else(|| panic!("no run link in {page}"))
+        .to_string();
+    let (head, run_page) = get_full(server.addr, &format!("/runs/{link}"));
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert!(
+        head.contains("content-security-policy: default-src 'none'"),
+        "{head}"
+    );
+    assert!(run_page.contains(&commit), "{run_page}");
+    assert!(
+        run_page.contains("<td>h0</td><td class=\"changed\">changed</td>"),
+        "{run_page}"
+    );
+    assert!(!run_page.contains("<script"), "{run_page}");
+    assert!(
+        get_full(server.addr, "/runs/20000101T000000Z-000000")
+            .0
+            .starts_with("http/1.1 404")
+    );
+    assert!(
+        get_full(server.addr, "/runs/..%2F..%2Fetc%2Fpasswd")
+            .0
+            .starts_with("http/1.1 404")
+    );
     // /status stays JSON.
     let (head, _) = get_full(server.addr, "/status");
     assert!(head.contains("content-type: application/json"), "{head}");

@@ -133,6 +133,7 @@ pub fn router(config: ServeConfig, runner: Runner) -> Router {
         .route("/status", get(status))
         .route("/", get(status_page))
         .route("/status.html", get(status_page))
+        .route("/runs/{id}", get(run_page))
         .route("/metrics", get(metrics))
         .with_state(app)
 }
@@ -412,25 +413,9 @@ fn page_state(
     (applied, runs, report)
 }
 
-async fn status_page(State(app): State<Arc<App>>) -> Response {
-    let dir = app.config.state_dir.clone();
-    let read = tokio::task::spawn_blocking(move || page_state(dir.as_deref())).await;
-    let (applied, history, report) = read.unwrap_or_default();
-    let runs = app.runner.snapshot();
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let body = page::render(&page::PageData {
-        source: &app.config.source,
-        branch: &app.config.branch,
-        applied: applied.as_deref(),
-        runs: &runs,
-        history: &history,
-        last_report: report
-            .as_ref()
-            .and_then(|(i, v)| history.get(*i).map(|r| (r, v))),
-        now,
-    });
+/// The headers of every HTML page: its type, the policy that allows only its own style, and
+/// no sniffing, referrer or caching.
+fn html_response(body: String) -> Response {
     let mut r = body.into_response();
     let h = r.headers_mut();
     h.insert(
@@ -450,6 +435,54 @@ async fn status_page(State(app): State<Arc<App>>) -> Response {
     );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     r
+}
+
+/// `GET /runs/ID`: one run from the history, host by host.
+async fn run_page(
+    State(app): State<Arc<App>>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Response {
+    if !crate::history::valid_id(&id) {
+        return text(StatusCode::NOT_FOUND, "no such run\n".into());
+    }
+    let Some(dir) = app.config.state_dir.clone() else {
+        return text(StatusCode::NOT_FOUND, "no run history\n".into());
+    };
+    let found =
+        tokio::task::spawn_blocking(move || crate::history::History::new(&dir).show(&id).ok())
+            .await
+            .ok()
+            .flatten();
+    match found {
+        Some((run, report)) => {
+            let report: Option<serde_json::Value> =
+                report.and_then(|r| serde_json::from_str(&r).ok());
+            html_response(page::render_run(&run, report.as_ref()))
+        }
+        None => text(StatusCode::NOT_FOUND, "no such run\n".into()),
+    }
+}
+
+async fn status_page(State(app): State<Arc<App>>) -> Response {
+    let dir = app.config.state_dir.clone();
+    let read = tokio::task::spawn_blocking(move || page_state(dir.as_deref())).await;
+    let (applied, history, report) = read.unwrap_or_default();
+    let runs = app.runner.snapshot();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let body = page::render(&page::PageData {
+        source: &app.config.source,
+        branch: &app.config.branch,
+        applied: applied.as_deref(),
+        runs: &runs,
+        history: &history,
+        last_report: report
+            .as_ref()
+            .and_then(|(i, v)| history.get(*i).map(|r| (r, v))),
+        now,
+    });
+    html_response(body)
 }
 
 /// The Prometheus text exposition of a snapshot and the webhook counters.

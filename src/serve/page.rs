@@ -95,6 +95,127 @@ fn field<'a>(v: &'a Value, key: &str) -> &'a str {
     v.get(key).and_then(Value::as_str).unwrap_or_default()
 }
 
+/// Per host of a `plumb.run/v1` report: its result, what changed, what drifted, what failed.
+fn hosts_table(o: &mut String, report: &Value) {
+    o.push_str(
+        "<table><tr><th>Host</th><th>Result</th><th>Changed</th><th>Drift</th><th>What failed</th></tr>\n",
+    );
+    for h in report
+        .get("hosts")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let status = field(h, "status");
+        let resources: Vec<&Value> = h
+            .get("resources")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .collect();
+        let named = |r: &Value| format!("{}/{}", field(r, "kind"), field(r, "name"));
+        let failed_outcome = |r: &Value| {
+            r.get("outcome").is_some_and(|o| {
+                matches!(field(o, "result"), "failed" | "conflict" | "not_reached")
+            })
+        };
+        let changed: Vec<String> = resources
+            .iter()
+            .filter(|r| !matches!(field(r, "action"), "none" | "drift"))
+            .filter(|r| !failed_outcome(r))
+            .map(|r| named(r))
+            .collect();
+        let drift: Vec<String> = resources
+            .iter()
+            .filter(|r| field(r, "action") == "drift")
+            .map(|r| named(r))
+            .collect();
+        let mut failures: Vec<String> = Vec::new();
+        if let Some(e) = h.get("error").and_then(Value::as_str) {
+            failures.push(e.to_string());
+        }
+        for r in &resources {
+            if let Some(e) = r.get("error").and_then(Value::as_str) {
+                failures.push(format!("{}: {e}", named(r)));
+            } else if failed_outcome(r) {
+                let o = r.get("outcome").unwrap_or(&Value::Null);
+                let why = match (field(o, "result"), field(o, "detail")) {
+                    ("not_reached", _) => "not reached (an earlier step failed)".into(),
+                    ("conflict", d) => format!("changed on the host since planned ({d})"),
+                    (_, d) => d.to_string(),
+                };
+                failures.push(format!("{}: {why}", named(r)));
+            }
+        }
+        let _ = writeln!(
+            o,
+            "<tr><td>{}</td><td class=\"{}\">{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            html(field(h, "host")),
+            class(status),
+            html(status),
+            list(&changed),
+            list(&drift),
+            if failures.is_empty() {
+                "<span class=\"muted\">-</span>".to_string()
+            } else {
+                failures
+                    .iter()
+                    .map(|f| format!("<pre>{}</pre>", html(f)))
+                    .collect::<String>()
+            }
+        );
+    }
+    o.push_str("</table>\n");
+}
+
+/// One run's page (`GET /runs/ID`): its record and its hosts.
+pub fn render_run(run: &RunRecord, report: Option<&Value>) -> String {
+    let mut o = String::with_capacity(4096);
+    let _ = writeln!(
+        o,
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <title>plumb run {}</title><style>{STYLE}</style></head><body>\n\
+         <p><a href=\"/\">&larr; status</a></p><h1>Run <code>{}</code></h1>",
+        html(&run.id),
+        html(&run.id)
+    );
+    let result = run.result();
+    let _ = writeln!(
+        o,
+        "<table><tr><th>Started</th><td>{}</td></tr><tr><th>Duration</th><td>{:.1}s</td></tr>\
+         <tr><th>Trigger</th><td>{}</td></tr><tr><th>Commit</th><td><code>{}</code> {}</td></tr>\
+         <tr><th>Result</th><td class=\"{}\">{}{} (exit {})</td></tr>\
+         <tr><th>Changed hosts</th><td>{}</td></tr><tr><th>Failed hosts</th><td>{}</td></tr></table>",
+        when(run.started_at),
+        run.duration_ms as f64 / 1000.0,
+        html(if run.trigger.is_empty() {
+            "-"
+        } else {
+            &run.trigger
+        }),
+        html(&run.commit),
+        html(&run.summary),
+        class(result),
+        result,
+        if run.dry_run { " (dry run)" } else { "" },
+        run.exit_code,
+        list(&run.changed_hosts),
+        list(&run.failed_hosts),
+    );
+    if let Some(e) = &run.error {
+        let _ = writeln!(o, "<p class=\"failed\">Error:</p><pre>{}</pre>", html(e));
+    }
+    match report {
+        Some(r) => {
+            o.push_str("<h2>Hosts</h2>\n");
+            hosts_table(&mut o, r);
+        }
+        None => o.push_str("<p class=\"muted\">No per-host report was kept for this run.</p>\n"),
+    }
+    o.push_str("</body></html>\n");
+    o
+}
+
 /// The page.
 pub fn render(d: &PageData<'_>) -> String {
     let mut o = String::with_capacity(8192);
@@ -159,75 +280,7 @@ pub fn render(d: &PageData<'_>) -> String {
                 when(run.started_at),
                 html(short(&run.commit))
             );
-            o.push_str(
-                "<table><tr><th>Host</th><th>Result</th><th>Changed</th><th>Drift</th><th>What failed</th></tr>\n",
-            );
-            for h in report
-                .get("hosts")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-            {
-                let status = field(h, "status");
-                let resources: Vec<&Value> = h
-                    .get("resources")
-                    .and_then(Value::as_array)
-                    .into_iter()
-                    .flatten()
-                    .collect();
-                let named = |r: &Value| format!("{}/{}", field(r, "kind"), field(r, "name"));
-                let failed_outcome = |r: &Value| {
-                    r.get("outcome").is_some_and(|o| {
-                        matches!(field(o, "result"), "failed" | "conflict" | "not_reached")
-                    })
-                };
-                let changed: Vec<String> = resources
-                    .iter()
-                    .filter(|r| !matches!(field(r, "action"), "none" | "drift"))
-                    .filter(|r| !failed_outcome(r))
-                    .map(|r| named(r))
-                    .collect();
-                let drift: Vec<String> = resources
-                    .iter()
-                    .filter(|r| field(r, "action") == "drift")
-                    .map(|r| named(r))
-                    .collect();
-                let mut failures: Vec<String> = Vec::new();
-                if let Some(e) = h.get("error").and_then(Value::as_str) {
-                    failures.push(e.to_string());
-                }
-                for r in &resources {
-                    if let Some(e) = r.get("error").and_then(Value::as_str) {
-                        failures.push(format!("{}: {e}", named(r)));
-                    } else if failed_outcome(r) {
-                        let o = r.get("outcome").unwrap_or(&Value::Null);
-                        let why = match (field(o, "result"), field(o, "detail")) {
-                            ("not_reached", _) => "not reached (an earlier step failed)".into(),
-                            ("conflict", d) => format!("changed on the host since planned ({d})"),
-                            (_, d) => d.to_string(),
-                        };
-                        failures.push(format!("{}: {why}", named(r)));
-                    }
-                }
-                let _ = writeln!(
-                    o,
-                    "<tr><td>{}</td><td class=\"{}\">{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-                    html(field(h, "host")),
-                    class(status),
-                    html(status),
-                    list(&changed),
-                    list(&drift),
-                    if failures.is_empty() {
-                        "<span class=\"muted\">-</span>".to_string()
-                    } else {
-                        failures
-                            .iter()
-                            .map(|f| format!("<pre>{}</pre>", html(f)))
-                            .collect::<String>()
-                    }
-                );
-            }
-            o.push_str("</table>\n");
+            hosts_table(&mut o, report);
         }
     }
 
@@ -242,7 +295,8 @@ pub fn render(d: &PageData<'_>) -> String {
             let result = r.result();
             let _ = writeln!(
                 o,
-                "<tr><td><code>{}</code></td><td>{}</td><td>{}</td><td><code>{}</code> {}</td><td>{:.1}s</td><td class=\"{}\">{}{}</td><td>{}</td><td>{}</td></tr>",
+                "<tr><td><a href=\"/runs/{}\"><code>{}</code></a></td><td>{}</td><td>{}</td><td><code>{}</code> {}</td><td>{:.1}s</td><td class=\"{}\">{}{}</td><td>{}</td><td>{}</td></tr>",
+                html(&r.id),
                 html(&r.id),
                 when(r.started_at),
                 html(if r.trigger.is_empty() {
@@ -338,5 +392,19 @@ mod tests {
         );
         assert!(!csp.contains("unsafe"), "{csp}");
         assert!(page.contains(&format!("<style>{STYLE}</style>")));
+        assert!(
+            page.contains("<a href=\"/runs/20261203T093932Z-00abcd\">"),
+            "{page}"
+        );
+        // One run's page: the same escaping, its hosts.
+        let run = render_run(&evil, Some(&report));
+        for bad in ["<script", "<img", "<iframe", "<b>"] {
+            assert!(!run.contains(bad), "{bad} in\n{run}");
+        }
+        assert!(
+            run.contains("<td>db1</td><td class=\"failed\">failed</td>"),
+            "{run}"
+        );
+        assert!(render_run(&evil, None).contains("No per-host report"));
     }
 }
