@@ -109,3 +109,106 @@ pub fn text(d: &Desired) -> String {
     };
     String::from_utf8(c.expect("content").bytes().to_vec()).unwrap()
 }
+
+// Planning fixtures: probe record text in, a kind's plan out, no host involved.
+
+/// A SHA-256 that is not the hash of any content a test declares.
+pub const OTHER_SHA: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// Base64 of `text`, as the probe prints text a host user may choose.
+pub fn b64(text: &str) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(text)
+}
+
+/// Parses the record lines of `body` (resource records, `A` records, kind facts) the way the
+/// probe's output is parsed, between the start and end records: `resources` resources, `dirs`
+/// folders, and every host fact the registered kinds may print.
+pub fn probe_output(
+    body: &str,
+    resources: usize,
+    dirs: usize,
+) -> Result<crate::vocab::records::HostRecords, crate::vocab::records::ProbeError> {
+    let text = format!(
+        "H\tbegin\t{}\nH\tuid\t0\nH\thostname\ttest\nH\tstate\tnone\n{body}H\tdone\n",
+        crate::vocab::records::PROTOCOL
+    );
+    crate::vocab::records::parse_records(&text, resources, dirs, &crate::kinds::fact_keys())
+}
+
+/// The records of one resource (index 0), parsed from `body`; panics on a malformed record.
+pub fn records(body: &str) -> crate::vocab::records::HostRecords {
+    probe_output(body, 1, 0).unwrap_or_else(|e| panic!("{e}\n{body}"))
+}
+
+/// What a `pl_path` record says of a regular file: `file<TAB>MODE UID GID OWNER GROUP SIZE<TAB>SHA`.
+pub fn file_rec(mode: &str, owner: &str, group: &str, size: u64, sha: &str) -> String {
+    let id = |n: &str| if n == "root" { "0" } else { "1001" };
+    format!(
+        "file\t{mode} {} {} {owner} {group} {size}\t{sha}",
+        id(owner),
+        id(group)
+    )
+}
+
+/// What a `pl_path` record says of a folder: `dir<TAB>MODE UID GID OWNER GROUP`.
+pub fn dir_rec(mode: &str, owner: &str, group: &str) -> String {
+    let id = |n: &str| if n == "root" { "0" } else { "1001" };
+    format!("dir\t{mode} {} {} {owner} {group}", id(owner), id(group))
+}
+
+/// A planner context for a Linux host with systemd and `docker compose`, seen by root.
+pub fn plan_cx() -> crate::vocab::cx::PlanCx {
+    let facts = [
+        ("uid", "0"),
+        ("systemd", "yes"),
+        ("compose", "docker compose"),
+        ("state", "none"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    crate::vocab::cx::PlanCx {
+        facts,
+        now: 1_800_000_000,
+        force_reissue: false,
+        prune_users: false,
+        dirs: Default::default(),
+    }
+}
+
+/// A desired resource built directly from its state, as rendering would (no repo needed).
+pub fn desired(name: &str, spec: crate::kinds::PrimitiveSpec) -> Desired {
+    Desired {
+        kind: spec.kind(),
+        name: name.to_string(),
+        origin: crate::model::desired::Origin {
+            file: "manifests/test.yaml".into(),
+            mark: Default::default(),
+            via: None,
+        },
+        drift: Default::default(),
+        notify: Vec::new(),
+        spec,
+    }
+}
+
+/// A host whose desired state is `resources`, ordered by rank as rendering orders them.
+pub fn host(resources: Vec<Desired>) -> DesiredHost {
+    let mut resources = resources;
+    resources.sort_by_key(|d| d.spec.rank());
+    DesiredHost {
+        host: "pg1".into(),
+        resources,
+    }
+}
+
+/// A resource the host state says plumb manages.
+pub fn managed(kind: &str, name: &str, paths: &[&str]) -> crate::vocab::state::Managed {
+    crate::vocab::state::Managed {
+        kind: kind.into(),
+        name: name.into(),
+        paths: paths.iter().map(|p| p.to_string()).collect(),
+        ..Default::default()
+    }
+}

@@ -179,6 +179,25 @@ pub fn escape_block(text: &str, indent: &str) -> String {
     out
 }
 
+/// Text for an HTML page, in an element or a quoted attribute: `&`, `<`, `>`, `"` and `'` as
+/// entities, and control characters shown escaped as [`escape_multiline`] does (newlines and
+/// tabs kept).
+pub fn html(text: &str) -> String {
+    let visible = escape_multiline(text);
+    let mut out = String::with_capacity(visible.len() + 16);
+    for c in visible.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 /// A control character found in a YAML document, with where and in which field.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FoundControl {
@@ -274,6 +293,15 @@ pub fn is_below(path: &str, prefix: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn html_escapes_markup_and_control_characters() {
+        assert_eq!(
+            super::html("<script>alert('x' & \"y\")</script>\x1b[2J\n"),
+            "&lt;script&gt;alert(&#39;x&#39; &amp; &quot;y&quot;)&lt;/script&gt;\\e[2J\n"
+        );
+        assert_eq!(super::html("plain"), "plain");
+    }
+
     use super::*;
 
     #[test]

@@ -37,8 +37,8 @@ const LAYERS: &[(&str, &[&str])] = &[
         &["load", "render", "probe", "plan", "apply", "report"],
     ),
     (
-        "drivers: where the repo comes from, the run across hosts, the webhook server",
-        &["source", "converge", "serve"],
+        "drivers: where the repo comes from, the run across hosts, the run history, notifications, the webhook server",
+        &["source", "converge", "history", "notify", "serve"],
     ),
     ("binary edge: the command line", &["cli"]),
     (

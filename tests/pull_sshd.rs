@@ -156,3 +156,217 @@ fn a_second_pull_waits_for_the_first_then_fails_clearly() {
     assert!(err.contains("another plumb pull"), "{err}");
     assert!(!s.root().join("etc/motd").exists());
 }
+
+/// A loopback HTTP listener that takes `n` POSTs, answers 200 and hands back their bodies.
+fn notification_listener(n: usize) -> (String, std::sync::mpsc::Receiver<String>) {
+    use std::io::{Read, Write};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/notify", l.local_addr().unwrap());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for _ in 0..n {
+            let Ok((mut s, _)) = l.accept() else { return };
+            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            let mut raw = Vec::new();
+            let mut buf = [0u8; 4096];
+            let body = loop {
+                let Ok(k) = s.read(&mut buf) else { return };
+                if k == 0 {
+                    return;
+                }
+                raw.extend_from_slice(&buf[..k]);
+                let text = String::from_utf8_lossy(&raw).into_owned();
+                if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                    let len: usize = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("Content-Length: "))
+                        .and_then(|v| v.parse().ok())
+                        .unwrap_or(0);
+                    if body.len() >= len {
+                        break body.to_string();
+                    }
+                }
+            };
+            let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+            let _ = tx.send(body);
+        }
+    });
+    (url, rx)
+}
+
+#[test]
+fn pull_notifies_a_failed_run_and_the_recovery() {
+    let s = setup();
+    let (url, got) = notification_listener(3);
+    let notify = ["--notify-url", url.as_str()];
+    let (code, out, err) = s.pull(&notify);
+    assert_eq!(code, 2, "{out}\n{err}");
+    // A success after no failure: nothing sent.
+    assert!(got.recv_timeout(Duration::from_millis(300)).is_err());
+
+    // A commit that declares nothing: the run fails, and says so.
+    let mut idx = s.origin.index().unwrap();
+    idx.remove_path(std::path::Path::new("manifests/motd.yaml"))
+        .unwrap();
+    idx.write().unwrap();
+    let tree = s.origin.find_tree(idx.write_tree().unwrap()).unwrap();
+    let sig = git2::Signature::now("t", "t@example.invalid").unwrap();
+    let parent = s.origin.head().unwrap().peel_to_commit().unwrap();
+    let broken = s
+        .origin
+        .commit(
+            Some("HEAD"),
+            &sig,
+            &sig,
+            "remove everything",
+            &tree,
+            &[&parent],
+        )
+        .unwrap()
+        .to_string();
+    let (code, _, err) = s.pull(&notify);
+    assert_eq!(code, 1, "{err}");
+    let body = got.recv_timeout(Duration::from_secs(30)).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["event"], "failed", "{v:#}");
+    assert_eq!(v["commit"], broken.as_str(), "{v:#}");
+    assert_eq!(v["trigger"], "pull", "{v:#}");
+    let text = v["text"].as_str().unwrap();
+    assert!(text.contains("FAILED"), "{text}");
+    assert!(text.contains("remove everything"), "{text}");
+
+    // A good commit again: the recovery is told.
+    let good = s.commit(&[("manifests/motd.yaml", &motd(&s.root(), "v3"))], "back");
+    let (code, _, err) = s.pull(&notify);
+    assert_eq!(code, 2, "{err}");
+    let v: serde_json::Value =
+        serde_json::from_str(&got.recv_timeout(Duration::from_secs(30)).unwrap()).unwrap();
+    assert_eq!(v["event"], "recovered", "{v:#}");
+    assert_eq!(v["commit"], good.as_str());
+    assert_eq!(v["changed_hosts"], serde_json::json!(["h0"]));
+
+    // A URL plumb cannot POST to is refused before anything runs.
+    let (code, _, err) = s.pull(&["--notify-url", "https://chat.example.invalid/hook"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("only http://"), "{err}");
+}
+
+/// Commits `text` as the motd with git itself, signed (gpg.format=ssh) by `key`.
+fn signed_commit(s: &Setup, key: &std::path::Path, text: &str, message: &str) -> String {
+    std::fs::write(
+        s.origin_dir().join("manifests/motd.yaml"),
+        motd(&s.root(), text),
+    )
+    .unwrap();
+    let git = |args: &[&str]| {
+        let out = std::process::Command::new("git")
+            .arg("-C")
+            .arg(s.origin_dir())
+            .args([
+                "-c",
+                "gpg.format=ssh",
+                "-c",
+                &format!("user.signingkey={}", key.display()),
+                "-c",
+                "user.name=t",
+                "-c",
+                "user.email=t@example.invalid",
+                "-c",
+                "commit.gpgsign=false",
+            ])
+            .args(args)
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("HOME", s.dir.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "git {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    git(&["add", "manifests/motd.yaml"]);
+    git(&["commit", "-q", "-S", "-m", message]);
+    git(&["rev-parse", "HEAD"])
+}
+
+fn keygen(path: &std::path::Path) -> String {
+    let out = std::process::Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", "test", "-f"])
+        .arg(path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::read_to_string(path.with_extension("pub"))
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
+#[test]
+fn pull_requires_commits_signed_by_an_allowed_key() {
+    let s = setup();
+    let signer = s.dir.path().join("signer");
+    let other = s.dir.path().join("other");
+    let signer_pub = keygen(&signer);
+    keygen(&other);
+    let allowed = s.dir.path().join("allowed_signers");
+    std::fs::write(
+        &allowed,
+        format!("ops@example.invalid namespaces=\"git\" {signer_pub}\n"),
+    )
+    .unwrap();
+    let allowed_arg = allowed.display().to_string();
+    let require = [
+        "--require-signed",
+        "--allowed-signers",
+        allowed_arg.as_str(),
+    ];
+
+    // The setup's first commit is not signed: refused, nothing contacted, nothing recorded
+    // as applied.
+    let (code, _, err) = s.pull(&require);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("is not signed"), "{err}");
+    assert_eq!(s.logins(), 0, "an unsigned commit reached a host");
+    assert!(!s.root().join("etc/motd").exists());
+    assert!(!s.state().join("last-applied").exists());
+
+    // Signed by the allowed key: converged, and the signer named.
+    let good = signed_commit(&s, &signer, "v-signed", "signed");
+    let (code, _, err) = s.pull(&require);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("is signed by ops@example.invalid"), "{err}");
+    assert_eq!(
+        std::fs::read_to_string(s.root().join("etc/motd")).unwrap(),
+        "v-signed\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(s.state().join("last-applied")).unwrap(),
+        format!("{good}\n")
+    );
+
+    // Signed by another key: refused, the host untouched, the refusal in the history.
+    let logins = s.logins();
+    let bad = signed_commit(&s, &other, "v-other", "signed by someone else");
+    let (code, _, err) = s.pull(&require);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("does not allow"), "{err}");
+    assert_eq!(s.logins(), logins, "a refused commit reached a host");
+    assert_eq!(
+        std::fs::read_to_string(s.root().join("etc/motd")).unwrap(),
+        "v-signed\n"
+    );
+    let history = std::fs::read_to_string(s.state().join("runs.jsonl")).unwrap();
+    let last: serde_json::Value = serde_json::from_str(history.lines().last().unwrap()).unwrap();
+    assert_eq!(last["commit"], bad.as_str());
+    assert!(
+        last["error"].as_str().unwrap().contains("does not allow"),
+        "{last}"
+    );
+}

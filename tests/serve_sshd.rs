@@ -712,3 +712,315 @@ fn serve_refuses_a_pushed_commit_that_declares_nothing() {
         server.log()
     );
 }
+
+/// `payload=<JSON>` as GitHub form-encodes it (its default content type).
+fn form_encode(json: &[u8]) -> Vec<u8> {
+    let mut out = b"payload=".to_vec();
+    for &b in json {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'*' => out.push(b),
+            b' ' => out.push(b'+'),
+            _ => out.extend_from_slice(format!("%{b:02X}").as_bytes()),
+        }
+    }
+    out
+}
+
+/// The head (status line and headers, lower-cased names) and body of a GET.
+fn get_full(addr: SocketAddr, path: &str) -> (String, String) {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut raw = Vec::new();
+    let _ = stream.read_to_end(&mut raw);
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    (head.to_ascii_lowercase(), body.to_string())
+}
+
+fn plumb_history(s: &Setup, args: &[&str]) -> (i32, String) {
+    let out = assert_cmd::Command::cargo_bin("plumb")
+        .unwrap()
+        .arg("history")
+        .args(args)
+        .arg("--state-dir")
+        .arg(s.state())
+        .env_remove("PLUMB_STATE_DIR")
+        .timeout(Duration::from_secs(30))
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+#[test]
+fn serve_converges_a_form_encoded_github_delivery_and_shows_it_on_the_page_and_in_history() {
+    let s = setup();
+    // A commit whose message carries markup: the page and the history must show it inert.
+    let commit = s.commit(
+        &[("manifests/motd.yaml", &motd(&s.root(), "v-form"))],
+        "motd <script>alert(1)</script>",
+    );
+    let server = Server::start(&s, &["--webhook-rate-limit", "5"]);
+
+    // GitHub's defaults: form-encoded, signed over the raw body as sent.
+    let body = form_encode(&push_body(&s.branch, &commit));
+    let sig = format!("sha256={}", hmac_hex(SECRET, &body));
+    let headers = [
+        ("X-GitHub-Event", "push"),
+        ("X-GitHub-Delivery", "form-1"),
+        ("Content-Type", "application/x-www-form-urlencoded"),
+        ("X-Hub-Signature-256", sig.as_str()),
+    ];
+    // The signature of the JSON inside is not GitHub's signature of a form body: refused.
+    let json_sig = format!(
+        "sha256={}",
+        hmac_hex(SECRET, &push_body(&s.branch, &commit))
+    );
+    let (code, _) = server.post(
+        &[
+            ("X-GitHub-Event", "push"),
+            ("X-GitHub-Delivery", "form-0"),
+            ("Content-Type", "application/x-www-form-urlencoded"),
+            ("X-Hub-Signature-256", json_sig.as_str()),
+        ],
+        &body,
+    );
+    assert_eq!(code, 401);
+    let (code, text) = server.post(&headers, &body);
+    assert_eq!(code, 202, "{text}");
+    assert!(text.starts_with("accepted"), "{text}");
+    let st = server.wait_status("the form delivery's run", |st| {
+        st["state"] == "idle" && st["last_run"]["commit"] == commit.as_str()
+    });
+    assert_eq!(st["last_run"]["result"], "changed", "{st:#}");
+    assert_eq!(
+        std::fs::read_to_string(s.root().join("etc/motd")).unwrap(),
+        "v-form\n"
+    );
+
+    // A GitLab signing-token delivery an hour old: refused, however well signed.
+    let gl_body = push_body(&s.branch, &commit);
+    let old = (std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        - 3600)
+        .to_string();
+    let mut m = <Hmac<sha2::Sha256> as KeyInit>::new_from_slice(SECRET.as_bytes()).unwrap();
+    m.update(format!("msg-1.{old}.").as_bytes());
+    m.update(&gl_body);
+    use base64::Engine as _;
+    let gl_sig = format!(
+        "v1,{}",
+        base64::engine::general_purpose::STANDARD.encode(m.finalize().into_bytes())
+    );
+    let (code, _) = server.post(
+        &[
+            ("X-Gitlab-Event", "Push Hook"),
+            ("webhook-id", "msg-1"),
+            ("webhook-timestamp", old.as_str()),
+            ("webhook-signature", gl_sig.as_str()),
+        ],
+        &gl_body,
+    );
+    assert_eq!(code, 401);
+    assert!(
+        server.log().contains("away from this server's clock"),
+        "{}",
+        server.log()
+    );
+
+    // The status page: the commit, the host, every hostile string escaped, a strict policy.
+    let (head, page) = get_full(server.addr, "/");
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert!(
+        head.contains("content-type: text/html; charset=utf-8"),
+        "{head}"
+    );
+    assert!(
+        head.contains("content-security-policy: default-src 'none'; style-src 'sha256-"),
+        "{head}"
+    );
+    assert!(head.contains("x-content-type-options: nosniff"), "{head}");
+    assert!(page.contains(&commit), "{page}");
+    assert!(
+        page.contains("<td>h0</td><td class=\"changed\">changed</td>"),
+        "{page}"
+    );
+    assert!(
+        page.contains("motd &lt;script&gt;alert(1)&lt;/script&gt;"),
+        "{page}"
+    );
+    assert!(!page.contains("<script"), "{page}");
+    assert_eq!(get_full(server.addr, "/status.html").1, page);
+    // One run's page, linked from the list; an unknown or malformed id is 404.
+    let link = page
+        .split("<a href=\"/runs/")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .unwrap_or_else(|| panic!("no run link in {page}"))
+        .to_string();
+    let (head, run_page) = get_full(server.addr, &format!("/runs/{link}"));
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert!(
+        head.contains("content-security-policy: default-src 'none'"),
+        "{head}"
+    );
+    assert!(run_page.contains(&commit), "{run_page}");
+    assert!(
+        run_page.contains("<td>h0</td><td class=\"changed\">changed</td>"),
+        "{run_page}"
+    );
+    assert!(!run_page.contains("<script"), "{run_page}");
+    assert!(
+        get_full(server.addr, "/runs/20000101T000000Z-000000")
+            .0
+            .starts_with("http/1.1 404")
+    );
+    assert!(
+        get_full(server.addr, "/runs/..%2F..%2Fetc%2Fpasswd")
+            .0
+            .starts_with("http/1.1 404")
+    );
+    // /status stays JSON.
+    let (head, _) = get_full(server.addr, "/status");
+    assert!(head.contains("content-type: application/json"), "{head}");
+
+    // The history: the run, its trigger and host; one run shown host by host.
+    let (code, list) = plumb_history(&s, &[]);
+    assert_eq!(code, 0, "{list}");
+    let line = list
+        .lines()
+        .find(|l| l.contains(&commit[..12]))
+        .unwrap_or_else(|| panic!("{list}"));
+    assert!(line.contains(" webhook "), "{line}");
+    assert!(line.contains(" changed "), "{line}");
+    assert!(line.contains(" h0 "), "{line}");
+    let id = line.split_whitespace().next().unwrap().to_string();
+    let (code, shown) = plumb_history(&s, &["show", &id]);
+    assert_eq!(code, 0, "{shown}");
+    assert!(shown.contains("trigger  webhook"), "{shown}");
+    assert!(shown.contains("\nh0 changed\n"), "{shown}");
+    assert!(shown.contains("/etc/motd"), "{shown}");
+    let (code, json) = plumb_history(&s, &[&id, "--output", "json"]);
+    assert_eq!(code, 0, "{json}");
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(v["run"]["commit"], commit.as_str());
+    assert_eq!(v["report"]["hosts"][0]["host"], "h0");
+    let (code, _) = plumb_history(&s, &["no-such-run"]);
+    assert_eq!(code, 1);
+
+    // A burst over the rate limit (5 a minute from one address): 429 before anything else.
+    let mut limited = 0;
+    for i in 0..8 {
+        let (code, _) = server.post(&[("X-GitHub-Delivery", &format!("burst-{i}"))], b"{}");
+        if code == 429 {
+            limited += 1;
+        } else {
+            assert_eq!(code, 401);
+        }
+    }
+    assert!(limited >= 3, "{limited} of 8 limited");
+    let (code, m) = server.get("/metrics");
+    assert_eq!(code, 200);
+    assert_eq!(
+        metric(&m, "plumb_webhooks_total{outcome=\"rate_limited\"}"),
+        limited as f64
+    );
+}
+
+#[test]
+fn serve_converges_gitea_form_and_gitlab_signing_token_deliveries() {
+    let s = setup();
+    let first = s.origin.head().unwrap().target().unwrap().to_string();
+    let server = Server::start(&s, &[]);
+
+    // Forgejo, form-encoded: the signature covers the JSON inside `payload=`.
+    let json = push_body(&s.branch, &first);
+    let body = form_encode(&json);
+    let sig = hmac_hex(SECRET, &json);
+    let (code, text) = server.post(
+        &[
+            ("X-Forgejo-Event", "push"),
+            ("X-Forgejo-Delivery", "fj-1"),
+            ("X-Forgejo-Signature", sig.as_str()),
+            ("Content-Type", "application/x-www-form-urlencoded"),
+        ],
+        &body,
+    );
+    assert_eq!(code, 202, "{text}");
+    assert!(text.starts_with("accepted"), "{text}");
+    server.wait_status("the Forgejo run", |st| {
+        st["state"] == "idle" && st["last_run"]["commit"] == first.as_str()
+    });
+    assert_eq!(
+        std::fs::read_to_string(s.root().join("etc/motd")).unwrap(),
+        "v1\n"
+    );
+
+    // GitLab with a signing token, now: accepted; the same webhook-id again: a duplicate.
+    let second = s.commit(&[("manifests/motd.yaml", &motd(&s.root(), "v-gl"))], "gl");
+    let gl_body = push_body(&s.branch, &second);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        .to_string();
+    let mut m = <Hmac<sha2::Sha256> as KeyInit>::new_from_slice(SECRET.as_bytes()).unwrap();
+    m.update(format!("msg-2.{now}.").as_bytes());
+    m.update(&gl_body);
+    use base64::Engine as _;
+    let gl_sig = format!(
+        "v1,bm90IHRoaXMgb25l v1,{}",
+        base64::engine::general_purpose::STANDARD.encode(m.finalize().into_bytes())
+    );
+    let headers = [
+        ("X-Gitlab-Event", "Push Hook"),
+        ("webhook-id", "msg-2"),
+        ("webhook-timestamp", now.as_str()),
+        ("webhook-signature", gl_sig.as_str()),
+    ];
+    let (code, text) = server.post(&headers, &gl_body);
+    assert_eq!(code, 202, "{text}");
+    server.wait_status("the GitLab run", |st| {
+        st["state"] == "idle" && st["last_run"]["commit"] == second.as_str()
+    });
+    assert_eq!(
+        std::fs::read_to_string(s.root().join("etc/motd")).unwrap(),
+        "v-gl\n"
+    );
+    let (code, text) = server.post(&headers, &gl_body);
+    assert_eq!(code, 200, "{text}");
+    assert!(text.starts_with("duplicate"), "{text}");
+
+    // A tag push and a branch deletion, signed right: ignored, nothing run.
+    let runs = runs_total(&server.status());
+    for json in [
+        serde_json::json!({"ref": "refs/tags/v1", "after": second, "created": true}),
+        serde_json::json!({"ref": format!("refs/heads/{}", s.branch), "after": "0000000000000000000000000000000000000000", "deleted": true}),
+    ] {
+        let body = form_encode(json.to_string().as_bytes());
+        let sig = format!("sha256={}", hmac_hex(SECRET, &body));
+        let (code, text) = server.post(
+            &[
+                ("X-GitHub-Event", "push"),
+                ("Content-Type", "application/x-www-form-urlencoded"),
+                ("X-Hub-Signature-256", sig.as_str()),
+            ],
+            &body,
+        );
+        assert_eq!(code, 202, "{text}");
+        assert!(text.starts_with("ignored"), "{text}");
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(runs_total(&server.status()), runs, "an ignored push ran");
+}

@@ -4,6 +4,7 @@
 
 pub mod certs;
 pub mod converge;
+pub mod history;
 pub mod inventory;
 pub mod pg;
 pub mod pull;
@@ -85,6 +86,8 @@ pub enum Command {
     Pull(pull::PullArgs),
     /// Webhook receiver: converge on each git push (GitHub, GitLab, Gitea), one run at a time.
     Serve(serve::ServeArgs),
+    /// The runs of `pull` and `serve`: when, which commit, why, the result; one run per host.
+    History(history::HistoryArgs),
     /// The inventory: how plumb reaches a host (`show`), or import an Ansible inventory.
     #[command(subcommand)]
     Inventory(inventory::InventoryCommand),
@@ -203,6 +206,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Apply(a) => converge::apply(&a),
         Command::Pull(a) => pull::pull(&a),
         Command::Serve(a) => serve::serve(&a),
+        Command::History(a) => history::history(&a),
         Command::Inventory(c) => inventory::run(&c),
         Command::Secrets(SecretsCommand::Set { name, repo }) => secrets_set(&repo, &name),
         Command::Secrets(SecretsCommand::List { repo }) => secrets_list(&repo),

@@ -11,7 +11,6 @@ use crate::report::HostStatus;
 use crate::source::{self, display_url};
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use serde::Serialize;
 use std::io::Write as _;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
@@ -40,12 +39,44 @@ pub struct SourceArgs {
     /// age identity that decrypts the repo's secrets.
     #[arg(long, value_name = "FILE", env = "PLUMB_AGE_IDENTITY")]
     pub age_identity: Option<PathBuf>,
+    /// Converge only commits signed (git's gpg.format=ssh) by a key of --allowed-signers;
+    /// others are refused, reported and touch nothing.
+    #[arg(long, requires = "allowed_signers")]
+    pub require_signed: bool,
+    /// Who may sign, in git's gpg.ssh.allowedSignersFile format (`PRINCIPAL KEYTYPE KEY` lines).
+    #[arg(long, value_name = "FILE")]
+    pub allowed_signers: Option<PathBuf>,
+    /// POST a JSON summary here when a run fails, and when one succeeds after a failure
+    /// (repeatable; http://HOST[:PORT]/PATH; for https use --notify-command with curl).
+    #[arg(long, value_name = "URL")]
+    pub notify_url: Vec<String>,
+    /// Run this program (no shell, no arguments) with the same JSON summary on stdin and
+    /// PLUMB_NOTIFY_EVENT set to failed, recovered or changed (repeatable).
+    #[arg(long, value_name = "PROGRAM")]
+    pub notify_command: Vec<PathBuf>,
+    /// Also notify runs that changed hosts.
+    #[arg(long)]
+    pub notify_changes: bool,
     /// Host options.
     #[command(flatten)]
     pub hosts: HostArgs,
 }
 
 impl SourceArgs {
+    /// The notification targets these arguments name (URLs checked here, before any run).
+    pub fn notifier(&self) -> Result<crate::notify::Notifier> {
+        let urls = self
+            .notify_url
+            .iter()
+            .map(|u| crate::notify::HttpUrl::parse(u))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(crate::notify::Notifier {
+            urls,
+            commands: self.notify_command.clone(),
+            on_change: self.notify_changes,
+        })
+    }
+
     /// The controller state folder: `--state-dir`, or the default for this user.
     pub fn state_dir(&self) -> PathBuf {
         self.state_dir.clone().unwrap_or_else(default_state_dir)
@@ -79,21 +110,7 @@ pub struct PullArgs {
     pub print_systemd: Option<String>,
 }
 
-/// One line of `runs.jsonl`, the controller's run history.
-#[derive(Serialize)]
-struct HistoryLine<'a> {
-    started_at: i64,
-    duration_ms: u128,
-    commit: &'a str,
-    summary: &'a str,
-    dry_run: bool,
-    exit_code: i32,
-    hosts: usize,
-    changed: usize,
-    failed: usize,
-}
-
-fn default_state_dir() -> PathBuf {
+pub(super) fn default_state_dir() -> PathBuf {
     // SAFETY: geteuid has no preconditions and cannot fail.
     if unsafe { libc::geteuid() } == 0 {
         PathBuf::from("/var/lib/plumb-controller")
@@ -167,6 +184,26 @@ fn systemd_units(p: &PullArgs, interval: &str, state_dir: &Path) -> Result<Strin
             cmd.push(q(&abs.display().to_string()));
         }
     }
+    for u in &a.notify_url {
+        cmd.push("--notify-url".into());
+        cmd.push(q(u));
+    }
+    for c in &a.notify_command {
+        let abs = std::path::absolute(c).unwrap_or_else(|_| c.clone());
+        cmd.push("--notify-command".into());
+        cmd.push(q(&abs.display().to_string()));
+    }
+    if a.notify_changes {
+        cmd.push("--notify-changes".into());
+    }
+    if a.require_signed
+        && let Some(f) = &a.allowed_signers
+    {
+        let abs = std::path::absolute(f).unwrap_or_else(|_| f.clone());
+        cmd.push("--require-signed".into());
+        cmd.push("--allowed-signers".into());
+        cmd.push(q(&abs.display().to_string()));
+    }
     if let Some(l) = &a.hosts.limit {
         cmd.push("--limit".into());
         cmd.push(q(l));
@@ -212,7 +249,110 @@ pub fn pull(a: &PullArgs) -> Result<i32> {
         print!("{}", systemd_units(a, interval, &state_dir)?);
         return Ok(EXIT_OK);
     }
-    Ok(pull_once(&a.source, a.dry_run, a.always)?.exit_code)
+    let notifier = a.source.notifier()?;
+    Ok(pull_and_notify(&a.source, &notifier, a.dry_run, a.always, "pull")?.exit_code)
+}
+
+/// [`pull_once`], then a notification when the run failed, recovered from a failure, or (if
+/// asked) changed hosts. A dry run notifies nothing.
+pub(super) fn pull_and_notify(
+    a: &SourceArgs,
+    notifier: &crate::notify::Notifier,
+    dry_run: bool,
+    always: bool,
+    trigger: &str,
+) -> Result<PullOutcome> {
+    if dry_run || notifier.is_empty() {
+        return pull_once(a, dry_run, always, trigger);
+    }
+    let history = crate::history::History::new(&a.state_dir());
+    let previous_failed = history
+        .last(1)
+        .ok()
+        .and_then(|r| r.into_iter().next())
+        .is_some_and(|r| r.result() == "failed");
+    let result = pull_once(a, dry_run, always, trigger);
+    let (failed, changed, skipped) = match &result {
+        Ok(o) => (
+            o.exit_code == EXIT_ERROR,
+            !o.changed_hosts.is_empty(),
+            !o.converged && o.exit_code == EXIT_OK,
+        ),
+        Err(_) => (true, false, false),
+    };
+    if skipped {
+        return result;
+    }
+    let Some(event) =
+        crate::notify::event_for(failed, previous_failed, changed, notifier.on_change)
+    else {
+        return result;
+    };
+    let mut s = crate::notify::Summary {
+        event,
+        text: String::new(),
+        source: display_url(&a.url),
+        branch: a.branch.clone(),
+        run_id: None,
+        commit: None,
+        summary: None,
+        trigger: trigger.to_string(),
+        result: if failed {
+            "failed"
+        } else if changed {
+            "changed"
+        } else {
+            "unchanged"
+        }
+        .into(),
+        changed_hosts: Vec::new(),
+        failed_hosts: Vec::new(),
+        error: None,
+    };
+    match &result {
+        Ok(o) => {
+            s.run_id = o.run_id.clone();
+            s.commit = Some(o.commit.clone());
+            s.summary = Some(o.summary.clone());
+            s.changed_hosts = o.changed_hosts.clone();
+            s.failed_hosts = o.failed_hosts.clone();
+            s.error = o.error.clone();
+        }
+        Err(e) => s.error = Some(crate::secrets::redact(&format!("{e:#}"))),
+    }
+    let what = match event {
+        crate::notify::Event::Failed => "FAILED",
+        crate::notify::Event::Recovered => "recovered",
+        crate::notify::Event::Changed => "changed",
+    };
+    let hosts = |h: &[String]| {
+        if h.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", h.join(", "))
+        }
+    };
+    s.text = format!(
+        "plumb: {} {} at {}{}: {what}{}{}",
+        s.source,
+        s.branch,
+        s.commit.as_deref().map_or("-", short),
+        s.summary
+            .as_deref()
+            .map(|x| format!(" \"{x}\""))
+            .unwrap_or_default(),
+        match event {
+            crate::notify::Event::Failed => hosts(&s.failed_hosts),
+            _ => hosts(&s.changed_hosts),
+        },
+        s.error
+            .as_deref()
+            .map(|e| format!(": {e}"))
+            .unwrap_or_default(),
+    );
+    let delivered = notifier.send(&s);
+    tracing::info!(event = event.word(), delivered, "notification sent");
+    result
 }
 
 /// What one pull did.
@@ -230,12 +370,21 @@ pub(super) struct PullOutcome {
     pub changed_hosts: Vec<String>,
     /// Hosts that failed.
     pub failed_hosts: Vec<String>,
+    /// The run's id in the history (none when the commit was applied already).
+    pub run_id: Option<String>,
+    /// Why the commit was refused before any host was contacted.
+    pub error: Option<String>,
 }
 
 /// One pull, shared by `plumb pull` and `plumb serve`: takes the controller lock, fetches the
 /// branch, converges it when its commit is new (or `always`), records the commit as applied
-/// when the converge succeeded, and appends the run to the history.
-pub(super) fn pull_once(a: &SourceArgs, dry_run: bool, always: bool) -> Result<PullOutcome> {
+/// when the converge succeeded, and appends the run to the history (`trigger` says why it ran).
+pub(super) fn pull_once(
+    a: &SourceArgs,
+    dry_run: bool,
+    always: bool,
+    trigger: &str,
+) -> Result<PullOutcome> {
     let state_dir = a.state_dir();
     std::fs::create_dir_all(&state_dir)
         .with_context(|| format!("creating {}", state_dir.display()))?;
@@ -249,6 +398,8 @@ pub(super) fn pull_once(a: &SourceArgs, dry_run: bool, always: bool) -> Result<P
         exit_code: EXIT_OK,
         changed_hosts: Vec::new(),
         failed_hosts: Vec::new(),
+        run_id: None,
+        error: None,
     };
     let applied_file = state_dir.join("last-applied");
     let applied = std::fs::read_to_string(&applied_file).unwrap_or_default();
@@ -267,6 +418,39 @@ pub(super) fn pull_once(a: &SourceArgs, dry_run: bool, always: bool) -> Result<P
         short(&fetched.commit),
         crate::text::escape(&fetched.summary)
     );
+    if a.require_signed {
+        let allowed = a.allowed_signers.clone().unwrap_or_default();
+        let started = time::OffsetDateTime::now_utc().unix_timestamp();
+        match source::signed::verify_commit(&checkout, &fetched.commit, &allowed, &state_dir) {
+            Ok(signer) => eprintln!(
+                "commit {} is signed by {} (allowed by {})",
+                short(&fetched.commit),
+                crate::text::escape(&signer),
+                allowed.display()
+            ),
+            Err(e) => {
+                let message = format!("{e}; nothing was contacted");
+                eprintln!("refused: {message}");
+                let run_id = converge::new_run_id();
+                let record = crate::history::RunRecord {
+                    id: run_id.clone(),
+                    started_at: started,
+                    commit: fetched.commit.clone(),
+                    summary: fetched.summary.clone(),
+                    trigger: trigger.to_string(),
+                    dry_run,
+                    exit_code: EXIT_ERROR,
+                    error: Some(message.clone()),
+                    ..Default::default()
+                };
+                crate::history::History::new(&state_dir).append(&record, None)?;
+                outcome.exit_code = EXIT_ERROR;
+                outcome.run_id = Some(run_id);
+                outcome.error = Some(message);
+                return Ok(outcome);
+            }
+        }
+    }
     let repo_args = RepoArgs {
         repo: checkout,
         inventory: a.inventory.clone(),
@@ -274,6 +458,9 @@ pub(super) fn pull_once(a: &SourceArgs, dry_run: bool, always: bool) -> Result<P
     };
     let started = time::OffsetDateTime::now_utc().unix_timestamp();
     let t0 = Instant::now();
+    let mut run_id = converge::new_run_id();
+    let mut report_json = None;
+    let mut error = None;
     let (code, hosts, changed, failed) = match prepare(&repo_args, a.hosts.limit.as_deref())? {
         Err(ds) => {
             print_diagnostics(&ds);
@@ -281,6 +468,10 @@ pub(super) fn pull_once(a: &SourceArgs, dry_run: bool, always: bool) -> Result<P
                 "commit {} is not a valid cluster repo; nothing was contacted, and it is not recorded as applied",
                 short(&fetched.commit)
             );
+            error = Some(format!(
+                "commit {} is not a valid cluster repo; nothing was contacted",
+                short(&fetched.commit)
+            ));
             (EXIT_ERROR, 0, 0, 0)
         }
         Ok((repo, targets)) => {
@@ -294,6 +485,8 @@ pub(super) fn pull_once(a: &SourceArgs, dry_run: bool, always: bool) -> Result<P
             print_report(&report, a.hosts.output);
             let s = report.summary();
             outcome.converged = true;
+            run_id = report.run_id.clone();
+            report_json = Some(report.to_json());
             for h in &report.hosts {
                 match h.status(report.dry_run) {
                     HostStatus::Changed => outcome.changed_hosts.push(h.host.clone()),
@@ -309,28 +502,25 @@ pub(super) fn pull_once(a: &SourceArgs, dry_run: bool, always: bool) -> Result<P
         crate::secrets::write_atomic(&applied_file, format!("{}\n", fetched.commit).as_bytes())
             .with_context(|| format!("writing {}", applied_file.display()))?;
     }
-    let line = HistoryLine {
+    let record = crate::history::RunRecord {
+        id: run_id.clone(),
         started_at: started,
-        duration_ms: t0.elapsed().as_millis(),
-        commit: &fetched.commit,
-        summary: &fetched.summary,
+        duration_ms: u64::try_from(t0.elapsed().as_millis()).unwrap_or(u64::MAX),
+        commit: fetched.commit.clone(),
+        summary: fetched.summary.clone(),
+        trigger: trigger.to_string(),
         dry_run,
         exit_code: code,
         hosts,
         changed,
         failed,
+        changed_hosts: outcome.changed_hosts.clone(),
+        failed_hosts: outcome.failed_hosts.clone(),
+        error,
     };
-    let history = state_dir.join("runs.jsonl");
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&history)
-        .with_context(|| format!("opening {}", history.display()))?;
-    writeln!(
-        f,
-        "{}",
-        crate::secrets::redact(&serde_json::to_string(&line)?)
-    )?;
+    outcome.error = record.error.clone();
+    crate::history::History::new(&state_dir).append(&record, report_json.as_deref())?;
+    outcome.run_id = Some(run_id);
     Ok(outcome)
 }
 

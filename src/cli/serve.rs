@@ -3,7 +3,7 @@
 //! commit is new, record it. One run at a time; bursts coalesce; `--interval` also converges
 //! periodically to repair drift.
 
-use super::pull::{SourceArgs, pull_once};
+use super::pull::{SourceArgs, pull_and_notify};
 use super::{EXIT_ERROR, EXIT_OK};
 use crate::serve::runner::{RunOutcome, RunRequest, Runner, Trigger};
 use crate::serve::{self, HOOK_PATH, ServeConfig, webhook};
@@ -56,6 +56,10 @@ pub struct ServeArgs {
     /// Connections open at once from one address; more are closed at once.
     #[arg(long, default_value_t = 32, value_name = "N")]
     pub max_connections_per_ip: usize,
+    /// Webhook requests a minute from one address (bursts of as many pass); more are answered
+    /// 429 before their body is read. 0: no limit.
+    #[arg(long, default_value_t = 60, value_name = "N")]
+    pub webhook_rate_limit: u32,
 }
 
 impl ServeArgs {
@@ -78,16 +82,23 @@ impl ServeArgs {
 }
 
 /// One run: the shared pull, its result turned into what `/status` reports.
-fn run(source: &SourceArgs, request: RunRequest) -> RunOutcome {
+fn run(source: &SourceArgs, notifier: &crate::notify::Notifier, request: RunRequest) -> RunOutcome {
     tracing::info!(trigger = ?request.trigger, always = request.always, "run starting");
-    match pull_once(source, false, request.always) {
+    let trigger = match request.trigger {
+        Trigger::Webhook => "webhook",
+        Trigger::Interval => "interval",
+        Trigger::Startup => "startup",
+    };
+    match pull_and_notify(source, notifier, false, request.always, trigger) {
         Ok(o) => {
-            // A repo that does not load is refused before any host is contacted.
-            let error = (!o.converged && o.exit_code == EXIT_ERROR).then(|| {
-                format!(
-                    "commit {} is not a valid cluster repo; nothing was contacted (the errors are in the log)",
-                    o.commit
-                )
+            // A repo that does not load, or a commit not signed as required, is refused before
+            // any host is contacted.
+            let error = o.error.clone().map(|e| {
+                if e.contains("not a valid cluster repo") {
+                    format!("{e} (the errors are in the log)")
+                } else {
+                    e
+                }
             });
             RunOutcome {
                 commit: Some(o.commit),
@@ -138,9 +149,10 @@ pub fn serve(a: &ServeArgs) -> Result<i32> {
     std::fs::create_dir_all(&state_dir)
         .with_context(|| format!("creating {}", state_dir.display()))?;
 
+    let notifier = a.source.notifier()?;
     let source = a.source.clone();
     let runner = Runner::start(
-        move |request| run(&source, request),
+        move |request| run(&source, &notifier, request),
         a.interval.map(Duration::from_secs),
     )
     .context("starting the run thread")?;
@@ -149,6 +161,8 @@ pub fn serve(a: &ServeArgs) -> Result<i32> {
         secret,
         source: display_url(&a.source.url),
         limits,
+        rate_per_minute: a.webhook_rate_limit,
+        state_dir: Some(state_dir.clone()),
     };
     let router = serve::router(config, runner.clone());
 
@@ -159,7 +173,7 @@ pub fn serve(a: &ServeArgs) -> Result<i32> {
             .with_context(|| format!("listening on {}", a.listen))?;
         let addr = listener.local_addr().context("reading the bound address")?;
         eprintln!(
-            "plumb serve: listening on http://{addr} (POST {HOOK_PATH}; GET /healthz, /status, /metrics), following {} branch {}",
+            "plumb serve: listening on http://{addr} (POST {HOOK_PATH}; GET / for the status page, /healthz, /status, /metrics), following {} branch {}",
             display_url(&a.source.url),
             a.source.branch
         );

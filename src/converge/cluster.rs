@@ -164,7 +164,9 @@ impl Session {
     pub async fn open(repo: &Repo, live: LiveCluster, opts: &ConvergeOptions) -> Session {
         let tasks = live.members.iter().map(|mb| async move {
             let remote = match repo.inventory.host(&mb.name) {
-                Some(h) => Remote::connect(h, &opts.remote).await,
+                Some(h) => Remote::connect(h, &opts.remote)
+                    .await
+                    .map_err(|e| e.to_string()),
                 None => Err("not in the inventory".to_string()),
             };
             (mb.name.clone(), remote)

@@ -274,7 +274,9 @@ async fn read_host(
     desired: &DesiredHost,
     opts: &RemoteOptions,
 ) -> Result<HostRecords, String> {
-    let remote = Remote::connect(host, opts).await?;
+    let remote = Remote::connect(host, opts)
+        .await
+        .map_err(|e| e.to_string())?;
     let records = probe_unlocked(&remote, desired, &host.state_dir).await;
     remote.close().await;
     records
@@ -382,7 +384,7 @@ impl Job<'_> {
     async fn run(&self, planned: Option<HostPlan>) -> Result<HostRun, HostError> {
         let remote = Remote::connect(self.host, &self.opts.remote)
             .await
-            .map_err(|e| (None, e))?;
+            .map_err(|e| (None, e.to_string()))?;
         let result = match self.probe(&remote).await {
             Ok((session, records)) => self.plan_apply(session, records, planned).await,
             Err(e) => Err((None, e)),

@@ -58,11 +58,14 @@ impl RemoteOptions {
 
     /// Resolves how to reach `host` (inventory, then ssh_config, then defaults), with where
     /// each setting came from.
-    pub fn resolve(&self, host: &Host) -> Result<route::Resolved, String> {
+    pub fn resolve(&self, host: &Host) -> Result<route::Resolved, ConnectError> {
         let config = self
             .reach
             .config(&self.config_choice(host))
-            .map_err(|e| format!("{}: {e}", host.name))?;
+            .map_err(|source| ConnectError::Config {
+                host: host.name.clone(),
+                source,
+            })?;
         let run = RunSettings {
             accept_new_host_keys: self.accept_new_host_keys,
             connect_timeout: self.connect_timeout,
@@ -70,8 +73,31 @@ impl RemoteOptions {
             default_known_hosts: self.default_known_hosts.clone(),
             env: self.reach.env().clone(),
         };
-        route::resolve(&host.route_spec(), &config, &run).map_err(|e| e.to_string())
+        route::resolve(&host.route_spec(), &config, &run).map_err(ConnectError::Route)
     }
+}
+
+/// Why a host cannot be reached: its SSH settings do not resolve, or the connection fails.
+/// Each message is the one the operator has always seen; the cause stays attached as the
+/// error's source.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// The ssh_config files that apply to the host cannot be read.
+    #[error("{host}: {source}")]
+    Config {
+        /// The host's inventory name.
+        host: String,
+        /// What is wrong with the file.
+        #[source]
+        source: crate::transport::ssh_config::SshConfigError,
+    },
+    /// The host's settings do not resolve into a route (a loop of jump hosts, a bad port...).
+    #[error("{0}")]
+    Route(#[source] route::RouteError),
+    /// The connection, a bastion's or the host's, failed (boxed: it is large, and a host
+    /// that connects carries none).
+    #[error("{0}")]
+    Transport(#[source] Box<transport::TransportError>),
 }
 
 /// What a script printed.
@@ -97,7 +123,7 @@ pub enum Remote {
 
 impl Remote {
     /// Connects to a host (or prepares to run locally).
-    pub async fn connect(host: &Host, opts: &RemoteOptions) -> Result<Remote, String> {
+    pub async fn connect(host: &Host, opts: &RemoteOptions) -> Result<Remote, ConnectError> {
         if opts.local {
             return Ok(Remote::Local {
                 timeout: opts.command_timeout,
@@ -110,7 +136,7 @@ impl Remote {
             .connect(&resolved.route())
             .await
             .map(|c| Remote::Ssh(Box::new(c)))
-            .map_err(|e| e.to_string())
+            .map_err(|e| ConnectError::Transport(Box::new(e)))
     }
 
     /// Runs a POSIX sh script.

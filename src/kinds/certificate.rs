@@ -159,7 +159,7 @@ impl CertificateSpec {
         }
         let ca_certificate = cx
             .ca_certificate(&self.ca)
-            .map_err(|msg| m.error("ca", msg))?;
+            .map_err(|e| m.error("ca", e.to_string()))?;
         Ok(CertificateState {
             ca: self.ca.clone(),
             ca_certificate,
@@ -313,6 +313,10 @@ impl Kind for CertificateSpec {
 }
 
 impl Primitive for CertificateState {
+    fn removed_as_owner() -> bool {
+        true
+    }
+
     fn shell() -> &'static str {
         include_str!("certificate.sh")
     }
@@ -567,6 +571,140 @@ mod tests {
             "a".repeat(64),
             "d".repeat(64)
         )
+    }
+
+    /// A CA, the state a manifest asks for, and a certificate that CA issued for it.
+    fn issued() -> (CertificateState, String, i64) {
+        issued_by("test CA")
+    }
+
+    fn issued_by(ca_name: &str) -> (CertificateState, String, i64) {
+        let ca = crate::pki::create_ca(ca_name, 30).unwrap();
+        let want = state(&ca.cert_pem);
+        let leaf = crate::pki::issue(&ca.cert_pem, &ca.key_pem, &want.leaf_request()).unwrap();
+        let not_after = crate::pki::inspect(&leaf.cert_pem).unwrap().not_after;
+        (want, leaf.cert_pem, not_after)
+    }
+
+    fn plan_at(want: &CertificateState, out: &str, now: i64, force: bool) -> Planned {
+        let r = parse_records(out, 1, 0, &[]).unwrap_or_else(|e| panic!("{e}\n{out}"));
+        let mut cx = crate::testutil::plan_cx();
+        cx.now = now;
+        cx.force_reissue = force;
+        want.plan(0, r.of(0), &cx)
+    }
+
+    fn issue(reason: &str) -> Step {
+        Step::IssueCertificate {
+            index: 0,
+            reason: reason.into(),
+        }
+    }
+
+    #[test]
+    fn a_valid_certificate_plans_nothing_and_a_missing_one_is_issued() {
+        let (want, pem, not_after) = issued();
+        let now = not_after - 9 * 86_400;
+        let p = plan_at(&want, &records(Some(&pem)), now, false);
+        assert!(
+            p.steps.is_empty() && p.changes.is_empty() && p.error.is_none(),
+            "{p:?}"
+        );
+        let none = "H\tbegin\t1\n0.cert\tabsent\n0.key\tabsent\n0.pem\tabsent\nH\tdone\n";
+        let p = plan_at(&want, none, now, false);
+        assert_eq!(p.action, Some(Action::Create));
+        assert_eq!(p.steps, [issue("missing")]);
+    }
+
+    #[test]
+    fn a_certificate_is_reissued_near_expiry_or_when_rotation_is_asked() {
+        let (want, pem, not_after) = issued();
+        let p = plan_at(&want, &records(Some(&pem)), not_after - 86_400, false);
+        assert_eq!(p.action, Some(Action::Update));
+        assert_eq!(p.steps, [issue("expires in 1 days (renew_before 3d)")]);
+        let p = plan_at(&want, &records(Some(&pem)), not_after - 9 * 86_400, true);
+        assert_eq!(p.steps, [issue("rotation requested")]);
+        // Signed by another CA.
+        let (other, _, _) = issued_by("another CA");
+        let p = plan_at(&other, &records(Some(&pem)), not_after - 9 * 86_400, false);
+        assert!(
+            matches!(&p.steps[..], [Step::IssueCertificate { reason, .. }] if reason.contains("not by CA")),
+            "{p:?}"
+        );
+    }
+
+    #[test]
+    fn owner_and_mode_are_fixed_and_the_ca_file_written() {
+        let (mut want, pem, not_after) = issued();
+        want.ca_path = Some("/etc/ca.crt".into());
+        let out = records(Some(&pem))
+            .replace("0.key\tfile\t600", "0.key\tfile\t644")
+            .replace("H\tdone", "0.ca\tabsent\nH\tdone");
+        let p = plan_at(&want, &out, not_after - 9 * 86_400, false);
+        assert_eq!(
+            p.steps[0],
+            Step::SetMeta {
+                path: "/etc/pg1.key".into(),
+                owner: None,
+                group: None,
+                mode: Some(FileMode(0o600)),
+            }
+        );
+        assert!(
+            matches!(&p.steps[1], Step::WriteFile { path, mode, .. } if path == "/etc/ca.crt" && mode.0 == 0o644)
+        );
+    }
+
+    #[test]
+    fn a_certificate_that_left_the_repo_is_removed() {
+        let m = crate::testutil::managed("Certificate", "pg1", &["/etc/pg1.crt", "/etc/pg1.key"]);
+        let steps = CertificateState::prune(&m, &crate::testutil::plan_cx());
+        assert_eq!(
+            steps,
+            [
+                Step::Remove {
+                    path: "/etc/pg1.crt".into()
+                },
+                Step::Remove {
+                    path: "/etc/pg1.key".into()
+                }
+            ]
+        );
+    }
+
+    #[test]
+    fn hostile_records_are_errors_or_a_fresh_certificate_never_a_kept_one() {
+        let (want, pem, not_after) = issued();
+        let now = not_after - 9 * 86_400;
+        // A folder or a device where the certificate or key goes: an error.
+        for (from, to) in [
+            (
+                "0.cert\tfile\t644 0 0 root root 700",
+                "0.cert\tdir\t755 0 0 root root",
+            ),
+            ("0.key\tfile\t600 0 0 root root 200", "0.key\tother"),
+        ] {
+            let out = records(Some(&pem)).replace(from, to);
+            let p = plan_at(&want, &out, now, false);
+            assert!(p.steps.is_empty() && p.error.is_some(), "{to}: {p:?}");
+        }
+        // Certificate text that is not base64, not UTF-8 or not a certificate is never
+        // trusted: the controller issues a fresh one (what the host printed is not used).
+        for (b64, reason) in [
+            ("%%%", "unreadable certificate"),
+            ("/w==", "unreadable certificate"),
+            ("aGVsbG8=", "unparsable certificate"),
+        ] {
+            let out = records(Some(&pem)).replace(
+                &format!(
+                    "0.pem\t{}",
+                    base64::engine::general_purpose::STANDARD.encode(&pem)
+                ),
+                &format!("0.pem\t{b64}"),
+            );
+            let p = plan_at(&want, &out, now, false);
+            assert_eq!(p.steps, [issue(reason)], "{b64}");
+        }
     }
 
     #[test]

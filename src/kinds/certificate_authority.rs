@@ -39,8 +39,8 @@ impl Kind for CertificateAuthoritySpec {
 
     fn check(&self, cx: &mut CheckCx) {
         let name = cx.manifest.name.clone();
-        if let Err(msg) = crate::model::values::check_repo_relative(&self.certificate) {
-            cx.error("certificate", msg, None);
+        if let Err(e) = crate::model::values::check_repo_relative(&self.certificate) {
+            cx.error("certificate", e.to_string(), None);
         } else if let Err(e @ crate::confine::Confined::Outside { .. }) = cx
             .repo
             .confined

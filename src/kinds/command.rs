@@ -198,3 +198,110 @@ impl Primitive for CommandSpec {
         vec![self.step()]
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::{managed, plan_cx, records};
+
+    fn want() -> CommandSpec {
+        CommandSpec {
+            run: "initdb /srv/db".into(),
+            creates: Some("/srv/db/PG_VERSION".into()),
+            unless: None,
+            onlyif: None,
+            refresh_only: false,
+            user: Some("postgres".into()),
+            cwd: None,
+            env: BTreeMap::from([("LANG".to_string(), "C".to_string())]),
+            timeout: 60,
+            wait_for: None,
+            wait_timeout: 300,
+        }
+    }
+
+    /// Planned from what the guards print: `N<TAB>command`, then one record per guard.
+    fn plan(c: &CommandSpec, guards: &str) -> Planned {
+        c.plan(
+            0,
+            records(&format!("0\tcommand\n{guards}")).of(0),
+            &plan_cx(),
+        )
+    }
+
+    #[test]
+    fn a_guard_that_says_done_plans_nothing() {
+        let p = plan(&want(), "0.creates\tok\n");
+        assert!(p.steps.is_empty() && p.changes.is_empty() && p.error.is_none());
+    }
+
+    #[test]
+    fn a_guard_that_says_run_runs_it_with_its_guards_checked_again() {
+        let p = plan(&want(), "0.creates\tfail\n");
+        assert_eq!(p.action, Some(Action::Run));
+        assert_eq!(
+            p.steps,
+            [Step::exec([
+                "pl_command_run",
+                "/srv/db/PG_VERSION",
+                "",
+                "",
+                "300",
+                "",
+                "postgres",
+                "",
+                "60",
+                "initdb /srv/db",
+                "LANG=C",
+            ])]
+        );
+        // unless / onlyif: every guard must agree.
+        let mut c = want();
+        c.unless = Some("test -f /x".into());
+        c.onlyif = Some("test -d /srv".into());
+        assert_eq!(
+            plan(&c, "0.creates\tfail\n0.unless\tfail\n0.onlyif\tok\n")
+                .steps
+                .len(),
+            1
+        );
+        assert!(
+            plan(&c, "0.creates\tfail\n0.unless\tok\n0.onlyif\tok\n")
+                .steps
+                .is_empty()
+        );
+        assert!(
+            plan(&c, "0.creates\tfail\n0.unless\tfail\n0.onlyif\tfail\n")
+                .steps
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn a_refresh_only_command_runs_only_when_notified() {
+        let mut c = want();
+        c.refresh_only = true;
+        assert!(plan(&c, "0.creates\tfail\n").steps.is_empty());
+        assert_eq!(c.refresh(&plan_cx()).len(), 1);
+    }
+
+    #[test]
+    fn a_command_that_left_the_repo_is_not_undone() {
+        assert!(CommandSpec::prune(&managed("Command", "initdb", &[]), &plan_cx()).is_empty());
+        assert!(want().cas_keys().is_empty());
+    }
+
+    #[test]
+    fn a_guard_record_the_probe_cannot_print_never_runs_the_command() {
+        let mut c = want();
+        c.onlyif = Some("true".into());
+        for guards in [
+            "",
+            "0.creates\tmaybe\n",
+            "0.creates\tfail\n0.onlyif\tOK\n",
+            "0.creates\tfail\n0.onlyif\n",
+        ] {
+            assert!(plan(&c, guards).steps.is_empty(), "{guards:?}");
+        }
+    }
+}

@@ -129,7 +129,7 @@ pub fn render_env(
                 sensitive = true;
                 let v = cx
                     .secret(&s.secret)
-                    .map_err(|msg| m.error(&format!("env.{k}"), msg))?
+                    .map_err(|e| m.error(&format!("env.{k}"), e.to_string()))?
                     .expose()
                     .to_string();
                 // Compose reads `.env` line by line: a line break would end the value and
@@ -475,4 +475,191 @@ fn compose_step(flavor: &str, project: &str, dir: &str, args: &[&str]) -> Step {
     ];
     argv.extend(args.iter().map(|a| a.to_string()));
     Step::exec(argv)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::{OTHER_SHA, dir_rec, file_rec, managed, plan_cx, records};
+
+    const COMPOSE: &str = "services:\n  db:\n    image: postgres:16\n  api:\n    image: app:1\n";
+
+    fn want() -> StackState {
+        StackState {
+            project: "app".into(),
+            dir: "/opt/app".into(),
+            compose: Some(Content::plain(COMPOSE)),
+            env: None,
+            owner: "root".into(),
+            group: "root".into(),
+            mode: FileMode(0o640),
+            restart_on_notify: vec!["api".into()],
+            state: Presence::Present,
+        }
+    }
+
+    fn compose_file() -> String {
+        let sha = Content::plain(COMPOSE).sha256();
+        file_rec("640", "root", "root", COMPOSE.len() as u64, &sha)
+    }
+
+    /// What the probe prints for a stack: its two files, then `pl_stack_ps`.
+    fn body(compose: &str, env: &str, ps: &[(&str, &str)]) -> String {
+        let mut out = format!("0.compose\t{compose}\n0.env\t{env}\n");
+        for (svc, st) in ps {
+            out.push_str(&format!("0.ps\t{svc}\t{st}\n"));
+        }
+        out.push_str("0.ps\tend\n");
+        out
+    }
+
+    const RUNNING: &[(&str, &str)] = &[("db", "running"), ("api", "running")];
+
+    fn plan_with(s: &StackState, body: &str, cx: &PlanCx) -> Planned {
+        s.plan(0, records(body).of(0), cx)
+    }
+
+    fn plan(s: &StackState, body: &str) -> Planned {
+        plan_with(s, body, &plan_cx())
+    }
+
+    fn compose(args: &[&str]) -> Step {
+        compose_step("docker compose", "app", "/opt/app", args)
+    }
+
+    #[test]
+    fn a_running_stack_in_sync_plans_nothing() {
+        let p = plan(&want(), &body(&compose_file(), "absent", RUNNING));
+        assert!(
+            p.steps.is_empty() && p.changes.is_empty() && p.error.is_none(),
+            "{p:?}"
+        );
+    }
+
+    #[test]
+    fn a_new_stack_is_written_and_brought_up() {
+        let p = plan(&want(), &body("absent", "absent", &[]));
+        assert_eq!(p.action, Some(Action::Create));
+        assert!(
+            matches!(&p.steps[0], Step::WriteFile { path, .. } if path == "/opt/app/docker-compose.yml")
+        );
+        assert_eq!(p.steps[1..], [compose(&["up", "-d", "--remove-orphans"])]);
+        assert_eq!(
+            p.changes.last().unwrap().from.as_deref(),
+            Some("not running: db, api")
+        );
+    }
+
+    #[test]
+    fn changed_files_or_a_stopped_service_bring_it_up_again() {
+        let other = file_rec("640", "root", "root", 3, OTHER_SHA);
+        let p = plan(&want(), &body(&other, "absent", RUNNING));
+        assert!(matches!(p.steps[0], Step::WriteFile { .. }));
+        assert_eq!(p.steps[1..], [compose(&["up", "-d", "--remove-orphans"])]);
+        let p = plan(
+            &want(),
+            &body(
+                &compose_file(),
+                "absent",
+                &[("db", "running"), ("api", "exited")],
+            ),
+        );
+        assert_eq!(p.steps, [compose(&["up", "-d", "--remove-orphans"])]);
+        // A `.env` no longer declared is removed.
+        let env = file_rec("640", "root", "root", 3, OTHER_SHA);
+        let p = plan(&want(), &body(&compose_file(), &env, RUNNING));
+        assert_eq!(
+            p.steps,
+            [
+                Step::Remove {
+                    path: "/opt/app/.env".into()
+                },
+                compose(&["up", "-d", "--remove-orphans"])
+            ]
+        );
+    }
+
+    #[test]
+    fn a_host_without_compose_or_docker_is_an_error() {
+        let mut cx = plan_cx();
+        cx.facts.insert("compose".into(), "none".into());
+        let p = plan_with(&want(), &body("absent", "absent", &[]), &cx);
+        assert!(p.steps.is_empty());
+        assert!(p.error.unwrap().contains("docker compose"));
+        let p = plan(
+            &want(),
+            "0.compose\tabsent\n0.env\tabsent\n0.ps\tno-docker\n",
+        );
+        assert!(p.error.unwrap().contains("docker is not installed"));
+    }
+
+    #[test]
+    fn an_absent_stack_is_taken_down_and_its_files_removed() {
+        let mut s = want();
+        s.state = Presence::Absent;
+        s.compose = None;
+        let p = plan(&s, &body(&compose_file(), "absent", RUNNING));
+        assert_eq!(p.action, Some(Action::Delete));
+        assert_eq!(
+            p.steps,
+            [
+                compose(&["down"]),
+                Step::Remove {
+                    path: "/opt/app/docker-compose.yml".into()
+                }
+            ]
+        );
+        assert!(plan(&s, &body("absent", "absent", &[])).steps.is_empty());
+    }
+
+    #[test]
+    fn a_stack_that_left_the_repo_is_taken_down_and_removed() {
+        let mut m = managed("ComposeStack", "app", &["/opt/app/docker-compose.yml"]);
+        want().remember(&mut m);
+        assert_eq!(m.stack_dir.as_deref(), Some("/opt/app"));
+        assert_eq!(
+            StackState::prune(&m, &plan_cx()),
+            [
+                compose(&["down"]),
+                Step::Remove {
+                    path: "/opt/app/docker-compose.yml".into()
+                }
+            ]
+        );
+        // Without a compose tool the step still comes, and fails saying so.
+        let mut cx = plan_cx();
+        cx.facts.remove("compose");
+        assert_eq!(
+            StackState::prune(&m, &cx)[0],
+            compose_step("none", "app", "/opt/app", &["down"])
+        );
+    }
+
+    #[test]
+    fn notified_it_restarts_the_services_named() {
+        assert_eq!(want().refresh(&plan_cx()), [compose(&["restart", "api"])]);
+    }
+
+    #[test]
+    fn hostile_records_are_errors_never_steps() {
+        for file in [
+            dir_rec("755", "root", "root"),
+            "other".into(),
+            "link\t***".into(),
+        ] {
+            let p = plan(&want(), &body(&file, "absent", RUNNING));
+            assert!(p.error.is_some(), "{file}: {p:?}");
+        }
+        // A container record of a service the stack does not declare changes nothing, and a
+        // host word is never a step's word.
+        let p = plan(
+            &want(),
+            &body(
+                &compose_file(),
+                "absent",
+                &[("db", "running"), ("api", "running"), ("x;rm", "running")],
+            ),
+        );
+        assert!(p.steps.is_empty(), "{p:?}");
+    }
 }

@@ -11,6 +11,36 @@ use crate::template::{RenderFailure, Templates};
 use serde_json::{Map, Value, json};
 use std::collections::BTreeMap;
 
+/// Why a repo file cannot be read for a host.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    /// The path is not a plain relative path of the repo.
+    #[error(transparent)]
+    Path(#[from] crate::model::values::PathError),
+    /// A symlink on its way leads outside the repo, or it is missing.
+    #[error("cannot read source file `{path}`: {why}")]
+    Confined {
+        /// The path, relative to the repo.
+        path: String,
+        /// What was found.
+        why: crate::confine::Confined,
+    },
+    /// Reading it failed.
+    #[error("cannot read source file `{path}`: {source}")]
+    Io {
+        /// The path, relative to the repo.
+        path: String,
+        /// The failure.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A CA the repo does not declare (or whose certificate was not loaded).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("unknown CA `{0}`")]
+pub struct UnknownCa(pub String);
+
 /// What rendering sees of the repo, borrowed from the loaded repo.
 #[derive(Clone, Copy)]
 pub struct RepoView<'r> {
@@ -164,31 +194,37 @@ impl<'r> HostCx<'r> {
     }
 
     /// Reads a file of the repo as content.
-    pub fn read_source(&self, path: &str) -> Result<Content, String> {
+    pub fn read_source(&self, path: &str) -> Result<Content, SourceError> {
         crate::model::values::check_repo_relative(path)?;
         // Resolved again here, not only at validation: what is read is what is pushed.
         let full = self
             .repo
             .confined
             .resolve(std::path::Path::new(path))
-            .map_err(|e| format!("cannot read source file `{path}`: {e}"))?;
+            .map_err(|why| SourceError::Confined {
+                path: path.to_string(),
+                why,
+            })?;
         std::fs::read(full)
             .map(Content::plain)
-            .map_err(|e| format!("cannot read source file `{path}`: {e}"))
+            .map_err(|source| SourceError::Io {
+                path: path.to_string(),
+                source,
+            })
     }
 
     /// Decrypts a secret.
-    pub fn secret(&self, name: &str) -> Result<SecretValue, String> {
-        self.repo.secret(name).map_err(|e| e.to_string())
+    pub fn secret(&self, name: &str) -> Result<SecretValue, SecretError> {
+        self.repo.secret(name)
     }
 
     /// The certificate of a CA (PEM).
-    pub fn ca_certificate(&self, ca: &str) -> Result<Content, String> {
+    pub fn ca_certificate(&self, ca: &str) -> Result<Content, UnknownCa> {
         self.repo
             .ca_certificates
             .get(ca)
             .cloned()
-            .ok_or_else(|| format!("unknown CA `{ca}`"))
+            .ok_or_else(|| UnknownCa(ca.to_string()))
     }
 }
 

@@ -64,6 +64,10 @@ impl Kind for DirectorySpec {
 }
 
 impl Primitive for DirectorySpec {
+    fn removed_as_owner() -> bool {
+        true
+    }
+
     fn shell() -> &'static str {
         ""
     }
@@ -170,5 +174,119 @@ impl Primitive for DirectorySpec {
             (Presence::Absent, _) => {}
         }
         p
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::{OTHER_SHA, b64, dir_rec, file_rec, managed, plan_cx, records};
+
+    fn want() -> DirectorySpec {
+        DirectorySpec {
+            path: "/srv/app".into(),
+            owner: "app".into(),
+            group: "app".into(),
+            mode: FileMode(0o750),
+            state: Presence::Present,
+        }
+    }
+
+    fn plan(d: &DirectorySpec, record: &str) -> Planned {
+        d.plan(0, records(&format!("0\t{record}\n")).of(0), &plan_cx())
+    }
+
+    #[test]
+    fn a_folder_in_sync_plans_nothing() {
+        let p = plan(&want(), &dir_rec("750", "app", "app"));
+        assert!(p.steps.is_empty() && p.changes.is_empty() && p.error.is_none());
+    }
+
+    #[test]
+    fn an_absent_folder_is_created_and_a_differing_one_fixed() {
+        let p = plan(&want(), "absent");
+        assert_eq!(p.action, Some(Action::Create));
+        assert_eq!(
+            p.steps,
+            [Step::Mkdir {
+                path: "/srv/app".into(),
+                owner: "app".into(),
+                group: "app".into(),
+                mode: FileMode(0o750),
+            }]
+        );
+        let p = plan(&want(), &dir_rec("755", "root", "app"));
+        let fields: Vec<&str> = p.changes.iter().map(|c| c.field.as_str()).collect();
+        assert_eq!(fields, ["owner", "mode"]);
+        assert_eq!(
+            p.steps,
+            [Step::SetMeta {
+                path: "/srv/app".into(),
+                owner: Some("app".into()),
+                group: None,
+                mode: Some(FileMode(0o750)),
+            }]
+        );
+    }
+
+    #[test]
+    fn a_file_or_symlink_in_its_place_is_an_error() {
+        for record in [
+            file_rec("644", "root", "root", 1, OTHER_SHA),
+            format!("link\t{}", b64("/srv/other\n")),
+            "other".into(),
+            "error\tcannot stat".into(),
+        ] {
+            let p = plan(&want(), &record);
+            assert!(p.steps.is_empty() && p.error.is_some(), "{record}: {p:?}");
+        }
+    }
+
+    #[test]
+    fn an_absent_folder_is_removed_only_when_empty() {
+        let mut d = want();
+        d.state = Presence::Absent;
+        let p = plan(&d, &dir_rec("750", "app", "app"));
+        assert_eq!(p.action, Some(Action::Delete));
+        assert_eq!(
+            p.steps,
+            [Step::RemoveDir {
+                path: "/srv/app".into()
+            }]
+        );
+        assert!(plan(&d, "absent").steps.is_empty());
+        // Something else there is not a folder plumb removes.
+        assert!(
+            plan(&d, &file_rec("644", "root", "root", 1, OTHER_SHA))
+                .steps
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn a_folder_that_left_the_repo_is_removed_when_empty() {
+        let m = managed("Directory", "/srv/app", &["/srv/app"]);
+        assert_eq!(
+            DirectorySpec::prune(&m, &plan_cx()),
+            [Step::RemoveDir {
+                path: "/srv/app".into()
+            }]
+        );
+        let mut remembered = Managed::default();
+        want().remember(&mut remembered);
+        assert!(remembered.is_dir);
+    }
+
+    #[test]
+    fn hostile_records_are_errors_never_steps() {
+        for record in [
+            "dir\t750 0 0 app".to_string(),
+            "dir\t750 x 0 app app".to_string(),
+            "dir".to_string(),
+            "weird\tthing".to_string(),
+        ] {
+            let p = plan(&want(), &record);
+            assert!(p.steps.is_empty() && p.error.is_some(), "{record}: {p:?}");
+        }
     }
 }

@@ -110,3 +110,79 @@ pub fn remove_paths(m: &Managed) -> Vec<Step> {
         .map(|p| Step::Remove { path: p.clone() })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::{OTHER_SHA, file_rec, managed, records};
+    use crate::vocab::records::parse_path;
+
+    fn converge(record: &str, content: &Content) -> Planned {
+        let r = records(&format!("0\t{record}\n"));
+        let mut p = Planned::default();
+        let state = parse_path(r.of(0).get(""));
+        converge_file(
+            "/etc/x",
+            &state,
+            content,
+            "root",
+            "root",
+            FileMode(0o640),
+            &mut p,
+        );
+        p
+    }
+
+    #[test]
+    fn converge_file_writes_only_what_differs() {
+        let c = Content::sensitive("secret\n");
+        // In sync: nothing.
+        let same = file_rec("640", "root", "root", 7, &c.sha256());
+        let p = converge(&same, &c);
+        assert!(p.steps.is_empty() && p.changes.is_empty() && p.diffs.is_empty());
+        // Other content: a write, its change in hashes only, and a diff that is never fetched
+        // for sensitive content (the step carries the flag).
+        let p = converge(&file_rec("640", "root", "root", 7, OTHER_SHA), &c);
+        match &p.steps[..] {
+            [Step::WriteFile { content, .. }] => assert!(content.sensitive),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(p.changes[0].to.as_deref(), Some(&c.sha256()[..12]));
+        assert!(p.diffs[0].new.sensitive);
+        // Absent: created.
+        let p = converge("absent", &c);
+        assert_eq!(p.changes[0].to.as_deref(), Some("created"));
+        assert_eq!(p.steps.len(), 1);
+    }
+
+    #[test]
+    fn converge_file_refuses_what_it_must_not_replace() {
+        let c = Content::plain("x");
+        for (record, why) in [
+            ("dir\t755 0 0 root root", "is a directory"),
+            ("other", "special file"),
+            ("error\tcannot read", "cannot read"),
+            ("link\tnot base64!", "cannot read"),
+        ] {
+            let p = converge(record, &c);
+            assert!(p.steps.is_empty(), "{record}");
+            assert!(p.error.unwrap().contains(why), "{record}");
+        }
+    }
+
+    #[test]
+    fn remove_paths_removes_each_path_written() {
+        let m = managed("File", "x", &["/etc/a", "/etc/b"]);
+        assert_eq!(
+            remove_paths(&m),
+            [
+                Step::Remove {
+                    path: "/etc/a".into()
+                },
+                Step::Remove {
+                    path: "/etc/b".into()
+                }
+            ]
+        );
+    }
+}

@@ -186,3 +186,100 @@ impl GroupSpec {
 fn del_step(name: &str) -> Step {
     Step::exec(["groupdel", "--", name])
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::{b64, managed, plan_cx, records};
+
+    fn want() -> GroupSpec {
+        GroupSpec {
+            group: "postgres".into(),
+            gid: Some(1001),
+            system: false,
+            allow_renumber: false,
+            state: Presence::Present,
+        }
+    }
+
+    /// What `pl_group` prints for a group: its `getent group` line, base64.
+    fn present(entry: &str) -> String {
+        format!("present\t{}", b64(&format!("{entry}\n")))
+    }
+
+    fn plan(g: &GroupSpec, record: &str) -> Planned {
+        g.plan(0, records(&format!("0\t{record}\n")).of(0), &plan_cx())
+    }
+
+    #[test]
+    fn a_group_in_sync_plans_nothing_and_an_absent_one_is_added() {
+        let p = plan(&want(), &present("postgres:x:1001:app"));
+        assert!(p.steps.is_empty() && p.changes.is_empty() && p.error.is_none());
+        let p = plan(&want(), "absent");
+        assert_eq!(p.action, Some(Action::Create));
+        assert_eq!(
+            p.steps,
+            [Step::exec(["groupadd", "-g", "1001", "--", "postgres"])]
+        );
+        let mut system = want();
+        system.gid = None;
+        system.system = true;
+        assert_eq!(
+            plan(&system, "absent").steps,
+            [Step::exec(["groupadd", "-r", "--", "postgres"])]
+        );
+    }
+
+    #[test]
+    fn another_gid_is_an_error_unless_renumbering_is_allowed() {
+        let p = plan(&want(), &present("postgres:x:999:"));
+        assert!(p.steps.is_empty());
+        assert!(p.error.unwrap().contains("allow_renumber"));
+        let mut g = want();
+        g.allow_renumber = true;
+        assert_eq!(
+            plan(&g, &present("postgres:x:999:")).steps,
+            [
+                Step::exec(["groupmod", "-g", "1001", "--", "postgres"]),
+                Step::exec(["pl_reown_gid", "999", "1001"]),
+            ]
+        );
+    }
+
+    #[test]
+    fn an_absent_group_is_deleted_and_a_pruned_one_only_when_asked() {
+        let mut g = want();
+        g.state = Presence::Absent;
+        let p = plan(&g, &present("postgres:x:1001:"));
+        assert_eq!(p.action, Some(Action::Delete));
+        assert_eq!(p.steps, [Step::exec(["groupdel", "--", "postgres"])]);
+        let m = managed("Group", "postgres", &[]);
+        assert!(GroupSpec::prune(&m, &plan_cx()).is_empty());
+        let mut cx = plan_cx();
+        cx.prune_users = true;
+        assert_eq!(
+            GroupSpec::prune(&m, &cx),
+            [Step::exec(["groupdel", "--", "postgres"])]
+        );
+    }
+
+    #[test]
+    fn hostile_records_are_errors_never_steps() {
+        for record in [
+            "present\tnot base64!".to_string(),
+            "present".to_string(),
+            present("wheel:x:10:"),
+            present("postgres\nwheel:x:10:"),
+            present("postgres:x:1001"),
+            present("postgres:x:gid:"),
+        ] {
+            let p = plan(&want(), &record);
+            assert!(p.steps.is_empty(), "{record}: {:?}", p.steps);
+            assert_eq!(
+                p.error.as_deref(),
+                Some("unreadable group entry"),
+                "{record}"
+            );
+        }
+    }
+}

@@ -94,10 +94,10 @@ impl CheckCx<'_, '_> {
 
     /// Checks a host path field (absolute, normal, inside `roots` when given).
     pub fn abs_path(&mut self, field: &str, path: &str, roots: &[&str]) {
-        if let Err(msg) = crate::model::values::check_abs_path(path, roots) {
+        if let Err(e) = crate::model::values::check_abs_path(path, roots) {
             self.error(
                 field,
-                msg,
+                e.to_string(),
                 Some("write a normalized absolute path such as /etc/app/app.conf".into()),
             );
         }
@@ -154,8 +154,8 @@ impl CheckCx<'_, '_> {
     /// followed, and a file.
     pub fn source_file(&mut self, field: &str, path: &str) {
         use crate::confine::{Confined, OUTSIDE_HINT};
-        if let Err(msg) = crate::model::values::check_repo_relative(path) {
-            self.error(field, msg, None);
+        if let Err(e) = crate::model::values::check_repo_relative(path) {
+            self.error(field, e.to_string(), None);
             return;
         }
         match self.repo.confined.resolve(Path::new(path)) {
@@ -274,7 +274,9 @@ pub fn render_content(
         ContentSource::Template(name) => cx
             .render_template(name, resource, vars)
             .map_err(|f| f.into_diagnostic(m, "template")),
-        ContentSource::Source(path) => cx.read_source(path).map_err(|msg| m.error("source", msg)),
+        ContentSource::Source(path) => cx
+            .read_source(path)
+            .map_err(|e| m.error("source", e.to_string())),
     }
 }
 
@@ -391,6 +393,15 @@ macro_rules! kinds {
             keys
         }
 
+        /// Whether a resource of kind `kind` that left the repo may be removed as the user who can
+        /// write its folder (see [`Primitive::removed_as_owner`]); false for an unknown kind.
+        pub fn removed_as_owner(kind: &str) -> bool {
+            match kind {
+                $(stringify!($pk) => <$pmod::$pstate as Primitive>::removed_as_owner(),)*
+                _ => false,
+            }
+        }
+
         /// Steps that remove a resource of kind `m.kind` that left the repo (see
         /// [`Primitive::prune`]); None for a kind this plumb does not know (a state file written
         /// by another version): nothing is removed then.
@@ -492,6 +503,16 @@ pub trait Primitive {
     /// Steps run when a resource that notifies this one changed.
     fn refresh(&self, _cx: &PlanCx) -> Vec<Step> {
         Vec::new()
+    }
+
+    /// True for kinds whose paths plumb may remove, once they left the repo, as the user who
+    /// can write their folder: the kinds whose [`Primitive::owner`] is given (files, folders,
+    /// symlinks, certificates). Removing anything else from such a folder is refused.
+    fn removed_as_owner() -> bool
+    where
+        Self: Sized,
+    {
+        false
     }
 
     /// The user owning what this resource writes, when plumb may write it as that user in a

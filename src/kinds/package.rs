@@ -144,6 +144,11 @@ impl Primitive for PackageSpec {
                 .map(String::as_str)
                 .unwrap_or("none"),
         };
+        if !matches!(manager, "apt" | "dnf" | "none") {
+            // `pl_pkg` prints only these: anything else is not a record it printed.
+            p.error = Some("the probe reported an unknown package manager".into());
+            return p;
+        }
         let mut missing = Vec::new();
         let mut installed = Vec::new();
         for want in &self.packages {
@@ -195,6 +200,83 @@ impl Primitive for PackageSpec {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testutil::{managed, plan_cx, records};
+
+    fn want(packages: &[&str]) -> PackageSpec {
+        PackageSpec {
+            packages: packages.iter().map(|p| p.to_string()).collect(),
+            state: Presence::Present,
+            manager: PackageManager::Auto,
+        }
+    }
+
+    /// Planned from what `pl_pkg` prints: the manager, then one `pkg` record per package.
+    fn plan(p: &PackageSpec, body: &str) -> Planned {
+        p.plan(0, records(body).of(0), &plan_cx())
+    }
+
+    const APT: &str = "0.mgr\tapt\n0.pkg\tcurl\tinstalled\t7.88.1-10+deb12u5\n0.pkg\tjq\tmissing\n";
+
+    #[test]
+    fn installed_packages_plan_nothing_and_missing_ones_are_installed() {
+        let p = plan(&want(&["curl"]), APT);
+        assert!(p.steps.is_empty() && p.changes.is_empty() && p.error.is_none());
+        // A pinned version is looked up by its name.
+        let p = plan(&want(&["curl", "jq=1.6-2.1"]), APT);
+        assert_eq!(p.action, Some(Action::Update));
+        assert_eq!(
+            p.steps,
+            [Step::exec(["pl_pkg_install", "apt", "jq=1.6-2.1"])]
+        );
+        assert_eq!(p.changes[0].to.as_deref(), Some("jq=1.6-2.1"));
+        let p = plan(&want(&["jq"]), APT);
+        assert_eq!(p.action, Some(Action::Create));
+        // The manifest's manager wins over the host's.
+        let mut dnf = want(&["jq"]);
+        dnf.manager = PackageManager::Dnf;
+        assert_eq!(
+            plan(&dnf, APT).steps,
+            [Step::exec(["pl_pkg_install", "dnf", "jq"])]
+        );
+    }
+
+    #[test]
+    fn absent_packages_are_removed_when_installed() {
+        let mut p = want(&["curl", "jq"]);
+        p.state = Presence::Absent;
+        let planned = plan(&p, APT);
+        assert_eq!(planned.action, Some(Action::Delete));
+        assert_eq!(
+            planned.steps,
+            [Step::exec(["pl_pkg_remove", "apt", "curl"])]
+        );
+    }
+
+    #[test]
+    fn a_host_without_a_package_manager_is_an_error() {
+        let p = plan(&want(&["jq"]), "0.mgr\tnone\n0.pkg\tjq\tunknown\n");
+        assert!(p.steps.is_empty());
+        assert!(p.error.unwrap().contains("no package manager"));
+    }
+
+    #[test]
+    fn packages_that_left_the_repo_stay_installed() {
+        assert!(PackageSpec::prune(&managed("Package", "tools", &[]), &plan_cx()).is_empty());
+    }
+
+    #[test]
+    fn hostile_records_never_reach_a_step() {
+        // A manager `pl_pkg` cannot print.
+        let p = plan(&want(&["jq"]), "0.mgr\tsh\n0.pkg\tjq\tmissing\n");
+        assert!(p.steps.is_empty() && p.error.is_some(), "{p:?}");
+        // Records of packages nobody asked for, and a status that is not `installed`: only
+        // the declared names are ever installed.
+        let p = plan(
+            &want(&["jq"]),
+            "0.mgr\tapt\n0.pkg\t--force-yes\tmissing\n0.pkg\tjq\tinstalled?\n",
+        );
+        assert_eq!(p.steps, [Step::exec(["pl_pkg_install", "apt", "jq"])]);
+    }
 
     #[test]
     fn package_names_follow_debian_and_rpm_grammar_and_never_look_like_options() {

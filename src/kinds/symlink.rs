@@ -62,6 +62,10 @@ impl Kind for SymlinkSpec {
 }
 
 impl Primitive for SymlinkSpec {
+    fn removed_as_owner() -> bool {
+        true
+    }
+
     fn shell() -> &'static str {
         ""
     }
@@ -134,5 +138,108 @@ impl Primitive for SymlinkSpec {
             (Presence::Absent, _) => {}
         }
         p
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::{OTHER_SHA, b64, dir_rec, file_rec, managed, plan_cx, records};
+
+    fn want() -> SymlinkSpec {
+        SymlinkSpec {
+            path: "/etc/app/current".into(),
+            target: "/opt/app/1.2".into(),
+            owner: "root".into(),
+            group: "root".into(),
+            state: Presence::Present,
+        }
+    }
+
+    fn plan(s: &SymlinkSpec, record: &str) -> Planned {
+        s.plan(0, records(&format!("0\t{record}\n")).of(0), &plan_cx())
+    }
+
+    /// What `readlink PATH | base64 -w0` prints for a link to `target`.
+    fn link(target: &str) -> String {
+        format!("link\t{}", b64(&format!("{target}\n")))
+    }
+
+    #[test]
+    fn a_link_to_its_target_plans_nothing() {
+        let p = plan(&want(), &link("/opt/app/1.2"));
+        assert!(p.steps.is_empty() && p.changes.is_empty() && p.error.is_none());
+    }
+
+    #[test]
+    fn another_target_or_a_file_is_replaced_and_an_absent_link_created() {
+        let step = Step::Symlink {
+            path: "/etc/app/current".into(),
+            target: "/opt/app/1.2".into(),
+            owner: "root".into(),
+            group: "root".into(),
+        };
+        let p = plan(&want(), &link("/opt/app/1.1"));
+        assert_eq!(p.steps, std::slice::from_ref(&step));
+        assert_eq!(p.changes[0].from.as_deref(), Some("/opt/app/1.1"));
+        let p = plan(&want(), &file_rec("644", "root", "root", 1, OTHER_SHA));
+        assert_eq!(p.steps, std::slice::from_ref(&step));
+        let p = plan(&want(), "absent");
+        assert_eq!(p.action, Some(Action::Create));
+        assert_eq!(p.steps, [step]);
+    }
+
+    #[test]
+    fn a_folder_in_its_place_is_an_error() {
+        for record in [dir_rec("755", "root", "root"), "other".into()] {
+            let p = plan(&want(), &record);
+            assert!(p.steps.is_empty() && p.error.is_some(), "{record}");
+        }
+    }
+
+    #[test]
+    fn an_absent_link_is_removed_and_a_pruned_one_too() {
+        let mut s = want();
+        s.state = Presence::Absent;
+        let p = plan(&s, &link("/opt/app/1.2"));
+        assert_eq!(p.action, Some(Action::Delete));
+        assert_eq!(
+            p.steps,
+            [Step::Remove {
+                path: "/etc/app/current".into()
+            }]
+        );
+        // A file where an absent link should be is not plumb's to remove.
+        assert!(
+            plan(&s, &file_rec("644", "root", "root", 1, OTHER_SHA))
+                .steps
+                .is_empty()
+        );
+        let m = managed("Symlink", "/etc/app/current", &["/etc/app/current"]);
+        assert_eq!(
+            SymlinkSpec::prune(&m, &plan_cx()),
+            [Step::Remove {
+                path: "/etc/app/current".into()
+            }]
+        );
+    }
+
+    #[test]
+    fn hostile_records_are_errors_never_steps() {
+        // Not base64, base64 of bytes that are not UTF-8, no target at all.
+        for record in ["link\t!!!", "link\t/w==", "link"] {
+            let p = plan(&want(), record);
+            assert!(p.steps.is_empty(), "{record}: {:?}", p.steps);
+            assert!(
+                p.error
+                    .as_deref()
+                    .unwrap_or_default()
+                    .contains("cannot read"),
+                "{record}: {p:?}"
+            );
+        }
+        // A target holding a newline is compared whole: it is another target.
+        let p = plan(&want(), &link("/opt/app/1.2\n/etc/shadow"));
+        assert_eq!(p.steps.len(), 1);
     }
 }

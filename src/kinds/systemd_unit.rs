@@ -383,6 +383,186 @@ impl Primitive for UnitState {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testutil::{OTHER_SHA, dir_rec, file_rec, managed, plan_cx, records};
+
+    const UNIT: &str = "[Service]\nExecStart=/usr/bin/app\n";
+
+    fn want() -> UnitState {
+        UnitState::new("app.service", Content::plain(UNIT), Some(true), Some(true))
+    }
+
+    /// What the probe prints for a unit: its file (`pl_path`), then `pl_unit_state`.
+    fn body(file: &str, enabled: &str, active: &str) -> String {
+        format!("0.file\t{file}\n0.enabled\t{enabled}\n0.active\t{active}\n")
+    }
+
+    fn in_sync_file() -> String {
+        file_rec(
+            "644",
+            "root",
+            "root",
+            UNIT.len() as u64,
+            &Content::plain(UNIT).sha256(),
+        )
+    }
+
+    fn plan_with(u: &UnitState, body: &str, cx: &PlanCx) -> Planned {
+        u.plan(0, records(body).of(0), cx)
+    }
+
+    fn plan(u: &UnitState, body: &str) -> Planned {
+        plan_with(u, body, &plan_cx())
+    }
+
+    fn after_reload(verb: &str) -> Step {
+        systemctl(verb, "app.service")
+    }
+
+    #[test]
+    fn a_unit_in_sync_plans_nothing() {
+        let p = plan(&want(), &body(&in_sync_file(), "enabled", "active"));
+        assert!(
+            p.steps.is_empty() && p.changes.is_empty() && p.error.is_none(),
+            "{p:?}"
+        );
+        // A static unit counts as enabled.
+        assert!(
+            plan(&want(), &body(&in_sync_file(), "static", "active"))
+                .steps
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn a_new_unit_is_written_reloaded_enabled_and_started() {
+        let p = plan(&want(), &body("absent", "", "inactive"));
+        assert_eq!(p.action, Some(Action::Create));
+        assert!(matches!(p.steps[0], Step::WriteFile { .. }));
+        assert_eq!(
+            p.steps[1..],
+            [
+                Step::DaemonReload,
+                after_reload("enable"),
+                after_reload("start")
+            ]
+        );
+        assert!(p.steps[2].after_reload());
+    }
+
+    #[test]
+    fn a_changed_unit_file_restarts_a_running_unit() {
+        let file = file_rec("644", "root", "root", 10, OTHER_SHA);
+        let p = plan(&want(), &body(&file, "enabled", "active"));
+        assert!(matches!(p.steps[0], Step::WriteFile { .. }));
+        assert_eq!(p.steps[1..], [Step::DaemonReload, after_reload("restart")]);
+        // Only the mode differs: fixed, reloaded, not restarted.
+        let file = file_rec("600", "root", "root", 10, &Content::plain(UNIT).sha256());
+        let p = plan(&want(), &body(&file, "enabled", "active"));
+        assert!(matches!(p.steps[0], Step::SetMeta { .. }));
+        assert_eq!(p.steps[1..], [Step::DaemonReload]);
+    }
+
+    #[test]
+    fn enabled_and_active_follow_the_manifest() {
+        let p = plan(&want(), &body(&in_sync_file(), "disabled", "failed"));
+        assert_eq!(p.steps, [after_reload("enable"), after_reload("start")]);
+        let mut off = want();
+        off.enabled = Some(false);
+        off.active = Some(false);
+        let p = plan(&off, &body(&in_sync_file(), "enabled", "active"));
+        assert_eq!(p.steps, [after_reload("disable"), after_reload("stop")]);
+    }
+
+    #[test]
+    fn a_unit_without_content_must_exist() {
+        let mut u = want();
+        u.content = None;
+        let p = plan(&u, &body("absent", "", "inactive"));
+        assert!(p.steps.is_empty());
+        assert!(p.error.unwrap().contains("does not exist"));
+        // A unit a package installed: only its state is managed.
+        let p = plan(&u, &body("absent", "disabled", "inactive"));
+        assert_eq!(p.steps, [after_reload("enable"), after_reload("start")]);
+    }
+
+    #[test]
+    fn a_host_without_systemd_is_an_error() {
+        let mut cx = plan_cx();
+        cx.facts.insert("systemd".into(), "no".into());
+        let p = plan_with(&want(), &body("absent", "no-systemd", "no-systemd"), &cx);
+        assert!(p.steps.is_empty());
+        assert!(p.error.unwrap().contains("systemd is not running"));
+    }
+
+    #[test]
+    fn an_absent_unit_is_stopped_disabled_and_removed() {
+        let mut u = want();
+        u.state = Presence::Absent;
+        u.content = None;
+        let p = plan(&u, &body(&in_sync_file(), "enabled", "active"));
+        assert_eq!(p.action, Some(Action::Delete));
+        assert_eq!(
+            p.steps,
+            [
+                after_reload("stop"),
+                after_reload("disable"),
+                Step::Remove {
+                    path: "/etc/systemd/system/app.service".into()
+                },
+                Step::DaemonReload,
+            ]
+        );
+        assert!(plan(&u, &body("absent", "", "inactive")).steps.is_empty());
+    }
+
+    #[test]
+    fn a_unit_that_left_the_repo_is_stopped_disabled_and_removed() {
+        let mut m = managed(
+            "SystemdUnit",
+            "app.service",
+            &["/etc/systemd/system/app.service"],
+        );
+        want().remember(&mut m);
+        assert_eq!(m.unit.as_deref(), Some("app.service"));
+        assert_eq!(
+            UnitState::prune(&m, &plan_cx()),
+            [
+                after_reload("stop"),
+                after_reload("disable"),
+                Step::Remove {
+                    path: "/etc/systemd/system/app.service".into()
+                },
+                Step::DaemonReload,
+            ]
+        );
+        // A unit plumb wrote no file for: nothing to remove nor reload.
+        m.paths.clear();
+        assert_eq!(UnitState::prune(&m, &plan_cx()).len(), 2);
+    }
+
+    #[test]
+    fn notified_it_does_what_on_notify_says() {
+        let mut u = want();
+        assert_eq!(u.refresh(&plan_cx()), [after_reload("restart")]);
+        u.on_notify = UnitRefresh::Reload;
+        assert_eq!(u.refresh(&plan_cx()), [after_reload("reload")]);
+    }
+
+    #[test]
+    fn hostile_records_are_errors_never_steps() {
+        for file in [
+            dir_rec("755", "root", "root"),
+            "other".to_string(),
+            "link\t%%%".to_string(),
+            format!("file\t644 0 0 root root\t{OTHER_SHA}"),
+        ] {
+            let p = plan(&want(), &body(&file, "enabled", "active"));
+            assert!(p.error.is_some(), "{file}: {p:?}");
+        }
+        // The file record missing altogether (the probe stopped early).
+        let p = plan(&want(), "0.enabled\tenabled\n0.active\tactive\n");
+        assert!(p.error.is_some(), "{p:?}");
+    }
 
     #[test]
     fn unit_names_have_a_known_suffix_and_never_look_like_options() {

@@ -127,9 +127,9 @@ impl Kind for UserSpec {
             cx.abs_path("home", h, &[]);
         }
         if let Some(s) = &self.shell
-            && let Err(msg) = check_abs_path(s, &[])
+            && let Err(e) = check_abs_path(s, &[])
         {
-            cx.error("shell", msg, None);
+            cx.error("shell", e.to_string(), None);
         }
         if let Some(c) = &self.comment
             && c.contains(':')
@@ -353,4 +353,151 @@ impl UserSpec {
 
 fn del_step(name: &str) -> Step {
     Step::exec(["userdel", "--", name])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::{b64, managed, plan_cx, records};
+
+    fn want() -> UserSpec {
+        UserSpec {
+            user: "postgres".into(),
+            uid: Some(1001),
+            group: Some("postgres".into()),
+            groups: vec!["docker".into()],
+            home: Some("/var/lib/postgres".into()),
+            shell: Some("/bin/bash".into()),
+            comment: None,
+            system: false,
+            create_home: true,
+            allow_renumber: false,
+            state: Presence::Present,
+        }
+    }
+
+    /// What `pl_user` prints for a user: its passwd entry, then `id -Gn`, base64.
+    fn present(passwd: &str, groups: &str) -> String {
+        format!("present\t{}", b64(&format!("{passwd}\n{groups}\n")))
+    }
+
+    const ENTRY: &str = "postgres:x:1001:1001::/var/lib/postgres:/bin/bash";
+
+    fn plan(u: &UserSpec, record: &str) -> Planned {
+        u.plan(0, records(&format!("0\t{record}\n")).of(0), &plan_cx())
+    }
+
+    #[test]
+    fn a_user_in_sync_plans_nothing() {
+        let p = plan(&want(), &present(ENTRY, "postgres docker"));
+        assert!(p.steps.is_empty() && p.changes.is_empty() && p.error.is_none());
+    }
+
+    #[test]
+    fn an_absent_user_is_added_with_its_pinned_ids() {
+        let p = plan(&want(), "absent");
+        assert_eq!(p.action, Some(Action::Create));
+        assert_eq!(
+            p.steps,
+            [Step::exec([
+                "useradd",
+                "-u",
+                "1001",
+                "-g",
+                "postgres",
+                "-G",
+                "docker",
+                "-d",
+                "/var/lib/postgres",
+                "-s",
+                "/bin/bash",
+                "-m",
+                "--",
+                "postgres"
+            ])]
+        );
+    }
+
+    #[test]
+    fn what_differs_is_changed_by_one_usermod() {
+        let other = "postgres:x:1001:1001:DB:/home/postgres:/bin/sh";
+        let p = plan(&want(), &present(other, "postgres"));
+        let fields: Vec<&str> = p.changes.iter().map(|c| c.field.as_str()).collect();
+        assert_eq!(fields, ["groups", "home", "shell"]);
+        assert_eq!(
+            p.steps,
+            [Step::exec([
+                "usermod",
+                "-a",
+                "-G",
+                "docker",
+                "-d",
+                "/var/lib/postgres",
+                "-s",
+                "/bin/bash",
+                "--",
+                "postgres"
+            ])]
+        );
+    }
+
+    #[test]
+    fn another_uid_is_an_error_unless_renumbering_is_allowed() {
+        let moved = "postgres:x:999:999::/var/lib/postgres:/bin/bash";
+        let p = plan(&want(), &present(moved, "postgres docker"));
+        assert!(p.steps.is_empty());
+        assert!(p.error.unwrap().contains("allow_renumber"));
+        let mut u = want();
+        u.allow_renumber = true;
+        let p = plan(&u, &present(moved, "postgres docker"));
+        assert_eq!(
+            p.steps,
+            [
+                Step::exec(["usermod", "-u", "1001", "--", "postgres"]),
+                Step::exec(["pl_reown_uid", "999", "1001"]),
+            ]
+        );
+    }
+
+    #[test]
+    fn an_absent_user_is_deleted_and_a_pruned_one_only_when_asked() {
+        let mut u = want();
+        u.state = Presence::Absent;
+        let p = plan(&u, &present(ENTRY, "postgres"));
+        assert_eq!(p.action, Some(Action::Delete));
+        assert_eq!(p.steps, [Step::exec(["userdel", "--", "postgres"])]);
+        assert!(plan(&u, "absent").steps.is_empty());
+        let m = managed("User", "postgres", &[]);
+        assert!(UserSpec::prune(&m, &plan_cx()).is_empty());
+        let mut cx = plan_cx();
+        cx.prune_users = true;
+        assert_eq!(
+            UserSpec::prune(&m, &cx),
+            [Step::exec(["userdel", "--", "postgres"])]
+        );
+    }
+
+    #[test]
+    fn hostile_records_are_errors_never_steps() {
+        for record in [
+            // Not base64.
+            "present\t***".to_string(),
+            // No entry at all.
+            "present".to_string(),
+            // Another user's entry (a name with a newline could not make it match).
+            present("root:x:0:0:root:/root:/bin/bash", "root"),
+            present("postgres\nroot:x:0:0:root:/root:/bin/bash", "root"),
+            // Too few or too many fields, a uid that is not a number.
+            present("postgres:x:1001:1001:/var/lib/postgres:/bin/bash", ""),
+            present("postgres:x:1001:1001::/home:/bin/sh:extra", ""),
+            present("postgres:x:-1:1001::/var/lib/postgres:/bin/bash", ""),
+        ] {
+            let p = plan(&want(), &record);
+            assert!(p.steps.is_empty(), "{record}: {:?}", p.steps);
+            assert!(
+                p.error.as_deref() == Some("unreadable passwd entry"),
+                "{record}: {p:?}"
+            );
+        }
+    }
 }

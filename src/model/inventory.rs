@@ -394,10 +394,10 @@ pub fn parse_inventory(
     }
     for (field, dir) in state_dirs {
         if let Some(dir) = dir
-            && let Err(msg) = crate::model::values::check_abs_path(dir, &[])
+            && let Err(e) = crate::model::values::check_abs_path(dir, &[])
         {
             ds.push(
-                Diagnostic::field(display, &root, &field, msg)
+                Diagnostic::field(display, &root, &field, e.to_string())
                     .with_hint("plumb keeps its state, backups and lock there on the host: write a normalized absolute path such as /var/lib/plumb"),
             );
         }

@@ -48,7 +48,21 @@ pub struct UnknownTarget {
     pub hint: String,
 }
 
-fn parse_term(s: &str) -> Result<Term, String> {
+/// Why a selector does not parse.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SelectorError {
+    /// A term of an unknown form (`grp:pg`).
+    #[error("`{0}` is not a selector: use `all`, `host:NAME`, `group:NAME` or a bare host name")]
+    BadTerm(String),
+    /// `host:` or `group:` without a name, or an empty item.
+    #[error("empty name in selector")]
+    EmptyName,
+    /// Only exclusions.
+    #[error("a selector needs at least one host, group or `all`")]
+    NothingIncluded,
+}
+
+fn parse_term(s: &str) -> Result<Term, SelectorError> {
     let s = s.trim();
     if s == "all" || s == "*" {
         return Ok(Term::All);
@@ -60,16 +74,14 @@ fn parse_term(s: &str) -> Result<Term, String> {
         return non_empty(g).map(Term::Group);
     }
     if s.contains(':') {
-        return Err(format!(
-            "`{s}` is not a selector: use `all`, `host:NAME`, `group:NAME` or a bare host name"
-        ));
+        return Err(SelectorError::BadTerm(s.to_string()));
     }
     non_empty(s).map(Term::Host)
 }
 
-fn non_empty(s: &str) -> Result<String, String> {
+fn non_empty(s: &str) -> Result<String, SelectorError> {
     if s.is_empty() {
-        Err("empty name in selector".into())
+        Err(SelectorError::EmptyName)
     } else {
         Ok(s.to_string())
     }
@@ -77,11 +89,11 @@ fn non_empty(s: &str) -> Result<String, String> {
 
 impl Selector {
     /// Parses a comma-separated selector such as `group:postgres,!host:pg-srv3`.
-    pub fn parse(text: &str) -> Result<Selector, String> {
+    pub fn parse(text: &str) -> Result<Selector, SelectorError> {
         Self::from_items(text.split(',').map(str::to_string))
     }
 
-    fn from_items(items: impl IntoIterator<Item = String>) -> Result<Selector, String> {
+    fn from_items(items: impl IntoIterator<Item = String>) -> Result<Selector, SelectorError> {
         let mut sel = Selector::default();
         for item in items {
             let item = item.trim();
@@ -92,7 +104,7 @@ impl Selector {
             }
         }
         if sel.include.is_empty() {
-            return Err("a selector needs at least one host, group or `all`".into());
+            return Err(SelectorError::NothingIncluded);
         }
         Ok(sel)
     }

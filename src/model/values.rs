@@ -5,26 +5,42 @@ use serde::de::{self, Deserializer};
 use serde::{Deserialize, Serialize, Serializer};
 use std::fmt;
 
+/// Why a small value of a manifest does not parse (the message is for the operator).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ValueError {
+    /// Not an octal mode.
+    #[error("mode `{0}` is not an octal permission mode (like \"0640\" or \"0755\")")]
+    Mode(String),
+    /// An octal number above 07777.
+    #[error("mode `{0}` is larger than 07777")]
+    ModeTooLarge(String),
+    /// Not a duration.
+    #[error("`{0}` is not a duration (like 90s, 15m, 12h, 30d, 52w)")]
+    Span(String),
+    /// Not `Kind/name`.
+    #[error("`{0}` is not a resource reference: write `Kind/name`, e.g. `ComposeStack/postgres01`")]
+    Reference(String),
+}
+
 /// A POSIX permission mode, written in octal (`"0640"`, `"755"`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct FileMode(pub u32);
 
 impl FileMode {
     /// Parses an octal mode such as `0640` or `2775`.
-    pub fn parse(text: &str) -> Result<FileMode, String> {
+    pub fn parse(text: &str) -> Result<FileMode, ValueError> {
         let t = text.trim();
         let digits = t.strip_prefix("0o").unwrap_or(t);
         if digits.is_empty()
             || digits.len() > 5
             || !digits.bytes().all(|b| (b'0'..=b'7').contains(&b))
         {
-            return Err(format!(
-                "mode `{text}` is not an octal permission mode (like \"0640\" or \"0755\")"
-            ));
+            return Err(ValueError::Mode(text.to_string()));
         }
-        let v = u32::from_str_radix(digits, 8).map_err(|e| e.to_string())?;
+        // At most five octal digits: always a u32.
+        let v = u32::from_str_radix(digits, 8).map_err(|_| ValueError::Mode(text.to_string()))?;
         if v > 0o7777 {
-            return Err(format!("mode `{text}` is larger than 07777"));
+            return Err(ValueError::ModeTooLarge(text.to_string()));
         }
         Ok(FileMode(v))
     }
@@ -59,13 +75,13 @@ pub struct Span {
 
 impl Span {
     /// Parses `30d` and friends.
-    pub fn parse(text: &str) -> Result<Span, String> {
+    pub fn parse(text: &str) -> Result<Span, ValueError> {
         let t = text.trim();
         let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
         let (num, unit) = t.split_at(split);
         let n: u64 = num
             .parse()
-            .map_err(|_| format!("`{text}` is not a duration (like 90s, 15m, 12h, 30d, 52w)"))?;
+            .map_err(|_| ValueError::Span(text.to_string()))?;
         let mult = match unit {
             "s" => 1,
             "m" => 60,
@@ -73,9 +89,7 @@ impl Span {
             "d" => 86_400,
             "w" => 604_800,
             _ => {
-                return Err(format!(
-                    "`{text}` is not a duration (like 90s, 15m, 12h, 30d, 52w)"
-                ));
+                return Err(ValueError::Span(text.to_string()));
             }
         };
         Ok(Span {
@@ -158,15 +172,13 @@ pub struct ResourceRef {
 
 impl ResourceRef {
     /// Parses `Kind/name`.
-    pub fn parse(text: &str) -> Result<ResourceRef, String> {
+    pub fn parse(text: &str) -> Result<ResourceRef, ValueError> {
         match text.split_once('/') {
             Some((k, n)) if !k.is_empty() && !n.is_empty() => Ok(ResourceRef {
                 kind: k.to_string(),
                 name: n.to_string(),
             }),
-            _ => Err(format!(
-                "`{text}` is not a resource reference: write `Kind/name`, e.g. `ComposeStack/postgres01`"
-            )),
+            _ => Err(ValueError::Reference(text.to_string())),
         }
     }
 }
@@ -190,27 +202,63 @@ impl Serialize for ResourceRef {
     }
 }
 
+/// Why a path from a manifest is refused (the message is for the operator).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum PathError {
+    /// A host path that is not absolute.
+    #[error("path `{0}` is relative; paths on hosts must be absolute")]
+    Relative(String),
+    /// A host path with a control character.
+    #[error("path `{0}` {1}")]
+    Control(String, crate::text::ControlChar),
+    /// A host path with a `.` or `..` component.
+    #[error("path `{path}` contains `{component}`; write it without `.` or `..`")]
+    Dots {
+        /// The path.
+        path: String,
+        /// `.` or `..`.
+        component: String,
+    },
+    /// A host path with `//` or a trailing `/`.
+    #[error("path `{0}` has an empty component (`//` or a trailing `/`)")]
+    Empty(String),
+    /// A host path outside the roots its field allows.
+    #[error("path `{path}` is outside the allowed roots ({roots})")]
+    OutsideRoots {
+        /// The path.
+        path: String,
+        /// The allowed roots, comma-separated.
+        roots: String,
+    },
+    /// A repo path with a control character.
+    #[error("`{0}` {1}")]
+    RepoControl(String, crate::text::ControlChar),
+    /// A repo path that is absolute.
+    #[error("`{0}` must be relative to the repo")]
+    RepoAbsolute(String),
+    /// A repo path that climbs out through `..`.
+    #[error("`{0}` leaves the repo through `..`")]
+    RepoEscape(String),
+}
+
 /// Checks that a path from a manifest is absolute, normal (no `.`/`..`/`//`) and inside one of
-/// `roots` (when given). Returns a message for the operator.
-pub fn check_abs_path(path: &str, roots: &[&str]) -> Result<(), String> {
+/// `roots` (when given).
+pub fn check_abs_path(path: &str, roots: &[&str]) -> Result<(), PathError> {
     if !path.starts_with('/') {
-        return Err(format!(
-            "path `{path}` is relative; paths on hosts must be absolute"
-        ));
+        return Err(PathError::Relative(path.to_string()));
     }
     if let Err(c) = crate::text::check(path, crate::text::TextClass::Line) {
-        return Err(format!("path `{path}` {c}"));
+        return Err(PathError::Control(path.to_string(), c));
     }
     for comp in path.split('/').skip(1) {
         if comp == ".." || comp == "." {
-            return Err(format!(
-                "path `{path}` contains `{comp}`; write it without `.` or `..`"
-            ));
+            return Err(PathError::Dots {
+                path: path.to_string(),
+                component: comp.to_string(),
+            });
         }
         if comp.is_empty() && path != "/" {
-            return Err(format!(
-                "path `{path}` has an empty component (`//` or a trailing `/`)"
-            ));
+            return Err(PathError::Empty(path.to_string()));
         }
     }
     if !roots.is_empty()
@@ -218,24 +266,24 @@ pub fn check_abs_path(path: &str, roots: &[&str]) -> Result<(), String> {
             .iter()
             .any(|r| path == *r || path.starts_with(&format!("{}/", r.trim_end_matches('/'))))
     {
-        return Err(format!(
-            "path `{path}` is outside the allowed roots ({})",
-            roots.join(", ")
-        ));
+        return Err(PathError::OutsideRoots {
+            path: path.to_string(),
+            roots: roots.join(", "),
+        });
     }
     Ok(())
 }
 
 /// Checks that a path inside the cluster repo is relative and stays inside it.
-pub fn check_repo_relative(path: &str) -> Result<(), String> {
+pub fn check_repo_relative(path: &str) -> Result<(), PathError> {
     if let Err(c) = crate::text::check(path, crate::text::TextClass::Line) {
-        return Err(format!("`{path}` {c}"));
+        return Err(PathError::RepoControl(path.to_string(), c));
     }
     if path.starts_with('/') {
-        return Err(format!("`{path}` must be relative to the repo"));
+        return Err(PathError::RepoAbsolute(path.to_string()));
     }
     if path.split('/').any(|c| c == "..") {
-        return Err(format!("`{path}` leaves the repo through `..`"));
+        return Err(PathError::RepoEscape(path.to_string()));
     }
     Ok(())
 }
@@ -261,6 +309,7 @@ mod tests {
         assert!(
             FileMode::parse("0999")
                 .unwrap_err()
+                .to_string()
                 .contains("not an octal")
         );
         assert!(FileMode::parse("rw-r--r--").is_err());
@@ -282,11 +331,13 @@ mod tests {
         assert!(
             check_abs_path("etc/x", &[])
                 .unwrap_err()
+                .to_string()
                 .contains("relative")
         );
         assert!(
             check_abs_path("/etc/../root/x", &[])
                 .unwrap_err()
+                .to_string()
                 .contains("..")
         );
         assert!(check_abs_path("/etc//x", &[]).is_err());
@@ -298,7 +349,7 @@ mod tests {
             "/etc/\u{85}",
             "/etc/\0",
         ] {
-            let e = check_abs_path(bad, &[]).unwrap_err();
+            let e = check_abs_path(bad, &[]).unwrap_err().to_string();
             assert!(e.contains("control character"), "{bad:?}: {e}");
         }
         assert!(check_repo_relative("files/a\x1b").is_err());

@@ -15,6 +15,51 @@
 use crate::vocab::records::DirState;
 use std::collections::BTreeMap;
 
+/// Why plumb refuses to write below a folder.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ChainError {
+    /// A folder on the way that the probe did not read.
+    #[error("`{0}` was not read by the probe (plumb bug: please report it)")]
+    NotProbed(String),
+    /// A symlink on the way that the repo does not declare.
+    #[error(
+        "`{dir}` is a symlink (to `{target}`) on the host; plumb does not follow a symlink it did not declare: write the path it leads to instead, or replace the symlink by a folder"
+    )]
+    Symlink {
+        /// The folder's path.
+        dir: String,
+        /// Where it leads.
+        target: String,
+    },
+    /// A file, device or unreadable entry where a folder should be.
+    #[error("`{0}` is not a folder on the host")]
+    NotAFolder(String),
+    /// A folder a group or everyone can write.
+    #[error(
+        "`{dir}` is writable by {who}: any of them could replace what plumb writes below it; make it writable by its owner only (`chmod go-w {dir}`)"
+    )]
+    Shared {
+        /// The folder's path.
+        dir: String,
+        /// `everyone`, or the group.
+        who: String,
+    },
+    /// Below a user's folder, a folder that user does not own alone.
+    #[error(
+        "`{dir}` lies in a folder that user {user} can write, but is owned by {owner} with mode {mode:04o}: plumb writes there only as {user}, into folders that {user} alone owns"
+    )]
+    Foreign {
+        /// The folder's path.
+        dir: String,
+        /// The user whose domain it lies in.
+        user: String,
+        /// Its owner.
+        owner: String,
+        /// Its mode.
+        mode: u32,
+    },
+}
+
 /// Whose hands the writes below a folder run in.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Domain {
@@ -73,7 +118,7 @@ impl Chain<'_> {
     /// The domain in which `path` (absolute, normalized) is written, or why plumb refuses to
     /// write it. Only the folders on the way count: the entry itself can be replaced only by
     /// whoever can write its folder.
-    pub fn domain(&self, path: &str) -> Result<Domain, String> {
+    pub fn domain(&self, path: &str) -> Result<Domain, ChainError> {
         let mut domain = Domain::Root;
         let mut absent = false;
         let folders = folders_of(path);
@@ -84,21 +129,23 @@ impl Chain<'_> {
                 self.take_declared(dir, &mut domain);
                 continue;
             }
-            let state = self.dirs.get(dir.as_str()).ok_or_else(|| {
-                format!("`{dir}` was not read by the probe (plumb bug: please report it)")
-            })?;
+            let state = self
+                .dirs
+                .get(dir.as_str())
+                .ok_or_else(|| ChainError::NotProbed(dir.clone()))?;
             match state {
                 DirState::Absent => {
                     absent = true;
                     self.take_declared(dir, &mut domain);
                 }
                 DirState::Link(target) => {
-                    return Err(format!(
-                        "`{dir}` is a symlink (to `{target}`) on the host; plumb does not follow a symlink it did not declare: write the path it leads to instead, or replace the symlink by a folder"
-                    ));
+                    return Err(ChainError::Symlink {
+                        dir: dir.clone(),
+                        target: target.clone(),
+                    });
                 }
                 DirState::Other => {
-                    return Err(format!("`{dir}` is not a folder on the host"));
+                    return Err(ChainError::NotAFolder(dir.clone()));
                 }
                 DirState::Dir(meta) => {
                     let others = writable_by_others(meta.mode, meta.gid);
@@ -120,9 +167,10 @@ impl Chain<'_> {
                             } else {
                                 format!("group {} (gid {})", meta.group, meta.gid)
                             };
-                            return Err(format!(
-                                "`{dir}` is writable by {who}: any of them could replace what plumb writes below it; make it writable by its owner only (`chmod go-w {dir}`)"
-                            ));
+                            return Err(ChainError::Shared {
+                                dir: dir.clone(),
+                                who,
+                            });
                         }
                         Domain::User { name, uid } => {
                             let same = match uid {
@@ -130,10 +178,12 @@ impl Chain<'_> {
                                 None => *name == meta.owner,
                             };
                             if !same || others {
-                                return Err(format!(
-                                    "`{dir}` lies in a folder that user {name} can write, but is owned by {} with mode {:04o}: plumb writes there only as {name}, into folders that {name} alone owns",
-                                    meta.owner, meta.mode
-                                ));
+                                return Err(ChainError::Foreign {
+                                    dir: dir.clone(),
+                                    user: name.clone(),
+                                    owner: meta.owner.clone(),
+                                    mode: meta.mode,
+                                });
                             }
                         }
                     }
@@ -219,6 +269,7 @@ mod tests {
             login_uid: 0,
         }
         .domain(path)
+        .map_err(|e| e.to_string())
     }
 
     #[test]

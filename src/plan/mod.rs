@@ -12,7 +12,7 @@ use crate::vocab::cx::PlanCx;
 use crate::vocab::records::{HostRecords, Records};
 use crate::vocab::state::{HostState, Managed};
 use crate::vocab::step::{Action, Change, DiffSpec, Step};
-use chain::{Chain, Domain};
+use chain::{Chain, ChainError, Domain};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -182,7 +182,7 @@ pub fn plan_host(
         let mut p = plan_resource(i, d, records.of(i), cx);
         if let Err(e) = place(d, &chain, &mut domains) {
             p.action = Action::Error;
-            p.error = Some(e);
+            p.error = Some(e.to_string());
             p.steps.clear();
         }
         resources.push(p);
@@ -198,7 +198,7 @@ pub fn plan_host(
     let mut prune = plan_prune(previous, &next_state, cx);
     for item in &mut prune {
         if let Err(e) = place_prune(&item.managed, &chain, &mut domains) {
-            item.error = Some(e);
+            item.error = Some(e.to_string());
             item.steps.clear();
         }
     }
@@ -232,9 +232,57 @@ fn declared_dirs(desired: &DesiredHost) -> BTreeMap<String, String> {
         .collect()
 }
 
+/// Why plumb refuses to write (or remove) a path where it lies.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum PlaceError {
+    /// The folders on the way refuse it.
+    #[error(transparent)]
+    Chain(#[from] ChainError),
+    /// A resource owned by another user than the one who can write its folder.
+    #[error(
+        "`{path}` lies in a folder that user {user} can write, so plumb writes it as {user}; it cannot be owned by {owner}: make {user} its owner, or move it to a folder only root can write"
+    )]
+    Owner {
+        /// The path.
+        path: String,
+        /// Who can write its folder.
+        user: String,
+        /// Its declared owner.
+        owner: String,
+    },
+    /// A kind whose files root acts on, in a folder a user can write.
+    #[error(
+        "`{path}` lies in a folder that user {user} can write; a {kind} runs as root and must live in folders only root can write"
+    )]
+    RootOnly {
+        /// The path.
+        path: String,
+        /// Who can write its folder.
+        user: String,
+        /// The kind.
+        kind: String,
+    },
+    /// The same for a resource that left the repo.
+    #[error(
+        "`{path}` lies in a folder that user {user} can write; plumb will not remove a {kind} from there as root"
+    )]
+    RemoveAsRoot {
+        /// The path.
+        path: String,
+        /// Who can write its folder.
+        user: String,
+        /// The kind.
+        kind: String,
+    },
+}
+
 /// Decides whose hands write each path of a resource (recorded in `domains` when not root's),
 /// or why plumb refuses to write it.
-fn place(d: &Desired, chain: &Chain, domains: &mut BTreeMap<String, String>) -> Result<(), String> {
+fn place(
+    d: &Desired,
+    chain: &Chain,
+    domains: &mut BTreeMap<String, String>,
+) -> Result<(), PlaceError> {
     for path in d.spec.paths() {
         let domain = chain.domain(&path)?;
         let Some(user) = domain.user() else { continue };
@@ -246,15 +294,18 @@ fn place(d: &Desired, chain: &Chain, domains: &mut BTreeMap<String, String>) -> 
                 domains.insert(path, user);
             }
             Some(owner) => {
-                return Err(format!(
-                    "`{path}` lies in a folder that user {name} can write, so plumb writes it as {name}; it cannot be owned by {owner}: make {name} its owner, or move it to a folder only root can write"
-                ));
+                return Err(PlaceError::Owner {
+                    path,
+                    user: name.clone(),
+                    owner: owner.to_string(),
+                });
             }
             None => {
-                return Err(format!(
-                    "`{path}` lies in a folder that user {name} can write; a {} runs as root and must live in folders only root can write",
-                    d.kind
-                ));
+                return Err(PlaceError::RootOnly {
+                    path,
+                    user: name.clone(),
+                    kind: d.kind.to_string(),
+                });
             }
         }
     }
@@ -266,25 +317,21 @@ fn place_prune(
     m: &Managed,
     chain: &Chain,
     domains: &mut BTreeMap<String, String>,
-) -> Result<(), String> {
+) -> Result<(), PlaceError> {
     for path in &m.paths {
         match chain.domain(path)? {
             Domain::Root => {}
-            domain
-                if matches!(
-                    m.kind.as_str(),
-                    "File" | "Symlink" | "Certificate" | "Directory"
-                ) =>
-            {
+            domain if crate::kinds::removed_as_owner(&m.kind) => {
                 if let Some(user) = domain.user() {
                     domains.insert(path.clone(), user);
                 }
             }
             Domain::User { name, .. } => {
-                return Err(format!(
-                    "`{path}` lies in a folder that user {name} can write; plumb will not remove a {} from there as root",
-                    m.kind
-                ));
+                return Err(PlaceError::RemoveAsRoot {
+                    path: path.clone(),
+                    user: name,
+                    kind: m.kind.clone(),
+                });
             }
         }
     }
@@ -456,3 +503,6 @@ pub fn next_state(desired: &DesiredHost) -> HostState {
         resources,
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -12,6 +12,8 @@
 //! caller's function, given to [`runner::Runner::start`].
 
 pub mod conn;
+pub mod page;
+pub mod ratelimit;
 pub mod runner;
 pub mod webhook;
 
@@ -39,7 +41,7 @@ pub const HOOK_PATH: &str = "/hooks";
 pub const MAX_BODY_BYTES: usize = 1 << 20;
 
 /// The `outcome` labels of `plumb_webhooks_total`.
-pub const WEBHOOK_OUTCOMES: [&str; 8] = [
+pub const WEBHOOK_OUTCOMES: [&str; 9] = [
     "accepted",
     "ignored",
     "ping",
@@ -48,6 +50,7 @@ pub const WEBHOOK_OUTCOMES: [&str; 8] = [
     "bad_request",
     "too_large",
     "timeout",
+    "rate_limited",
 ];
 
 /// The `result` labels of `plumb_runs_total`.
@@ -72,6 +75,10 @@ pub struct ServeConfig {
     pub source: String,
     /// Deadlines and connection caps.
     pub limits: Limits,
+    /// Webhook requests a minute per client address (0: no limit).
+    pub rate_per_minute: u32,
+    /// The controller state folder: the run history and the applied commit, for the page.
+    pub state_dir: Option<std::path::PathBuf>,
 }
 
 struct App {
@@ -79,6 +86,7 @@ struct App {
     runner: Runner,
     webhooks: Mutex<BTreeMap<&'static str, u64>>,
     deliveries: Mutex<Deliveries>,
+    rate: Mutex<ratelimit::RateLimit>,
 }
 
 impl App {
@@ -113,15 +121,19 @@ impl App {
 /// The HTTP routes: `POST /hooks`, `GET /healthz`, `GET /status`, `GET /metrics`.
 pub fn router(config: ServeConfig, runner: Runner) -> Router {
     let app = Arc::new(App {
-        config,
         runner,
         webhooks: Mutex::new(BTreeMap::new()),
         deliveries: Mutex::new(Deliveries::new(webhook::REMEMBERED_DELIVERIES)),
+        rate: Mutex::new(ratelimit::RateLimit::new(config.rate_per_minute)),
+        config,
     });
     Router::new()
         .route(HOOK_PATH, post(hook))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/status", get(status))
+        .route("/", get(status_page))
+        .route("/status.html", get(status_page))
+        .route("/runs/{id}", get(run_page))
         .route("/metrics", get(metrics))
         .with_state(app)
 }
@@ -205,6 +217,25 @@ async fn hook(
         .find_map(|h| lookup(h))
         .map(|v| crate::text::escape(v).into_owned())
         .unwrap_or_else(|| "-".into());
+    // Before the body is read or any MAC computed: a client that keeps sending waits.
+    let allowed = app
+        .rate
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .check(peer.ip(), std::time::Instant::now());
+    if let Err(wait) = allowed {
+        app.count("rate_limited");
+        let secs = wait.as_secs().max(1);
+        tracing::warn!(%peer, delivery = %id, retry_after_secs = secs, "webhook refused: rate limit");
+        let mut r = text(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!("too many requests from this address; retry in {secs}s\n"),
+        );
+        if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+            r.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+        return r;
+    }
     let body = match read_body(&headers, body, app.config.limits.body_timeout).await {
         Ok(b) => b,
         Err(BodyError::TooLarge) => {
@@ -230,7 +261,10 @@ async fn hook(
             return text(StatusCode::BAD_REQUEST, "unreadable body\n".into());
         }
     };
-    let forge = match webhook::authenticate(&app.config.secret, &body, lookup) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+    let forge = match webhook::authenticate(&app.config.secret, &body, now, lookup) {
         Ok(f) => f,
         Err(e) => {
             app.count("unauthorized");
@@ -268,8 +302,10 @@ fn classify_and_run<'a>(
     lookup: impl Fn(&str) -> Option<&'a str>,
     body: &[u8],
 ) -> Response {
-    let event = lookup(webhook::event_header(forge));
-    match webhook::classify(event, body, &app.config.branch) {
+    let event = webhook::event_of(forge, &lookup);
+    let classified = webhook::json_payload(body, webhook::is_form(lookup("content-type")))
+        .and_then(|json| webhook::classify(event, &json, &app.config.branch));
+    match classified {
         Ok(Event::Ping) => {
             app.count("ping");
             tracing::info!(%peer, delivery = %id, forge = forge.name(), "webhook ping");
@@ -339,6 +375,114 @@ async fn status(State(app): State<Arc<App>>) -> Response {
             .into_response(),
         Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")),
     }
+}
+
+/// How many runs the page lists.
+const PAGE_RUNS: usize = 20;
+
+/// What the page reads from the state folder: the applied commit, the last runs (newest first),
+/// and the newest of them with a report.
+fn page_state(
+    state_dir: Option<&std::path::Path>,
+) -> (
+    Option<String>,
+    Vec<crate::history::RunRecord>,
+    Option<(usize, serde_json::Value)>,
+) {
+    let Some(dir) = state_dir else {
+        return (None, Vec::new(), None);
+    };
+    let applied = std::fs::read_to_string(dir.join("last-applied"))
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_hexdigit()));
+    let h = crate::history::History::new(dir);
+    let mut runs = match h.last(PAGE_RUNS) {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!(error = %e, "reading the run history for the status page");
+            Vec::new()
+        }
+    };
+    runs.reverse();
+    let report = runs.iter().enumerate().find_map(|(i, r)| {
+        let text = h.report(&r.id).ok().flatten()?;
+        let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+        Some((i, v))
+    });
+    (applied, runs, report)
+}
+
+/// The headers of every HTML page: its type, the policy that allows only its own style, and
+/// no sniffing, referrer or caching.
+fn html_response(body: String) -> Response {
+    let mut r = body.into_response();
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    if let Ok(v) = HeaderValue::from_str(&page::content_security_policy()) {
+        h.insert(header::CONTENT_SECURITY_POLICY, v);
+    }
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+/// `GET /runs/ID`: one run from the history, host by host.
+async fn run_page(
+    State(app): State<Arc<App>>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Response {
+    if !crate::history::valid_id(&id) {
+        return text(StatusCode::NOT_FOUND, "no such run\n".into());
+    }
+    let Some(dir) = app.config.state_dir.clone() else {
+        return text(StatusCode::NOT_FOUND, "no run history\n".into());
+    };
+    let found =
+        tokio::task::spawn_blocking(move || crate::history::History::new(&dir).show(&id).ok())
+            .await
+            .ok()
+            .flatten();
+    match found {
+        Some((run, report)) => {
+            let report: Option<serde_json::Value> =
+                report.and_then(|r| serde_json::from_str(&r).ok());
+            html_response(page::render_run(&run, report.as_ref()))
+        }
+        None => text(StatusCode::NOT_FOUND, "no such run\n".into()),
+    }
+}
+
+async fn status_page(State(app): State<Arc<App>>) -> Response {
+    let dir = app.config.state_dir.clone();
+    let read = tokio::task::spawn_blocking(move || page_state(dir.as_deref())).await;
+    let (applied, history, report) = read.unwrap_or_default();
+    let runs = app.runner.snapshot();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let body = page::render(&page::PageData {
+        source: &app.config.source,
+        branch: &app.config.branch,
+        applied: applied.as_deref(),
+        runs: &runs,
+        history: &history,
+        last_report: report
+            .as_ref()
+            .and_then(|(i, v)| history.get(*i).map(|r| (r, v))),
+        now,
+    });
+    html_response(body)
 }
 
 /// The Prometheus text exposition of a snapshot and the webhook counters.

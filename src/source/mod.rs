@@ -2,6 +2,8 @@
 //! a run applied), and, for `plumb pull`, fetching one branch of a remote repo into a checkout
 //! in the controller's state folder with git2.
 
+pub mod signed;
+
 use std::path::Path;
 
 /// Problems getting the cluster repo.

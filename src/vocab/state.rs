@@ -141,3 +141,85 @@ pub enum StateError {
     )]
     Corrupt(String),
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn b64(text: &str) -> String {
+        base64::engine::general_purpose::STANDARD.encode(text)
+    }
+
+    #[test]
+    fn no_state_file_means_nothing_managed_yet() {
+        assert_eq!(
+            HostState::from_probe(Some("none")),
+            Ok(HostState::default())
+        );
+        let state = HostState {
+            version: 1,
+            commit: Some("abc".into()),
+            resources: vec![Managed {
+                kind: "File".into(),
+                name: "/etc/a".into(),
+                paths: vec!["/etc/a".into()],
+                ..Default::default()
+            }],
+        };
+        assert_eq!(
+            HostState::from_probe(Some(&b64(&state.to_json()))),
+            Ok(state)
+        );
+    }
+
+    /// A state file that does not decode is an error for the host, never "nothing managed":
+    /// nothing is pruned, the file is kept (converge stops before applying) and the message
+    /// says what to do.
+    #[test]
+    fn a_state_file_that_does_not_decode_is_an_error_that_says_what_to_do() {
+        let cases = [
+            ("%%% not base64".to_string(), "not base64"),
+            (b64("not json"), "not a plumb state"),
+            (b64("{\"resources\": 3}"), "not a plumb state"),
+            (
+                b64("{\"resources\":[{\"kind\":\"File\",\"name\":\"x\",\"paths\":[\"etc/x\"]}]}"),
+                "not absolute",
+            ),
+            (
+                b64(
+                    "{\"resources\":[{\"kind\":\"File\",\"name\":\"x\",\"paths\":[\"/etc/../x\"]}]}",
+                ),
+                "not absolute",
+            ),
+            (
+                b64("{\"resources\":[{\"kind\":\"File\",\"name\":\"a\\nb\",\"paths\":[]}]}"),
+                "control character",
+            ),
+            (
+                b64("{\"resources\":[{\"kind\":\"\",\"name\":\"a\"}]}"),
+                "control character",
+            ),
+            (
+                b64(
+                    "{\"resources\":[{\"kind\":\"SystemdUnit\",\"name\":\"a\",\"unit\":\"--now\"}]}",
+                ),
+                "unit name",
+            ),
+        ];
+        for (fact, why) in cases {
+            let e = HostState::from_probe(Some(&fact)).unwrap_err();
+            assert!(matches!(e, StateError::Corrupt(_)), "{fact}: {e:?}");
+            let msg = e.to_string();
+            assert!(msg.contains(why), "{fact}: {msg}");
+            assert!(
+                msg.contains("nothing was pruned and it was left as is")
+                    && msg.contains("Move it aside"),
+                "{msg}"
+            );
+        }
+        let e = HostState::from_probe(Some("untrusted\tfolder directory:1001:755")).unwrap_err();
+        assert_eq!(e, StateError::Untrusted("folder directory:1001:755".into()));
+        assert!(e.to_string().contains("then delete it"));
+        assert_eq!(HostState::from_probe(None), Err(StateError::Missing));
+    }
+}
