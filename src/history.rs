@@ -104,6 +104,28 @@ pub enum HistoryError {
     Encode(#[from] serde_json::Error),
 }
 
+/// A run's start time as `YYYY-MM-DD HH:MM:SS` (UTC), or `-` when out of range.
+pub fn format_time(unix: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(unix)
+        .map(|t| {
+            format!(
+                "{:04}-{:02}-{:02} {:02}:{:02}:{:02}",
+                t.year(),
+                t.month() as u8,
+                t.day(),
+                t.hour(),
+                t.minute(),
+                t.second()
+            )
+        })
+        .unwrap_or_else(|_| "-".into())
+}
+
+/// The first 12 characters of a commit id, as runs are listed.
+pub fn short_commit(commit: &str) -> &str {
+    commit.get(..12).unwrap_or(commit)
+}
+
 /// True for an id plumb could have made: letters, digits, `-` and `_`, 1 to 64 of them (so it is
 /// a safe file name).
 pub fn valid_id(id: &str) -> bool {

@@ -35,7 +35,7 @@ impl Fixture {
         let src = Path::new(env!("CARGO_MANIFEST_DIR"));
         let repo = dir.path().join("reference");
         for sub in ["inventory", "manifests", "templates", "secrets", "pki"] {
-            copy_tree(&src.join(sub), &repo.join(sub));
+            lab::copy_tree(&src.join(sub), &repo.join(sub));
         }
         let state = lab::state_dir();
         let text = std::fs::read_to_string(lab::inventory_overlay()).expect("lab overlay");
@@ -111,18 +111,6 @@ impl Fixture {
     fn status(&self) -> (i32, Value) {
         let (code, out, _) = self.plumb(&["pg", "status", "--output", "json"]);
         (code, serde_json::from_str(&out).expect("pg status JSON"))
-    }
-}
-
-fn copy_tree(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap().flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            copy_tree(&p, &to.join(e.file_name()));
-        } else {
-            std::fs::copy(&p, to.join(e.file_name())).unwrap();
-        }
     }
 }
 

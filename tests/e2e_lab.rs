@@ -292,21 +292,9 @@ fn reference_copy(dir: &Path) -> PathBuf {
     let src = Path::new(env!("CARGO_MANIFEST_DIR"));
     let dst = dir.join("reference");
     for sub in ["inventory", "manifests", "templates", "secrets", "pki"] {
-        copy_tree(&src.join(sub), &dst.join(sub));
+        lab::copy_tree(&src.join(sub), &dst.join(sub));
     }
     dst
-}
-
-fn copy_tree(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap().flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            copy_tree(&p, &to.join(e.file_name()));
-        } else {
-            std::fs::copy(&p, to.join(e.file_name())).unwrap();
-        }
-    }
 }
 
 /// `plumb` on the reference repo with the demo identity.

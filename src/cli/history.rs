@@ -79,23 +79,7 @@ pub fn history(a: &HistoryArgs) -> Result<i32> {
 }
 
 fn when(unix: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp(unix)
-        .map(|t| {
-            format!(
-                "{:04}-{:02}-{:02} {:02}:{:02}:{:02}",
-                t.year(),
-                t.month() as u8,
-                t.day(),
-                t.hour(),
-                t.minute(),
-                t.second()
-            )
-        })
-        .unwrap_or_else(|_| "-".into())
-}
-
-fn short(commit: &str) -> &str {
-    commit.get(..12).unwrap_or(commit)
+    crate::history::format_time(unix)
 }
 
 fn names(hosts: &[String]) -> String {
@@ -135,7 +119,7 @@ pub fn list_text(runs: &[RunRecord]) -> String {
             } else {
                 escape(&r.trigger)
             },
-            escape(short(&r.commit)),
+            escape(crate::history::short_commit(&r.commit)),
             if r.dry_run {
                 format!("{}*", r.result())
             } else {

@@ -229,11 +229,15 @@ struct Reading {
 
 impl Reading {
     fn leader(&self) -> Option<String> {
-        let view = self.view.as_ref()?;
-        match view.leaders().as_slice() {
-            [one] => Some(one.name.clone()),
-            _ => None,
-        }
+        single_leader(self.view.as_ref()?)
+    }
+}
+
+/// The leader's name, when exactly one member holds the lock.
+fn single_leader(view: &ClusterView) -> Option<String> {
+    match view.leaders().as_slice() {
+        [one] => Some(one.name.clone()),
+        _ => None,
     }
 }
 
@@ -317,13 +321,7 @@ impl<'a> Cluster<'a> {
     async fn read(&self) -> Reading {
         let members = self.live.member_names();
         let view = self.view().await;
-        let leader = view
-            .as_ref()
-            .ok()
-            .and_then(|v| match v.leaders().as_slice() {
-                [one] => Some(one.name.clone()),
-                _ => None,
-            });
+        let leader = view.as_ref().ok().and_then(single_leader);
         let replication = match &leader {
             Some(l) => match self.pg(l).await {
                 Ok(client) => health::read_replication(&client)

@@ -52,23 +52,10 @@ pub struct PageData<'a> {
 }
 
 fn when(unix: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp(unix)
-        .map(|t| {
-            format!(
-                "{:04}-{:02}-{:02} {:02}:{:02}:{:02} UTC",
-                t.year(),
-                t.month() as u8,
-                t.day(),
-                t.hour(),
-                t.minute(),
-                t.second()
-            )
-        })
-        .unwrap_or_else(|_| "-".into())
-}
-
-fn short(commit: &str) -> &str {
-    commit.get(..12).unwrap_or(commit)
+    match crate::history::format_time(unix) {
+        t if t == "-" => t,
+        t => format!("{t} UTC"),
+    }
 }
 
 fn list(names: &[String]) -> String {
@@ -278,7 +265,7 @@ pub fn render(d: &PageData<'_>) -> String {
                 "<p>As of run <code>{}</code> ({}, commit <code>{}</code>).</p>",
                 html(&run.id),
                 when(run.started_at),
-                html(short(&run.commit))
+                html(crate::history::short_commit(&run.commit))
             );
             hosts_table(&mut o, report);
         }
@@ -304,7 +291,7 @@ pub fn render(d: &PageData<'_>) -> String {
                 } else {
                     &r.trigger
                 }),
-                html(short(&r.commit)),
+                html(crate::history::short_commit(&r.commit)),
                 html(&r.summary),
                 r.duration_ms as f64 / 1000.0,
                 class(result),

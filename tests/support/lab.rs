@@ -357,3 +357,16 @@ fn spawn_bounded(cmd: &mut Command, timeout: Duration) -> std::io::Result<Option
         stderr: err_reader.join().unwrap_or_default(),
     }))
 }
+
+/// Copies a folder tree (a repo fixture) into `to`.
+pub fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            copy_tree(&p, &to.join(e.file_name()));
+        } else {
+            std::fs::copy(&p, to.join(e.file_name())).unwrap();
+        }
+    }
+}
