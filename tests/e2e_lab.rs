@@ -493,3 +493,321 @@ fn a_user_with_another_uid_is_a_conflict_unless_renumbering_is_allowed() {
         "userdel -r e2eapp; groupdel e2eapp 2>/dev/null; rm -rf /srv/e2eapp; true",
     );
 }
+
+/// Where the member certificates are on a member.
+const TLS_DIR: &str = "/home/postgres/config/tls";
+
+/// `cmd` on a VM; (success, stdout + stderr). Never prints the command (it may hold a
+/// password): the caller says what failed.
+fn try_sh(vm: &str, cmd: &str) -> (bool, String) {
+    let out = lab::exec(vm, cmd);
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+/// The last lines of the stack's logs on a member, for failure messages.
+fn stack_logs(vm: &str) -> String {
+    try_sh(
+        vm,
+        "cd /opt/plumb/postgres01 && docker-compose logs --no-color --tail 25 etcd patroni haproxy 2>&1",
+    )
+    .1
+}
+
+/// `GET /cluster` over HTTPS (checked against the CA) until a leader and two replicas run;
+/// returns the leader's name.
+fn wait_for_healthy_cluster(addr: &str, bound: Duration) -> String {
+    let started = Instant::now();
+    loop {
+        let (_, body) = try_sh(
+            "pg-srv1",
+            &format!("curl -sf --max-time 5 --cacert {TLS_DIR}/ca.crt https://{addr}:8008/cluster"),
+        );
+        if let Ok(v) = serde_json::from_str::<serde_json::Value>(&body) {
+            let members = v["members"].as_array().cloned().unwrap_or_default();
+            let leader = members
+                .iter()
+                .find(|m| m["role"] == "leader" && m["state"] == "running")
+                .and_then(|m| m["name"].as_str().map(str::to_string));
+            let replicas = members
+                .iter()
+                .filter(|m| {
+                    m["role"] == "replica" && (m["state"] == "running" || m["state"] == "streaming")
+                })
+                .count();
+            if let (Some(leader), 2) = (leader, replicas) {
+                return leader;
+            }
+        }
+        assert!(
+            started.elapsed() < bound,
+            "no leader and two replicas over HTTPS after {bound:?}; last answer: {body}\n{}",
+            stack_logs("pg-srv1")
+        );
+        std::thread::sleep(Duration::from_secs(3));
+    }
+}
+
+/// The serial of the certificate a TLS server presents (`openssl s_client` on pg-srv1).
+fn served_serial(addr: &str, port: u16, extra: &str) -> String {
+    let (_, out) = try_sh(
+        "pg-srv1",
+        &format!(
+            "openssl s_client -connect {addr}:{port} -CAfile {TLS_DIR}/ca.crt -verify_return_error {extra} </dev/null 2>/dev/null | openssl x509 -noout -serial"
+        ),
+    );
+    let serial = out
+        .lines()
+        .find_map(|l| l.strip_prefix("serial="))
+        .unwrap_or_else(|| panic!("no certificate served on {addr}:{port}: {out}"));
+    serial.trim().to_string()
+}
+
+/// psql in pg-srv2's Patroni container with a connection string; (success, output).
+fn psql(conninfo: &str, password: &str, sql: &str) -> (bool, String) {
+    try_sh(
+        "pg-srv2",
+        &format!(
+            "cd /opt/plumb/postgres01 && docker-compose exec -T -e PGPASSWORD='{password}' -e PGCONNECT_TIMEOUT=10 patroni psql '{conninfo}' -Atc \"{sql}\""
+        ),
+    )
+}
+
+#[test]
+fn the_cluster_answers_only_over_tls_with_credentials_and_rotates_without_restarting() {
+    if skip() {
+        return;
+    }
+    let _guard = lab::lock();
+    lab::ensure_up();
+    let dir = tempfile::tempdir().unwrap();
+    let repo = reference_copy(dir.path());
+    let overlay = overlay(dir.path(), "/var/lib/plumb");
+    let (code, out, err) = plumb_ref(&repo, &overlay, &["converge"]);
+    assert!(code == 0 || code == 2, "{out}\n{err}");
+
+    let members = ["pg-srv1", "pg-srv2", "pg-srv3"];
+    let addrs: Vec<String> = members.iter().map(|m| lab::address(m)).collect();
+    let leader = wait_for_healthy_cluster(&addrs[0], Duration::from_secs(480));
+    let ca = format!("{TLS_DIR}/ca.crt");
+    let (cert, key) = (
+        format!("{TLS_DIR}/pg-srv1.crt"),
+        format!("{TLS_DIR}/pg-srv1.key"),
+    );
+
+    for (vm, addr) in members.iter().zip(&addrs) {
+        // Keys: the service user's, 0600.
+        assert_eq!(
+            sh(vm, &format!("stat -c '%U:%G %a' {TLS_DIR}/{vm}.key")),
+            "postgres:postgres 600\n",
+            "{vm}"
+        );
+
+        // etcd: without a client certificate, nothing (client and peer ports, TLS or not).
+        for url in [
+            format!("https://{addr}:2379/version"),
+            format!("http://{addr}:2379/version"),
+            format!("https://{addr}:2380/members"),
+        ] {
+            let (ok, out) = try_sh(
+                "pg-srv1",
+                &format!("curl -s --max-time 5 --cacert {ca} {url}"),
+            );
+            assert!(
+                !out.contains("etcdserver") && !out.contains("\"id\""),
+                "{url} answered without a client certificate ({ok}): {out}"
+            );
+        }
+        let (ok, out) = try_sh(
+            "pg-srv1",
+            &format!(
+                "curl -s --max-time 5 --cacert {ca} -X POST https://{addr}:2379/v3/kv/range -d '{{\"key\":\"L3NlcnZpY2U=\",\"range_end\":\"AA==\"}}'"
+            ),
+        );
+        assert!(
+            !ok || !out.contains("\"kvs\""),
+            "etcd read without a certificate: {out}"
+        );
+        // With the member certificate: the API answers, and etcdctl works.
+        let (ok, out) = try_sh(
+            "pg-srv1",
+            &format!(
+                "curl -s --max-time 5 --cacert {ca} --cert {cert} --key {key} https://{addr}:2379/version"
+            ),
+        );
+        assert!(
+            ok && out.contains("etcdserver"),
+            "{vm} etcd with a client certificate: {out}"
+        );
+        let (ok, out) = try_sh(
+            vm,
+            &format!(
+                "cd /opt/plumb/postgres01 && docker-compose exec -T etcd etcdctl --endpoints https://{addr}:2379 --cacert {ca} --cert {TLS_DIR}/{vm}.crt --key {TLS_DIR}/{vm}.key endpoint health"
+            ),
+        );
+        assert!(
+            ok && out.contains("is healthy"),
+            "{vm} etcdctl with a certificate: {out}"
+        );
+        let (ok, out) = try_sh(
+            vm,
+            &format!(
+                "cd /opt/plumb/postgres01 && docker-compose exec -T etcd etcdctl --dial-timeout 3s --command-timeout 5s --endpoints https://{addr}:2379 --cacert {ca} endpoint health"
+            ),
+        );
+        assert!(
+            !ok,
+            "{vm} etcdctl without a client certificate succeeded: {out}"
+        );
+
+        // Patroni's REST API: HTTPS only; changes still need the basic auth.
+        let (_, out) = try_sh(
+            "pg-srv1",
+            &format!("curl -s --max-time 5 http://{addr}:8008/health"),
+        );
+        assert!(
+            !out.contains("\"state\""),
+            "{vm} REST over plain HTTP: {out}"
+        );
+        let (ok, out) = try_sh(
+            "pg-srv1",
+            &format!("curl -sf --max-time 5 --cacert {ca} https://{addr}:8008/health"),
+        );
+        assert!(
+            ok && out.contains("\"state\""),
+            "{vm} REST over HTTPS: {out}"
+        );
+        let (_, code) = try_sh(
+            "pg-srv1",
+            &format!(
+                "curl -s -o /dev/null -w '%{{http_code}}' --max-time 5 --cacert {ca} -X POST https://{addr}:8008/restart -d '{{}}'"
+            ),
+        );
+        assert_eq!(code.trim(), "401", "{vm} POST /restart without credentials");
+    }
+
+    // PostgreSQL: through HAProxy with verify-ca, TLS; without TLS, refused before any
+    // password is asked for, through HAProxy and directly.
+    let identity = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/lab/demo-age-key.txt");
+    let store = plumb::secrets::SecretStore::open(&repo)
+        .and_then(|s| s.with_identity(&identity))
+        .expect("the reference repo's secrets");
+    let password = store
+        .get("postgres01_superuser_password")
+        .expect("the superuser's password")
+        .expose()
+        .to_string();
+    let (ok, out) = psql(
+        &format!(
+            "host={} port=5000 user=postgres dbname=postgres sslmode=verify-ca sslrootcert={ca}",
+            addrs[1]
+        ),
+        &password,
+        "select ssl, pg_is_in_recovery() from pg_stat_ssl where pid = pg_backend_pid()",
+    );
+    assert!(
+        ok && out.trim() == "t|f",
+        "verify-ca through HAProxy 5000: {out}"
+    );
+    let (ok, out) = psql(
+        &format!(
+            "host={} port=5001 user=postgres dbname=postgres sslmode=verify-ca sslrootcert={ca}",
+            addrs[0]
+        ),
+        &password,
+        "select ssl, pg_is_in_recovery() from pg_stat_ssl where pid = pg_backend_pid()",
+    );
+    assert!(
+        ok && out.trim() == "t|t",
+        "verify-ca through HAProxy 5001: {out}"
+    );
+    for target in [
+        format!("host={} port=5000", addrs[0]),
+        format!("host={} port=5432", addrs[2]),
+    ] {
+        let (ok, out) = psql(
+            &format!("{target} user=postgres dbname=postgres sslmode=disable"),
+            &password,
+            "select 1",
+        );
+        assert!(
+            !ok && out.contains("pg_hba.conf rejects connection") && out.contains("no encryption"),
+            "{target} without TLS: {out}"
+        );
+    }
+    // A CA that is not the cluster's: the client refuses the server.
+    let (ok, out) = psql(
+        &format!(
+            "host={} port=5000 user=postgres dbname=postgres sslmode=verify-ca sslrootcert=/etc/ssl/certs/ca-certificates.crt",
+            addrs[0]
+        ),
+        &password,
+        "select 1",
+    );
+    assert!(
+        !ok && out.contains("certificate verify failed"),
+        "foreign CA: {out}"
+    );
+
+    // Replication runs over TLS: both replicas' walsenders on the leader use it.
+    let leader_vm = members
+        .iter()
+        .find(|m| **m == leader)
+        .copied()
+        .unwrap_or("pg-srv1");
+    let replication = |vm: &str| {
+        sh(
+            vm,
+            "cd /opt/plumb/postgres01 && docker-compose exec -T patroni psql -h /home/postgres/postgres-data/unix -U postgres -Atc \"select count(*) filter (where s.ssl), count(*) from pg_stat_replication r join pg_stat_ssl s using (pid)\"",
+        )
+    };
+    assert_eq!(
+        replication(leader_vm).trim(),
+        "2|2",
+        "replication over TLS on {leader_vm}"
+    );
+
+    // Rotation: every certificate reissued now; etcd, Patroni and PostgreSQL serve the new
+    // ones without a PostgreSQL restart, and the cluster stays healthy.
+    let started_at = |vm: &str| {
+        sh(
+            vm,
+            "cd /opt/plumb/postgres01 && docker-compose exec -T patroni psql -h /home/postgres/postgres-data/unix -U postgres -Atc 'select pg_postmaster_start_time()'",
+        )
+    };
+    let before_start: Vec<String> = members.iter().map(|m| started_at(m)).collect();
+    let client = format!("-cert {cert} -key {key}");
+    let serials = |addr: &str| {
+        [
+            served_serial(addr, 2379, &client),
+            served_serial(addr, 8008, ""),
+            served_serial(addr, 5432, "-starttls postgres"),
+        ]
+    };
+    let before: Vec<[String; 3]> = addrs.iter().map(|a| serials(a)).collect();
+    let (code, out, err) = plumb_ref(&repo, &overlay, &["certs", "rotate"]);
+    assert_eq!(code, 2, "{out}\n{err}");
+    std::thread::sleep(Duration::from_secs(5));
+    let after: Vec<[String; 3]> = addrs.iter().map(|a| serials(a)).collect();
+    for (i, vm) in members.iter().enumerate() {
+        for (j, service) in ["etcd", "Patroni REST", "PostgreSQL"].iter().enumerate() {
+            assert_ne!(
+                before[i][j],
+                after[i][j],
+                "{vm}: {service} still serves the old certificate\n{}",
+                stack_logs(vm)
+            );
+        }
+    }
+    let after_start: Vec<String> = members.iter().map(|m| started_at(m)).collect();
+    assert_eq!(before_start, after_start, "a rotation restarted PostgreSQL");
+    wait_for_healthy_cluster(&addrs[0], Duration::from_secs(120));
+    let (code, out, _) = plumb_ref(&repo, &overlay, &["converge"]);
+    assert_eq!(code, 0, "nothing left to do after a rotation: {out}");
+}

@@ -15,7 +15,9 @@
 //! and PostgreSQL ports must be free; `bin_dir` must hold the PostgreSQL 15 binaries. So its test
 //! renders the reference repo through an inventory overlay that puts the members on loopback
 //! addresses (127.0.1.x), starts a real three-member etcd cluster from the rendered `etcd.yml`
-//! files (only `data-dir` is pointed at a temp folder), and validates against it.
+//! files (only `data-dir`, the metrics listener and the certificate folder are pointed
+//! elsewhere), and validates against it. The certificates the rendered files name are issued
+//! for the test by plumb's own PKI (a CA, a member certificate per host) into a temp folder.
 
 use assert_cmd::Command as Plumb;
 use std::io::{Read, Write};
@@ -50,6 +52,41 @@ fn need_file(path: &str, package: &str, why: &str) {
         Path::new(path).exists(),
         "{path} is missing ({why}): install the Debian package `{package}` (apt-get install -y {package})"
     );
+}
+
+/// Where the rendered files expect the member certificates.
+const TLS_DIR: &str = "/home/postgres/config/tls";
+
+/// A CA and a member certificate per host (CN = the name, SANs = the address), as a converge
+/// would write them, in `dir`; returns `dir`.
+fn tls_files(dir: &Path, members: &[(&str, &str)]) -> PathBuf {
+    std::fs::create_dir_all(dir).unwrap();
+    let ca = plumb::pki::create_ca("validators CA", 2).unwrap();
+    std::fs::write(dir.join("ca.crt"), &ca.cert_pem).unwrap();
+    for (name, address) in members {
+        let leaf = plumb::pki::issue(
+            &ca.cert_pem,
+            &ca.key_pem,
+            &plumb::pki::LeafRequest {
+                ca: "validators".into(),
+                common_name: name.to_string(),
+                dns_names: vec![name.to_string(), address.to_string()],
+                ip_addresses: vec![address.to_string()],
+                validity_secs: 86_400,
+                key_algorithm: plumb::pki::KeyAlgorithm::EcdsaP256,
+            },
+        )
+        .unwrap();
+        std::fs::write(dir.join(format!("{name}.crt")), &leaf.cert_pem).unwrap();
+        let key = dir.join(format!("{name}.key"));
+        std::fs::write(&key, &leaf.key_pem).unwrap();
+        std::fs::set_permissions(
+            &key,
+            <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o600),
+        )
+        .unwrap();
+    }
+    dir.to_path_buf()
 }
 
 /// Renders the reference repo into a temp folder; returns it (the files are under `rendered/`).
@@ -110,7 +147,15 @@ fn haproxy_accepts_every_haproxy_cfg() {
     let dir = render(None);
     let files = files_named(dir.path(), "haproxy.cfg");
     assert_eq!(files.len(), 3, "one per member: {files:?}");
+    // The health checks verify Patroni against the CA file, which haproxy reads at start.
+    let tls = tls_files(&dir.path().join("tls"), &[]);
     for f in files {
+        let text = std::fs::read_to_string(&f).unwrap();
+        assert!(
+            text.contains(&format!("ca-file {TLS_DIR}/ca.crt")),
+            "{text}"
+        );
+        std::fs::write(&f, text.replace(TLS_DIR, &tls.to_string_lossy())).unwrap();
         let o = Command::new(&haproxy)
             .arg("-c")
             .arg("-f")
@@ -290,20 +335,28 @@ fn etcd_healthy(addr: &str) -> bool {
     body.contains("\"health\":\"true\"")
 }
 
-/// The response of etcd's gRPC gateway to the member list call.
-fn etcd_gateway_members(addr: &str) -> String {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    s.write_all(
-        format!(
-            "POST /v3/cluster/member/list HTTP/1.0\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{{}}"
-        )
-        .as_bytes(),
+/// The response of etcd's gRPC gateway to the member list call (curl, over TLS, with `host`'s
+/// certificate from `tls` or none).
+fn etcd_gateway_members(addr: &str, tls: &Path, cert_of: Option<&str>) -> String {
+    let mut cmd = Command::new(need("curl", "curl"));
+    cmd.args(["-s", "--max-time", "5", "-X", "POST", "-d", "{}"])
+        .arg("--cacert")
+        .arg(tls.join("ca.crt"));
+    if let Some(host) = cert_of {
+        cmd.arg("--cert")
+            .arg(tls.join(format!("{host}.crt")))
+            .arg("--key")
+            .arg(tls.join(format!("{host}.key")));
+    }
+    let o = cmd
+        .arg(format!("https://{addr}/v3/cluster/member/list"))
+        .output()
+        .unwrap();
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
     )
-    .unwrap();
-    let mut body = String::new();
-    let _ = s.read_to_string(&mut body);
-    body
 }
 
 #[test]
@@ -324,12 +377,31 @@ fn patroni_validates_every_patroni_yml_against_a_running_etcd() {
     let rendered = dir.path().join("rendered");
 
     // A real etcd cluster from the rendered member configs.
+    let hosts = [
+        ("pg-srv1", "127.0.1.1"),
+        ("pg-srv2", "127.0.1.2"),
+        ("pg-srv3", "127.0.1.3"),
+    ];
+    let tls = tls_files(&dir.path().join("tls"), &hosts);
+    let tls_dir = tls.to_string_lossy().into_owned();
     let mut members = Etcd(Vec::new());
     let mut clients = Vec::new();
-    for host in ["pg-srv1", "pg-srv2", "pg-srv3"] {
+    let mut health = Vec::new();
+    for (host, address) in hosts {
         let conf =
             std::fs::read_to_string(rendered.join(host).join("home/postgres/config/etcd.yml"))
-                .unwrap();
+                .unwrap()
+                .replace(TLS_DIR, &tls_dir);
+        // Three members on one machine: each its own loopback address for the metrics.
+        assert!(
+            conf.contains("listen-metrics-urls: http://127.0.0.1:2381\n"),
+            "{conf}"
+        );
+        let conf = conf.replace(
+            "listen-metrics-urls: http://127.0.0.1:2381",
+            &format!("listen-metrics-urls: http://{address}:2381"),
+        );
+        health.push(format!("{address}:2381"));
         let data = dir.path().join(format!("etcd-{host}"));
         let mut replaced = 0;
         let conf: String = conf
@@ -346,7 +418,7 @@ fn patroni_validates_every_patroni_yml_against_a_running_etcd() {
         assert_eq!(replaced, 1, "etcd.yml of {host} has one data-dir");
         let client = conf
             .lines()
-            .find_map(|l| l.strip_prefix("advertise-client-urls: http://"))
+            .find_map(|l| l.strip_prefix("advertise-client-urls: https://"))
             .unwrap()
             .to_string();
         clients.push(client);
@@ -364,7 +436,7 @@ fn patroni_validates_every_patroni_yml_against_a_running_etcd() {
         );
     }
     let deadline = Instant::now() + Duration::from_secs(60);
-    while !clients.iter().all(|c| etcd_healthy(c)) {
+    while !health.iter().all(|c| etcd_healthy(c)) {
         if Instant::now() > deadline {
             let logs: String = ["pg-srv1", "pg-srv2", "pg-srv3"]
                 .iter()
@@ -385,19 +457,27 @@ fn patroni_validates_every_patroni_yml_against_a_running_etcd() {
         std::thread::sleep(Duration::from_millis(200));
     }
 
-    // Patroni's etcd3 client talks to the gRPC gateway: every member must list all three.
+    // Patroni's etcd3 client talks to the gRPC gateway: every member must list all three, to a
+    // client with a certificate, and to none without one.
     for c in &clients {
-        let members = etcd_gateway_members(c);
+        let members = etcd_gateway_members(c, &tls, Some("pg-srv1"));
         assert_eq!(
             members.matches("\"name\":").count(),
             3,
-            "POST http://{c}/v3/cluster/member/list (Patroni's first call):\n{members}"
+            "POST https://{c}/v3/cluster/member/list (Patroni's first call):\n{members}"
+        );
+        let refused = etcd_gateway_members(c, &tls, None);
+        assert!(
+            !refused.contains("\"name\":"),
+            "{c} without a certificate: {refused}"
         );
     }
 
     let files = files_named(&rendered, "patroni.yml");
     assert_eq!(files.len(), 3, "{files:?}");
     for f in &files {
+        let text = std::fs::read_to_string(f).unwrap();
+        std::fs::write(f, text.replace(TLS_DIR, &tls_dir)).unwrap();
         let o = Command::new(&patroni)
             .arg("--validate-config")
             .arg(f)

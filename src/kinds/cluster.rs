@@ -65,23 +65,32 @@ impl Default for OsAccount {
     }
 }
 
-/// Certificates for pgBackRest TLS, issued per host by a plumb CA.
+/// Certificates of the cluster's services, issued per host by a plumb CA: on a
+/// `PostgresCluster`, the member certificate (etcd client and peer, Patroni's REST API and its
+/// etcd client, PostgreSQL) and the pgBackRest one; on a `BackupRepo`, the pgBackRest one.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct TlsSettings {
     /// The `CertificateAuthority` that signs the certificates (and whose certificate every side
     /// trusts).
     pub ca: String,
-    /// Validity of each issued certificate (default 365d).
+    /// Validity of each issued certificate (default 90d).
     #[serde(default = "default_validity")]
     pub validity: Span,
     /// Reissue when less than this remains (default 30d).
     #[serde(default = "default_renew_before")]
     pub renew_before: Span,
+    /// Extra names on every member certificate, besides the member's own name and address:
+    /// the DNS names or IP addresses clients use to reach the cluster through HAProxy (a DNS
+    /// name in front of all members, a virtual IP). With them, a client can connect with
+    /// `sslmode=verify-full` to that name; without them, `verify-ca` is the mode to use
+    /// through HAProxy (the server certificate is the primary's, wherever the client entered).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub names: Vec<String>,
 }
 
 fn default_validity() -> Span {
-    Span { secs: 365 * 86_400 }
+    Span { secs: 90 * 86_400 }
 }
 
 fn default_renew_before() -> Span {
@@ -137,6 +146,9 @@ pub struct ClusterPaths {
     pub etcd_data_dir: String,
     /// patroni.yml, etcd.yml, haproxy.cfg.
     pub config_dir: String,
+    /// The member certificate, its key and the CA bundle (under `config_dir`, so every
+    /// container of the stack that mounts the configuration sees them).
+    pub tls_dir: String,
     /// pgBackRest folder (config, certs, log, spool).
     pub pgbackrest_dir: String,
     /// pgbackrest.conf.
@@ -165,6 +177,7 @@ impl ClusterPaths {
             pgdata_root: pgdata,
             etcd_data_dir: format!("{base}/etcd-data"),
             config_dir: format!("{base}/config"),
+            tls_dir: format!("{base}/config/tls"),
             pgbackrest_config: format!("{pgbr}/pgbackrest.conf"),
             pgbackrest_certs: format!("{pgbr}/certs"),
             pgbackrest_log: format!("{pgbr}/log"),
@@ -180,6 +193,17 @@ impl ClusterPaths {
             format!("{}/{host}.crt", self.pgbackrest_certs),
             format!("{}/{host}.key", self.pgbackrest_certs),
             format!("{}/ca.crt", self.pgbackrest_certs),
+        )
+    }
+}
+
+impl ClusterPaths {
+    /// Certificate, key and CA paths of a member's certificate (etcd, Patroni, PostgreSQL).
+    pub fn member_cert_files(&self, host: &str) -> (String, String, String) {
+        (
+            format!("{}/{host}.crt", self.tls_dir),
+            format!("{}/{host}.key", self.tls_dir),
+            format!("{}/ca.crt", self.tls_dir),
         )
     }
 }
@@ -302,6 +326,24 @@ pub(crate) fn check_common(
         let d = unknown_ca(cx.manifest, &tls.ca, &known);
         cx.diags.push(d);
     }
+    for (i, name) in tls.names.iter().enumerate() {
+        let dns_ok = !name.is_empty()
+            && name.len() <= 253
+            && name.split('.').all(|label| {
+                !label.is_empty()
+                    && label.len() <= 63
+                    && label
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'*')
+            });
+        if name.parse::<IpAddr>().is_err() && !dns_ok {
+            cx.error(
+                &format!("tls.names[{i}]"),
+                format!("`{name}` is neither a DNS name nor an IP address"),
+                Some("write the name or address clients use to reach the cluster".into()),
+            );
+        }
+    }
     if tls.renew_before >= tls.validity {
         cx.error(
             "tls.renew_before",
@@ -414,9 +456,11 @@ pub(crate) fn network_var(m: &Manifest, h: &Host) -> Result<String, Diagnostic> 
     }
 }
 
-/// A host's pgBackRest certificate: CN = inventory name, SANs = the name and the address. The
-/// address is a DNS SAN too, because pgBackRest (2.45 in Debian bookworm) matches the host it
-/// connects to against DNS SANs and the CN only, never IP SANs.
+/// A host's certificate: CN = inventory name, SANs = the name and the address, then `extra`
+/// (each a DNS name, or an IP address which goes in both lists). The address is a DNS SAN too,
+/// because pgBackRest (2.45 in Debian bookworm) matches the host it connects to against DNS
+/// SANs and the CN only, never IP SANs; etcd, Patroni's clients (Python's ssl), HAProxy and
+/// libpq match IP SANs.
 pub(crate) fn certificate(
     cx: &HostCx,
     m: &Manifest,
@@ -424,6 +468,7 @@ pub(crate) fn certificate(
     tls: &TlsSettings,
     (cert, key, ca): (&str, &str, &str),
     os: &OsAccount,
+    extra: &[String],
 ) -> Result<CertificateState, Diagnostic> {
     let ca_certificate = cx.ca_certificate(&tls.ca).map_err(|_| {
         let known: Vec<&str> = cx
@@ -435,19 +480,23 @@ pub(crate) fn certificate(
         unknown_ca(m, &tls.ca, &known)
     })?;
     let mut dns_names = vec![host.name.clone()];
-    if host.address != host.name {
-        dns_names.push(host.address.clone());
+    let mut ip_addresses: Vec<String> = Vec::new();
+    for name in std::iter::once(&host.address).chain(extra) {
+        if let Ok(a) = name.parse::<IpAddr>()
+            && !ip_addresses.contains(&a.to_string())
+        {
+            ip_addresses.push(a.to_string());
+        }
+        if !dns_names.contains(name) {
+            dns_names.push(name.clone());
+        }
     }
     Ok(CertificateState {
         ca: tls.ca.clone(),
         ca_certificate,
         common_name: host.name.clone(),
         dns_names,
-        ip_addresses: host
-            .address
-            .parse::<IpAddr>()
-            .map(|a| vec![a.to_string()])
-            .unwrap_or_default(),
+        ip_addresses,
         cert_path: cert.to_string(),
         key_path: key.to_string(),
         ca_path: Some(ca.to_string()),

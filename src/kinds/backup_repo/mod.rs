@@ -193,13 +193,15 @@ impl BackupRepoSpec {
 }
 
 /// A shell check that succeeds when some member of the cluster is the running primary
-/// (Patroni's REST API answers 200 on `/primary`; needs curl on the repository host).
-fn primary_check(c: &ClusterModel) -> String {
+/// (Patroni's REST API answers 200 on `/primary` over HTTPS, its certificate checked against
+/// the CA at `ca_file`; needs curl on the repository host).
+fn primary_check(c: &ClusterModel, ca_file: &str) -> String {
+    let ca = crate::shell::quote(ca_file);
     c.members
         .iter()
         .map(|mem| {
             format!(
-                "curl -sf -o /dev/null --max-time 3 http://{}:{}/primary",
+                "curl -sf -o /dev/null --max-time 3 --cacert {ca} https://{}:{}/primary",
                 mem.host, c.ports.rest_api
             )
         })

@@ -90,7 +90,7 @@ pub(super) fn render(
     ] {
         out.push(cx, d.path.clone(), PrimitiveSpec::Directory(d), vec![]);
     }
-    let state = certificate(cx, m, host, &spec.tls, (&cert, &key, &ca), os)?;
+    let state = certificate(cx, m, host, &spec.tls, (&cert, &key, &ca), os, &[])?;
     out.push(
         cx,
         cert.clone(),
@@ -211,7 +211,7 @@ pub(super) fn render(
         );
         // The members converge in parallel with this host: wait (bounded) until one of them
         // is the running primary, as Patroni's REST API says, before creating the stanza.
-        create.wait_for = Some(primary_check(c));
+        create.wait_for = Some(primary_check(c, &ca));
         out.push(
             cx,
             format!("{}-stanza-create-{stanza}", m.name),

@@ -106,6 +106,7 @@ fn ports(spec: &PostgresClusterSpec, cx: &mut CheckCx) {
         ("ports.rest_api", spec.ports.rest_api),
         ("ports.etcd_client", spec.ports.etcd_client),
         ("ports.etcd_peer", spec.ports.etcd_peer),
+        ("ports.etcd_metrics", spec.ports.etcd_metrics),
     ];
     if spec.backup.is_some() {
         ports.push(("ports.pgbackrest", spec.ports.pgbackrest));
@@ -171,6 +172,9 @@ fn parameters(spec: &PostgresClusterSpec, cx: &mut CheckCx) {
                         "archiving follows `backup.repo`".to_string()
                     }
                     "port" | "listen_addresses" => "use `ports.postgres`".to_string(),
+                    "ssl" | "ssl_cert_file" | "ssl_key_file" | "ssl_ca_file" => {
+                        "TLS is always on, with the member certificate from `tls.ca`".to_string()
+                    }
                     _ => "remove it".to_string(),
                 }),
             );

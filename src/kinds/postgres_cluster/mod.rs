@@ -166,6 +166,9 @@ pub struct Ports {
     /// pgBackRest TLS server (default 8432).
     #[serde(default = "p_pgbackrest")]
     pub pgbackrest: u16,
+    /// etcd's `/health` and `/metrics` in plain HTTP on 127.0.0.1 only (default 2381).
+    #[serde(default = "p_etcd_metrics")]
+    pub etcd_metrics: u16,
 }
 
 fn p_postgres() -> u16 {
@@ -180,6 +183,9 @@ fn p_etcd_client() -> u16 {
 fn p_etcd_peer() -> u16 {
     2380
 }
+fn p_etcd_metrics() -> u16 {
+    2381
+}
 
 impl Default for Ports {
     fn default() -> Self {
@@ -189,6 +195,7 @@ impl Default for Ports {
             etcd_client: p_etcd_client(),
             etcd_peer: p_etcd_peer(),
             pgbackrest: p_pgbackrest(),
+            etcd_metrics: p_etcd_metrics(),
         }
     }
 }
@@ -382,7 +389,8 @@ pub struct PostgresClusterSpec {
     /// takes from the DCS only (max_connections, max_wal_senders, ...) go there at bootstrap.
     #[serde(default, skip_serializing_if = "Map::is_empty")]
     pub parameters: Map<String, Value>,
-    /// Extra pg_hba.conf lines, after plumb's (local peer, replication and clients from `network`).
+    /// Extra pg_hba.conf lines, after plumb's (local peer; `hostssl` replication and clients
+    /// from `network`; `hostnossl` from `network` rejected).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub pg_hba: Vec<String>,
     /// The superuser Patroni bootstraps and manages the cluster with (default name `postgres`).
@@ -391,10 +399,10 @@ pub struct PostgresClusterSpec {
     pub replication: Credential,
     /// The pg_rewind user (default name `rewind_user`).
     pub rewind: Credential,
-    /// Basic auth of Patroni's REST API for changes (default name `patroni`); health checks
-    /// stay open.
+    /// Basic auth of Patroni's REST API for changes (default name `patroni`), over HTTPS;
+    /// health checks (GET) need no credential.
     pub rest_api: Credential,
-    /// Certificates for pgBackRest TLS.
+    /// Certificates: the CA, their validity and renewal window, extra names for clients.
     pub tls: TlsSettings,
     /// The `BackupRepo` receiving WAL and backups; without it, no archiving and no pgBackRest.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -430,6 +438,10 @@ pub const MANAGED_PARAMETERS: &[&str] = &[
     "listen_addresses",
     "port",
     "restore_command",
+    "ssl",
+    "ssl_ca_file",
+    "ssl_cert_file",
+    "ssl_key_file",
     "unix_socket_directories",
     "wal_log_hints",
 ];
@@ -477,6 +489,7 @@ impl PostgresClusterSpec {
     fn split_parameters(
         &self,
         paths: &ClusterPaths,
+        (cert, key, ca): (&str, &str, &str),
         archive_command: Option<String>,
     ) -> (Map<String, Value>, Map<String, Value>) {
         let mut all: BTreeMap<String, Value> = BTreeMap::new();
@@ -491,6 +504,14 @@ impl PostgresClusterSpec {
             all.insert(k.clone(), v.clone());
         }
         all.insert("unix_socket_directories".into(), json!(paths.socket_dir));
+        // TLS for clients and replication, with the member certificate; the CA file is there
+        // for clients that present certificates (pg_hba `cert` lines a manifest may add).
+        all.insert("ssl".into(), json!("on"));
+        all.insert("ssl_cert_file".into(), json!(cert));
+        all.insert("ssl_key_file".into(), json!(key));
+        all.insert("ssl_ca_file".into(), json!(ca));
+        all.entry("ssl_min_protocol_version".to_string())
+            .or_insert_with(|| json!("TLSv1.2"));
         if let Some(cmd) = archive_command {
             all.insert("archive_mode".into(), json!("on"));
             all.insert("archive_command".into(), json!(cmd));

@@ -23,6 +23,7 @@ pub(super) fn render(
         None => network_var(m, host)?,
     };
     let (cert, key, ca) = paths.cert_files(&host.name);
+    let (member_cert, member_key, member_ca) = paths.member_cert_files(&host.name);
     let stanza = m.name.clone();
     let config = format!("--config={}", paths.pgbackrest_config);
 
@@ -59,20 +60,25 @@ pub(super) fn render(
     let archive_command = backup
         .as_ref()
         .and_then(|b| b["archive_command"].as_str().map(str::to_string));
-    let (parameters, dcs_parameters) = spec.split_parameters(paths, archive_command);
+    let (parameters, dcs_parameters) = spec.split_parameters(
+        paths,
+        (&member_cert, &member_key, &member_ca),
+        archive_command,
+    );
 
+    // From the cluster network, TLS only: replication and clients (who come through HAProxy,
+    // from the members' addresses) on `hostssl`, anything else refused before a password is
+    // asked for. Loopback is not the cluster network (PostgreSQL listens on the member's
+    // address only; the lines serve a manifest that adds a loopback listener).
+    let replicator = spec.replication.name_or("replicator");
     let mut pg_hba = vec![
         "local all all peer".to_string(),
-        format!(
-            "host replication {} 127.0.0.1/32 scram-sha-256",
-            spec.replication.name_or("replicator")
-        ),
-        format!(
-            "host replication {} {network} scram-sha-256",
-            spec.replication.name_or("replicator")
-        ),
+        format!("host replication {replicator} 127.0.0.1/32 scram-sha-256"),
+        format!("hostssl replication {replicator} {network} scram-sha-256"),
         "host all all 127.0.0.1/32 scram-sha-256".to_string(),
-        format!("host all all {network} scram-sha-256"),
+        format!("hostssl all all {network} scram-sha-256"),
+        format!("hostnossl replication all {network} reject"),
+        format!("hostnossl all all {network} reject"),
     ];
     pg_hba.extend(spec.pg_hba.iter().cloned());
 
@@ -111,6 +117,7 @@ pub(super) fn render(
             "rest_api": { "username": spec.rest_api.name_or("patroni"), "secret": spec.rest_api.password.secret },
         },
         "tls": { "cert": cert, "key": key, "ca": ca },
+        "member_tls": { "cert": member_cert, "key": member_key, "ca": member_ca },
         "backup": backup,
         "haproxy": spec.haproxy,
     });
@@ -126,6 +133,7 @@ pub(super) fn render(
     let reload_patroni = format!("{}-reload-patroni", m.name);
     let restart_pgbackrest = format!("{}-restart-pgbackrest", m.name);
     let reload_haproxy = format!("{}-reload-haproxy", m.name);
+    let reload_postgres = format!("{}-reload-postgres", m.name);
     let cmd_ref = |name: &str| ResourceRef {
         kind: "Command".into(),
         name: name.to_string(),
@@ -147,6 +155,7 @@ pub(super) fn render(
         dir(&paths.socket_dir, 0o750),
         dir(&paths.etcd_data_dir, 0o700),
         dir(&paths.config_dir, 0o750),
+        dir(&paths.tls_dir, 0o750),
     ];
     if spec.backup.is_some() {
         dirs.push(dir(&paths.pgbackrest_dir, 0o750));
@@ -165,8 +174,31 @@ pub(super) fn render(
         out.push(cx, d.path.clone(), PrimitiveSpec::Directory(d), vec![]);
     }
 
+    // The member certificate: etcd (server, peer and client), Patroni's REST API and etcd
+    // client, PostgreSQL. A new one is picked up by etcd on the next handshake, by Patroni on
+    // SIGHUP, by PostgreSQL on a reload; HAProxy reloads for a new CA bundle.
+    let mut member_notify = vec![cmd_ref(&reload_patroni), cmd_ref(&reload_postgres)];
+    if spec.haproxy.enabled {
+        member_notify.push(cmd_ref(&reload_haproxy));
+    }
+    let state = certificate(
+        cx,
+        m,
+        host,
+        &spec.tls,
+        (&member_cert, &member_key, &member_ca),
+        os,
+        &spec.tls.names,
+    )?;
+    out.push(
+        cx,
+        member_cert.clone(),
+        PrimitiveSpec::Certificate(state),
+        member_notify,
+    );
+
     if spec.backup.is_some() {
-        let state = certificate(cx, m, host, &spec.tls, (&cert, &key, &ca), os)?;
+        let state = certificate(cx, m, host, &spec.tls, (&cert, &key, &ca), os, &[])?;
         out.push(
             cx,
             cert.clone(),
@@ -278,6 +310,22 @@ pub(super) fn render(
         cx,
         reload_patroni,
         PrimitiveSpec::Command(handler(format!("{compose_cmd} kill -s SIGHUP patroni"))),
+        vec![],
+    );
+    // PostgreSQL rereads its certificate on a reload (pg_ctl as the server's user, in the
+    // container); nothing to do while it is not running: it reads them when it starts.
+    let pg_ctl = crate::shell::quote(&format!("{}/pg_ctl", spec.bin_dir()));
+    let data = crate::shell::quote(&paths.data_dir);
+    let script = format!(
+        "{pg_ctl} status -D {data} >/dev/null 2>&1 || exit 0; exec {pg_ctl} reload -D {data}"
+    );
+    out.push(
+        cx,
+        reload_postgres,
+        PrimitiveSpec::Command(handler(format!(
+            "{compose_cmd} exec -T patroni sh -c {}",
+            crate::shell::quote(&script)
+        ))),
         vec![],
     );
     if spec.backup.is_some() {

@@ -69,13 +69,16 @@ fn expands_into_the_primitives_of_a_member() {
         .collect();
     got.sort();
     let want = [
+        "Certificate//home/postgres/config/tls/pg1.crt",
         "Certificate//home/postgres/pgbackrest/certs/pg1.crt",
         "Command/postgres01-reload-haproxy",
         "Command/postgres01-reload-patroni",
+        "Command/postgres01-reload-postgres",
         "Command/postgres01-restart-pgbackrest",
         "ComposeStack/postgres01",
         "Directory//home/postgres",
         "Directory//home/postgres/config",
+        "Directory//home/postgres/config/tls",
         "Directory//home/postgres/etcd-data",
         "Directory//home/postgres/pgbackrest",
         "Directory//home/postgres/pgbackrest/certs",
@@ -200,7 +203,7 @@ fn patroni_yml_is_sensitive_and_describes_the_member() {
     );
     let hba = y["bootstrap"]["pg_hba"].as_array().unwrap();
     assert!(hba.contains(&json!(
-        "host replication replicator 10.0.0.0/24 scram-sha-256"
+        "hostssl replication replicator 10.0.0.0/24 scram-sha-256"
     )));
     let pg = &y["postgresql"];
     assert_eq!(pg["listen"], "10.0.0.1:5432");
@@ -246,9 +249,9 @@ fn etcd_haproxy_and_pgbackrest_configs_name_every_member() {
     assert_eq!(etcd["name"], "pg1");
     assert_eq!(
         etcd["initial-cluster"],
-        "pg1=http://10.0.0.1:2380,pg2=http://10.0.0.2:2380,pg3=http://10.0.0.3:2380"
+        "pg1=https://10.0.0.1:2380,pg2=https://10.0.0.2:2380,pg3=https://10.0.0.3:2380"
     );
-    assert_eq!(etcd["listen-client-urls"], "http://10.0.0.1:2379");
+    assert_eq!(etcd["listen-client-urls"], "https://10.0.0.1:2379");
     // Patroni's etcd3 client needs the gRPC gateway, off by default with a config file.
     assert_eq!(etcd["enable-grpc-gateway"], true);
 
@@ -268,7 +271,9 @@ fn etcd_haproxy_and_pgbackrest_configs_name_every_member() {
         ("pg2", "10.0.0.2"),
         ("pg3", "10.0.0.3"),
     ] {
-        let line = format!("server {name} {addr}:5432 maxconn 100 check port 8008");
+        let line = format!(
+            "server {name} {addr}:5432 maxconn 100 check port 8008 check-ssl verify required ca-file /home/postgres/config/tls/ca.crt\n"
+        );
         assert_eq!(ha.matches(&line).count(), 2, "{ha}");
     }
 
@@ -388,7 +393,14 @@ fn without_backup_there_is_no_pgbackrest_and_no_archiving() {
         "{:#?}",
         h.resources.iter().map(|d| &d.name).collect::<Vec<_>>()
     );
-    assert!(!h.resources.iter().any(|d| d.kind == "Certificate"));
+    // Only the member certificate (etcd, Patroni, PostgreSQL), no pgBackRest one.
+    let certs: Vec<&str> = h
+        .resources
+        .iter()
+        .filter(|d| d.kind == "Certificate")
+        .map(|d| d.name.as_str())
+        .collect();
+    assert_eq!(certs, ["/home/postgres/config/tls/pg1.crt"]);
     let y = yaml(&text(item(&h, "File", "/home/postgres/config/patroni.yml")));
     assert!(y["postgresql"]["parameters"].get("archive_mode").is_none());
     let c = yaml(&text(item(&h, "ComposeStack", "postgres01")));
@@ -419,7 +431,7 @@ fn host_vars_and_fields_override_defaults() {
         y["postgresql"]["pg_hba"]
             .as_array()
             .unwrap()
-            .contains(&json!("host all all 10.9.0.0/16 scram-sha-256"))
+            .contains(&json!("hostssl all all 10.9.0.0/16 scram-sha-256"))
     );
     let PrimitiveSpec::ComposeStack(s) = &item(&h, "ComposeStack", "postgres01").spec else {
         panic!()
@@ -683,6 +695,239 @@ fn two_members_and_bad_grants_are_refused_at_their_line() {
     );
     assert!(
         e.contains("field `databases[0].grants[1]`: a grant takes either `privilege`"),
+        "{e}"
+    );
+}
+
+/// The member certificate of `pg1`.
+fn member_cert(h: &DesiredHost) -> crate::kinds::certificate::CertificateState {
+    match &item(h, "Certificate", "/home/postgres/config/tls/pg1.crt").spec {
+        PrimitiveSpec::Certificate(c) => c.clone(),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn the_member_certificate_names_the_member_and_what_clients_use() {
+    let h = pg1(CLUSTER);
+    let c = member_cert(&h);
+    assert_eq!(c.common_name, "pg1");
+    assert_eq!(c.dns_names, ["pg1", "10.0.0.1"]);
+    assert_eq!(c.ip_addresses, ["10.0.0.1"]);
+    assert_eq!(c.key_path, "/home/postgres/config/tls/pg1.key");
+    assert_eq!(
+        c.ca_path.as_deref(),
+        Some("/home/postgres/config/tls/ca.crt")
+    );
+    assert_eq!(
+        (c.owner.as_str(), c.group.as_str()),
+        ("postgres", "postgres")
+    );
+    assert_eq!((c.key_mode.0, c.cert_mode.0), (0o600, 0o644));
+    assert_eq!(c.ca, "pg-ca");
+    // Short-lived by default: 90 days, reissued in the last 30.
+    assert_eq!(c.validity.secs, 90 * 86_400);
+    assert_eq!(c.renew_before.secs, 30 * 86_400);
+    let tls = dir_of(&h, "/home/postgres/config/tls");
+    assert_eq!((tls.owner.as_str(), tls.mode.0), ("postgres", 0o750));
+
+    // The names clients use through HAProxy go on every member's certificate.
+    let h = pg1(&CLUSTER.replace(
+        "tls: { ca: pg-ca }",
+        "tls: { ca: pg-ca, names: [pg.example.internal, 10.0.0.100], validity: 10d, renew_before: 3d }",
+    ));
+    let c = member_cert(&h);
+    assert_eq!(
+        c.dns_names,
+        ["pg1", "10.0.0.1", "pg.example.internal", "10.0.0.100"]
+    );
+    assert_eq!(c.ip_addresses, ["10.0.0.1", "10.0.0.100"]);
+    assert_eq!((c.validity.secs, c.renew_before.secs), (864_000, 259_200));
+    // ... and not on the pgBackRest one, which only the repository host checks.
+    match &item(&h, "Certificate", "/home/postgres/pgbackrest/certs/pg1.crt").spec {
+        PrimitiveSpec::Certificate(c) => assert_eq!(c.dns_names, ["pg1", "10.0.0.1"]),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn etcd_speaks_tls_only_and_requires_client_certificates() {
+    let h = pg1(CLUSTER);
+    let etcd = yaml(&text(item(&h, "File", "/home/postgres/config/etcd.yml")));
+    for key in [
+        "listen-peer-urls",
+        "listen-client-urls",
+        "initial-advertise-peer-urls",
+        "advertise-client-urls",
+    ] {
+        assert!(
+            etcd[key].as_str().unwrap().starts_with("https://10.0.0.1:"),
+            "{key}: {}",
+            etcd[key]
+        );
+    }
+    for section in ["client-transport-security", "peer-transport-security"] {
+        let s = &etcd[section];
+        assert_eq!(
+            s["cert-file"], "/home/postgres/config/tls/pg1.crt",
+            "{section}"
+        );
+        assert_eq!(
+            s["key-file"], "/home/postgres/config/tls/pg1.key",
+            "{section}"
+        );
+        assert_eq!(
+            s["trusted-ca-file"], "/home/postgres/config/tls/ca.crt",
+            "{section}"
+        );
+        assert_eq!(s["client-cert-auth"], true, "{section}");
+    }
+    // Plain HTTP only on loopback, for /health and /metrics.
+    assert_eq!(etcd["listen-metrics-urls"], "http://127.0.0.1:2381");
+    let all = text(item(&h, "File", "/home/postgres/config/etcd.yml"));
+    assert_eq!(all.matches("http://").count(), 1, "{all}");
+}
+
+#[test]
+fn patroni_uses_tls_towards_etcd_its_clients_and_the_other_members() {
+    let h = pg1(CLUSTER);
+    let y = yaml(&text(item(&h, "File", "/home/postgres/config/patroni.yml")));
+    let api = &y["restapi"];
+    assert_eq!(api["certfile"], "/home/postgres/config/tls/pg1.crt");
+    assert_eq!(api["keyfile"], "/home/postgres/config/tls/pg1.key");
+    assert_eq!(api["cafile"], "/home/postgres/config/tls/ca.crt");
+    assert_eq!(api["authentication"]["username"], "patroni");
+    assert_eq!(y["ctl"]["cacert"], "/home/postgres/config/tls/ca.crt");
+    assert_eq!(y["ctl"]["insecure"], false);
+    let etcd = &y["etcd3"];
+    assert_eq!(etcd["protocol"], "https");
+    assert_eq!(etcd["cacert"], "/home/postgres/config/tls/ca.crt");
+    assert_eq!(etcd["cert"], "/home/postgres/config/tls/pg1.crt");
+    assert_eq!(etcd["key"], "/home/postgres/config/tls/pg1.key");
+    let auth = &y["postgresql"]["authentication"];
+    for user in ["replication", "rewind"] {
+        assert_eq!(auth[user]["sslmode"], "verify-ca", "{user}");
+        assert_eq!(
+            auth[user]["sslrootcert"], "/home/postgres/config/tls/ca.crt",
+            "{user}"
+        );
+    }
+    // The superuser connects over the unix socket.
+    assert!(auth["superuser"].get("sslmode").is_none());
+}
+
+#[test]
+fn postgresql_has_ssl_on_and_refuses_plain_connections_from_the_network() {
+    let h = pg1(CLUSTER);
+    let y = yaml(&text(item(&h, "File", "/home/postgres/config/patroni.yml")));
+    let params = &y["postgresql"]["parameters"];
+    assert_eq!(params["ssl"], "on");
+    assert_eq!(params["ssl_cert_file"], "/home/postgres/config/tls/pg1.crt");
+    assert_eq!(params["ssl_key_file"], "/home/postgres/config/tls/pg1.key");
+    assert_eq!(params["ssl_ca_file"], "/home/postgres/config/tls/ca.crt");
+    assert_eq!(params["ssl_min_protocol_version"], "TLSv1.2");
+    let want = json!([
+        "local all all peer",
+        "host replication replicator 127.0.0.1/32 scram-sha-256",
+        "hostssl replication replicator 10.0.0.0/24 scram-sha-256",
+        "host all all 127.0.0.1/32 scram-sha-256",
+        "hostssl all all 10.0.0.0/24 scram-sha-256",
+        "hostnossl replication all 10.0.0.0/24 reject",
+        "hostnossl all all 10.0.0.0/24 reject",
+    ]);
+    assert_eq!(y["postgresql"]["pg_hba"], want);
+    assert_eq!(y["bootstrap"]["pg_hba"], want);
+    // No plain `host` line for the cluster network.
+    for line in want.as_array().unwrap() {
+        let line = line.as_str().unwrap();
+        assert!(
+            !(line.starts_with("host ") && line.contains("10.0.0.0/24")),
+            "{line}"
+        );
+    }
+    // A manifest's own lines come after plumb's, so they cannot reopen plain connections.
+    let h = pg1(&CLUSTER.replace(
+        "parameters:\n",
+        "pg_hba: [\"host all all 10.0.0.0/24 trust\"]\nparameters:\n",
+    ));
+    let y = yaml(&text(item(&h, "File", "/home/postgres/config/patroni.yml")));
+    let hba = y["postgresql"]["pg_hba"].as_array().unwrap();
+    assert_eq!(hba.last().unwrap(), "host all all 10.0.0.0/24 trust");
+    assert_eq!(hba[6], "hostnossl all all 10.0.0.0/24 reject");
+}
+
+#[test]
+fn haproxy_checks_patroni_over_https_against_the_ca() {
+    let h = pg1(CLUSTER);
+    let ha = text(item(&h, "File", "/home/postgres/config/haproxy.cfg"));
+    let servers: Vec<&str> = ha
+        .lines()
+        .filter(|l| l.trim_start().starts_with("server "))
+        .collect();
+    assert_eq!(servers.len(), 6, "{ha}");
+    for s in servers {
+        assert!(
+            s.ends_with(" check port 8008 check-ssl verify required ca-file /home/postgres/config/tls/ca.crt"),
+            "{s}"
+        );
+    }
+}
+
+#[test]
+fn a_new_member_certificate_reloads_patroni_postgresql_and_haproxy_only() {
+    let h = pg1(CLUSTER);
+    let notified: Vec<String> = item(&h, "Certificate", "/home/postgres/config/tls/pg1.crt")
+        .notify
+        .iter()
+        .map(|r| r.to_string())
+        .collect();
+    assert_eq!(
+        notified,
+        [
+            "Command/postgres01-reload-patroni",
+            "Command/postgres01-reload-postgres",
+            "Command/postgres01-reload-haproxy",
+        ]
+    );
+    let PrimitiveSpec::Command(c) = &item(&h, "Command", "postgres01-reload-postgres").spec else {
+        panic!()
+    };
+    assert!(c.refresh_only);
+    assert_eq!(
+        c.run,
+        "/usr/bin/docker-compose exec -T patroni sh -c '/usr/lib/postgresql/15/bin/pg_ctl status -D /home/postgres/postgres-data/data >/dev/null 2>&1 || exit 0; exec /usr/lib/postgresql/15/bin/pg_ctl reload -D /home/postgres/postgres-data/data'"
+    );
+    // Without HAProxy, nothing to reload there.
+    let h = pg1(&CLUSTER.replace(
+        "hosts: group:postgres\n",
+        "hosts: group:postgres\nhaproxy: { enabled: false }\n",
+    ));
+    assert_eq!(
+        item(&h, "Certificate", "/home/postgres/config/tls/pg1.crt")
+            .notify
+            .len(),
+        2
+    );
+}
+
+#[test]
+fn tls_parameters_and_bad_names_are_refused() {
+    let e = cluster_errors(&CLUSTER.replace(
+        "  shared_buffers: 128MB\n",
+        "  shared_buffers: 128MB\n  ssl: off\n",
+    ));
+    assert!(
+        e.contains("error: field `parameters.ssl`: `ssl` is set by plumb and Patroni; it cannot be given here\n  hint: TLS is always on"),
+        "{e}"
+    );
+    let e = cluster_errors(&CLUSTER.replace(
+        "tls: { ca: pg-ca }",
+        "tls: { ca: pg-ca, names: [\"bad name\"] }",
+    ));
+    assert!(
+        e.contains(
+            "error: field `tls.names[0]`: `bad name` is neither a DNS name nor an IP address"
+        ),
         "{e}"
     );
 }
