@@ -57,8 +57,9 @@ fn need_file(path: &str, package: &str, why: &str) {
 /// Where the rendered files expect the member certificates.
 const TLS_DIR: &str = "/home/postgres/config/tls";
 
-/// A CA and a member certificate per host (CN = the name, SANs = the address), as a converge
-/// would write them, in `dir`; returns `dir`.
+/// A CA and a member certificate per host (CN = the name, SANs = the address, and 127.0.0.1,
+/// where the members' connections to each other come from here), as a converge would write
+/// them, in `dir`; returns `dir`.
 fn tls_files(dir: &Path, members: &[(&str, &str)]) -> PathBuf {
     std::fs::create_dir_all(dir).unwrap();
     let ca = plumb::pki::create_ca("validators CA", 2).unwrap();
@@ -71,7 +72,9 @@ fn tls_files(dir: &Path, members: &[(&str, &str)]) -> PathBuf {
                 ca: "validators".into(),
                 common_name: name.to_string(),
                 dns_names: vec![name.to_string(), address.to_string()],
-                ip_addresses: vec![address.to_string()],
+                // etcd checks a peer's source address against its certificate: on one
+                // machine, every member dials the others from 127.0.0.1.
+                ip_addresses: vec![address.to_string(), "127.0.0.1".to_string()],
                 validity_secs: 86_400,
                 key_algorithm: plumb::pki::KeyAlgorithm::EcdsaP256,
             },
