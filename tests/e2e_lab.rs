@@ -554,19 +554,36 @@ fn wait_for_healthy_cluster(addr: &str, bound: Duration) -> String {
     }
 }
 
-/// The serial of the certificate a TLS server presents (`openssl s_client` on pg-srv1).
-fn served_serial(addr: &str, port: u16, extra: &str) -> String {
+/// The serial and issuer of the certificate a TLS server presents, verified against the
+/// member bundle (`openssl s_client` on pg-srv1).
+fn served(addr: &str, port: u16, extra: &str) -> (String, String) {
     let (_, out) = try_sh(
         "pg-srv1",
         &format!(
-            "openssl s_client -connect {addr}:{port} -CAfile {TLS_DIR}/ca.crt -verify_return_error {extra} </dev/null 2>/dev/null | openssl x509 -noout -serial"
+            "openssl s_client -connect {addr}:{port} -CAfile {TLS_DIR}/ca.crt -verify_return_error {extra} </dev/null 2>/dev/null | openssl x509 -noout -serial -issuer"
         ),
     );
-    let serial = out
-        .lines()
-        .find_map(|l| l.strip_prefix("serial="))
-        .unwrap_or_else(|| panic!("no certificate served on {addr}:{port}: {out}"));
-    serial.trim().to_string()
+    let field = |name: &str| {
+        out.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .unwrap_or_else(|| panic!("no certificate served on {addr}:{port}: {out}"))
+            .trim()
+            .to_string()
+    };
+    (field("serial="), field("issuer="))
+}
+
+fn served_serial(addr: &str, port: u16, extra: &str) -> String {
+    served(addr, port, extra).0
+}
+
+/// `pgbackrest check` from the repository host (archiving and the TLS links both ways).
+fn pgbackrest_check() {
+    let (ok, out) = try_sh(
+        "pg-backup-repo-server1",
+        "cd /opt/plumb/pgbackrest && docker-compose exec -T pgbackrest pgbackrest --config=/home/postgres/pgbackrest/pgbackrest.conf --stanza=postgres01 check 2>&1",
+    );
+    assert!(ok, "pgbackrest check: {out}");
 }
 
 /// psql in pg-srv2's Patroni container with a connection string; (success, output).
@@ -808,6 +825,99 @@ fn the_cluster_answers_only_over_tls_with_credentials_and_rotates_without_restar
     let after_start: Vec<String> = members.iter().map(|m| started_at(m)).collect();
     assert_eq!(before_start, after_start, "a rotation restarted PostgreSQL");
     wait_for_healthy_cluster(&addrs[0], Duration::from_secs(120));
+    pgbackrest_check();
     let (code, out, _) = plumb_ref(&repo, &overlay, &["converge"]);
     assert_eq!(code, 0, "nothing left to do after a rotation: {out}");
+
+    // CA rotation in three phases, each converged on every host and checked before the next:
+    // the new CA joins every bundle, every certificate moves to it, the old CA leaves.
+    let o = Command::new(plumb_bin())
+        .args(["certs", "init-ca", "pg-ca-2", "--repo"])
+        .arg(&repo)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    write(
+        &repo,
+        "manifests/pki-2.yaml",
+        &String::from_utf8_lossy(&o.stdout),
+    );
+    let cluster_manifest = repo.join("manifests/postgres01.yaml");
+    let cluster_text = std::fs::read_to_string(&cluster_manifest).unwrap();
+    let backup_manifest = repo.join("manifests/backup.yaml");
+    let backup_text = std::fs::read_to_string(&backup_manifest).unwrap();
+    let old_ca_subject = sh("pg-srv1", &format!("openssl x509 -in {ca} -noout -subject"));
+    for (phase, tls) in [
+        "tls: { ca: pg-ca, trust: [pg-ca-2] }",
+        "tls: { ca: pg-ca-2, trust: [pg-ca] }",
+        "tls: { ca: pg-ca-2 }",
+    ]
+    .iter()
+    .enumerate()
+    {
+        std::fs::write(
+            &cluster_manifest,
+            cluster_text.replace("tls: { ca: pg-ca, renew_before: 30d }", tls),
+        )
+        .unwrap();
+        std::fs::write(
+            &backup_manifest,
+            backup_text.replace("tls: { ca: pg-ca }", tls),
+        )
+        .unwrap();
+        let (code, out, err) = plumb_ref(&repo, &overlay, &["converge"]);
+        assert_eq!(code, 2, "CA rotation phase {}: {out}\n{err}", phase + 1);
+        let leader = wait_for_healthy_cluster(&addrs[0], Duration::from_secs(180));
+        let (ok, out) = psql(
+            &format!(
+                "host={} port=5000 user=postgres dbname=postgres sslmode=verify-ca sslrootcert={ca}",
+                addrs[2]
+            ),
+            &password,
+            "select ssl from pg_stat_ssl where pid = pg_backend_pid()",
+        );
+        assert!(
+            ok && out.trim() == "t",
+            "phase {}: psql through HAProxy: {out}",
+            phase + 1
+        );
+        assert_eq!(replication(&leader).trim(), "2|2", "phase {}", phase + 1);
+        pgbackrest_check();
+        let bundle = sh("pg-srv1", &format!("grep -c 'BEGIN CERTIFICATE' {ca}"));
+        assert_eq!(
+            bundle.trim(),
+            if phase == 2 { "1" } else { "2" },
+            "phase {}",
+            phase + 1
+        );
+        if phase >= 1 {
+            for addr in &addrs {
+                for (port, extra) in [
+                    (2379, client.as_str()),
+                    (8008, ""),
+                    (5432, "-starttls postgres"),
+                ] {
+                    let issuer = served(addr, port, extra).1;
+                    assert!(
+                        issuer.contains("pg-ca-2"),
+                        "phase {}: {addr}:{port} serves a certificate of {issuer}",
+                        phase + 1
+                    );
+                }
+            }
+        }
+    }
+    // The old CA is in no bundle any more, on any host.
+    for vm in lab::vm_names() {
+        let subjects = sh(
+            &vm,
+            "for f in /home/postgres/config/tls/ca.crt /home/postgres/pgbackrest/certs/ca.crt; do [ -f $f ] && openssl crl2pkcs7 -nocrl -certfile $f | openssl pkcs7 -print_certs -noout; done",
+        );
+        assert!(
+            !subjects.contains(old_ca_subject.trim().trim_start_matches("subject=")),
+            "{vm} still trusts the old CA: {subjects}"
+        );
+    }
+    let (code, out, _) = plumb_ref(&repo, &overlay, &["converge"]);
+    assert_eq!(code, 0, "nothing left to do after the CA rotation: {out}");
 }

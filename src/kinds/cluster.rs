@@ -9,6 +9,7 @@ use super::user::UserSpec;
 use super::{CheckCx, PrimitiveSpec};
 use crate::diag::Diagnostic;
 use crate::kinds::{Desired, HostCx, Manifest};
+use crate::model::desired::Content;
 use crate::model::inventory::{Host, Inventory};
 use crate::model::values::{FileMode, Presence, ResourceRef, SecretRef, Span};
 use serde::{Deserialize, Serialize};
@@ -87,6 +88,13 @@ pub struct TlsSettings {
     /// through HAProxy (the server certificate is the primary's, wherever the client entered).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub names: Vec<String>,
+    /// Other `CertificateAuthority`s every trust bundle holds besides `ca`: the overlap of a CA
+    /// rotation. To move from CA A to CA B: (1) `ca: A, trust: [B]` (every bundle trusts both;
+    /// services reload), (2) `ca: B, trust: [A]` (every certificate is reissued by B), (3)
+    /// `ca: B` (A leaves the bundles). Converge each phase on every host, and check the
+    /// cluster's health, before the next.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub trust: Vec<String>,
 }
 
 fn default_validity() -> Span {
@@ -344,6 +352,29 @@ pub(crate) fn check_common(
             );
         }
     }
+    for (i, other) in tls.trust.iter().enumerate() {
+        let field = format!("tls.trust[{i}]");
+        if other == &tls.ca {
+            cx.error(
+                &field,
+                format!("`{other}` is the signing CA already (`tls.ca`)"),
+                Some("list only the other CAs to trust during a rotation".into()),
+            );
+        } else if tls.trust[..i].contains(other) {
+            cx.error(&field, format!("`{other}` is listed twice"), None);
+        } else if cx.repo.find("CertificateAuthority", other).is_none() {
+            let known = cx.repo.names_of("CertificateAuthority");
+            cx.error(
+                &field,
+                format!("unknown CertificateAuthority `{other}`"),
+                Some(if known.is_empty() {
+                    format!("declare it and create it with `plumb certs init-ca {other}`")
+                } else {
+                    format!("known CAs: {}", known.join(", "))
+                }),
+            );
+        }
+    }
     if tls.renew_before >= tls.validity {
         cx.error(
             "tls.renew_before",
@@ -456,6 +487,38 @@ pub(crate) fn network_var(m: &Manifest, h: &Host) -> Result<String, Diagnostic> 
     }
 }
 
+/// The PEM of `tls.ca` followed by those of `tls.trust`, in that order when `sorted` is false
+/// (a certificate's bundle: its CA first), sorted by CA name otherwise (a bundle that stays the
+/// same when a rotation swaps `ca` and `trust`).
+pub(crate) fn trust_bundle(
+    cx: &HostCx,
+    m: &Manifest,
+    tls: &TlsSettings,
+    sorted: bool,
+) -> Result<Content, Diagnostic> {
+    let mut names: Vec<&String> = std::iter::once(&tls.ca).chain(&tls.trust).collect();
+    if sorted {
+        names.sort();
+    }
+    let mut pem = Vec::new();
+    for name in names {
+        let cert = cx.ca_certificate(name).map_err(|_| {
+            let known: Vec<&str> = cx
+                .repo()
+                .ca_certificates
+                .keys()
+                .map(String::as_str)
+                .collect();
+            unknown_ca(m, name, &known)
+        })?;
+        pem.extend_from_slice(cert.bytes());
+        if !pem.ends_with(b"\n") {
+            pem.push(b'\n');
+        }
+    }
+    Ok(Content::plain(pem))
+}
+
 /// A host's certificate: CN = inventory name, SANs = the name and the address, then `extra`
 /// (each a DNS name, or an IP address which goes in both lists). The address is a DNS SAN too,
 /// because pgBackRest (2.45 in Debian bookworm) matches the host it connects to against DNS
@@ -470,15 +533,8 @@ pub(crate) fn certificate(
     os: &OsAccount,
     extra: &[String],
 ) -> Result<CertificateState, Diagnostic> {
-    let ca_certificate = cx.ca_certificate(&tls.ca).map_err(|_| {
-        let known: Vec<&str> = cx
-            .repo()
-            .ca_certificates
-            .keys()
-            .map(String::as_str)
-            .collect();
-        unknown_ca(m, &tls.ca, &known)
-    })?;
+    // Its CA first (what the issuer is checked against), then the CAs of a rotation.
+    let ca_certificate = trust_bundle(cx, m, tls, false)?;
     let mut dns_names = vec![host.name.clone()];
     let mut ip_addresses: Vec<String> = Vec::new();
     for name in std::iter::once(&host.address).chain(extra) {

@@ -1,5 +1,6 @@
-//! etcd's health on a member (`GET /health` on its client port), over a tunnel through the
-//! member's SSH connection. The health gate needs every member's etcd healthy.
+//! etcd's health on a member (`GET /health` on its metrics listener: plain HTTP on the
+//! member's loopback, since the client port requires a client certificate), over a tunnel
+//! through the member's SSH connection. The health gate needs every member's etcd healthy.
 
 use std::time::Duration;
 

@@ -15,6 +15,14 @@
 //!
 //! Secrets (passwords) travel as [`Password`]: never in `Debug`, `Display`, errors or logs.
 //!
+//! TLS in the cluster (issue 12): etcd's client port (2379) takes only clients with a
+//! certificate from the cluster's CA, so etcd's health is asked on its metrics listener,
+//! plain HTTP on the member's loopback only (`ports.etcd_metrics`, default 2381). Patroni's
+//! REST API answers HTTPS only, and PostgreSQL refuses TCP connections without TLS from the
+//! cluster network (`hostnossl ... reject`): [`http`] and [`client`] do not speak TLS yet (no
+//! TLS library is in the dependency tree; rustls with the aws-lc-rs backend plumb already
+//! builds would be the one), so against a TLS cluster they reach neither.
+//!
 //! How a converge of a `PostgresCluster` uses this, with `conns` the held SSH connection of
 //! each member (addresses are as the member's own sshd sees them, e.g. its cluster address):
 //!
@@ -24,7 +32,7 @@
 //! let leader = view.leaders()[0].name;
 //! // health gate (before a roll, after each step, at the end; poll until healthy or deadline)
 //! let rows = health::read_replication(&PgClient::connect_through(&conns[leader], &pg_dest(leader), &su).await?).await?;
-//! let etcd = [etcd::health(&conns[m], m, &Destination::tcp(addr(m), 2379), 5s).await for m in members];
+//! let etcd = [etcd::health(&conns[m], m, &Destination::tcp("127.0.0.1", 2381), 5s).await for m in members];
 //! let verdict = health::evaluate(&HealthInput { members, cluster: Ok(&view), replication: Ok(&rows), etcd: &etcd, backup_check, max_replay_lag });
 //! // dynamic configuration (dry run: print plan.diff())
 //! let contexts = dynconf::read_contexts(&leader_pg).await?;

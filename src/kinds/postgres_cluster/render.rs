@@ -134,6 +134,7 @@ pub(super) fn render(
     let restart_pgbackrest = format!("{}-restart-pgbackrest", m.name);
     let reload_haproxy = format!("{}-reload-haproxy", m.name);
     let reload_postgres = format!("{}-reload-postgres", m.name);
+    let restart_etcd = format!("{}-restart-etcd", m.name);
     let cmd_ref = |name: &str| ResourceRef {
         kind: "Command".into(),
         name: name.to_string(),
@@ -181,7 +182,7 @@ pub(super) fn render(
     if spec.haproxy.enabled {
         member_notify.push(cmd_ref(&reload_haproxy));
     }
-    let state = certificate(
+    let mut state = certificate(
         cx,
         m,
         host,
@@ -190,11 +191,29 @@ pub(super) fn render(
         os,
         &spec.tls.names,
     )?;
+    // The CA bundle is a file of its own: a new bundle (a CA rotation) also restarts etcd,
+    // which reads its trusted CAs only when it starts; a new certificate does not.
+    state.ca_path = None;
     out.push(
         cx,
         member_cert.clone(),
         PrimitiveSpec::Certificate(state),
-        member_notify,
+        member_notify.clone(),
+    );
+    let bundle = trust_bundle(cx, m, &spec.tls, true)?;
+    let mut bundle_notify = member_notify;
+    bundle_notify.push(cmd_ref(&restart_etcd));
+    out.push(
+        cx,
+        member_ca.clone(),
+        PrimitiveSpec::File(FileState::new(
+            member_ca.clone(),
+            user,
+            group,
+            0o644,
+            bundle,
+        )),
+        bundle_notify,
     );
 
     if spec.backup.is_some() {
@@ -310,6 +329,12 @@ pub(super) fn render(
         cx,
         reload_patroni,
         PrimitiveSpec::Command(handler(format!("{compose_cmd} kill -s SIGHUP patroni"))),
+        vec![],
+    );
+    out.push(
+        cx,
+        restart_etcd,
+        PrimitiveSpec::Command(handler(format!("{compose_cmd} restart etcd"))),
         vec![],
     );
     // PostgreSQL rereads its certificate on a reload (pg_ctl as the server's user, in the

@@ -74,6 +74,7 @@ fn expands_into_the_primitives_of_a_member() {
         "Command/postgres01-reload-haproxy",
         "Command/postgres01-reload-patroni",
         "Command/postgres01-reload-postgres",
+        "Command/postgres01-restart-etcd",
         "Command/postgres01-restart-pgbackrest",
         "ComposeStack/postgres01",
         "Directory//home/postgres",
@@ -92,6 +93,7 @@ fn expands_into_the_primitives_of_a_member() {
         "File//home/postgres/config/etcd.yml",
         "File//home/postgres/config/haproxy.cfg",
         "File//home/postgres/config/patroni.yml",
+        "File//home/postgres/config/tls/ca.crt",
         "File//home/postgres/pgbackrest/pgbackrest.conf",
         "Group/postgres",
         "SystemdUnit/postgres01-stack.service",
@@ -715,10 +717,8 @@ fn the_member_certificate_names_the_member_and_what_clients_use() {
     assert_eq!(c.dns_names, ["pg1", "10.0.0.1"]);
     assert_eq!(c.ip_addresses, ["10.0.0.1"]);
     assert_eq!(c.key_path, "/home/postgres/config/tls/pg1.key");
-    assert_eq!(
-        c.ca_path.as_deref(),
-        Some("/home/postgres/config/tls/ca.crt")
-    );
+    // The bundle is a file of its own (see the rotation test).
+    assert_eq!(c.ca_path, None);
     assert_eq!(
         (c.owner.as_str(), c.group.as_str()),
         ("postgres", "postgres")
@@ -928,6 +928,98 @@ fn tls_parameters_and_bad_names_are_refused() {
         e.contains(
             "error: field `tls.names[0]`: `bad name` is neither a DNS name nor an IP address"
         ),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_ca_rotation_trusts_both_cas_in_every_bundle_and_restarts_etcd_for_a_new_bundle() {
+    let ca2 = crate::pki::create_ca("second CA", 30).unwrap();
+    let two_cas = |tls: &str| {
+        repo(&[
+            (
+                "manifests/pg.yaml",
+                &CLUSTER.replace("tls: { ca: pg-ca }", tls),
+            ),
+            (
+                "manifests/repo.yaml",
+                &REPO.replace("tls: { ca: pg-ca }", tls),
+            ),
+            (
+                "manifests/ca2.yaml",
+                "kind: CertificateAuthority\nname: pg-ca-2\ncommon_name: second CA\ncertificate: pki/pg-ca-2.crt\nkey: { secret: pg-ca-2-key }\n",
+            ),
+            ("pki/pg-ca-2.crt", &ca2.cert_pem),
+            ("secrets/pg-ca-2-key.age", "not decrypted in tests"),
+        ])
+    };
+    let bundle_of = |h: &DesiredHost| text(item(h, "File", "/home/postgres/config/tls/ca.crt"));
+    // Each test repo has a CA `pg-ca` of its own.
+    let ca1_of = |dir: &tempfile::TempDir| {
+        std::fs::read_to_string(dir.path().join("pki/pg-ca.crt")).unwrap()
+    };
+    let dir = two_cas("tls: { ca: pg-ca }");
+    assert_eq!(bundle_of(&render(&dir, "pg1")), ca1_of(&dir));
+
+    // Phase 1: the new CA joins every bundle; certificates stay with the old one.
+    let dir = two_cas("tls: { ca: pg-ca, trust: [pg-ca-2] }");
+    let h = render(&dir, "pg1");
+    assert_eq!(bundle_of(&h), format!("{}{}", ca1_of(&dir), ca2.cert_pem));
+    assert_eq!(member_cert(&h).ca, "pg-ca");
+    let notified: Vec<String> = item(&h, "File", "/home/postgres/config/tls/ca.crt")
+        .notify
+        .iter()
+        .map(|r| r.to_string())
+        .collect();
+    assert_eq!(
+        notified,
+        [
+            "Command/postgres01-reload-patroni",
+            "Command/postgres01-reload-postgres",
+            "Command/postgres01-reload-haproxy",
+            "Command/postgres01-restart-etcd",
+        ]
+    );
+    let PrimitiveSpec::Command(c) = &item(&h, "Command", "postgres01-restart-etcd").spec else {
+        panic!()
+    };
+    assert!(c.refresh_only);
+    assert_eq!(c.run, "/usr/bin/docker-compose restart etcd");
+
+    // Phase 2: certificates move to the new CA; the member bundle stays the same (sorted by CA
+    // name, not led by the signing CA), so etcd does not restart and hosts converged a moment
+    // apart still trust each other.
+    let dir = two_cas("tls: { ca: pg-ca-2, trust: [pg-ca] }");
+    let h = render(&dir, "pg1");
+    assert_eq!(bundle_of(&h), format!("{}{}", ca1_of(&dir), ca2.cert_pem));
+    assert_eq!(member_cert(&h).ca, "pg-ca-2");
+    // pgBackRest's bundle: its CA first (what the issuer is checked against), then the other.
+    match &item(&h, "Certificate", "/home/postgres/pgbackrest/certs/pg1.crt").spec {
+        PrimitiveSpec::Certificate(c) => {
+            let pem = String::from_utf8(c.ca_certificate.bytes().to_vec()).unwrap();
+            assert_eq!(pem, format!("{}{}", ca2.cert_pem, ca1_of(&dir)));
+            assert_eq!(c.ca, "pg-ca-2");
+        }
+        other => panic!("{other:?}"),
+    }
+
+    // Phase 3: the old CA leaves.
+    let dir = two_cas("tls: { ca: pg-ca-2 }");
+    assert_eq!(bundle_of(&render(&dir, "pg1")), ca2.cert_pem);
+}
+
+#[test]
+fn trusted_cas_must_be_declared_and_other_than_the_signing_one() {
+    let e = cluster_errors(&CLUSTER.replace(
+        "tls: { ca: pg-ca }",
+        "tls: { ca: pg-ca, trust: [pg-ca, nope] }",
+    ));
+    assert!(
+        e.contains("error: field `tls.trust[0]`: `pg-ca` is the signing CA already (`tls.ca`)"),
+        "{e}"
+    );
+    assert!(
+        e.contains("error: field `tls.trust[1]`: unknown CertificateAuthority `nope`\n  hint: known CAs: pg-ca"),
         "{e}"
     );
 }
