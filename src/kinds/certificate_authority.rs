@@ -25,6 +25,13 @@ pub struct CertificateAuthoritySpec {
     pub validity: Span,
 }
 
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
 fn ca_validity() -> Span {
     Span {
         secs: 3650 * 86_400,
@@ -67,7 +74,28 @@ impl Kind for CertificateAuthoritySpec {
                     format!("`{}` is not a PEM certificate", self.certificate),
                     None,
                 ),
-                Ok(_) => {}
+                Ok(pem) => match crate::pki::inspect(&pem) {
+                    Err(e) => cx.error(
+                        "certificate",
+                        format!("`{}`: {e}", self.certificate),
+                        None,
+                    ),
+                    // An expired CA signs nothing any service accepts: refused before any host
+                    // is touched.
+                    Ok(info) if info.not_after <= now() => cx.error(
+                        "certificate",
+                        format!(
+                            "CA certificate `{}` expired {} days ago",
+                            self.certificate,
+                            (now() - info.not_after) / 86_400
+                        ),
+                        Some(format!(
+                            "create a new CA (`plumb certs init-ca NEW`) and move the clusters to it: \
+                             `tls: {{ ca: NEW, trust: [{name}] }}`, then `tls: {{ ca: NEW }}`"
+                        )),
+                    ),
+                    Ok(_) => {}
+                },
             }
         }
         if !cx.repo.secrets.contains(&self.key.secret) {

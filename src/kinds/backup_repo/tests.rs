@@ -151,6 +151,16 @@ fn backup_units_timers_and_stanza_creation() {
             "test -f /var/lib/pgbackrest/backup/postgres01/backup.info && test -f /var/lib/pgbackrest/archive/postgres01/archive.info"
         )
     );
+    // It waits for a primary, asking Patroni over HTTPS against the cluster's CA.
+    let wait = c.wait_for.as_deref().unwrap_or_default();
+    assert_eq!(
+        wait.split(" || ").collect::<Vec<_>>(),
+        ["10.0.0.1", "10.0.0.2", "10.0.0.3"]
+            .map(|a| format!(
+                "curl -sf -o /dev/null --max-time 3 --cacert /home/postgres/pgbackrest/certs/ca.crt https://{a}:8008/primary"
+            ))
+            .to_vec()
+    );
     let PrimitiveSpec::Command(r) = &item(&h, "Command", "repo1-restart-server").spec else {
         panic!()
     };

@@ -1023,3 +1023,17 @@ fn trusted_cas_must_be_declared_and_other_than_the_signing_one() {
         "{e}"
     );
 }
+
+#[test]
+fn an_expired_ca_is_refused_before_any_host_is_touched() {
+    let expired = crate::pki::create_ca("expired CA", 0).unwrap();
+    let e = errors(&[
+        ("manifests/pg.yaml", CLUSTER),
+        ("manifests/repo.yaml", REPO),
+        ("pki/pg-ca.crt", &expired.cert_pem),
+    ]);
+    assert!(
+        e.contains("error: field `certificate`: CA certificate `pki/pg-ca.crt` expired 0 days ago\n  hint: create a new CA"),
+        "{e}"
+    );
+}
