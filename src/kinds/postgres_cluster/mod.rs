@@ -4,11 +4,14 @@
 //!
 //! The manifest's `hosts` are the members. On each member the cluster expands, purely, into:
 //! the `postgres` group and user (uid/gid 1001, in `docker`), the folders (data 0700, logs, etcd
-//! data, config, pgBackRest certs/log/spool, the stack folder), `patroni.yml` (sensitive: it holds
-//! the passwords), the etcd member config, `pgbackrest.conf`, `haproxy.cfg`, a certificate for
-//! pgBackRest TLS signed by the cluster's CA, the compose stack (+ `.env`), a systemd unit that
-//! starts the stack at boot, and three handlers (`refresh_only` commands): reload Patroni
-//! (SIGHUP to this member's Patroni only), restart the pgBackRest TLS server, reload HAProxy.
+//! data, config, TLS, pgBackRest certs/log/spool, the stack folder), the member certificate
+//! signed by the cluster's CA (etcd client and peer, Patroni's REST API and etcd client,
+//! PostgreSQL) and its trust bundle, `patroni.yml` (sensitive: it holds the passwords), the etcd
+//! member config, `pgbackrest.conf`, `haproxy.cfg`, a certificate for pgBackRest TLS, the compose
+//! stack (+ `.env`), a systemd unit that starts the stack at boot, and handlers (`refresh_only`
+//! commands), each on this member only: reload Patroni (SIGHUP), reload PostgreSQL
+//! (`pg_ctl reload`), restart etcd (a new trust bundle), restart the pgBackRest TLS server,
+//! reload HAProxy.
 //!
 //! The cluster points at its backup repository with `backup: { repo: NAME }` (a `BackupRepo`); the
 //! repository finds the clusters that name it, so the link is written once. Roles and databases
@@ -379,7 +382,8 @@ pub struct PostgresClusterSpec {
     /// through HAProxy from the members' addresses. Default: the host var `cluster_network`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network: Option<String>,
-    /// Ports (defaults: postgres 5432, rest_api 8008, etcd 2379/2380, pgbackrest 8432).
+    /// Ports (defaults: postgres 5432, rest_api 8008, etcd 2379/2380, etcd metrics 2381 on
+    /// loopback, pgbackrest 8432).
     #[serde(default)]
     pub ports: Ports,
     /// Patroni's cluster-wide settings (ttl 30, loop_wait 10, retry_timeout 10, ...).
