@@ -16,7 +16,7 @@ use crate::kinds::Spec;
 use crate::kinds::postgres_cluster::live::LiveCluster;
 use crate::load::Repo;
 use crate::pg::Password;
-use crate::pg::client::{PgClient, PgConnector, PgOptions};
+use crate::pg::client::{PgClient, PgConnector, PgOptions, TlsMode};
 use crate::pg::dynconf;
 use crate::pg::etcd::{self, EtcdHealth};
 use crate::pg::health::{self, ClusterReport, Health, HealthInput, Reason, ReplicationRow};
@@ -149,7 +149,8 @@ pub fn live_cluster(repo: &Repo, m: &Manifest) -> Result<LiveCluster, String> {
             .map(|v| Password::from(&v))
             .map_err(|e| e.to_string())
     };
-    spec.live(m, &repo.inventory, &secret)
+    let ca_pem = |name: &str| repo.ca_certificates.get(name).map(|c| c.bytes().to_vec());
+    spec.live(m, &repo.inventory, &secret, &ca_pem)
         .map_err(|e| e.to_string())
 }
 
@@ -253,12 +254,15 @@ impl<'a> Cluster<'a> {
     fn rest(&self, member: &str) -> Option<PatroniClient<'a>> {
         let conn = self.conns.get(member)?;
         let addr = self.address(member)?;
-        Some(PatroniClient::new(
-            conn,
-            member,
-            Destination::tcp(addr, self.live.ports.rest_api),
-            self.live.rest_api.clone(),
-        ))
+        Some(
+            PatroniClient::new(
+                conn,
+                member,
+                Destination::tcp(addr, self.live.ports.rest_api),
+                self.live.rest_api.clone(),
+            )
+            .with_tls(self.live.tls.clone()),
+        )
     }
 
     fn pg_destination(&self, member: &str) -> Option<Destination> {
@@ -269,7 +273,14 @@ impl<'a> Cluster<'a> {
     }
 
     fn pg_options(&self, member: &str) -> PgOptions {
-        PgOptions::new(member, "postgres", self.live.superuser.clone())
+        let mut options = PgOptions::new(member, "postgres", self.live.superuser.clone());
+        if let Some(addr) = self.address(member) {
+            options.tls = TlsMode::VerifyFull {
+                tls: self.live.tls.clone(),
+                server: addr.to_string(),
+            };
+        }
+        options
     }
 
     async fn pg(&self, member: &str) -> Result<PgClient, String> {
@@ -332,12 +343,14 @@ impl<'a> Cluster<'a> {
             None => Err("no single leader to read pg_stat_replication from".to_string()),
         };
         let etcd_asks = members.iter().map(|name| async move {
-            match (self.conns.get(name), self.address(name)) {
-                (Some(conn), Some(addr)) => {
+            // etcd's client port takes only clients with a certificate of the cluster CA; its
+            // health is read on the metrics listener, plain HTTP on the member's loopback.
+            match self.conns.get(name) {
+                Some(conn) => {
                     etcd::health(
                         conn,
                         name,
-                        &Destination::tcp(addr, self.live.ports.etcd_client),
+                        &Destination::tcp("127.0.0.1", self.live.ports.etcd_metrics),
                         ETCD_TIMEOUT,
                     )
                     .await

@@ -7,28 +7,39 @@
 //! `Debug` redacts it, ours never holds it in a printable field, and errors name the member,
 //! the user and the database only.
 
+use std::future::Future;
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::task::JoinHandle;
 use tokio::time::timeout;
+use tokio_postgres::config::SslMode;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, NoTls, Row};
 
 use super::Credentials;
+use super::tls::ClusterTls;
 use crate::transport::{Connection, Destination, TunnelError};
 
 /// How the session is protected beyond the SSH tunnel it runs in.
 ///
-/// The tunnel already encrypts and authenticates the path to the member; TLS to PostgreSQL
-/// itself (verifying the server against the cluster's CA) is the seam for a later change: a
-/// `VerifyCa` variant handled in [`PgClient::connect`].
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// The tunnel already encrypts the path to the member's sshd; a cluster converged by plumb
+/// also refuses TCP sessions without TLS (`hostnossl ... reject`), so plumb speaks TLS inside
+/// the tunnel and verifies the server as `sslmode=verify-full` would.
+#[derive(Debug, Clone, Default)]
 pub enum TlsMode {
-    /// No TLS inside the tunnel.
+    /// No TLS inside the tunnel (a server on loopback or a unix socket).
     #[default]
     Disable,
+    /// TLS required: the server's certificate must chain to a CA of `tls` and name `server`
+    /// (the address dialled); SCRAM is bound to the TLS session when the server offers it.
+    VerifyFull {
+        /// The cluster's trust bundle.
+        tls: ClusterTls,
+        /// The DNS name or IP address the certificate must name.
+        server: String,
+    },
 }
 
 /// How to log in.
@@ -233,17 +244,29 @@ impl PgClient {
             .password(opts.credentials.password.expose())
             .dbname(&opts.database)
             .application_name(&opts.application_name);
+        if matches!(opts.tls, TlsMode::VerifyFull { .. }) {
+            config.ssl_mode(SslMode::Require);
+        }
         let startup = async {
-            match opts.tls {
+            let member = opts.member.clone();
+            let spawn = move |connection: std::pin::Pin<
+                Box<dyn Future<Output = Result<(), tokio_postgres::Error>> + Send>,
+            >| {
+                tokio::spawn(async move {
+                    if let Err(e) = connection.await {
+                        tracing::debug!(%member, error = %e, "PostgreSQL connection ended");
+                    }
+                })
+            };
+            match &opts.tls {
                 TlsMode::Disable => {
                     let (client, connection) = config.connect_raw(stream, NoTls).await?;
-                    let member = opts.member.clone();
-                    let task = tokio::spawn(async move {
-                        if let Err(e) = connection.await {
-                            tracing::debug!(%member, error = %e, "PostgreSQL connection ended");
-                        }
-                    });
-                    Ok::<_, tokio_postgres::Error>((client, task))
+                    Ok::<_, tokio_postgres::Error>((client, spawn(Box::pin(connection))))
+                }
+                TlsMode::VerifyFull { tls, server } => {
+                    let connector = tls.for_postgres(server);
+                    let (client, connection) = config.connect_raw(stream, connector).await?;
+                    Ok((client, spawn(Box::pin(connection))))
                 }
             }
         };

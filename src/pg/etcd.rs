@@ -44,11 +44,19 @@ pub async fn health(
         json: None,
         auth: None,
     };
-    let verdict =
-        match http::request(conn, destination, &destination.to_string(), request, within).await {
-            Err(e) => Err(format!("cannot ask etcd at {destination}: {e}")),
-            Ok(response) => interpret(response.status, &response.body),
-        };
+    let verdict = match http::request(
+        conn,
+        destination,
+        &destination.to_string(),
+        None,
+        request,
+        within,
+    )
+    .await
+    {
+        Err(e) => Err(format!("cannot ask etcd at {destination}: {e}")),
+        Ok(response) => interpret(response.status, &response.body),
+    };
     EtcdHealth {
         member: member.to_string(),
         healthy: verdict.is_ok(),

@@ -1,5 +1,6 @@
-//! One HTTP/1.1 request over a tunnel (hyper's client connection on the tunnel stream), for
-//! Patroni's REST API and etcd's health endpoint on a member.
+//! One HTTP/1.1 request over a tunnel (hyper's client connection on the tunnel stream, in TLS
+//! verified against the cluster's CA when the service speaks HTTPS), for Patroni's REST API
+//! and etcd's health endpoint on a member.
 //!
 //! One tunnel per request: Patroni's REST server (Python's `http.server`) answers HTTP/1.0 and
 //! closes the connection after each response, so there is nothing to keep alive. Every request
@@ -18,6 +19,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::timeout;
 
 use super::Credentials;
+use super::tls::{ClusterTls, TlsError};
 use crate::transport::{Connection, Destination, TunnelError};
 
 /// Largest response body read (Patroni's `/cluster` of a big cluster is a few kB).
@@ -64,6 +66,10 @@ pub enum HttpError {
     /// The tunnel could not be opened (boxed: it is large).
     #[error(transparent)]
     Tunnel(Box<TunnelError>),
+    /// The TLS handshake failed (the server's certificate did not verify, or it does not speak
+    /// TLS).
+    #[error(transparent)]
+    Tls(TlsError),
     /// The request could not be built (a path with bytes HTTP does not allow).
     #[error("invalid request: {0}")]
     Request(#[source] hyper::http::Error),
@@ -80,10 +86,13 @@ pub enum HttpError {
 
 /// Sends `request` to `destination` through a new tunnel of `conn` and reads the response,
 /// all within `within`. `host` is the `Host` header (the address the service listens on).
+/// With `tls`, the request goes over HTTPS: the server's certificate must chain to the bundle
+/// and name the destination's host.
 pub async fn request(
     conn: &Connection,
     destination: &Destination,
     host: &str,
+    tls: Option<&ClusterTls>,
     request: HttpRequest<'_>,
     within: Duration,
 ) -> Result<HttpResponse, HttpError> {
@@ -92,7 +101,17 @@ pub async fn request(
             .tunnel(destination, within)
             .await
             .map_err(|e| HttpError::Tunnel(Box::new(e)))?;
-        send(tunnel, host, request).await
+        match tls {
+            None => send(tunnel, host, request).await,
+            Some(tls) => {
+                let server = match destination {
+                    Destination::Tcp { host, .. } => host.as_str(),
+                    Destination::Unix { .. } => "localhost",
+                };
+                let stream = tls.connect(tunnel, server).await.map_err(HttpError::Tls)?;
+                send(stream, host, request).await
+            }
+        }
     };
     timeout(within, exchange)
         .await

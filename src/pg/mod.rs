@@ -65,6 +65,7 @@ pub mod patroni;
 pub mod roles;
 pub mod roll;
 pub mod scram;
+pub mod tls;
 
 use std::fmt;
 

@@ -15,6 +15,7 @@ use serde_json::Value;
 
 use super::Credentials;
 use super::http::{self, HttpError, HttpRequest, HttpResponse};
+use super::tls::ClusterTls;
 use crate::transport::{Connection, Destination};
 
 /// Bound on a read (`GET`) or a `PATCH /config`.
@@ -272,6 +273,7 @@ pub struct PatroniClient<'a> {
     destination: Destination,
     host: String,
     auth: Credentials,
+    tls: Option<ClusterTls>,
     request_timeout: Duration,
     action_timeout: Duration,
 }
@@ -295,9 +297,17 @@ impl<'a> PatroniClient<'a> {
             destination,
             host,
             auth,
+            tls: None,
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             action_timeout: DEFAULT_ACTION_TIMEOUT,
         }
+    }
+
+    /// Speaks HTTPS, verifying the REST API's certificate against `tls` and the destination's
+    /// host (Patroni's `restapi.certfile`).
+    pub fn with_tls(mut self, tls: ClusterTls) -> Self {
+        self.tls = Some(tls);
+        self
     }
 
     /// Sets the bounds on reads and `PATCH` (`request`) and on restart and switchover
@@ -403,13 +413,20 @@ impl<'a> PatroniClient<'a> {
             json,
             auth: Some(&self.auth),
         };
-        let response = http::request(self.conn, &self.destination, &self.host, request, within)
-            .await
-            .map_err(|source| PatroniError::Request {
-                member: self.member.clone(),
-                endpoint: endpoint(&method, path),
-                source,
-            })?;
+        let response = http::request(
+            self.conn,
+            &self.destination,
+            &self.host,
+            self.tls.as_ref(),
+            request,
+            within,
+        )
+        .await
+        .map_err(|source| PatroniError::Request {
+            member: self.member.clone(),
+            endpoint: endpoint(&method, path),
+            source,
+        })?;
         if response.status == 401 {
             return Err(PatroniError::Unauthorized {
                 member: self.member.clone(),

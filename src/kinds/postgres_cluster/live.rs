@@ -9,6 +9,7 @@ use crate::kinds::cluster::Member;
 use crate::model::inventory::Inventory;
 use crate::pg::dynconf::DeclaredDynamic;
 use crate::pg::roles::{DatabasePrivilege, Declared, DeclaredDatabase, DeclaredRole, Grant};
+use crate::pg::tls::ClusterTls;
 use crate::pg::{Credentials, Password};
 
 /// A secret the cluster phase needs could not be read.
@@ -25,6 +26,28 @@ pub struct SecretError {
     pub reason: String,
 }
 
+/// The cluster's trust bundle could not be built for plumb's own TLS clients.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("cluster {cluster}: tls: {reason}")]
+pub struct TrustError {
+    /// The cluster.
+    pub cluster: String,
+    /// What is wrong (an undeclared CA, a certificate that cannot be read).
+    pub reason: String,
+}
+
+/// Why the cluster phase cannot work with a declared cluster.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum LiveError {
+    /// A secret could not be read.
+    #[error(transparent)]
+    Secret(#[from] SecretError),
+    /// The CA bundle could not be used.
+    #[error(transparent)]
+    Trust(#[from] TrustError),
+}
+
 /// A declared cluster as the cluster phase sees it.
 #[derive(Debug, Clone)]
 pub struct LiveCluster {
@@ -38,6 +61,9 @@ pub struct LiveCluster {
     pub superuser: Credentials,
     /// Basic auth of Patroni's REST API.
     pub rest_api: Credentials,
+    /// The CAs the members' certificates are verified against (`tls.ca` and `tls.trust`):
+    /// Patroni's REST API and PostgreSQL are reached over TLS.
+    pub tls: ClusterTls,
     /// Roles, databases and grants.
     pub declared: Declared,
     /// Patroni's dynamic configuration.
@@ -54,14 +80,28 @@ impl LiveCluster {
 }
 
 impl PostgresClusterSpec {
-    /// The cluster as the cluster phase needs it; `secret` reads a secret by name.
+    /// The cluster as the cluster phase needs it; `secret` reads a secret by name, `ca_pem` the
+    /// certificate (PEM) of a `CertificateAuthority` by name.
     pub fn live(
         &self,
         m: &Manifest,
         inv: &Inventory,
         secret: &dyn Fn(&str) -> Result<Password, String>,
-    ) -> Result<LiveCluster, SecretError> {
+        ca_pem: &dyn Fn(&str) -> Option<Vec<u8>>,
+    ) -> Result<LiveCluster, LiveError> {
         let model = self.model(m, inv);
+        let mut bundles = Vec::new();
+        for ca in std::iter::once(&self.tls.ca).chain(&self.tls.trust) {
+            bundles.push(ca_pem(ca).ok_or_else(|| TrustError {
+                cluster: m.name.clone(),
+                reason: format!("CertificateAuthority `{ca}` is not declared"),
+            })?);
+        }
+        let tls =
+            ClusterTls::from_pem(bundles.iter().map(Vec::as_slice)).map_err(|e| TrustError {
+                cluster: m.name.clone(),
+                reason: e.to_string(),
+            })?;
         let read = |field: &str, name: &str| {
             secret(name).map_err(|reason| SecretError {
                 cluster: m.name.clone(),
@@ -149,6 +189,7 @@ impl PostgresClusterSpec {
             ports: self.ports.clone(),
             superuser,
             rest_api,
+            tls,
             declared,
             dynamic,
             backup_repo: model.backup_repo,

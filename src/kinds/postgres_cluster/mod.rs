@@ -493,7 +493,7 @@ impl PostgresClusterSpec {
     fn split_parameters(
         &self,
         paths: &ClusterPaths,
-        (cert, key, ca): (&str, &str, &str),
+        tls_files: Option<(&str, &str, &str)>,
         archive_command: Option<String>,
     ) -> (Map<String, Value>, Map<String, Value>) {
         let mut all: BTreeMap<String, Value> = BTreeMap::new();
@@ -511,9 +511,11 @@ impl PostgresClusterSpec {
         // TLS for clients and replication, with the member certificate; the CA file is there
         // for clients that present certificates (pg_hba `cert` lines a manifest may add).
         all.insert("ssl".into(), json!("on"));
-        all.insert("ssl_cert_file".into(), json!(cert));
-        all.insert("ssl_key_file".into(), json!(key));
-        all.insert("ssl_ca_file".into(), json!(ca));
+        if let Some((cert, key, ca)) = tls_files {
+            all.insert("ssl_cert_file".into(), json!(cert));
+            all.insert("ssl_key_file".into(), json!(key));
+            all.insert("ssl_ca_file".into(), json!(ca));
+        }
         all.entry("ssl_min_protocol_version".to_string())
             .or_insert_with(|| json!("TLSv1.2"));
         if let Some(cmd) = archive_command {
@@ -533,14 +535,24 @@ impl PostgresClusterSpec {
 
     /// The cluster-wide PostgreSQL parameters the DCS must hold (see [`Self::split_parameters`]).
     pub fn dcs_parameters(&self, paths: &ClusterPaths) -> BTreeMap<String, Value> {
-        self.split_parameters(paths, None).1.into_iter().collect()
+        self.split_parameters(paths, None, None)
+            .1
+            .into_iter()
+            .collect()
     }
 }
 
-/// Parameters each member keeps in its own `patroni.yml`: they name host paths or the archive
-/// wiring plumb manages; every other parameter is cluster-wide and lives in the DCS.
-pub const LOCAL_PARAMETERS: &[&str] =
-    &["archive_command", "archive_mode", "unix_socket_directories"];
+/// Parameters each member keeps in its own `patroni.yml`: they name host paths (the member's
+/// own certificate among them) or the archive wiring plumb manages; every other parameter is
+/// cluster-wide and lives in the DCS.
+pub const LOCAL_PARAMETERS: &[&str] = &[
+    "archive_command",
+    "archive_mode",
+    "ssl_ca_file",
+    "ssl_cert_file",
+    "ssl_key_file",
+    "unix_socket_directories",
+];
 
 impl Kind for PostgresClusterSpec {
     fn check(&self, cx: &mut CheckCx) {

@@ -62,7 +62,7 @@ pub(super) fn render(
         .and_then(|b| b["archive_command"].as_str().map(str::to_string));
     let (parameters, dcs_parameters) = spec.split_parameters(
         paths,
-        (&member_cert, &member_key, &member_ca),
+        Some((&member_cert, &member_key, &member_ca)),
         archive_command,
     );
 

@@ -632,8 +632,14 @@ fn the_live_cluster_carries_roles_databases_grants_and_the_dcs_parameters() {
         panic!("not a cluster")
     };
     let secret = |name: &str| Ok(crate::pg::Password::new(format!("value-of-{name}")));
-    let live = spec.live(m, &loaded.inventory, &secret).unwrap();
+    let ca_pem = |name: &str| loaded.ca_certificates.get(name).map(|c| c.bytes().to_vec());
+    let live = spec.live(m, &loaded.inventory, &secret, &ca_pem).unwrap();
     assert_eq!(live.member_names(), ["pg1", "pg2", "pg3"]);
+    assert_eq!(
+        live.tls.anchors(),
+        1,
+        "the cluster's CA is what plumb trusts"
+    );
     assert_eq!(live.superuser.user, "postgres");
     assert_eq!(live.superuser.password.expose(), "value-of-su");
     assert_eq!(live.rest_api.user, "patroni");
@@ -664,12 +670,21 @@ fn the_live_cluster_carries_roles_databases_grants_and_the_dcs_parameters() {
         }
     };
     let e = spec
-        .live(m, &loaded.inventory, &missing)
+        .live(m, &loaded.inventory, &missing, &ca_pem)
         .unwrap_err()
         .to_string();
     assert_eq!(
         e,
         "cluster postgres01: roles[0].password: secret `app`: no identity"
+    );
+    // A CA plumb cannot find is named.
+    let e = spec
+        .live(m, &loaded.inventory, &secret, &|_| None)
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        e,
+        "cluster postgres01: tls: CertificateAuthority `pg-ca` is not declared"
     );
 }
 
@@ -820,12 +835,20 @@ fn patroni_uses_tls_towards_etcd_its_clients_and_the_other_members() {
 fn postgresql_has_ssl_on_and_refuses_plain_connections_from_the_network() {
     let h = pg1(CLUSTER);
     let y = yaml(&text(item(&h, "File", "/home/postgres/config/patroni.yml")));
+    // `ssl` is cluster-wide (in the DCS); the certificate files are the member's own.
+    assert_eq!(
+        y["bootstrap"]["dcs"]["postgresql"]["parameters"]["ssl"],
+        "on"
+    );
+    assert_eq!(
+        y["bootstrap"]["dcs"]["postgresql"]["parameters"]["ssl_min_protocol_version"],
+        "TLSv1.2"
+    );
     let params = &y["postgresql"]["parameters"];
-    assert_eq!(params["ssl"], "on");
+    assert!(params.get("ssl").is_none());
     assert_eq!(params["ssl_cert_file"], "/home/postgres/config/tls/pg1.crt");
     assert_eq!(params["ssl_key_file"], "/home/postgres/config/tls/pg1.key");
     assert_eq!(params["ssl_ca_file"], "/home/postgres/config/tls/ca.crt");
-    assert_eq!(params["ssl_min_protocol_version"], "TLSv1.2");
     let want = json!([
         "local all all peer",
         "host replication replicator 127.0.0.1/32 scram-sha-256",
