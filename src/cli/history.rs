@@ -51,12 +51,23 @@ pub fn history(a: &HistoryArgs) -> Result<i32> {
     match id {
         None => {
             let runs = h.last(a.last)?;
+            let bad = crate::rollback::BadCommits::new(&state_dir).list()?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&runs)?);
-            } else if runs.is_empty() {
-                eprintln!("no runs recorded in {}", state_dir.display());
+                // The runs as before; the commits held back only when there are any, so that
+                // the list stays an array for readers of the older output.
+                if bad.is_empty() {
+                    println!("{}", serde_json::to_string_pretty(&runs)?);
+                } else {
+                    let out = serde_json::json!({ "runs": runs, "bad_commits": bad });
+                    println!("{}", serde_json::to_string_pretty(&out)?);
+                }
             } else {
-                print!("{}", list_text(&runs));
+                if runs.is_empty() {
+                    eprintln!("no runs recorded in {}", state_dir.display());
+                } else {
+                    print!("{}", list_text(&runs));
+                }
+                print!("{}", bad_text(&bad));
             }
             Ok(EXIT_OK)
         }
@@ -97,7 +108,7 @@ fn names(hosts: &[String]) -> String {
 /// The list of runs, oldest first, one line each (every field from the log escaped).
 pub fn list_text(runs: &[RunRecord]) -> String {
     let mut out = format!(
-        "{:<23} {:<19} {:<9} {:<12} {:<9} {:>5} {:<16} {:<16} {}\n",
+        "{:<23} {:<19} {:<9} {:<12} {:<11} {:>5} {:<16} {:<16} {}\n",
         "ID",
         "STARTED (UTC)",
         "TRIGGER",
@@ -111,7 +122,7 @@ pub fn list_text(runs: &[RunRecord]) -> String {
     for r in runs {
         let _ = writeln!(
             out,
-            "{:<23} {:<19} {:<9} {:<12} {:<9} {:>5} {:<16} {:<16} {}",
+            "{:<23} {:<19} {:<9} {:<12} {:<11} {:>5} {:<16} {:<16} {}",
             escape(&r.id),
             when(r.started_at),
             if r.trigger.is_empty() {
@@ -133,6 +144,32 @@ pub fn list_text(runs: &[RunRecord]) -> String {
     }
     if runs.iter().any(|r| r.dry_run) {
         out.push_str("* dry run: nothing was changed\n");
+    }
+    out
+}
+
+/// The commits held back after failing their gates, and why (every field escaped).
+pub fn bad_text(bad: &[crate::rollback::BadCommit]) -> String {
+    if bad.is_empty() {
+        return String::new();
+    }
+    let mut out = String::from(
+        "\nHELD BACK (failed their gates; not applied again until a newer commit arrives, or with --retry-bad):\n",
+    );
+    for b in bad {
+        let _ = writeln!(
+            out,
+            "{} {} (run {}, {} UTC): {}; {}",
+            escape(crate::history::short_commit(&b.commit)),
+            escape(&b.summary),
+            escape(&b.run_id),
+            when(b.marked_at),
+            escape(&b.reason),
+            match &b.rolled_back_to {
+                Some(c) => format!("rolled back to {}", escape(crate::history::short_commit(c))),
+                None => "nothing to roll back to".into(),
+            }
+        );
     }
     out
 }
@@ -167,6 +204,23 @@ pub fn show_text(r: &RunRecord, report: Option<&Value>) -> String {
     );
     if let Some(e) = &r.error {
         let _ = writeln!(out, "error    {}", escape_block(e, "         "));
+    }
+    if r.marked_bad {
+        let _ = writeln!(
+            out,
+            "gates    FAILED: commit marked bad; {}",
+            match &r.rolled_back_to {
+                Some(c) => format!("rolled back to {}", escape(c)),
+                None => "nothing to roll back to".into(),
+            }
+        );
+    }
+    if let Some(c) = &r.rollback_of {
+        let _ = writeln!(
+            out,
+            "rollback of {} (it failed its gates; this run applied the last good commit again)",
+            escape(c)
+        );
     }
     let Some(report) = report else {
         let _ = writeln!(out, "\n(no per-host report kept for this run)");

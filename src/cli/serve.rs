@@ -108,6 +108,9 @@ fn run(source: &SourceArgs, notifier: &crate::notify::Notifier, request: RunRequ
                 changed_hosts: o.changed_hosts,
                 failed_hosts: o.failed_hosts,
                 error,
+                rolled_back_to: o.rolled_back_to,
+                rollback_failed: o.rollback_failed,
+                held: o.held.map(|b| b.commit),
             }
         }
         Err(e) => {

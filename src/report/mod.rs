@@ -113,6 +113,8 @@ pub struct RunReport {
     pub clusters: Vec<ClusterRun>,
     /// Wall time of the run.
     pub duration: Duration,
+    /// The run's watchdog fired (`--run-timeout`): hosts or a cluster phase were stopped.
+    pub timed_out: bool,
 }
 
 #[derive(Serialize)]
@@ -634,6 +636,7 @@ mod tests {
             ],
             clusters: Vec::new(),
             duration: Duration::from_millis(200),
+            timed_out: false,
         }
     }
 

@@ -131,12 +131,16 @@ pub fn fetch(
             branch: branch.to_string(),
         })?;
     let commit = reference.peel_to_commit().map_err(|e| co_err(&e))?;
+    check_out(&repo, &commit).map_err(|e| co_err(&e))
+}
+
+/// Checks `commit` out exactly in `repo`'s work tree (untracked and ignored files removed,
+/// local edits overwritten) and detaches HEAD there.
+fn check_out(repo: &git2::Repository, commit: &git2::Commit<'_>) -> Result<Fetched, git2::Error> {
     let mut cb = git2::build::CheckoutBuilder::new();
     cb.force().remove_untracked(true).remove_ignored(true);
-    repo.checkout_tree(commit.as_object(), Some(&mut cb))
-        .map_err(|e| co_err(&e))?;
-    repo.set_head_detached(commit.id())
-        .map_err(|e| co_err(&e))?;
+    repo.checkout_tree(commit.as_object(), Some(&mut cb))?;
+    repo.set_head_detached(commit.id())?;
     Ok(Fetched {
         commit: commit.id().to_string(),
         summary: commit
@@ -146,6 +150,28 @@ pub fn fetch(
             .unwrap_or_default()
             .to_string(),
     })
+}
+
+/// Checks out a commit fetched before (the last good one, to roll back to) in the checkout
+/// made by [`fetch`], without fetching: it is found by its full id among the objects already
+/// there, even when the branch no longer leads to it (a force-push).
+pub fn checkout_commit(checkout: &Path, commit: &str) -> Result<Fetched, SourceError> {
+    let co_err = |e: &dyn std::fmt::Display| SourceError::Checkout {
+        path: checkout.display().to_string(),
+        message: e.to_string(),
+    };
+    // Only a full commit id (from the state folder, so checked like any input): never a
+    // revision expression.
+    if !matches!(commit.len(), 40 | 64) || !commit.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(co_err(&format!(
+            "`{}` is not a full commit id",
+            crate::text::escape(commit)
+        )));
+    }
+    let repo = git2::Repository::open(checkout).map_err(|e| co_err(&e))?;
+    let oid = git2::Oid::from_str(commit).map_err(|e| co_err(&e))?;
+    let found = repo.find_commit(oid).map_err(|e| co_err(&e))?;
+    check_out(&repo, &found).map_err(|e| co_err(&e))
 }
 
 /// The commit checked out at `path` (when it is inside a git work tree), and whether the work
