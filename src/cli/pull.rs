@@ -64,7 +64,7 @@ pub struct SourceArgs {
     pub retry_bad: bool,
     /// The watchdog: seconds a whole run may take (every host, then the cluster phase); a run
     /// still going then is stopped and fails, and a new commit's run is rolled back.
-    #[arg(long, default_value_t = 3600, value_name = "SECS")]
+    #[arg(long, default_value_t = DEFAULT_RUN_TIMEOUT, value_name = "SECS")]
     pub run_timeout: u64,
     /// Host options.
     #[command(flatten)]
@@ -220,6 +220,61 @@ fn systemd_units(p: &PullArgs, interval: &str, state_dir: &Path) -> Result<Strin
     if p.always {
         cmd.push("--always".into());
     }
+    if a.run_timeout != DEFAULT_RUN_TIMEOUT {
+        cmd.push("--run-timeout".into());
+        cmd.push(a.run_timeout.to_string());
+    }
+    if a.hosts.local {
+        cmd.push("--local".into());
+    }
+    // `--retry-bad` is never carried over: a timer that retries a bad commit on every tick is
+    // what holding it back prevents.
+    let hardening = if a.hosts.local {
+        // `--local` converges this very machine as root: it writes anywhere the repo says,
+        // installs packages and reloads units, so the sandbox can only be light.
+        "# --local converges this machine itself (files anywhere, packages, units): only light
+# sandboxing fits.
+LockPersonality=yes
+RestrictRealtime=yes
+"
+        .to_string()
+    } else {
+        // A controller only needs the network (SSH, git), its state folder and read access to
+        // its keys.
+        format!(
+            "# A controller needs the network (SSH to the hosts, git), its state folder and read
+# access to its keys and the repo's identity: nothing else.
+NoNewPrivileges=yes
+ProtectSystem=strict
+{state}
+ProtectHome=read-only
+PrivateTmp=yes
+PrivateDevices=yes
+ProtectKernelTunables=yes
+ProtectKernelModules=yes
+ProtectKernelLogs=yes
+ProtectControlGroups=yes
+ProtectClock=yes
+ProtectHostname=yes
+ProtectProc=invisible
+RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6
+RestrictNamespaces=yes
+RestrictRealtime=yes
+RestrictSUIDSGID=yes
+LockPersonality=yes
+MemoryDenyWriteExecute=yes
+SystemCallArchitectures=native
+SystemCallFilter=@system-service
+SystemCallErrorNumber=EPERM
+CapabilityBoundingSet=
+UMask=0077
+",
+            state = writable_state(&systemd_path(state_dir)?)
+        )
+    };
+    // systemd's own bound is a backstop behind plumb's watchdog (a rollback may follow a run
+    // that hit it, with a watchdog of its own).
+    let backstop = a.run_timeout.max(1).saturating_mul(2).saturating_add(300);
     Ok(format!(
         "# /etc/systemd/system/plumb-pull.service
 [Unit]
@@ -232,7 +287,8 @@ Type=oneshot
 # Exit 2 means changes were applied: a success.
 SuccessExitStatus=2
 ExecStart={cmd}
-
+TimeoutStartSec={backstop}
+{hardening}
 # /etc/systemd/system/plumb-pull.timer
 [Unit]
 Description=Run plumb pull every {interval}
@@ -249,6 +305,36 @@ WantedBy=timers.target
         branch = a.branch,
         cmd = cmd.join(" "),
     ))
+}
+
+/// The default of `--run-timeout`, in seconds.
+const DEFAULT_RUN_TIMEOUT: u64 = 3600;
+
+/// A path as a systemd setting takes it: absolute, and with nothing systemd would read as a
+/// specifier, a quote or a separator.
+fn systemd_path(p: &Path) -> Result<String> {
+    let abs = std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+    let s = abs.display().to_string();
+    if s.chars()
+        .any(|c| c.is_whitespace() || c.is_control() || matches!(c, '%' | '"' | '\'' | '\\'))
+    {
+        bail!(
+            "the state folder {} has a character a systemd unit cannot hold as is; choose another --state-dir",
+            crate::text::escape(&s)
+        );
+    }
+    Ok(s)
+}
+
+/// The setting that lets the sandboxed service write its state folder: under /var/lib systemd
+/// makes it (`StateDirectory=`); elsewhere it must exist before the first run.
+fn writable_state(state: &str) -> String {
+    match state.strip_prefix("/var/lib/").filter(|r| !r.is_empty()) {
+        Some(rest) => format!("StateDirectory={rest}\nStateDirectoryMode=0700"),
+        None => format!(
+            "# The state folder must exist before the first run: mkdir -p {state}\nReadWritePaths={state}"
+        ),
+    }
 }
 
 /// `plumb pull`.

@@ -598,6 +598,8 @@ mod tests {
             runs: &runs,
             history: std::slice::from_ref(&evil),
             last_report: Some((&evil, &report)),
+            bad: &[],
+            certs: None,
             now: 1_764_754_800,
         });
         for bad in ["<script", "<img", "<iframe", "<b>", "onerror=alert(2)>"] {
@@ -639,5 +641,97 @@ mod tests {
             "{run}"
         );
         assert!(render_run(&evil, None).contains("No per-host report"));
+    }
+
+    #[test]
+    fn clusters_certificates_and_held_back_commits_are_shown_escaped() {
+        let run = RunRecord {
+            id: "20261203T093932Z-00abcd".into(),
+            commit: "0123456789abcdef0123456789abcdef01234567".into(),
+            exit_code: 1,
+            marked_bad: true,
+            rolled_back_to: Some("fedcba9876543210fedcba9876543210fedcba98".into()),
+            ..Default::default()
+        };
+        let report = serde_json::json!({
+            "hosts": [{"host": "pg1", "status": "unchanged"}, {"host": "pg2", "status": "unchanged"}],
+            "clusters": [{
+                "cluster": "pg<main>", "status": "unhealthy",
+                "reasons": ["pg2: replication <b>stopped</b>"],
+                "members": [
+                    {"name": "pg1", "role": "leader", "state": "running", "lag_bytes": null},
+                    {"name": "pg2", "role": "replica", "state": "running", "replication_state": "catchup", "lag_bytes": 4096}
+                ]
+            }]
+        });
+        let now = 1_764_754_800u64;
+        let certs = serde_json::json!({
+            "schema": "plumb.certs/v1", "checked_at": now,
+            "certificates": [
+                {"host": "pg1", "path": "/etc/tls/<x>.crt", "ca": "ca", "health": "ok",
+                 "not_after": now as i64 + 40 * 86_400 + 10, "days_left": 40, "renew_before": "30d"},
+                {"host": "pg2", "path": "/etc/tls/b.crt", "ca": "ca", "health": "reissue",
+                 "reason": "expired", "not_after": now as i64 - 86_400, "days_left": -1, "renew_before": "30d"}
+            ],
+            "failed": [{"host": "pg3", "error": "connection <refused>"}]
+        });
+        let bad = [crate::rollback::BadCommit {
+            commit: run.commit.clone(),
+            summary: "<i>breaks</i>".into(),
+            marked_at: 1_764_754_772,
+            run_id: run.id.clone(),
+            reason: "host pg1: Command/check: <exit 3>".into(),
+            rolled_back_to: run.rolled_back_to.clone(),
+        }];
+        let runs = Snapshot::default();
+        let page = render(&PageData {
+            source: "/srv/git/fleet.git",
+            branch: "main",
+            applied: None,
+            runs: &runs,
+            history: std::slice::from_ref(&run),
+            last_report: Some((&run, &report)),
+            bad: &bad,
+            certs: Some(&certs),
+            now,
+        });
+        for bad in ["<main>", "<b>", "<x>", "<i>", "<exit", "<refused>"] {
+            assert!(!page.contains(bad), "{bad} in\n{page}");
+        }
+        assert!(page.contains("<h2>Clusters</h2>"), "{page}");
+        assert!(page.contains("<td class=\"leader\">pg1</td>"), "{page}");
+        assert!(
+            page.contains(
+                "<td>pg2</td><td>replica</td><td>running</td><td>catchup</td><td>4096 B</td>"
+            ),
+            "{page}"
+        );
+        assert!(page.contains("replication &lt;b&gt;stopped"), "{page}");
+        assert!(page.contains("<h2>Certificates</h2>"), "{page}");
+        assert!(
+            page.contains("<td>40</td><td class=\"ok\">ok</td>"),
+            "{page}"
+        );
+        assert!(
+            page.contains("<td>-1</td><td class=\"expired\">expired</td>"),
+            "{page}"
+        );
+        assert!(
+            page.contains("not read: connection &lt;refused&gt;"),
+            "{page}"
+        );
+        assert!(page.contains("<h2>Held back</h2>"), "{page}");
+        assert!(
+            page.contains("(marked bad; rolled back to <code>fedcba987654</code>)"),
+            "{page}"
+        );
+        // Without a leader the page says so.
+        let leaderless = serde_json::json!({"hosts": [], "clusters": [{"cluster": "c", "status": "unhealthy", "members": [{"name": "a", "role": "replica"}]}]});
+        let mut o = String::new();
+        clusters_table(&mut o, &leaderless);
+        assert!(
+            o.contains("<td class=\"leader\"><span class=\"failed\">none</span></td>"),
+            "{o}"
+        );
     }
 }

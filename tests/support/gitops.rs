@@ -90,6 +90,16 @@ impl Setup {
     }
 
     pub fn commit(&self, files: &[(&str, &str)], message: &str) -> String {
+        self.commit_removing(files, &[], message)
+    }
+
+    /// A commit that writes `files` and removes `removed`.
+    pub fn commit_removing(
+        &self,
+        files: &[(&str, &str)],
+        removed: &[&str],
+        message: &str,
+    ) -> String {
         let root = self.origin_dir();
         let mut idx = self.origin.index().unwrap();
         for (rel, text) in files {
@@ -97,6 +107,10 @@ impl Setup {
             std::fs::create_dir_all(p.parent().unwrap()).unwrap();
             std::fs::write(&p, text).unwrap();
             idx.add_path(Path::new(rel)).unwrap();
+        }
+        for rel in removed {
+            let _ = std::fs::remove_file(root.join(rel));
+            idx.remove_path(Path::new(rel)).unwrap();
         }
         idx.write().unwrap();
         let tree = self.origin.find_tree(idx.write_tree().unwrap()).unwrap();
@@ -109,6 +123,21 @@ impl Setup {
         let parents: Vec<&git2::Commit> = parent.iter().collect();
         self.origin
             .commit(Some("HEAD"), &sig, &sig, message, &tree, &parents)
+            .unwrap()
+            .to_string()
+    }
+
+    /// Commits everything in the origin's work tree (files a command made there).
+    pub fn commit_all(&self, message: &str) -> String {
+        let mut idx = self.origin.index().unwrap();
+        idx.add_all(["*"], git2::IndexAddOption::DEFAULT, None)
+            .unwrap();
+        idx.write().unwrap();
+        let tree = self.origin.find_tree(idx.write_tree().unwrap()).unwrap();
+        let sig = git2::Signature::now("t", "t@example.invalid").unwrap();
+        let parent = self.origin.head().unwrap().peel_to_commit().unwrap();
+        self.origin
+            .commit(Some("HEAD"), &sig, &sig, message, &tree, &[&parent])
             .unwrap()
             .to_string()
     }
@@ -133,7 +162,8 @@ pub fn setup() -> Setup {
 }
 
 /// A fleet of `n` hosts (`h0`...), each with its own root folder; the first commit puts
-/// `<root>/etc/motd` = v1 on `h0` (the others get what the test commits).
+/// `<root>/etc/motd` = v1 on `h0` only (the others get what the test commits; a test that
+/// rewrites the motd with [`motd`] selects all hosts, which is right for one host only).
 pub fn setup_hosts(n: usize) -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let key = ClientKey::generate(dir.path(), "id_ed25519", "ed25519");
@@ -178,10 +208,13 @@ pub fn setup_hosts(n: usize) -> Setup {
             s.root_of(i).display()
         ));
     }
+    // The hosts share this machine: the motd is h0's alone (two hosts writing one path would
+    // race).
+    let first_motd = motd(&s.root(), "v1").replace("hosts: all", "hosts: host:h0");
     s.commit(
         &[
             ("inventory/hosts.yaml", &inventory),
-            ("manifests/motd.yaml", &motd(&s.root(), "v1")),
+            ("manifests/motd.yaml", &first_motd),
         ],
         "first",
     );
