@@ -1039,47 +1039,41 @@ fn serve_converges_gitea_form_and_gitlab_signing_token_deliveries() {
     assert_eq!(runs_total(&server.status()), runs, "an ignored push ran");
 }
 
-/// Installs a `post-receive` hook in `bare` that sends each push to `addr` as GitHub does by
-/// default: form-encoded (`payload=`), signed over the raw body with the secret in
-/// `secret_file`, a fresh delivery id each time. Written in Python (Debian's python3), as a
-/// forge-side script would be; it prints plumb's answer, which `git push` shows as `remote:`.
+/// Installs the repo's `post-receive` hook (examples/hooks/post-receive, the one the README
+/// points to) in `bare`, configured as its doc says, to send each push to `addr` as GitHub does
+/// by default: form-encoded (`payload=`), signed over the raw body with the secret in
+/// `secret_file`, a fresh delivery id each time. It prints plumb's answer, which `git push`
+/// shows as `remote:`.
 fn install_post_receive_hook(
     bare: &std::path::Path,
     addr: SocketAddr,
     secret_file: &std::path::Path,
 ) {
     let hook = bare.join("hooks/post-receive");
-    std::fs::write(
+    std::fs::copy(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/hooks/post-receive"),
         &hook,
-        format!(
-            r#"#!/usr/bin/env python3
-# post-receive: tell plumb serve about each push, the way GitHub sends it by default.
-import hashlib, hmac, json, sys, urllib.parse, urllib.request, uuid
-URL = "http://{addr}/hooks"
-SECRET = open({secret:?}).read().strip().encode()
-for line in sys.stdin:
-    old, new, ref = line.split()
-    payload = json.dumps({{"ref": ref, "before": old, "after": new, "deleted": new == "0" * 40,
-                          "repository": {{"full_name": "test/fleet"}}}})
-    body = urllib.parse.urlencode({{"payload": payload}}).encode()
-    sig = "sha256=" + hmac.new(SECRET, body, hashlib.sha256).hexdigest()
-    req = urllib.request.Request(URL, data=body, method="POST", headers={{
-        "Content-Type": "application/x-www-form-urlencoded",
-        "X-GitHub-Event": "push",
-        "X-GitHub-Delivery": str(uuid.uuid4()),
-        "X-Hub-Signature-256": sig,
-    }})
-    try:
-        with urllib.request.urlopen(req, timeout=10) as r:
-            print("plumb:", r.status, r.read().decode().strip())
-    except Exception as e:
-        print("plumb: delivery failed:", e)
-"#,
-            secret = secret_file.display().to_string()
-        ),
     )
     .unwrap();
     set_mode(&hook, 0o755);
+    let url = format!("http://{addr}/hooks");
+    let secret = secret_file.display().to_string();
+    for (key, value) in [
+        ("plumb.url", url.as_str()),
+        ("plumb.secretFile", secret.as_str()),
+    ] {
+        let out = Command::new("git")
+            .arg("-C")
+            .arg(bare)
+            .args(["config", key, value])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 }
 
 /// A notification command that appends each event and summary to `log`.
@@ -1482,7 +1476,7 @@ fn headless(profile: &std::path::Path, url: &str, what: &[&str]) -> (bool, Strin
 }
 
 #[test]
-fn the_status_page_in_headless_chromium_holds_the_commit_every_host_and_certificate() {
+fn the_status_page_in_headless_chromium_holds_the_commit_every_host_certificate_and_rollback() {
     let s = setup_hosts(2);
     // A private CA (its key an age secret of the repo) and a certificate on each host, next to
     // each host's motd.
@@ -1555,13 +1549,39 @@ fn the_status_page_in_headless_chromium_holds_the_commit_every_host_and_certific
         "{certs:#}"
     );
 
+    // Then a push that breaks h1: rolled back to the good commit, held back.
+    let bad = s.commit(
+        &[(
+            "manifests/check.yaml",
+            &failing_check(&s.root_of(1), "h1", "issue file rejected by the check"),
+        )],
+        "check the issue file on h1",
+    );
+    let out = s.push(None, false);
+    assert!(out.contains("plumb: 202 accepted"), "{out}");
+    let st = server.wait_status("the bad push's run", |st| {
+        st["state"] == "idle" && st["last_run"]["commit"] == bad.as_str()
+    });
+    assert_eq!(st["last_run"]["rolled_back_to"], head.as_str(), "{st:#}");
+
     // The DOM as Chromium builds it (no JavaScript on the page, so it is the HTML as served):
-    // the commit, every host, every certificate with its days left.
+    // the applied commit, every host, every certificate with its days left, the failure and
+    // the commit held back.
     let profile = tempfile::tempdir().unwrap();
     let url = format!("http://{}/", server.addr);
     let (ok, dom, err) = headless(profile.path(), &url, &["--dump-dom"]);
     assert!(ok, "{err}");
-    assert!(dom.contains(&head), "{dom}");
+    assert!(
+        dom.contains(&format!("Applied commit: <code>{head}</code>")),
+        "{dom}"
+    );
+    assert!(
+        dom.contains("The last run FAILED and was rolled back"),
+        "{dom}"
+    );
+    assert!(dom.contains("<h2>Held back</h2>"), "{dom}");
+    assert!(dom.contains(&bad[..12]), "{dom}");
+    assert!(dom.contains("issue file rejected by the check"), "{dom}");
     for h in s.hosts() {
         assert!(dom.contains(&format!("<td>{h}</td>")), "{h} not in\n{dom}");
     }
@@ -1604,6 +1624,7 @@ fn the_status_page_in_headless_chromium_holds_the_commit_every_host_and_certific
     assert_eq!(code, 200);
     let m = parse_prometheus(&text);
     assert_eq!(m["plumb_runs_total{result=\"changed\"}"], 1.0, "{text}");
-    assert_eq!(m["plumb_rollbacks_total"], 0.0, "{text}");
+    assert_eq!(m["plumb_runs_total{result=\"failed\"}"], 1.0, "{text}");
+    assert_eq!(m["plumb_rollbacks_total"], 1.0, "{text}");
     assert_eq!(m["plumb_run_in_progress"], 0.0, "{text}");
 }

@@ -644,6 +644,8 @@ pub(super) fn pull_once(
     outcome.exit_code = EXIT_ERROR;
     outcome.marked_bad = true;
     outcome.error = record.error.clone();
+    // What the live outcome says once the rollback ran (or could not).
+    let base = |what: String| format!("{base}; {what}");
     eprintln!(
         "FAILED: {}; marked bad: not applied again until a newer commit arrives (`--retry-bad` tries it again)",
         record.error.as_deref().unwrap_or_default()
@@ -688,22 +690,22 @@ pub(super) fn pull_once(
                         outcome.failed_hosts.push(h.clone());
                     }
                 }
-                outcome.error = Some(format!(
-                    "{}; the rollback failed too (run {}): {}",
-                    outcome.error.take().unwrap_or_default(),
+                outcome.error = Some(base(format!(
+                    "the rollback to {} failed too (run {}): {}",
+                    short(&good),
                     back.record.id,
                     back.record.error.clone().unwrap_or_else(|| format!(
                         "failed hosts: {}",
                         back.record.failed_hosts.join(", ")
                     ))
-                ));
+                )));
                 eprintln!("FAILED: the rollback to {} failed too", short(&good));
             } else {
-                outcome.error = Some(format!(
-                    "{}; rolled back (run {})",
-                    outcome.error.take().unwrap_or_default(),
+                outcome.error = Some(base(format!(
+                    "rolled back to {} (run {})",
+                    short(&good),
                     back.record.id
-                ));
+                )));
                 eprintln!(
                     "rolled back to {}; this pull still FAILED (a rollback is never a success)",
                     short(&good)
@@ -714,10 +716,10 @@ pub(super) fn pull_once(
         Err(e) => {
             outcome.rollback_failed = true;
             let message = crate::secrets::redact(&format!("{e:#}"));
-            outcome.error = Some(format!(
-                "{}; the rollback could not start: {message}",
-                outcome.error.take().unwrap_or_default()
-            ));
+            outcome.error = Some(base(format!(
+                "the rollback to {} could not start: {message}",
+                short(&good)
+            )));
             eprintln!(
                 "FAILED: the rollback to {} could not start: {message}",
                 short(&good)

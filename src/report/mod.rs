@@ -128,6 +128,8 @@ struct JsonRun<'a> {
     hosts: Vec<JsonHost<'a>>,
     #[serde(skip_serializing_if = "<[_]>::is_empty")]
     clusters: &'a [ClusterRun],
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    timed_out: bool,
 }
 
 #[derive(Serialize, Default, Clone, Copy, Debug, PartialEq, Eq)]
@@ -302,6 +304,7 @@ impl RunReport {
             summary: self.summary(),
             hosts,
             clusters: &self.clusters,
+            timed_out: self.timed_out,
         };
         crate::secrets::redact(&(serde_json::to_string_pretty(&run).unwrap_or_default() + "\n"))
     }
