@@ -51,23 +51,20 @@ pub fn history(a: &HistoryArgs) -> Result<i32> {
     match id {
         None => {
             let runs = h.last(a.last)?;
-            let bad = crate::rollback::BadCommits::new(&state_dir).list()?;
             if json {
-                // The runs as before; the commits held back only when there are any, so that
-                // the list stays an array for readers of the older output.
-                if bad.is_empty() {
-                    println!("{}", serde_json::to_string_pretty(&runs)?);
-                } else {
-                    let out = serde_json::json!({ "runs": runs, "bad_commits": bad });
-                    println!("{}", serde_json::to_string_pretty(&out)?);
-                }
+                // Always the array of runs (each says `marked_bad` and `rolled_back_to`); the
+                // held-back commits are JSON already, in the state folder's bad-commits.json.
+                println!("{}", serde_json::to_string_pretty(&runs)?);
             } else {
                 if runs.is_empty() {
                     eprintln!("no runs recorded in {}", state_dir.display());
                 } else {
                     print!("{}", list_text(&runs));
                 }
-                print!("{}", bad_text(&bad));
+                print!(
+                    "{}",
+                    bad_text(&crate::rollback::BadCommits::new(&state_dir).list()?)
+                );
             }
             Ok(EXIT_OK)
         }

@@ -344,6 +344,8 @@ pub fn pull(a: &PullArgs) -> Result<i32> {
         print!("{}", systemd_units(a, interval, &state_dir)?);
         return Ok(EXIT_OK);
     }
+    // SAFETY: plumb pull has started no other thread yet.
+    unsafe { source::bound_network_waits() };
     let notifier = a.source.notifier()?;
     Ok(pull_and_notify(&a.source, &notifier, a.dry_run, a.always, "pull")?.exit_code)
 }

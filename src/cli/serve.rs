@@ -132,6 +132,8 @@ pub fn serve(a: &ServeArgs) -> Result<i32> {
         a.webhook_secret_file.as_deref(),
         env.as_ref().map(|v| v.as_bytes()),
     )?;
+    // SAFETY: no other thread runs yet (the runtime and the run thread start below).
+    unsafe { crate::source::bound_network_waits() };
     if env.is_some() {
         // SAFETY: no other thread runs yet (the runtime and the run thread start below), so
         // nothing reads the environment concurrently. Child processes (`--local` scripts) then

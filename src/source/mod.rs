@@ -5,6 +5,26 @@
 pub mod signed;
 
 use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// The longest a fetch may take in all: checked each time data arrives (libgit2's own timeouts,
+/// set by [`bound_network_waits`], bound each wait between two arrivals).
+pub const FETCH_LIMIT: Duration = Duration::from_secs(600);
+
+/// Bounds libgit2's network waits: connecting to a git server (30 s) and each read from it
+/// (120 s), so that a server that stops answering cannot hold a pull (and the controller lock)
+/// forever.
+///
+/// # Safety
+/// Sets libgit2's process-wide options without synchronization: call it before any other thread
+/// can use libgit2 (at the start of a command).
+pub unsafe fn bound_network_waits() {
+    // SAFETY: the caller guarantees no other thread uses libgit2 yet.
+    unsafe {
+        let _ = git2::opts::set_server_connect_timeout_in_milliseconds(30_000);
+        let _ = git2::opts::set_server_timeout_in_milliseconds(120_000);
+    }
+}
 
 /// Problems getting the cluster repo.
 #[derive(Debug, thiserror::Error)]
@@ -116,13 +136,21 @@ pub fn fetch(
             None => Ok(git2::CertificateCheckStatus::CertificatePassthrough),
         }
     });
+    // The whole fetch is bounded too: a server trickling data resets no deadline.
+    let deadline = Instant::now() + FETCH_LIMIT;
+    callbacks.transfer_progress(move |_| Instant::now() < deadline);
+    callbacks.sideband_progress(move |_| Instant::now() < deadline);
     let mut fo = git2::FetchOptions::new();
     fo.remote_callbacks(callbacks);
     remote
         .fetch(&[refspec.as_str()], Some(&mut fo), None)
         .map_err(|e| SourceError::Fetch {
             url: shown.clone(),
-            message: e.message().to_string(),
+            message: if Instant::now() >= deadline {
+                format!("the fetch did not finish within {}s", FETCH_LIMIT.as_secs())
+            } else {
+                e.message().to_string()
+            },
         })?;
     let reference = repo
         .find_reference(&tracking)
