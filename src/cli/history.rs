@@ -337,6 +337,34 @@ mod tests {
     }
 
     #[test]
+    fn held_back_commits_are_listed_escaped_with_why() {
+        assert_eq!(bad_text(&[]), "");
+        let bad = crate::rollback::BadCommit {
+            commit: "0123456789abcdef0123456789abcdef01234567".into(),
+            summary: "evil\x1b[2J".into(),
+            marked_at: 1_764_754_772,
+            run_id: "20261203T093932Z-00abcd".into(),
+            reason: "host h0: Command/check: rejected\nFAKE".into(),
+            rolled_back_to: None,
+        };
+        let text = bad_text(&[bad]);
+        assert!(!text.contains('\x1b'), "{text:?}");
+        assert!(text.contains("HELD BACK"), "{text}");
+        assert!(
+            text.contains("0123456789ab evil\\e[2J (run 20261203T093932Z-00abcd, 2025-12-03 09:39:32 UTC): host h0: Command/check: rejected\\nFAKE; nothing to roll back to"),
+            "{text}"
+        );
+        let mut run = hostile();
+        run.marked_bad = true;
+        run.rolled_back_to = Some("fedcba9876543210fedcba9876543210fedcba98".into());
+        let shown = show_text(&run, None);
+        assert!(
+            shown.contains("gates    FAILED: commit marked bad; rolled back to fedcba98"),
+            "{shown}"
+        );
+    }
+
+    #[test]
     fn the_list_escapes_what_the_log_holds() {
         let text = list_text(&[hostile()]);
         assert!(!text.contains('\x1b'), "{text:?}");

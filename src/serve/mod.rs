@@ -610,6 +610,9 @@ mod tests {
             "plumb_last_run_timestamp_seconds 0.000",
             "plumb_last_run_duration_seconds 0.000",
             "plumb_run_in_progress 0",
+            "plumb_runs_total{result=\"held\"} 0",
+            "plumb_rollbacks_total 0",
+            "# TYPE plumb_rollbacks_total counter",
             "# TYPE plumb_runs_total counter",
         ] {
             assert!(text.lines().any(|l| l == line), "{line}\n{text}");

@@ -394,6 +394,46 @@ mod tests {
     }
 
     #[test]
+    fn a_rollback_is_counted_and_is_a_failed_run_and_a_held_commit_is_held() {
+        let (tx, rx) = mpsc::channel::<RunOutcome>();
+        let rx = Mutex::new(rx);
+        let runner = Runner::start(
+            move |_| {
+                rx.lock()
+                    .unwrap()
+                    .recv_timeout(Duration::from_secs(10))
+                    .unwrap_or_default()
+            },
+            None,
+        )
+        .unwrap();
+        tx.send(RunOutcome {
+            commit: Some("b".repeat(40)),
+            converged: true,
+            exit_code: 1,
+            error: Some("commit bbbb failed its gates".into()),
+            rolled_back_to: Some("a".repeat(40)),
+            ..Default::default()
+        })
+        .unwrap();
+        runner.trigger(webhook());
+        assert!(runner.wait_idle(Duration::from_secs(10)));
+        tx.send(RunOutcome {
+            commit: Some("b".repeat(40)),
+            held: Some("b".repeat(40)),
+            ..Default::default()
+        })
+        .unwrap();
+        runner.trigger(webhook());
+        assert!(runner.wait_idle(Duration::from_secs(10)));
+        let snap = runner.snapshot();
+        assert_eq!(snap.rollbacks_total, 1);
+        assert_eq!(snap.runs_total.get("failed"), Some(&1));
+        assert_eq!(snap.runs_total.get("held"), Some(&1));
+        assert!(runner.shutdown(Duration::from_secs(5)));
+    }
+
+    #[test]
     fn shutdown_waits_for_the_run_in_progress_but_not_forever() {
         let (gate_tx, gate_rx) = mpsc::channel::<()>();
         let runner = Runner::start(

@@ -285,6 +285,50 @@ mod tests {
     }
 
     #[test]
+    fn a_commit_fetched_before_is_checked_out_again_even_after_a_force_push() {
+        let dir = tempfile::tempdir().unwrap();
+        let origin_dir = dir.path().join("origin");
+        let origin = git2::Repository::init(&origin_dir).unwrap();
+        let first = commit_file(&origin, "a.txt", "one\n", "first");
+        let branch = origin.head().unwrap().shorthand().unwrap().to_string();
+        let checkout = dir.path().join("checkout");
+        let kh = dir.path().join("known_hosts");
+        let url = origin_dir.display().to_string();
+        fetch(&url, &branch, &checkout, &kh).unwrap();
+        let second = commit_file(&origin, "a.txt", "two\n", "second");
+        fetch(&url, &branch, &checkout, &kh).unwrap();
+        // The branch is force-pushed away from both; the checkout still has their objects.
+        let orphan = origin.find_commit(first).unwrap();
+        origin
+            .reference(&format!("refs/heads/{branch}"), orphan.id(), true, "reset")
+            .unwrap();
+        let back = checkout_commit(&checkout, &second.to_string()).unwrap();
+        assert_eq!(back.summary, "second");
+        assert_eq!(
+            std::fs::read_to_string(checkout.join("a.txt")).unwrap(),
+            "two\n"
+        );
+        let back = checkout_commit(&checkout, &first.to_string()).unwrap();
+        assert_eq!(back.commit, first.to_string());
+        // Only full ids: never a revision expression, never an unknown object.
+        for bad in [
+            "HEAD",
+            "HEAD~1",
+            &first.to_string()[..12],
+            "../x",
+            &"0".repeat(40),
+        ] {
+            assert!(
+                matches!(
+                    checkout_commit(&checkout, bad),
+                    Err(SourceError::Checkout { .. })
+                ),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
     fn fetch_checks_out_the_branch_exactly_and_follows_it() {
         let dir = tempfile::tempdir().unwrap();
         let origin_dir = dir.path().join("origin");
