@@ -1238,7 +1238,7 @@ fn a_push_that_breaks_a_host_is_rolled_back_held_back_and_a_later_good_push_appl
     assert_eq!(last["rolled_back_to"], good.as_str(), "{st:#}");
     assert!(last.get("rollback_failed").is_none(), "{st:#}");
     let error = last["error"].as_str().unwrap_or_default();
-    for want in ["failed its gates", "host h0", "check-motd", "rolled back"] {
+    for want in ["failed its gates", "host h0", "config-check", "rolled back"] {
         assert!(error.contains(want), "{want} not in {error}");
     }
     assert_eq!(
@@ -1337,7 +1337,7 @@ fn a_push_that_breaks_a_host_is_rolled_back_held_back_and_a_later_good_push_appl
         shown.contains("gates    FAILED: commit marked bad; rolled back to"),
         "{shown}"
     );
-    assert!(shown.contains("check-motd"), "{shown}");
+    assert!(shown.contains("config-check"), "{shown}");
 
     // Held back: the timer's pull, a redelivery, and the interval's drift repair (which
     // converges the good commit instead) never apply it again.

@@ -234,7 +234,7 @@ pub fn motd(root: &Path, text: &str) -> String {
 /// check that rejects what was written would: it prints `why` and exits 3.
 pub fn failing_check(root: &Path, host: &str, why: &str) -> String {
     format!(
-        "kind: Command\nname: check-motd\nhosts: host:{host}\nrun: \"echo '{why}' >&2; exit 3\"\ncreates: {}/never-created\n",
+        "kind: Command\nname: config-check\nhosts: host:{host}\nrun: \"echo '{why}' >&2; exit 3\"\ncreates: {}/never-created\n",
         root.display()
     )
 }
