@@ -1628,3 +1628,68 @@ fn the_status_page_in_headless_chromium_holds_the_commit_every_host_certificate_
     assert_eq!(m["plumb_rollbacks_total"], 1.0, "{text}");
     assert_eq!(m["plumb_run_in_progress"], 0.0, "{text}");
 }
+
+#[test]
+fn a_status_token_guards_the_page_status_runs_and_metrics_but_not_hooks_or_healthz() {
+    let s = setup();
+    let token_file = s.dir.path().join("status-token");
+    std::fs::write(&token_file, "t0ken-for-the-page\n").unwrap();
+    set_mode(&token_file, 0o644);
+    // A token others can read is refused, as the webhook secret is.
+    let out = assert_cmd::Command::cargo_bin("plumb")
+        .unwrap()
+        .arg("serve")
+        .arg(s.origin_dir())
+        .args(["--state-dir"])
+        .arg(s.state())
+        .args(["--listen", "127.0.0.1:0", "--status-token-file"])
+        .arg(&token_file)
+        .env("PLUMB_WEBHOOK_SECRET", SECRET)
+        .timeout(Duration::from_secs(30))
+        .output()
+        .unwrap();
+    assert_ne!(out.status.code(), Some(0));
+    set_mode(&token_file, 0o600);
+    let token_arg = token_file.display().to_string();
+    let server = Server::start(&s, &["--status-token-file", &token_arg]);
+    for path in [
+        "/",
+        "/status.html",
+        "/status",
+        "/metrics",
+        "/runs/20261203T093932Z-00abcd",
+    ] {
+        let (code, body) = server.get(path);
+        assert_eq!(code, 401, "{path}: {body}");
+        let (code, _) = http(
+            server.addr,
+            "GET",
+            path,
+            &[("Authorization", "Bearer wrong")],
+            b"",
+        );
+        assert_eq!(code, 401, "{path}");
+    }
+    let (head, _) = get_full(server.addr, "/metrics");
+    assert!(head.contains("www-authenticate: bearer"), "{head}");
+    let auth = [("Authorization", "Bearer t0ken-for-the-page")];
+    for path in ["/", "/status", "/metrics"] {
+        let (code, body) = http(server.addr, "GET", path, &auth, b"");
+        assert_eq!(code, 200, "{path}: {body}");
+    }
+    assert_eq!(server.get("/healthz").0, 200);
+    // A signed push needs no token: its signature authenticates it.
+    let first = s.origin.head().unwrap().target().unwrap().to_string();
+    let body = push_body(&s.branch, &first);
+    let sig = format!("sha256={}", hmac_hex(SECRET, &body));
+    let (code, text) = server.post(
+        &[
+            ("X-GitHub-Event", "push"),
+            ("X-GitHub-Delivery", "token-1"),
+            ("Content-Type", "application/json"),
+            ("X-Hub-Signature-256", sig.as_str()),
+        ],
+        &body,
+    );
+    assert_eq!(code, 202, "{text}");
+}

@@ -79,6 +79,9 @@ pub struct ServeConfig {
     pub rate_per_minute: u32,
     /// The controller state folder: the run history and the applied commit, for the page.
     pub state_dir: Option<std::path::PathBuf>,
+    /// When set, every endpoint but `/hooks` (authenticated by its signature) and `/healthz`
+    /// wants `Authorization: Bearer <token>`.
+    pub status_token: Option<Secret>,
 }
 
 struct App {
@@ -127,15 +130,52 @@ pub fn router(config: ServeConfig, runner: Runner) -> Router {
         rate: Mutex::new(ratelimit::RateLimit::new(config.rate_per_minute)),
         config,
     });
-    Router::new()
-        .route(HOOK_PATH, post(hook))
-        .route("/healthz", get(|| async { "ok\n" }))
+    // What the page, /status and /metrics show (hosts, commits, errors; never a secret) may
+    // still be more than the network should see: those routes can want a bearer token.
+    let guarded = Router::new()
         .route("/status", get(status))
         .route("/", get(status_page))
         .route("/status.html", get(status_page))
         .route("/runs/{id}", get(run_page))
         .route("/metrics", get(metrics))
+        .route_layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&app),
+            require_token,
+        ));
+    Router::new()
+        .route(HOOK_PATH, post(hook))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .merge(guarded)
         .with_state(app)
+}
+
+/// Lets a request through when no status token is set, or when it carries
+/// `Authorization: Bearer <token>` (compared in constant time); 401 otherwise.
+async fn require_token(
+    State(app): State<Arc<App>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if let Some(token) = &app.config.status_token {
+        let given = request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim);
+        if !given.is_some_and(|g| webhook::same_secret(token, g)) {
+            let mut r = text(
+                StatusCode::UNAUTHORIZED,
+                "this endpoint wants Authorization: Bearer <the status token>\n".into(),
+            );
+            r.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"plumb\""),
+            );
+            return r;
+        }
+    }
+    next.run(request).await
 }
 
 /// Serves `router` on `listener` within `limits` (see [`conn`]) until `shutdown` completes,
