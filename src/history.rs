@@ -62,16 +62,27 @@ pub struct RunRecord {
     /// Names of the hosts failed.
     #[serde(default)]
     pub failed_hosts: Vec<String>,
-    /// Why the run stopped before or outside the converge (redacted).
+    /// Why the run stopped before or outside the converge, or failed its gates (redacted).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The run failed its gates and its commit was marked bad (see [`crate::rollback`]).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub marked_bad: bool,
+    /// After that, the last good commit re-applied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rolled_back_to: Option<String>,
+    /// This run is a rollback: it re-applied the last good commit instead of this bad one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollback_of: Option<String>,
 }
 
 impl RunRecord {
-    /// `unchanged`, `changed`, `drift` or `failed`, from the exit code and error.
+    /// `unchanged`, `changed`, `drift` or `failed`, from the exit code and error; a rollback
+    /// run that succeeded is `rolled_back` (never a success: the commit pushed is not applied).
     pub fn result(&self) -> &'static str {
         match self.exit_code {
-            _ if self.error.is_some() => "failed",
+            _ if self.error.is_some() || self.marked_bad => "failed",
+            0 | 2 | 3 if self.rollback_of.is_some() => "rolled_back",
             0 => "unchanged",
             2 => "changed",
             3 => "drift",

@@ -24,6 +24,7 @@ pub mod plan;
 pub mod probe;
 pub mod render;
 pub mod report;
+pub mod rollback;
 pub mod secrets;
 pub mod serve;
 pub mod shell;

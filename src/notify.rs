@@ -1,4 +1,5 @@
-//! Notifications of `plumb pull` and `plumb serve`: when a run fails, when a run succeeds after
+//! Notifications of `plumb pull` and `plumb serve`: when a run fails, when a new commit failed
+//! its gates and was rolled back (`rolled_back`, a failure too), when a run succeeds after
 //! a failure (recovery) and, if asked, when a run changes hosts, a JSON summary is POSTed to
 //! each configured URL and/or given on stdin to each configured command.
 //!
@@ -111,6 +112,9 @@ impl HttpUrl {
 pub enum Event {
     /// A run failed.
     Failed,
+    /// A run of a new commit failed its gates: the commit was marked bad and the last good
+    /// commit re-applied (still a failure).
+    RolledBack,
     /// A run succeeded after a failed one.
     Recovered,
     /// A run changed hosts (only with `on_change`).
@@ -122,6 +126,7 @@ impl Event {
     pub fn word(self) -> &'static str {
         match self {
             Event::Failed => "failed",
+            Event::RolledBack => "rolled_back",
             Event::Recovered => "recovered",
             Event::Changed => "changed",
         }
@@ -131,7 +136,7 @@ impl Event {
 /// The JSON body of a notification.
 #[derive(Clone, Debug, Serialize)]
 pub struct Summary {
-    /// `failed`, `recovered` or `changed`.
+    /// `failed`, `rolled_back`, `recovered` or `changed`.
     pub event: Event,
     /// One line for people (chat tools show it as is).
     pub text: String,
@@ -155,6 +160,9 @@ pub struct Summary {
     pub failed_hosts: Vec<String>,
     /// The error that stopped the run (redacted).
     pub error: Option<String>,
+    /// The last good commit re-applied after this run failed its gates.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rolled_back_to: Option<String>,
 }
 
 /// Which event a run makes, if any: `failed` now; `recovered` when it succeeded and the run
@@ -322,6 +330,7 @@ mod tests {
             changed_hosts: vec![],
             failed_hosts: vec!["db1".into()],
             error: None,
+            rolled_back_to: None,
         }
     }
 

@@ -37,8 +37,10 @@ const LAYERS: &[(&str, &[&str])] = &[
         &["load", "render", "probe", "plan", "apply", "report"],
     ),
     (
-        "drivers: where the repo comes from, the run across hosts, the run history, notifications, the webhook server",
-        &["source", "converge", "history", "notify", "serve"],
+        "drivers: where the repo comes from, the run across hosts, the run history, rollback, notifications, the webhook server",
+        &[
+            "source", "converge", "history", "rollback", "notify", "serve",
+        ],
     ),
     ("binary edge: the command line", &["cli"]),
     (

@@ -135,6 +135,58 @@ fn pull_prints_systemd_units_that_run_itself() {
     );
     // Nothing was fetched or run.
     assert!(!s.state().join("checkout").exists());
+
+    // The units pass systemd's own checks, sandboxed, with the state folder writable. The
+    // sandbox needs the folder to exist (outside /var/lib systemd does not make it).
+    std::fs::create_dir_all(s.state()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut files = Vec::new();
+    for part in out.split("# /etc/systemd/system/").skip(1) {
+        let (name, body) = part.split_once('\n').unwrap();
+        let path = dir.path().join(name.trim());
+        std::fs::write(&path, body).unwrap();
+        files.push(path);
+    }
+    assert_eq!(files.len(), 2, "{out}");
+    let verify = std::process::Command::new("systemd-analyze")
+        .arg("verify")
+        .args(&files)
+        .output()
+        .expect("systemd-analyze (Debian's systemd)");
+    let stderr = String::from_utf8_lossy(&verify.stderr);
+    assert!(verify.status.success(), "{stderr}\n{out}");
+    assert!(
+        !stderr.lines().any(|l| l.contains("plumb-pull")),
+        "systemd-analyze verify warns about the units:\n{stderr}"
+    );
+    for line in [
+        "ProtectSystem=strict",
+        "NoNewPrivileges=yes",
+        "CapabilityBoundingSet=",
+        "SystemCallFilter=@system-service",
+    ] {
+        assert!(out.lines().any(|l| l == line), "{line} missing:\n{out}");
+    }
+    let writable = format!("ReadWritePaths={}", s.state().display());
+    assert!(out.lines().any(|l| l == writable), "{out}");
+    // systemd's exposure score of the service (0 best, 10 worst): well sandboxed.
+    let security = std::process::Command::new("systemd-analyze")
+        .args(["security", "--offline=yes", "--no-pager", "--threshold=35"])
+        .arg(&files[0])
+        .output()
+        .unwrap();
+    assert!(
+        security.status.success(),
+        "exposure above 3.5:\n{}{}",
+        String::from_utf8_lossy(&security.stdout),
+        String::from_utf8_lossy(&security.stderr)
+    );
+    // With --local the VM converges itself as root: the sandbox stays out of its way.
+    let (code, local, err) = s.pull(&["--print-systemd", "5min", "--local"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(!local.contains("ProtectSystem="), "{local}");
+    let exec = local.lines().find(|l| l.starts_with("ExecStart=")).unwrap();
+    assert!(exec.ends_with(" --local"), "{exec}");
 }
 
 #[test]
@@ -368,5 +420,134 @@ fn pull_requires_commits_signed_by_an_allowed_key() {
     assert!(
         last["error"].as_str().unwrap().contains("does not allow"),
         "{last}"
+    );
+}
+
+/// Whether a process whose command line contains `needle` runs (procps' pgrep).
+fn running(needle: &str) -> bool {
+    std::process::Command::new("pgrep")
+        .args(["-f", needle])
+        .output()
+        .expect("pgrep (Debian's procps)")
+        .status
+        .success()
+}
+
+#[test]
+fn the_run_watchdog_stops_a_hung_apply_on_the_host_and_rolls_back() {
+    let s = setup();
+    assert_eq!(s.pull(&[]).0, 2);
+    let good = s.origin.head().unwrap().target().unwrap().to_string();
+
+    // A commit whose step hangs on the host: the motd changes, then a step sleeps far longer
+    // than the run may take, and would leave a mark if it ever finished.
+    let late = s.root().join("late-mark");
+    let marker = "sleep 3617.25";
+    s.commit(
+        &[
+            ("manifests/motd.yaml", &motd(&s.root(), "v-hung")),
+            (
+                "manifests/hang.yaml",
+                &format!(
+                    "kind: Command\nname: hang\nhosts: all\nrun: \"{marker}; touch {late}\"\ncreates: {late}\ntimeout: 7200\n",
+                    late = late.display()
+                ),
+            ),
+        ],
+        "hangs",
+    );
+    let (code, out, err) = s.pull(&["--run-timeout", "8"]);
+    assert_eq!(code, 1, "{out}\n{err}");
+    assert!(err.contains("exceeded its time limit"), "{err}");
+    assert!(err.contains("failed its gates"), "{err}");
+    // The rollback ran right after, so the host lock was free: the stopped apply let it go.
+    assert!(
+        err.contains(&format!("rolled back to {}", &good[..12])),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(s.root().join("etc/motd")).unwrap(),
+        "v1\n"
+    );
+    // The hung step was stopped on the host (bounded wait: the host's watchdog TERMs the
+    // apply's whole session when the connection goes), and never finished.
+    let t0 = std::time::Instant::now();
+    while running(marker) {
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "the hung step still runs on the host"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(!late.exists());
+    // No temp file of the stopped apply is left next to the motd.
+    let left: Vec<String> = std::fs::read_dir(s.root().join("etc"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(left, ["motd"], "{left:?}");
+    // The history says why.
+    let history = std::fs::read_to_string(s.state().join("runs.jsonl")).unwrap();
+    let runs: Vec<serde_json::Value> = history
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(runs.len(), 3, "{history}");
+    assert_eq!(runs[1]["marked_bad"], true, "{history}");
+    assert!(
+        runs[1]["error"].as_str().unwrap().contains("--run-timeout"),
+        "{history}"
+    );
+    assert_eq!(runs[2]["rollback_of"], runs[1]["commit"], "{history}");
+    assert_eq!(runs[2]["trigger"], "rollback", "{history}");
+}
+
+#[test]
+fn a_first_commit_that_fails_has_nothing_to_roll_back_to_and_is_held_back() {
+    let s = setup();
+    let bad = s.commit(
+        &[(
+            "manifests/check.yaml",
+            &support::gitops::failing_check(&s.root(), "h0", "rejected"),
+        )],
+        "first run fails",
+    );
+    let (code, out, err) = s.pull(&[]);
+    assert_eq!(code, 1, "{out}\n{err}");
+    assert!(err.contains("nothing to roll back to"), "{err}");
+    assert!(!s.state().join("last-applied").exists());
+    // Held back by the next timer run: no host contacted, no run recorded.
+    let logins = s.logins();
+    let (code, _, err) = s.pull(&[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("held back"), "{err}");
+    assert_eq!(s.logins(), logins);
+    // plumb history says why.
+    let out = Command::cargo_bin("plumb")
+        .unwrap()
+        .args(["history", "--state-dir"])
+        .arg(s.state())
+        .env_remove("PLUMB_STATE_DIR")
+        .timeout(Duration::from_secs(30))
+        .output()
+        .unwrap();
+    let list = String::from_utf8_lossy(&out.stdout);
+    assert!(list.contains("HELD BACK"), "{list}");
+    assert!(
+        list.contains(&format!("{} first run fails", &bad[..12])),
+        "{list}"
+    );
+    assert!(list.contains("nothing to roll back to"), "{list}");
+    // A newer commit arrives: applied, and recorded as the last good one.
+    let fixed = s.commit_removing(
+        &[("manifests/motd.yaml", &motd(&s.root(), "v2"))],
+        &["manifests/check.yaml"],
+        "fixed",
+    );
+    let (code, out, err) = s.pull(&[]);
+    assert_eq!(code, 2, "{out}\n{err}");
+    assert_eq!(
+        std::fs::read_to_string(s.state().join("last-applied")).unwrap(),
+        format!("{fixed}\n")
     );
 }

@@ -6,7 +6,12 @@
 //! open-file limit) neither stop `/healthz` nor a signed push and are closed after the header
 //! deadline, a slow body gets 408, replayed deliveries run nothing, a secret file others can
 //! read is refused, and a pushed commit that declares nothing is refused without touching the
-//! host. Every wait is bounded; only loopback is used.
+//! host. Issue 13: a bare repo's `post-receive` hook sends GitHub-style signed form-encoded
+//! deliveries; a push that breaks a host is rolled back to the last good commit, marked bad and
+//! held back (by the interval, a redelivery, `plumb pull` and a force-push back to it), shown
+//! as a failure on the page, in `/metrics`, in `plumb history` and in a notification, and a
+//! later good push applies; the status page opened in headless Chromium holds the commit, every
+//! host and every certificate. Every wait is bounded; only loopback is used.
 
 mod support;
 
@@ -16,7 +21,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-use support::gitops::{Setup, motd, setup};
+use support::gitops::{Setup, failing_check, motd, setup, setup_hosts};
 
 const SECRET: &str = "s3cret-for-the-serve-test";
 
@@ -38,9 +43,18 @@ impl Server {
         Server::start_with(s, extra, None)
     }
 
+    /// Starts the server following `source` (a bare repo pushed to) instead of the origin.
+    fn start_from(s: &Setup, source: &std::path::Path, extra: &[&str]) -> Server {
+        Server::spawn(s, source, extra, None)
+    }
+
     /// Starts the server; with `fd_limit`, its open-file limit (soft and hard) is set so, as a
     /// service manager would (systemd's default soft limit is 1024).
     fn start_with(s: &Setup, extra: &[&str], fd_limit: Option<u64>) -> Server {
+        Server::spawn(s, &s.origin_dir(), extra, fd_limit)
+    }
+
+    fn spawn(s: &Setup, source: &std::path::Path, extra: &[&str], fd_limit: Option<u64>) -> Server {
         let secret_file = s.dir.path().join("webhook-secret");
         std::fs::write(&secret_file, format!("{SECRET}\n")).unwrap();
         set_mode(&secret_file, 0o600);
@@ -65,7 +79,7 @@ impl Server {
         }
         let child = cmd
             .arg("serve")
-            .arg(s.origin_dir())
+            .arg(source)
             .args(["--branch", &s.branch, "--state-dir"])
             .arg(s.state())
             .args(["--listen", "127.0.0.1:0", "--webhook-secret-file"])
@@ -1023,4 +1037,659 @@ fn serve_converges_gitea_form_and_gitlab_signing_token_deliveries() {
     }
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(runs_total(&server.status()), runs, "an ignored push ran");
+}
+
+/// Installs the repo's `post-receive` hook (examples/hooks/post-receive, the one the README
+/// points to) in `bare`, configured as its doc says, to send each push to `addr` as GitHub does
+/// by default: form-encoded (`payload=`), signed over the raw body with the secret in
+/// `secret_file`, a fresh delivery id each time. It prints plumb's answer, which `git push`
+/// shows as `remote:`.
+fn install_post_receive_hook(
+    bare: &std::path::Path,
+    addr: SocketAddr,
+    secret_file: &std::path::Path,
+) {
+    let hook = bare.join("hooks/post-receive");
+    std::fs::copy(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/hooks/post-receive"),
+        &hook,
+    )
+    .unwrap();
+    set_mode(&hook, 0o755);
+    let url = format!("http://{addr}/hooks");
+    let secret = secret_file.display().to_string();
+    for (key, value) in [
+        ("plumb.url", url.as_str()),
+        ("plumb.secretFile", secret.as_str()),
+    ] {
+        let out = Command::new("git")
+            .arg("-C")
+            .arg(bare)
+            .args(["config", key, value])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+/// A notification command that appends each event and summary to `log`.
+fn notify_script(s: &Setup, log: &std::path::Path) -> PathBuf {
+    let script = s.dir.path().join("notify.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\n{{ printf '%s ' \"$PLUMB_NOTIFY_EVENT\"; cat; echo; }} >> '{}'\n",
+            log.display()
+        ),
+    )
+    .unwrap();
+    set_mode(&script, 0o755);
+    script
+}
+
+/// Reads `/metrics` as Prometheus' text format strictly: every line a comment (`# HELP` or
+/// `# TYPE` of a known type) or `name{labels} value` with a metric name, well-formed labels
+/// and a float; every sample's family declared by a `# TYPE` before it. Returns the samples.
+fn parse_prometheus(text: &str) -> std::collections::BTreeMap<String, f64> {
+    let mut types = std::collections::BTreeMap::new();
+    let mut samples = std::collections::BTreeMap::new();
+    let name_ok = |n: &str| {
+        !n.is_empty()
+            && n.chars().enumerate().all(|(i, c)| {
+                c.is_ascii_alphabetic() || c == '_' || c == ':' || (i > 0 && c.is_ascii_digit())
+            })
+    };
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# ") {
+            let mut w = rest.splitn(3, ' ');
+            let (kw, name, what) = (w.next(), w.next(), w.next());
+            assert!(name.is_some_and(name_ok), "bad comment line: {line}");
+            match kw {
+                Some("HELP") => assert!(what.is_some_and(|h| !h.is_empty()), "{line}"),
+                Some("TYPE") => {
+                    let t = what.unwrap_or_default();
+                    assert!(
+                        ["counter", "gauge", "histogram", "summary", "untyped"].contains(&t),
+                        "{line}"
+                    );
+                    types.insert(name.unwrap_or_default().to_string(), t.to_string());
+                }
+                _ => panic!("unknown comment: {line}"),
+            }
+            continue;
+        }
+        assert!(!line.trim().is_empty(), "blank line in the exposition");
+        let (series, value) = line.rsplit_once(' ').unwrap_or_else(|| panic!("{line}"));
+        let v: f64 = value
+            .parse()
+            .unwrap_or_else(|_| panic!("bad value: {line}"));
+        let name = match series.split_once('{') {
+            Some((name, labels)) => {
+                let labels = labels.strip_suffix('}').unwrap_or_else(|| panic!("{line}"));
+                for pair in labels.split(',') {
+                    let (k, v) = pair.split_once('=').unwrap_or_else(|| panic!("{line}"));
+                    assert!(name_ok(k), "bad label name: {line}");
+                    assert!(
+                        v.len() >= 2 && v.starts_with('"') && v.ends_with('"'),
+                        "{line}"
+                    );
+                }
+                name
+            }
+            None => series,
+        };
+        assert!(name_ok(name), "bad metric name: {line}");
+        assert!(types.contains_key(name), "{name} has no # TYPE before it");
+        assert!(
+            samples.insert(series.to_string(), v).is_none(),
+            "duplicate {series}"
+        );
+    }
+    samples
+}
+
+fn motd_of(s: &Setup) -> String {
+    std::fs::read_to_string(s.root().join("etc/motd")).unwrap_or_default()
+}
+
+fn history_lines(s: &Setup) -> usize {
+    std::fs::read_to_string(s.state().join("runs.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .count()
+}
+
+/// `plumb pull` as the timer runs it, on the server's state folder and source.
+fn timer_pull(s: &Setup, source: &std::path::Path, extra: &[&str]) -> (i32, String) {
+    let out = assert_cmd::Command::cargo_bin("plumb")
+        .unwrap()
+        .arg("pull")
+        .arg(source)
+        .args(["--branch", &s.branch, "--state-dir"])
+        .arg(s.state())
+        .args(extra)
+        .env_remove("PLUMB_STATE_DIR")
+        .env_remove("PLUMB_INVENTORY")
+        .env_remove("PLUMB_AGE_IDENTITY")
+        .env("NO_COLOR", "1")
+        .timeout(Duration::from_secs(120))
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+#[test]
+fn a_push_that_breaks_a_host_is_rolled_back_held_back_and_a_later_good_push_applies() {
+    let s = setup();
+    let bare = s.bare();
+    let notified = s.dir.path().join("notified.log");
+    let script = notify_script(&s, &notified);
+    let script_arg = script.display().to_string();
+    let server = Server::start_from(&s, &bare, &["--notify-command", &script_arg]);
+    install_post_receive_hook(&bare, server.addr, &s.dir.path().join("webhook-secret"));
+
+    // A good push, through the hook: applied.
+    let good = s.commit(
+        &[("manifests/motd.yaml", &motd(&s.root(), "v-good"))],
+        "good",
+    );
+    let out = s.push(None, false);
+    assert!(
+        out.contains("plumb: 202 accepted"),
+        "the hook did not deliver: {out}"
+    );
+    let st = server.wait_status("the good push's run", |st| {
+        st["state"] == "idle" && st["last_run"]["commit"] == good.as_str()
+    });
+    assert_eq!(st["last_run"]["result"], "changed", "{st:#}");
+    assert_eq!(motd_of(&s), "v-good\n");
+
+    // A push that breaks h0: the motd changes, and a check on the host rejects it (a step
+    // that fails at apply time). Rolled back to the good commit, marked bad, a failure.
+    let bad = s.commit(
+        &[
+            ("manifests/motd.yaml", &motd(&s.root(), "v-broken")),
+            (
+                "manifests/check.yaml",
+                &failing_check(&s.root(), "h0", "motd rejected by the check"),
+            ),
+        ],
+        "breaks h0",
+    );
+    let out = s.push(None, false);
+    assert!(out.contains("plumb: 202 accepted"), "{out}");
+    let st = server.wait_status("the bad push's run and its rollback", |st| {
+        st["state"] == "idle" && st["last_run"]["commit"] == bad.as_str()
+    });
+    let last = &st["last_run"];
+    assert_eq!(last["result"], "failed", "{st:#}");
+    assert_eq!(last["exit_code"], 1, "{st:#}");
+    assert_eq!(last["rolled_back_to"], good.as_str(), "{st:#}");
+    assert!(last.get("rollback_failed").is_none(), "{st:#}");
+    let error = last["error"].as_str().unwrap_or_default();
+    for want in ["failed its gates", "host h0", "config-check", "rolled back"] {
+        assert!(error.contains(want), "{want} not in {error}");
+    }
+    assert_eq!(
+        motd_of(&s),
+        "v-good\n",
+        "the rollback did not restore the motd"
+    );
+    let bad_marks: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(s.state().join("bad-commits.json")).unwrap())
+            .unwrap();
+    assert_eq!(bad_marks[0]["commit"], bad.as_str());
+    assert_eq!(bad_marks[0]["rolled_back_to"], good.as_str());
+    assert_eq!(
+        std::fs::read_to_string(s.state().join("last-applied"))
+            .unwrap()
+            .trim(),
+        good
+    );
+
+    // /metrics: valid Prometheus text, one rollback, the failed run counted as failed.
+    let (code, text) = server.get("/metrics");
+    assert_eq!(code, 200);
+    let m = parse_prometheus(&text);
+    assert_eq!(m["plumb_rollbacks_total"], 1.0, "{text}");
+    assert_eq!(m["plumb_runs_total{result=\"failed\"}"], 1.0, "{text}");
+    assert_eq!(m["plumb_runs_total{result=\"changed\"}"], 1.0, "{text}");
+    assert_eq!(m["plumb_last_run_exit_code"], 1.0, "{text}");
+
+    // The notification: a rollback, which is a failure.
+    let t0 = Instant::now();
+    let note = loop {
+        let n = std::fs::read_to_string(&notified).unwrap_or_default();
+        if n.contains("rolled_back ") {
+            break n;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "no rollback notification: {n:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let line = note
+        .lines()
+        .find(|l| l.starts_with("rolled_back "))
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_str(&line["rolled_back ".len()..]).unwrap();
+    assert_eq!(v["event"], "rolled_back");
+    assert_eq!(v["result"], "failed");
+    assert_eq!(v["rolled_back_to"], good.as_str());
+    assert!(
+        v["text"]
+            .as_str()
+            .unwrap()
+            .contains("FAILED, rolled back to"),
+        "{v}"
+    );
+
+    // The page: the failure, the rollback, the commit held back and why.
+    let (_, page) = get_full(server.addr, "/");
+    assert!(
+        page.contains("The last run FAILED and was rolled back"),
+        "{page}"
+    );
+    assert!(page.contains("<h2>Held back</h2>"), "{page}");
+    assert!(page.contains(&bad[..12]), "{page}");
+    assert!(page.contains("motd rejected by the check"), "{page}");
+    assert!(
+        page.contains(&format!(
+            "(marked bad; rolled back to <code>{}</code>)",
+            &good[..12]
+        )),
+        "{page}"
+    );
+    assert!(page.contains("class=\"rolled_back\">rolled_back"), "{page}");
+
+    // The history: the failed run and the rollback run, and why the commit is held back.
+    let (code, list) = plumb_history(&s, &[]);
+    assert_eq!(code, 0, "{list}");
+    let failed = list
+        .lines()
+        .find(|l| l.contains(&bad[..12]) && l.contains(" failed "))
+        .unwrap_or_else(|| panic!("{list}"));
+    assert!(failed.contains(" webhook "), "{failed}");
+    assert!(
+        list.lines().any(|l| l.contains(&good[..12])
+            && l.contains(" rollback ")
+            && l.contains(" rolled_back ")),
+        "{list}"
+    );
+    assert!(list.contains("HELD BACK"), "{list}");
+    assert!(list.contains("motd rejected by the check"), "{list}");
+    let id = failed.split_whitespace().next().unwrap();
+    let (code, shown) = plumb_history(&s, &["show", id]);
+    assert_eq!(code, 1, "{shown}");
+    assert!(
+        shown.contains("gates    FAILED: commit marked bad; rolled back to"),
+        "{shown}"
+    );
+    assert!(shown.contains("config-check"), "{shown}");
+
+    // Held back: the timer's pull, a redelivery, and the interval's drift repair (which
+    // converges the good commit instead) never apply it again.
+    let lines = history_lines(&s);
+    let (code, out) = timer_pull(&s, &bare, &[]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("held back"), "{out}");
+    assert_eq!(history_lines(&s), lines, "a held-back pull recorded a run");
+    assert_eq!(motd_of(&s), "v-good\n");
+    let body = form_encode(&push_body(&s.branch, &bad));
+    let sig = format!("sha256={}", hmac_hex(SECRET, &body));
+    let (code, _) = server.post(
+        &[
+            ("X-GitHub-Event", "push"),
+            ("X-GitHub-Delivery", "redelivery-1"),
+            ("Content-Type", "application/x-www-form-urlencoded"),
+            ("X-Hub-Signature-256", sig.as_str()),
+        ],
+        &body,
+    );
+    assert_eq!(code, 202);
+    let st = server.wait_status("the redelivery", |st| {
+        st["state"] == "idle" && st["last_run"]["result"] == "held"
+    });
+    assert_eq!(st["last_run"]["held"], bad.as_str(), "{st:#}");
+    assert_eq!(motd_of(&s), "v-good\n");
+    let (code, out) = timer_pull(&s, &bare, &["--always"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("converging the last good commit"), "{out}");
+    assert_eq!(motd_of(&s), "v-good\n");
+
+    // A later good push applies, and is a recovery.
+    let fixed = s.commit_removing(
+        &[("manifests/motd.yaml", &motd(&s.root(), "v-fixed"))],
+        &["manifests/check.yaml"],
+        "fix",
+    );
+    let out = s.push(None, false);
+    assert!(out.contains("plumb: 202 accepted"), "{out}");
+    let st = server.wait_status("the fixed push's run", |st| {
+        st["state"] == "idle" && st["last_run"]["commit"] == fixed.as_str()
+    });
+    assert_eq!(st["last_run"]["result"], "changed", "{st:#}");
+    assert_eq!(motd_of(&s), "v-fixed\n");
+
+    // A force-push back to the bad commit: still held back, nothing touched.
+    let out = s.push(Some(&bad), true);
+    assert!(out.contains("plumb: 202 accepted"), "{out}");
+    let st = server.wait_status("the force-push's run", |st| {
+        st["state"] == "idle" && st["last_run"]["held"] == bad.as_str()
+    });
+    assert_eq!(st["last_run"]["result"], "held", "{st:#}");
+    assert_eq!(motd_of(&s), "v-fixed\n");
+    let (code, text) = server.get("/metrics");
+    assert_eq!(code, 200);
+    assert_eq!(
+        parse_prometheus(&text)["plumb_rollbacks_total"],
+        1.0,
+        "{text}"
+    );
+
+    // On purpose: --retry-bad runs it again; it fails again and goes back to the fixed commit.
+    drop(server);
+    let (code, out) = timer_pull(&s, &bare, &["--retry-bad"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("failed its gates"), "{out}");
+    assert!(
+        out.contains(&format!("rolled back to {}", &fixed[..12])),
+        "{out}"
+    );
+    assert_eq!(motd_of(&s), "v-fixed\n");
+}
+
+/// Runs `cmd` to its end or kills it after `limit`; its exit status and stdout.
+fn run_bounded(mut cmd: Command, limit: Duration) -> (bool, String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let (out, err) = (dir.path().join("out"), dir.path().join("err"));
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&out).unwrap())
+        .stderr(std::fs::File::create(&err).unwrap())
+        .spawn()
+        .unwrap();
+    let t0 = Instant::now();
+    let ok = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status.success();
+        }
+        if t0.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "{cmd:?} did not finish within {limit:?}:\n{}",
+                std::fs::read_to_string(&err).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    (
+        ok,
+        std::fs::read_to_string(&out).unwrap_or_default(),
+        std::fs::read_to_string(&err).unwrap_or_default(),
+    )
+}
+
+/// Debian's `chromium` (the test command installs it).
+fn chromium() -> PathBuf {
+    for p in ["/usr/bin/chromium", "/usr/bin/chromium-browser"] {
+        if std::path::Path::new(p).exists() {
+            return PathBuf::from(p);
+        }
+    }
+    panic!(
+        "chromium is missing: install Debian's package `chromium` (apt-get install -y chromium)"
+    );
+}
+
+/// Headless Chromium on `url`, with a profile of its own; the extra arguments say what to do.
+fn headless(profile: &std::path::Path, url: &str, what: &[&str]) -> (bool, String, String) {
+    let mut cmd = Command::new(chromium());
+    cmd.args([
+        "--headless",
+        // The test may run as root, where Chromium's own sandbox cannot start.
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--no-first-run",
+        "--hide-scrollbars",
+        "--window-size=1280,1500",
+    ])
+    .arg(format!("--user-data-dir={}", profile.display()))
+    .args(what)
+    .arg(url)
+    .env("HOME", profile);
+    run_bounded(cmd, Duration::from_secs(120))
+}
+
+#[test]
+fn the_status_page_in_headless_chromium_holds_the_commit_every_host_certificate_and_rollback() {
+    let s = setup_hosts(2);
+    // A private CA (its key an age secret of the repo) and a certificate on each host, next to
+    // each host's motd.
+    let id = age::x25519::Identity::generate();
+    let identity = s.dir.path().join("age-key.txt");
+    {
+        use age::secrecy::ExposeSecret as _;
+        std::fs::write(&identity, format!("{}\n", id.to_string().expose_secret())).unwrap();
+    }
+    std::fs::create_dir_all(s.origin_dir().join("secrets")).unwrap();
+    std::fs::write(
+        s.origin_dir().join("secrets/recipients.txt"),
+        format!("{}\n", id.to_public()),
+    )
+    .unwrap();
+    let mut docs = vec![
+        "kind: CertificateAuthority\nname: fleet-ca\ncommon_name: fleet CA\ncertificate: pki/fleet-ca.crt\nkey: { secret: fleet-ca-key }\n".to_string(),
+    ];
+    for i in 0..2 {
+        let r = s.root_of(i);
+        docs.push(format!(
+            "kind: Certificate\nname: tls-h{i}\nhosts: host:h{i}\nca: fleet-ca\ncert_path: {r}/tls/server.crt\nkey_path: {r}/tls/server.key\nvalidity: 90d\nrenew_before: 30d\n",
+            r = r.display()
+        ));
+        docs.push(format!(
+            "kind: File\nname: motd-h{i}\nhosts: host:h{i}\npath: {r}/etc/issue\ncontent: \"h{i}\\n\"\n",
+            r = r.display()
+        ));
+    }
+    std::fs::create_dir_all(s.origin_dir().join("manifests")).unwrap();
+    std::fs::write(
+        s.origin_dir().join("manifests/fleet.yaml"),
+        docs.join("---\n"),
+    )
+    .unwrap();
+    let out = assert_cmd::Command::cargo_bin("plumb")
+        .unwrap()
+        .args(["certs", "init-ca", "fleet-ca", "--repo"])
+        .arg(s.origin_dir())
+        .env("PLUMB_AGE_IDENTITY", &identity)
+        .timeout(Duration::from_secs(60))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let commit = s.commit_all("a CA, a certificate and an issue file per host");
+
+    let bare = s.bare();
+    let identity_arg = identity.display().to_string();
+    let server = Server::start_from(&s, &bare, &["--age-identity", &identity_arg]);
+    install_post_receive_hook(&bare, server.addr, &s.dir.path().join("webhook-secret"));
+    // An empty commit pushed: the hook delivers, the run converges everything.
+    let head = s.commit(&[], "pushed through the hook");
+    let out = s.push(None, false);
+    assert!(out.contains("plumb: 202 accepted"), "{out}");
+    let st = server.wait_status("the run", |st| {
+        st["state"] == "idle" && st["last_run"]["commit"] == head.as_str()
+    });
+    assert_eq!(st["last_run"]["result"], "changed", "{st:#}");
+    assert_ne!(commit, head);
+    let certs: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(s.state().join("certs.json")).unwrap())
+            .unwrap();
+    assert_eq!(
+        certs["certificates"].as_array().unwrap().len(),
+        2,
+        "{certs:#}"
+    );
+
+    // Then a push that breaks h1: rolled back to the good commit, held back.
+    let bad = s.commit(
+        &[(
+            "manifests/check.yaml",
+            &failing_check(&s.root_of(1), "h1", "issue file rejected by the check"),
+        )],
+        "check the issue file on h1",
+    );
+    let out = s.push(None, false);
+    assert!(out.contains("plumb: 202 accepted"), "{out}");
+    let st = server.wait_status("the bad push's run", |st| {
+        st["state"] == "idle" && st["last_run"]["commit"] == bad.as_str()
+    });
+    assert_eq!(st["last_run"]["rolled_back_to"], head.as_str(), "{st:#}");
+
+    // The DOM as Chromium builds it (no JavaScript on the page, so it is the HTML as served):
+    // the applied commit, every host, every certificate with its days left, the failure and
+    // the commit held back.
+    let profile = tempfile::tempdir().unwrap();
+    let url = format!("http://{}/", server.addr);
+    let (ok, dom, err) = headless(profile.path(), &url, &["--dump-dom"]);
+    assert!(ok, "{err}");
+    assert!(
+        dom.contains(&format!("Applied commit: <code>{head}</code>")),
+        "{dom}"
+    );
+    assert!(
+        dom.contains("The last run FAILED and was rolled back"),
+        "{dom}"
+    );
+    assert!(dom.contains("<h2>Held back</h2>"), "{dom}");
+    assert!(dom.contains(&bad[..12]), "{dom}");
+    assert!(dom.contains("issue file rejected by the check"), "{dom}");
+    for h in s.hosts() {
+        assert!(dom.contains(&format!("<td>{h}</td>")), "{h} not in\n{dom}");
+    }
+    assert!(dom.contains("<h2>Certificates</h2>"), "{dom}");
+    for i in 0..2 {
+        let path = format!("{}/tls/server.crt", s.root_of(i).display());
+        let row = dom
+            .lines()
+            .find(|l| l.contains(&path))
+            .unwrap_or_else(|| panic!("{path} not in\n{dom}"));
+        // Issued for 90 days a moment ago: 89 or 90 whole days left, standing ok.
+        assert!(
+            row.contains("<td>89</td>") || row.contains("<td>90</td>"),
+            "{row}"
+        );
+        assert!(row.contains("class=\"ok\">ok<"), "{row}");
+    }
+
+    // A screenshot: a PNG of the page as a browser shows it (kept where
+    // PLUMB_STATUS_SCREENSHOT says, for the README).
+    let png = profile.path().join("status.png");
+    let (ok, _, err) = headless(
+        profile.path(),
+        &url,
+        &[&format!("--screenshot={}", png.display())],
+    );
+    assert!(ok, "{err}");
+    let bytes = std::fs::read(&png).unwrap_or_else(|e| panic!("no screenshot: {e}\n{err}"));
+    assert!(bytes.starts_with(b"\x89PNG\r\n\x1a\n"), "not a PNG");
+    // The IHDR chunk: width and height as asked.
+    let width = u32::from_be_bytes(bytes[16..20].try_into().unwrap());
+    let height = u32::from_be_bytes(bytes[20..24].try_into().unwrap());
+    assert_eq!((width, height), (1280, 1500));
+    if let Some(keep) = std::env::var_os("PLUMB_STATUS_SCREENSHOT") {
+        std::fs::copy(&png, keep).unwrap();
+    }
+
+    // /metrics parses as Prometheus text and says what ran.
+    let (code, text) = server.get("/metrics");
+    assert_eq!(code, 200);
+    let m = parse_prometheus(&text);
+    assert_eq!(m["plumb_runs_total{result=\"changed\"}"], 1.0, "{text}");
+    assert_eq!(m["plumb_runs_total{result=\"failed\"}"], 1.0, "{text}");
+    assert_eq!(m["plumb_rollbacks_total"], 1.0, "{text}");
+    assert_eq!(m["plumb_run_in_progress"], 0.0, "{text}");
+}
+
+#[test]
+fn a_status_token_guards_the_page_status_runs_and_metrics_but_not_hooks_or_healthz() {
+    let s = setup();
+    let token_file = s.dir.path().join("status-token");
+    std::fs::write(&token_file, "t0ken-for-the-page\n").unwrap();
+    set_mode(&token_file, 0o644);
+    // A token others can read is refused, as the webhook secret is.
+    let out = assert_cmd::Command::cargo_bin("plumb")
+        .unwrap()
+        .arg("serve")
+        .arg(s.origin_dir())
+        .args(["--state-dir"])
+        .arg(s.state())
+        .args(["--listen", "127.0.0.1:0", "--status-token-file"])
+        .arg(&token_file)
+        .env("PLUMB_WEBHOOK_SECRET", SECRET)
+        .timeout(Duration::from_secs(30))
+        .output()
+        .unwrap();
+    assert_ne!(out.status.code(), Some(0));
+    set_mode(&token_file, 0o600);
+    let token_arg = token_file.display().to_string();
+    let server = Server::start(&s, &["--status-token-file", &token_arg]);
+    for path in [
+        "/",
+        "/status.html",
+        "/status",
+        "/metrics",
+        "/runs/20261203T093932Z-00abcd",
+    ] {
+        let (code, body) = server.get(path);
+        assert_eq!(code, 401, "{path}: {body}");
+        let (code, _) = http(
+            server.addr,
+            "GET",
+            path,
+            &[("Authorization", "Bearer wrong")],
+            b"",
+        );
+        assert_eq!(code, 401, "{path}");
+    }
+    let (head, _) = get_full(server.addr, "/metrics");
+    assert!(head.contains("www-authenticate: bearer"), "{head}");
+    let auth = [("Authorization", "Bearer t0ken-for-the-page")];
+    for path in ["/", "/status", "/metrics"] {
+        let (code, body) = http(server.addr, "GET", path, &auth, b"");
+        assert_eq!(code, 200, "{path}: {body}");
+    }
+    assert_eq!(server.get("/healthz").0, 200);
+    // A signed push needs no token: its signature authenticates it.
+    let first = s.origin.head().unwrap().target().unwrap().to_string();
+    let body = push_body(&s.branch, &first);
+    let sig = format!("sha256={}", hmac_hex(SECRET, &body));
+    let (code, text) = server.post(
+        &[
+            ("X-GitHub-Event", "push"),
+            ("X-GitHub-Delivery", "token-1"),
+            ("Content-Type", "application/json"),
+            ("X-Hub-Signature-256", sig.as_str()),
+        ],
+        &body,
+    );
+    assert_eq!(code, 202, "{text}");
 }

@@ -108,6 +108,9 @@ impl HostArgs {
                 drop_undeclared: self.drop_undeclared,
                 roll: !self.no_roll,
             },
+            // `plumb pull` and `plumb serve` set their watchdog (`--run-timeout`); a converge
+            // by hand is watched by the person who started it.
+            run_timeout: None,
         }
     }
 }

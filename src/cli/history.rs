@@ -52,11 +52,19 @@ pub fn history(a: &HistoryArgs) -> Result<i32> {
         None => {
             let runs = h.last(a.last)?;
             if json {
+                // Always the array of runs (each says `marked_bad` and `rolled_back_to`); the
+                // held-back commits are JSON already, in the state folder's bad-commits.json.
                 println!("{}", serde_json::to_string_pretty(&runs)?);
-            } else if runs.is_empty() {
-                eprintln!("no runs recorded in {}", state_dir.display());
             } else {
-                print!("{}", list_text(&runs));
+                if runs.is_empty() {
+                    eprintln!("no runs recorded in {}", state_dir.display());
+                } else {
+                    print!("{}", list_text(&runs));
+                }
+                print!(
+                    "{}",
+                    bad_text(&crate::rollback::BadCommits::new(&state_dir).list()?)
+                );
             }
             Ok(EXIT_OK)
         }
@@ -97,7 +105,7 @@ fn names(hosts: &[String]) -> String {
 /// The list of runs, oldest first, one line each (every field from the log escaped).
 pub fn list_text(runs: &[RunRecord]) -> String {
     let mut out = format!(
-        "{:<23} {:<19} {:<9} {:<12} {:<9} {:>5} {:<16} {:<16} {}\n",
+        "{:<23} {:<19} {:<9} {:<12} {:<11} {:>5} {:<16} {:<16} {}\n",
         "ID",
         "STARTED (UTC)",
         "TRIGGER",
@@ -111,7 +119,7 @@ pub fn list_text(runs: &[RunRecord]) -> String {
     for r in runs {
         let _ = writeln!(
             out,
-            "{:<23} {:<19} {:<9} {:<12} {:<9} {:>5} {:<16} {:<16} {}",
+            "{:<23} {:<19} {:<9} {:<12} {:<11} {:>5} {:<16} {:<16} {}",
             escape(&r.id),
             when(r.started_at),
             if r.trigger.is_empty() {
@@ -133,6 +141,32 @@ pub fn list_text(runs: &[RunRecord]) -> String {
     }
     if runs.iter().any(|r| r.dry_run) {
         out.push_str("* dry run: nothing was changed\n");
+    }
+    out
+}
+
+/// The commits held back after failing their gates, and why (every field escaped).
+pub fn bad_text(bad: &[crate::rollback::BadCommit]) -> String {
+    if bad.is_empty() {
+        return String::new();
+    }
+    let mut out = String::from(
+        "\nHELD BACK (failed their gates; not applied again until a newer commit arrives, or with --retry-bad):\n",
+    );
+    for b in bad {
+        let _ = writeln!(
+            out,
+            "{} {} (run {}, {} UTC): {}; {}",
+            escape(crate::history::short_commit(&b.commit)),
+            escape(&b.summary),
+            escape(&b.run_id),
+            when(b.marked_at),
+            escape(&b.reason),
+            match &b.rolled_back_to {
+                Some(c) => format!("rolled back to {}", escape(crate::history::short_commit(c))),
+                None => "nothing to roll back to".into(),
+            }
+        );
     }
     out
 }
@@ -167,6 +201,23 @@ pub fn show_text(r: &RunRecord, report: Option<&Value>) -> String {
     );
     if let Some(e) = &r.error {
         let _ = writeln!(out, "error    {}", escape_block(e, "         "));
+    }
+    if r.marked_bad {
+        let _ = writeln!(
+            out,
+            "gates    FAILED: commit marked bad; {}",
+            match &r.rolled_back_to {
+                Some(c) => format!("rolled back to {}", escape(c)),
+                None => "nothing to roll back to".into(),
+            }
+        );
+    }
+    if let Some(c) = &r.rollback_of {
+        let _ = writeln!(
+            out,
+            "rollback of {} (it failed its gates; this run applied the last good commit again)",
+            escape(c)
+        );
     }
     let Some(report) = report else {
         let _ = writeln!(out, "\n(no per-host report kept for this run)");
@@ -283,6 +334,34 @@ mod tests {
             error: None,
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn held_back_commits_are_listed_escaped_with_why() {
+        assert_eq!(bad_text(&[]), "");
+        let bad = crate::rollback::BadCommit {
+            commit: "0123456789abcdef0123456789abcdef01234567".into(),
+            summary: "evil\x1b[2J".into(),
+            marked_at: 1_764_754_772,
+            run_id: "20261203T093932Z-00abcd".into(),
+            reason: "host h0: Command/check: rejected\nFAKE".into(),
+            rolled_back_to: None,
+        };
+        let text = bad_text(&[bad]);
+        assert!(!text.contains('\x1b'), "{text:?}");
+        assert!(text.contains("HELD BACK"), "{text}");
+        assert!(
+            text.contains("0123456789ab evil\\e[2J (run 20261203T093932Z-00abcd, 2025-12-03 09:39:32 UTC): host h0: Command/check: rejected\\nFAKE; nothing to roll back to"),
+            "{text}"
+        );
+        let mut run = hostile();
+        run.marked_bad = true;
+        run.rolled_back_to = Some("fedcba9876543210fedcba9876543210fedcba98".into());
+        let shown = show_text(&run, None);
+        assert!(
+            shown.contains("gates    FAILED: commit marked bad; rolled back to fedcba98"),
+            "{shown}"
+        );
     }
 
     #[test]

@@ -34,6 +34,10 @@ pub struct ServeArgs {
     /// line). Required: unauthenticated webhooks are never accepted.
     #[arg(long, value_name = "FILE")]
     pub webhook_secret_file: Option<PathBuf>,
+    /// File holding a token (mode 0600 or 0400) that the status page, /status, /runs/ID and
+    /// /metrics then want as `Authorization: Bearer <token>`; /hooks and /healthz stay open.
+    #[arg(long, value_name = "FILE")]
+    pub status_token_file: Option<PathBuf>,
     /// Also converge every SECS seconds after the last run, even an applied commit (repairs
     /// drift).
     #[arg(long, value_name = "SECS")]
@@ -108,6 +112,9 @@ fn run(source: &SourceArgs, notifier: &crate::notify::Notifier, request: RunRequ
                 changed_hosts: o.changed_hosts,
                 failed_hosts: o.failed_hosts,
                 error,
+                rolled_back_to: o.rolled_back_to,
+                rollback_failed: o.rollback_failed,
+                held: o.held.map(|b| b.commit),
             }
         }
         Err(e) => {
@@ -129,12 +136,20 @@ pub fn serve(a: &ServeArgs) -> Result<i32> {
         a.webhook_secret_file.as_deref(),
         env.as_ref().map(|v| v.as_bytes()),
     )?;
+    // SAFETY: no other thread runs yet (the runtime and the run thread start below).
+    unsafe { crate::source::bound_network_waits() };
     if env.is_some() {
         // SAFETY: no other thread runs yet (the runtime and the run thread start below), so
         // nothing reads the environment concurrently. Child processes (`--local` scripts) then
         // never inherit the secret.
         unsafe { std::env::remove_var(SECRET_ENV) };
     }
+    let status_token = a
+        .status_token_file
+        .as_deref()
+        .map(|f| webhook::load_secret(Some(f), None))
+        .transpose()
+        .context("--status-token-file")?;
     if a.interval == Some(0) {
         bail!("--interval must be at least 1 second");
     }
@@ -163,6 +178,7 @@ pub fn serve(a: &ServeArgs) -> Result<i32> {
         limits,
         rate_per_minute: a.webhook_rate_limit,
         state_dir: Some(state_dir.clone()),
+        status_token,
     };
     let router = serve::router(config, runner.clone());
 

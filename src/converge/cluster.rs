@@ -77,13 +77,27 @@ pub async fn converge_clusters(
     repo: &Repo,
     runs: &[HostRun],
     opts: &ConvergeOptions,
+    deadline: Option<tokio::time::Instant>,
 ) -> Vec<ClusterRun> {
     let mut out = Vec::new();
     if !opts.cluster.enabled || opts.remote.local {
         return out;
     }
     for m in clusters_in_run(repo, runs) {
-        out.push(converge_one(repo, m, runs, opts).await);
+        let one = converge_one(repo, m, runs, opts);
+        // The run's watchdog: a cluster phase still going at the deadline is dropped (its
+        // tunnels and SSH connections close) and the cluster reported failed.
+        let run = match deadline {
+            Some(d) => tokio::time::timeout_at(d, one).await.unwrap_or_else(|_| {
+                let mut r = ClusterRun::new(&m.name);
+                r.error = Some(super::run_timeout_message(
+                    opts.run_timeout.unwrap_or_default(),
+                ));
+                r
+            }),
+            None => one.await,
+        };
+        out.push(run);
     }
     out
 }

@@ -49,6 +49,12 @@ pub struct ConvergeOptions {
     pub allow_mass_prune: bool,
     /// The cluster phase (health gates, database state, dynamic configuration, rolls).
     pub cluster: cluster::ClusterOptions,
+    /// The watchdog: the longest the whole run may take (hosts, then the cluster phase). A host
+    /// still working at the deadline is stopped the way a lost controller stops it (its
+    /// connection closes: the apply script's own watchdog ends the run on the host and removes
+    /// its temp files; every file is switched atomically, so none is left half written) and is
+    /// reported failed, as is a cluster phase still going.
+    pub run_timeout: Option<Duration>,
 }
 
 impl Default for ConvergeOptions {
@@ -64,8 +70,17 @@ impl Default for ConvergeOptions {
             progress: false,
             allow_mass_prune: false,
             cluster: cluster::ClusterOptions::default(),
+            run_timeout: None,
         }
     }
+}
+
+/// Why a host or a cluster failed when the run's watchdog fired.
+pub fn run_timeout_message(limit: Duration) -> String {
+    format!(
+        "the run exceeded its time limit ({}s, --run-timeout): stopped here; what was applied before is kept (each file is written whole or not at all), the rest is not",
+        limit.as_secs()
+    )
 }
 
 /// Issues certificates with the repo's CAs.
@@ -160,6 +175,9 @@ async fn run_all(
     commit: Option<String>,
 ) -> RunReport {
     let started = Instant::now();
+    let deadline = opts
+        .run_timeout
+        .map(|t| tokio::time::Instant::from_std(started + t));
     let run_id = new_run_id();
     let sem = Arc::new(Semaphore::new(opts.parallel.max(1)));
     let bar = progress_bar(opts.progress, targets.len());
@@ -172,7 +190,6 @@ async fn run_all(
         let commit = commit.clone();
         let bar = bar.clone();
         tasks.push(tokio::spawn(async move {
-            let _permit = sem.acquire().await;
             let t0 = Instant::now();
             let name = host.name.clone();
             let job = Job {
@@ -183,7 +200,25 @@ async fn run_all(
                 run_id: &run_id,
                 commit: commit.as_deref(),
             };
-            let mut run = match job.run(planned).await {
+            // Waiting for a permit counts against the deadline too. When it fires, the job's
+            // future is dropped: its SSH connection closes, which is exactly what the host's
+            // watchdog (`pl_watchdog`) treats as a controller gone, so the apply stops through
+            // the same path as when plumb dies.
+            let work = async {
+                let _permit = sem.acquire().await;
+                job.run(planned).await
+            };
+            let result = match deadline {
+                Some(d) => match tokio::time::timeout_at(d, work).await {
+                    Ok(r) => r,
+                    Err(_) => Err((
+                        None,
+                        run_timeout_message(opts.run_timeout.unwrap_or_default()),
+                    )),
+                },
+                None => work.await,
+            };
+            let mut run = match result {
                 Ok(r) => r,
                 Err((plan, e)) => HostRun {
                     host: name.clone(),
@@ -217,7 +252,16 @@ async fn run_all(
     if let Some(b) = bar {
         b.finish_and_clear();
     }
-    let clusters = cluster::converge_clusters(&repo, &hosts, opts).await;
+    let clusters = cluster::converge_clusters(&repo, &hosts, opts, deadline).await;
+    let timed_out = opts.run_timeout.is_some_and(|t| {
+        let why = run_timeout_message(t);
+        hosts
+            .iter()
+            .any(|h| h.error.as_deref() == Some(why.as_str()))
+            || clusters
+                .iter()
+                .any(|c| c.error.as_deref() == Some(why.as_str()))
+    });
     RunReport {
         run_id,
         commit,
@@ -225,7 +269,67 @@ async fn run_all(
         hosts,
         clusters,
         duration: started.elapsed(),
+        timed_out,
     }
+}
+
+/// Reads every certificate of the given hosts (one probe per host that has any, no lock,
+/// nothing written) and says when each expires and whether a converge would reissue it: the
+/// report of `plumb certs status`, also kept after each run of `plumb pull` and `plumb serve`
+/// for the status page.
+pub async fn read_certificates(
+    targets: Vec<(Host, DesiredHost)>,
+    opts: &ConvergeOptions,
+) -> crate::report::certs::CertsReport {
+    use crate::kinds::PrimitiveSpec;
+    use crate::report::certs::{CertsReport, HostFailure, SCHEMA};
+    let targets: Vec<_> = targets
+        .into_iter()
+        .map(|(h, mut d)| {
+            d.resources
+                .retain(|r| matches!(r.spec, PrimitiveSpec::Certificate(_)));
+            (h, d)
+        })
+        .filter(|(_, d)| !d.resources.is_empty())
+        .collect();
+    let readings = read_hosts(targets, opts).await;
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let mut report = CertsReport {
+        schema: SCHEMA,
+        checked_at: now,
+        certificates: Vec::new(),
+        failed: Vec::new(),
+    };
+    for r in readings {
+        match &r.records {
+            Ok(records) => {
+                for (i, d) in r.desired.resources.iter().enumerate() {
+                    if let PrimitiveSpec::Certificate(c) = &d.spec {
+                        report.certificates.push(c.status(
+                            &r.host.name,
+                            &d.name,
+                            records.of(i),
+                            now,
+                        ));
+                    }
+                }
+            }
+            Err(e) => report.failed.push(HostFailure {
+                host: r.host.name.clone(),
+                error: e.clone(),
+            }),
+        }
+    }
+    report
+}
+
+/// Whether any of these hosts has a certificate to read.
+pub fn has_certificates(targets: &[(Host, DesiredHost)]) -> bool {
+    targets.iter().any(|(_, d)| {
+        d.resources
+            .iter()
+            .any(|r| matches!(r.spec, crate::kinds::PrimitiveSpec::Certificate(_)))
+    })
 }
 
 /// What a read-only pass found on one host.

@@ -113,6 +113,8 @@ pub struct RunReport {
     pub clusters: Vec<ClusterRun>,
     /// Wall time of the run.
     pub duration: Duration,
+    /// The run's watchdog fired (`--run-timeout`): hosts or a cluster phase were stopped.
+    pub timed_out: bool,
 }
 
 #[derive(Serialize)]
@@ -126,6 +128,8 @@ struct JsonRun<'a> {
     hosts: Vec<JsonHost<'a>>,
     #[serde(skip_serializing_if = "<[_]>::is_empty")]
     clusters: &'a [ClusterRun],
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    timed_out: bool,
 }
 
 #[derive(Serialize, Default, Clone, Copy, Debug, PartialEq, Eq)]
@@ -300,6 +304,7 @@ impl RunReport {
             summary: self.summary(),
             hosts,
             clusters: &self.clusters,
+            timed_out: self.timed_out,
         };
         crate::secrets::redact(&(serde_json::to_string_pretty(&run).unwrap_or_default() + "\n"))
     }
@@ -634,6 +639,7 @@ mod tests {
             ],
             clusters: Vec::new(),
             duration: Duration::from_millis(200),
+            timed_out: false,
         }
     }
 

@@ -54,7 +54,7 @@ pub const WEBHOOK_OUTCOMES: [&str; 9] = [
 ];
 
 /// The `result` labels of `plumb_runs_total`.
-pub const RUN_RESULTS: [&str; 5] = ["skipped", "unchanged", "changed", "drift", "failed"];
+pub const RUN_RESULTS: [&str; 6] = ["skipped", "held", "unchanged", "changed", "drift", "failed"];
 
 /// Problems running the server.
 #[derive(Debug, thiserror::Error)]
@@ -79,6 +79,9 @@ pub struct ServeConfig {
     pub rate_per_minute: u32,
     /// The controller state folder: the run history and the applied commit, for the page.
     pub state_dir: Option<std::path::PathBuf>,
+    /// When set, every endpoint but `/hooks` (authenticated by its signature) and `/healthz`
+    /// wants `Authorization: Bearer <token>`.
+    pub status_token: Option<Secret>,
 }
 
 struct App {
@@ -127,15 +130,52 @@ pub fn router(config: ServeConfig, runner: Runner) -> Router {
         rate: Mutex::new(ratelimit::RateLimit::new(config.rate_per_minute)),
         config,
     });
-    Router::new()
-        .route(HOOK_PATH, post(hook))
-        .route("/healthz", get(|| async { "ok\n" }))
+    // What the page, /status and /metrics show (hosts, commits, errors; never a secret) may
+    // still be more than the network should see: those routes can want a bearer token.
+    let guarded = Router::new()
         .route("/status", get(status))
         .route("/", get(status_page))
         .route("/status.html", get(status_page))
         .route("/runs/{id}", get(run_page))
         .route("/metrics", get(metrics))
+        .route_layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&app),
+            require_token,
+        ));
+    Router::new()
+        .route(HOOK_PATH, post(hook))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .merge(guarded)
         .with_state(app)
+}
+
+/// Lets a request through when no status token is set, or when it carries
+/// `Authorization: Bearer <token>` (compared in constant time); 401 otherwise.
+async fn require_token(
+    State(app): State<Arc<App>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if let Some(token) = &app.config.status_token {
+        let given = request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim);
+        if !given.is_some_and(|g| webhook::same_secret(token, g)) {
+            let mut r = text(
+                StatusCode::UNAUTHORIZED,
+                "this endpoint wants Authorization: Bearer <the status token>\n".into(),
+            );
+            r.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"plumb\""),
+            );
+            return r;
+        }
+    }
+    next.run(request).await
 }
 
 /// Serves `router` on `listener` within `limits` (see [`conn`]) until `shutdown` completes,
@@ -380,6 +420,44 @@ async fn status(State(app): State<Arc<App>>) -> Response {
 /// How many runs the page lists.
 const PAGE_RUNS: usize = 20;
 
+/// The file in the state folder holding the last certificate reading (`plumb.certs/v1`), written
+/// after each run.
+pub const CERTS_FILE: &str = "certs.json";
+
+/// The largest certificate reading read back.
+const MAX_CERTS_FILE: u64 = 8 * 1024 * 1024;
+
+/// What the page reads from the state folder besides the runs.
+#[derive(Default)]
+struct PageExtra {
+    /// Commits held back, newest first.
+    bad: Vec<crate::rollback::BadCommit>,
+    /// The last certificate reading.
+    certs: Option<serde_json::Value>,
+}
+
+fn page_extra(state_dir: Option<&std::path::Path>) -> PageExtra {
+    use std::io::Read as _;
+    let Some(dir) = state_dir else {
+        return PageExtra::default();
+    };
+    let mut bad = crate::rollback::BadCommits::new(dir)
+        .list()
+        .unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "reading the bad commits for the status page");
+            Vec::new()
+        });
+    bad.reverse();
+    let certs = std::fs::File::open(dir.join(CERTS_FILE))
+        .ok()
+        .and_then(|f| {
+            let mut text = Vec::new();
+            f.take(MAX_CERTS_FILE).read_to_end(&mut text).ok()?;
+            serde_json::from_slice(&text).ok()
+        });
+    PageExtra { bad, certs }
+}
+
 /// What the page reads from the state folder: the applied commit, the last runs (newest first),
 /// and the newest of them with a report.
 fn page_state(
@@ -465,8 +543,11 @@ async fn run_page(
 
 async fn status_page(State(app): State<Arc<App>>) -> Response {
     let dir = app.config.state_dir.clone();
-    let read = tokio::task::spawn_blocking(move || page_state(dir.as_deref())).await;
-    let (applied, history, report) = read.unwrap_or_default();
+    let read = tokio::task::spawn_blocking(move || {
+        (page_state(dir.as_deref()), page_extra(dir.as_deref()))
+    })
+    .await;
+    let ((applied, history, report), extra) = read.unwrap_or_default();
     let runs = app.runner.snapshot();
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -480,6 +561,8 @@ async fn status_page(State(app): State<Arc<App>>) -> Response {
         last_report: report
             .as_ref()
             .and_then(|(i, v)| history.get(*i).map(|r| (r, v))),
+        bad: &extra.bad,
+        certs: extra.certs.as_ref(),
         now,
     });
     html_response(body)
@@ -504,6 +587,13 @@ pub fn metrics_text(runs: &runner::Snapshot, webhooks: &BTreeMap<&'static str, u
         let n = webhooks.get(o).copied().unwrap_or(0);
         let _ = writeln!(out, "plumb_webhooks_total{{outcome=\"{o}\"}} {n}");
     }
+    let _ = writeln!(
+        out,
+        "# HELP plumb_rollbacks_total Rollbacks: a new commit failed its gates, was marked bad and the last good commit was applied again.\n\
+         # TYPE plumb_rollbacks_total counter\n\
+         plumb_rollbacks_total {}",
+        runs.rollbacks_total
+    );
     let (finished, duration, code) = match &runs.last_run {
         Some(l) => (
             l.started_at as f64 + l.duration_seconds,
@@ -560,6 +650,9 @@ mod tests {
             "plumb_last_run_timestamp_seconds 0.000",
             "plumb_last_run_duration_seconds 0.000",
             "plumb_run_in_progress 0",
+            "plumb_runs_total{result=\"held\"} 0",
+            "plumb_rollbacks_total 0",
+            "# TYPE plumb_rollbacks_total counter",
             "# TYPE plumb_runs_total counter",
         ] {
             assert!(text.lines().any(|l| l == line), "{line}\n{text}");

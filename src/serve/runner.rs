@@ -54,14 +54,25 @@ pub struct RunOutcome {
     pub failed_hosts: Vec<String>,
     /// The error that stopped the run before or outside the converge, secrets redacted.
     pub error: Option<String>,
+    /// The fetched commit failed its gates; this is the last good commit re-applied after it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rolled_back_to: Option<String>,
+    /// That rollback failed too (or could not start).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub rollback_failed: bool,
+    /// The fetched commit is marked bad and was not applied (why: `plumb history`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub held: Option<String>,
 }
 
 impl RunOutcome {
-    /// The `result` label of `plumb_runs_total`: `skipped` (commit applied already),
-    /// `unchanged`, `changed`, `drift` or `failed`.
+    /// The `result` label of `plumb_runs_total`: `skipped` (commit applied already), `held`
+    /// (the branch is at a commit marked bad: not applied), `unchanged`, `changed`, `drift` or
+    /// `failed` (a rollback too: it is never a success).
     pub fn result(&self) -> &'static str {
         match self.exit_code {
             _ if self.error.is_some() => "failed",
+            0 if !self.converged && self.held.is_some() => "held",
             0 if !self.converged => "skipped",
             0 => "unchanged",
             2 => "changed",
@@ -107,6 +118,8 @@ pub struct Snapshot {
     pub last_run: Option<FinishedRun>,
     /// Finished runs by result.
     pub runs_total: BTreeMap<&'static str, u64>,
+    /// Rollbacks started (a new commit failed its gates and the last good one was re-applied).
+    pub rollbacks_total: u64,
 }
 
 /// What [`Runner::trigger`] did.
@@ -254,6 +267,9 @@ impl Runner {
                     next_interval = interval.map(|i| Instant::now() + i);
                     let mut st = worker.lock();
                     *st.snapshot.runs_total.entry(finished.result).or_default() += 1;
+                    if finished.outcome.rolled_back_to.is_some() {
+                        st.snapshot.rollbacks_total += 1;
+                    }
                     st.snapshot.last_run = Some(finished);
                     st.snapshot.current = None;
                     worker.changed.notify_all();
@@ -375,6 +391,46 @@ mod tests {
         assert_eq!(last.outcome.changed_hosts, ["h0"]);
         assert!(runner.shutdown(Duration::from_secs(5)));
         assert_eq!(runner.trigger(webhook()), Queued::ShuttingDown);
+    }
+
+    #[test]
+    fn a_rollback_is_counted_and_is_a_failed_run_and_a_held_commit_is_held() {
+        let (tx, rx) = mpsc::channel::<RunOutcome>();
+        let rx = Mutex::new(rx);
+        let runner = Runner::start(
+            move |_| {
+                rx.lock()
+                    .unwrap()
+                    .recv_timeout(Duration::from_secs(10))
+                    .unwrap_or_default()
+            },
+            None,
+        )
+        .unwrap();
+        tx.send(RunOutcome {
+            commit: Some("b".repeat(40)),
+            converged: true,
+            exit_code: 1,
+            error: Some("commit bbbb failed its gates".into()),
+            rolled_back_to: Some("a".repeat(40)),
+            ..Default::default()
+        })
+        .unwrap();
+        runner.trigger(webhook());
+        assert!(runner.wait_idle(Duration::from_secs(10)));
+        tx.send(RunOutcome {
+            commit: Some("b".repeat(40)),
+            held: Some("b".repeat(40)),
+            ..Default::default()
+        })
+        .unwrap();
+        runner.trigger(webhook());
+        assert!(runner.wait_idle(Duration::from_secs(10)));
+        let snap = runner.snapshot();
+        assert_eq!(snap.rollbacks_total, 1);
+        assert_eq!(snap.runs_total.get("failed"), Some(&1));
+        assert_eq!(snap.runs_total.get("held"), Some(&1));
+        assert!(runner.shutdown(Duration::from_secs(5)));
     }
 
     #[test]

@@ -236,6 +236,19 @@ pub fn verify_gitea(secret: &Secret, body: &[u8], header: &str) -> Result<(), Au
 /// Checks GitLab's `X-Gitlab-Token` value against the secret, in constant time: both are
 /// MACed under one fixed key and the MACs compared, so neither content nor length leaks.
 pub fn verify_gitlab(secret: &Secret, token: &str) -> Result<(), AuthError> {
+    if same_secret(secret, token) {
+        Ok(())
+    } else {
+        Err(AuthError::Mismatch {
+            header: "X-Gitlab-Token",
+        })
+    }
+}
+
+/// Whether `value` is the secret itself, in constant time: both are MACed under one fixed key
+/// and the MACs compared, so neither content nor length leaks. (GitLab's token, and the bearer
+/// token of the status page.)
+pub fn same_secret(secret: &Secret, value: &str) -> bool {
     const KEY: &[u8] = b"plumb gitlab token comparison";
     let digest = |value: &[u8]| {
         let mut m = match <HmacSha256 as KeyInit>::new_from_slice(KEY) {
@@ -246,11 +259,7 @@ pub fn verify_gitlab(secret: &Secret, token: &str) -> Result<(), AuthError> {
         m
     };
     let expected = digest(secret.bytes()).finalize().into_bytes();
-    digest(token.as_bytes())
-        .verify_slice(&expected)
-        .map_err(|_| AuthError::Mismatch {
-            header: "X-Gitlab-Token",
-        })
+    digest(value.as_bytes()).verify_slice(&expected).is_ok()
 }
 
 /// Checks Standard Webhooks headers (GitLab's signing token): `id`, `timestamp` (Unix seconds,

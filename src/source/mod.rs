@@ -5,6 +5,26 @@
 pub mod signed;
 
 use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// The longest a fetch may take in all: checked each time data arrives (libgit2's own timeouts,
+/// set by [`bound_network_waits`], bound each wait between two arrivals).
+pub const FETCH_LIMIT: Duration = Duration::from_secs(600);
+
+/// Bounds libgit2's network waits: connecting to a git server (30 s) and each read from it
+/// (120 s), so that a server that stops answering cannot hold a pull (and the controller lock)
+/// forever.
+///
+/// # Safety
+/// Sets libgit2's process-wide options without synchronization: call it before any other thread
+/// can use libgit2 (at the start of a command).
+pub unsafe fn bound_network_waits() {
+    // SAFETY: the caller guarantees no other thread uses libgit2 yet.
+    unsafe {
+        let _ = git2::opts::set_server_connect_timeout_in_milliseconds(30_000);
+        let _ = git2::opts::set_server_timeout_in_milliseconds(120_000);
+    }
+}
 
 /// Problems getting the cluster repo.
 #[derive(Debug, thiserror::Error)]
@@ -116,13 +136,21 @@ pub fn fetch(
             None => Ok(git2::CertificateCheckStatus::CertificatePassthrough),
         }
     });
+    // The whole fetch is bounded too: a server trickling data resets no deadline.
+    let deadline = Instant::now() + FETCH_LIMIT;
+    callbacks.transfer_progress(move |_| Instant::now() < deadline);
+    callbacks.sideband_progress(move |_| Instant::now() < deadline);
     let mut fo = git2::FetchOptions::new();
     fo.remote_callbacks(callbacks);
     remote
         .fetch(&[refspec.as_str()], Some(&mut fo), None)
         .map_err(|e| SourceError::Fetch {
             url: shown.clone(),
-            message: e.message().to_string(),
+            message: if Instant::now() >= deadline {
+                format!("the fetch did not finish within {}s", FETCH_LIMIT.as_secs())
+            } else {
+                e.message().to_string()
+            },
         })?;
     let reference = repo
         .find_reference(&tracking)
@@ -131,12 +159,16 @@ pub fn fetch(
             branch: branch.to_string(),
         })?;
     let commit = reference.peel_to_commit().map_err(|e| co_err(&e))?;
+    check_out(&repo, &commit).map_err(|e| co_err(&e))
+}
+
+/// Checks `commit` out exactly in `repo`'s work tree (untracked and ignored files removed,
+/// local edits overwritten) and detaches HEAD there.
+fn check_out(repo: &git2::Repository, commit: &git2::Commit<'_>) -> Result<Fetched, git2::Error> {
     let mut cb = git2::build::CheckoutBuilder::new();
     cb.force().remove_untracked(true).remove_ignored(true);
-    repo.checkout_tree(commit.as_object(), Some(&mut cb))
-        .map_err(|e| co_err(&e))?;
-    repo.set_head_detached(commit.id())
-        .map_err(|e| co_err(&e))?;
+    repo.checkout_tree(commit.as_object(), Some(&mut cb))?;
+    repo.set_head_detached(commit.id())?;
     Ok(Fetched {
         commit: commit.id().to_string(),
         summary: commit
@@ -146,6 +178,28 @@ pub fn fetch(
             .unwrap_or_default()
             .to_string(),
     })
+}
+
+/// Checks out a commit fetched before (the last good one, to roll back to) in the checkout
+/// made by [`fetch`], without fetching: it is found by its full id among the objects already
+/// there, even when the branch no longer leads to it (a force-push).
+pub fn checkout_commit(checkout: &Path, commit: &str) -> Result<Fetched, SourceError> {
+    let co_err = |e: &dyn std::fmt::Display| SourceError::Checkout {
+        path: checkout.display().to_string(),
+        message: e.to_string(),
+    };
+    // Only a full commit id (from the state folder, so checked like any input): never a
+    // revision expression.
+    if !matches!(commit.len(), 40 | 64) || !commit.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(co_err(&format!(
+            "`{}` is not a full commit id",
+            crate::text::escape(commit)
+        )));
+    }
+    let repo = git2::Repository::open(checkout).map_err(|e| co_err(&e))?;
+    let oid = git2::Oid::from_str(commit).map_err(|e| co_err(&e))?;
+    let found = repo.find_commit(oid).map_err(|e| co_err(&e))?;
+    check_out(&repo, &found).map_err(|e| co_err(&e))
 }
 
 /// The commit checked out at `path` (when it is inside a git work tree), and whether the work
@@ -228,6 +282,50 @@ mod tests {
         let parents: Vec<&git2::Commit> = parents.iter().collect();
         repo.commit(Some("HEAD"), &sig, &sig, msg, &tree, &parents)
             .unwrap()
+    }
+
+    #[test]
+    fn a_commit_fetched_before_is_checked_out_again_even_after_a_force_push() {
+        let dir = tempfile::tempdir().unwrap();
+        let origin_dir = dir.path().join("origin");
+        let origin = git2::Repository::init(&origin_dir).unwrap();
+        let first = commit_file(&origin, "a.txt", "one\n", "first");
+        let branch = origin.head().unwrap().shorthand().unwrap().to_string();
+        let checkout = dir.path().join("checkout");
+        let kh = dir.path().join("known_hosts");
+        let url = origin_dir.display().to_string();
+        fetch(&url, &branch, &checkout, &kh).unwrap();
+        let second = commit_file(&origin, "a.txt", "two\n", "second");
+        fetch(&url, &branch, &checkout, &kh).unwrap();
+        // The branch is force-pushed away from both; the checkout still has their objects.
+        let orphan = origin.find_commit(first).unwrap();
+        origin
+            .reference(&format!("refs/heads/{branch}"), orphan.id(), true, "reset")
+            .unwrap();
+        let back = checkout_commit(&checkout, &second.to_string()).unwrap();
+        assert_eq!(back.summary, "second");
+        assert_eq!(
+            std::fs::read_to_string(checkout.join("a.txt")).unwrap(),
+            "two\n"
+        );
+        let back = checkout_commit(&checkout, &first.to_string()).unwrap();
+        assert_eq!(back.commit, first.to_string());
+        // Only full ids: never a revision expression, never an unknown object.
+        for bad in [
+            "HEAD",
+            "HEAD~1",
+            &first.to_string()[..12],
+            "../x",
+            &"0".repeat(40),
+        ] {
+            assert!(
+                matches!(
+                    checkout_commit(&checkout, bad),
+                    Err(SourceError::Checkout { .. })
+                ),
+                "{bad}"
+            );
+        }
     }
 
     #[test]
