@@ -3,7 +3,9 @@
 
 use super::converge::{HostArgs, OutputFormat, runtime};
 use super::{EXIT_ERROR, EXIT_OK, RepoArgs, print_diagnostics};
+use crate::converge::backup::{self, RepoHost};
 use crate::converge::cluster::{Session, live_cluster};
+use crate::pg::backup::{BackupSummary, BackupType};
 use crate::kinds::{Manifest, Spec};
 use crate::load::Repo;
 use crate::pg::health::ClusterReport;
@@ -26,6 +28,20 @@ pub enum PgCommand {
     /// Restart members through Patroni in a rolling order (replicas one at a time, a
     /// switchover, then the old leader), with the health gate between steps.
     Restart(RestartArgs),
+    /// Take a backup now, on the repository host, through the unit its timer starts (they
+    /// never overlap), wait for it (`--backup-timeout`) and show what the repository holds.
+    Backup(BackupArgs),
+}
+
+/// `plumb pg backup`.
+#[derive(Args, Debug)]
+pub struct BackupArgs {
+    /// Common arguments.
+    #[command(flatten)]
+    pub pg: PgArgs,
+    /// Backup type.
+    #[arg(long = "type", value_name = "TYPE", default_value = "full", value_parser = ["full", "diff", "incr"])]
+    pub kind: String,
 }
 
 /// Arguments every `plumb pg` command takes.
@@ -70,6 +86,7 @@ pub fn run(c: &PgCommand) -> Result<i32> {
         PgCommand::Status(a) => status(a),
         PgCommand::Switchover(a) => switchover(a),
         PgCommand::Restart(a) => restart(a),
+        PgCommand::Backup(a) => backup(a),
     }
 }
 
@@ -137,13 +154,60 @@ fn say(what: &str) {
 }
 
 fn print_status(report: &ClusterReport, format: OutputFormat) {
+    print_status_with(report, None, format)
+}
+
+/// What the cluster's repository holds (`None` without a repository); a repository that cannot
+/// be read is a summary with the reason as its warning.
+fn read_backups(a: &PgArgs) -> Result<Option<BackupSummary>> {
+    let repo = match super::load_repo(&a.repo, false) {
+        Ok(r) => r,
+        Err(_) => return Ok(None),
+    };
+    let m = pick(&repo, a.cluster.as_deref())?;
+    let live = live_cluster(&repo, m).map_err(anyhow::Error::msg)?;
+    let Some(repo_name) = live.backup_repo.clone() else {
+        return Ok(None);
+    };
+    let opts = a.hosts.options(true);
+    let stanza = live.name.clone();
+    let summary = runtime()?.block_on(async {
+        let read = async {
+            let l = backup::live_repo(&repo, &repo_name)?;
+            let host = RepoHost::connect(&repo, l, &opts).await?;
+            let info = host.info(&stanza).await;
+            let schedules = host.live().schedules.clone();
+            host.close().await;
+            info.map(|i| i.summary(backup::now(), &schedules))
+        };
+        match read.await {
+            Ok(s) => s,
+            Err(e) => BackupSummary {
+                stanza: stanza.clone(),
+                status: "unknown".into(),
+                newest: Vec::new(),
+                warnings: vec![format!("the repository could not be read: {e}")],
+            },
+        }
+    });
+    Ok(Some(summary))
+}
+
+fn print_status_with(report: &ClusterReport, backups: Option<&BackupSummary>, format: OutputFormat) {
     match format {
-        OutputFormat::Json => println!(
-            "{}",
-            serde_json::to_string_pretty(report).unwrap_or_default()
-        ),
+        OutputFormat::Json => {
+            let mut value = serde_json::to_value(report).unwrap_or_default();
+            if let (Some(b), Some(obj)) = (backups, value.as_object_mut()) {
+                obj.insert("backups".into(), serde_json::to_value(b).unwrap_or_default());
+            }
+            println!("{}", serde_json::to_string_pretty(&value).unwrap_or_default())
+        }
         OutputFormat::Human => {
             let mut run = ClusterRun::new(&report.cluster);
+            if let Some(b) = backups {
+                run.backups = Some(b.clone());
+                run.warnings.extend(b.warnings.iter().cloned());
+            }
             run.members = report.members.clone();
             match &report.health {
                 crate::pg::health::Health::Healthy => run.status = ClusterStatus::Healthy,
@@ -174,7 +238,8 @@ fn status(a: &PgArgs) -> Result<i32> {
         Ok(r) => r,
         Err(code) => return Ok(code),
     };
-    print_status(&report, a.hosts.output);
+    let backups = read_backups(a)?;
+    print_status_with(&report, backups.as_ref(), a.hosts.output);
     Ok(if report.health.is_healthy() {
         EXIT_OK
     } else {
@@ -212,6 +277,94 @@ fn switchover(a: &SwitchoverArgs) -> Result<i32> {
         (done, c.status().await)
     })?;
     finish(&a.pg, result)
+}
+
+fn backup(a: &BackupArgs) -> Result<i32> {
+    let Some(kind) = BackupType::parse(&a.kind) else {
+        bail!("unknown backup type `{}`", crate::text::escape(&a.kind));
+    };
+    let repo = match super::load_repo(&a.pg.repo, false) {
+        Ok(r) => r,
+        Err(ds) => {
+            print_diagnostics(&ds);
+            return Ok(EXIT_ERROR);
+        }
+    };
+    let m = pick(&repo, a.pg.cluster.as_deref())?;
+    let live = live_cluster(&repo, m).map_err(anyhow::Error::msg)?;
+    let Some(repo_name) = live.backup_repo.clone() else {
+        bail!(
+            "cluster {} has no backup repository: declare `backup: {{ repo: NAME }}` in its manifest",
+            live.name
+        );
+    };
+    let opts = a.pg.hosts.options(false);
+    let within = Duration::from_secs(a.pg.hosts.backup_timeout.max(1));
+    let stanza = live.name.clone();
+    let outcome = runtime()?.block_on(async {
+        let l = backup::live_repo(&repo, &repo_name)?;
+        let host = RepoHost::connect(&repo, l, &opts).await?;
+        let unit = host.live().unit(&stanza, kind);
+        say(&format!(
+            "{kind} backup of {stanza} on the repository host: starting {unit}"
+        ));
+        let started = std::time::Instant::now();
+        let done = {
+            let job = host.backup(&stanza, kind, within);
+            tokio::pin!(job);
+            let mut tick = tokio::time::interval(Duration::from_secs(15));
+            tick.tick().await;
+            loop {
+                tokio::select! {
+                    r = &mut job => break r,
+                    _ = tick.tick() => say(&format!(
+                        "{kind} backup of {stanza}: running for {}",
+                        crate::pg::backup::age(started.elapsed().as_secs() as i64)
+                    )),
+                }
+            }
+        };
+        let info = host.info(&stanza).await;
+        let schedules = host.live().schedules.clone();
+        host.close().await;
+        Ok::<_, String>((done, info.map(|i| i.summary(backup::now(), &schedules)), started.elapsed()))
+    });
+    let (done, info, took) = match outcome {
+        Ok(x) => x,
+        Err(e) => {
+            eprintln!("error: {}", crate::text::escape_block(&e, "  "));
+            return Ok(EXIT_ERROR);
+        }
+    };
+    match a.pg.hosts.output {
+        OutputFormat::Json => {
+            let value = serde_json::json!({
+                "cluster": stanza,
+                "type": kind,
+                "ok": done.is_ok(),
+                "error": done.as_ref().err(),
+                "seconds": took.as_secs(),
+                "backups": info.as_ref().ok(),
+            });
+            println!("{}", serde_json::to_string_pretty(&value).unwrap_or_default());
+        }
+        OutputFormat::Human => {
+            if done.is_ok() {
+                println!("{kind} backup of {stanza} done in {}", crate::pg::backup::age(took.as_secs() as i64));
+            }
+            match &info {
+                Ok(s) => println!("backups of {stanza}: {}", crate::text::escape(&s.to_string())),
+                Err(e) => eprintln!("warning: {}", crate::text::escape(e)),
+            }
+        }
+    }
+    match done {
+        Ok(()) => Ok(EXIT_OK),
+        Err(e) => {
+            eprintln!("error: {}", crate::text::escape_block(&e, "  "));
+            Ok(EXIT_ERROR)
+        }
+    }
 }
 
 fn restart(a: &RestartArgs) -> Result<i32> {

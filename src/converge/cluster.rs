@@ -43,6 +43,10 @@ pub struct ClusterOptions {
     pub drop_undeclared: bool,
     /// Restart members whose parameters wait for a restart (rolling).
     pub roll: bool,
+    /// Longest wait for a backup plumb takes.
+    pub backup_timeout: Duration,
+    /// Take a full backup of a healthy cluster whose repository holds no valid backup.
+    pub first_backup: bool,
 }
 
 impl Default for ClusterOptions {
@@ -52,6 +56,8 @@ impl Default for ClusterOptions {
             health_timeout: Duration::from_secs(300),
             drop_undeclared: false,
             roll: true,
+            backup_timeout: Duration::from_secs(1800),
+            first_backup: true,
         }
     }
 }
@@ -124,6 +130,7 @@ async fn converge_one(
         .map(|mb| mb.name.clone())
         .collect();
 
+    let backup_repo = live.backup_repo.clone();
     let session = Session::open(repo, live, opts).await;
     let cluster = session.cluster();
     let phase = Phase {
@@ -135,6 +142,9 @@ async fn converge_one(
     };
     phase.run(&mut run).await;
     session.close().await;
+    if let Some(name) = backup_repo {
+        super::backup::protect(repo, &name, &mut run, opts).await;
+    }
     run
 }
 
