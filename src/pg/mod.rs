@@ -19,9 +19,9 @@
 //! certificate from the cluster's CA, so etcd's health is asked on its metrics listener,
 //! plain HTTP on the member's loopback only (`ports.etcd_metrics`, default 2381). Patroni's
 //! REST API answers HTTPS only, and PostgreSQL refuses TCP connections without TLS from the
-//! cluster network (`hostnossl ... reject`): [`http`] and [`client`] do not speak TLS yet (no
-//! TLS library is in the dependency tree; rustls with the aws-lc-rs backend plumb already
-//! builds would be the one), so against a TLS cluster they reach neither.
+//! cluster network (`hostnossl ... reject`): [`http`] and [`client`] speak TLS inside the
+//! tunnel through [`tls`], verifying the member's certificate against the cluster's trust
+//! bundle and the address dialled.
 //!
 //! How a converge of a `PostgresCluster` uses this, with `conns` the held SSH connection of
 //! each member (addresses are as the member's own sshd sees them, e.g. its cluster address):

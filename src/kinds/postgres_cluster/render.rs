@@ -341,11 +341,13 @@ pub(super) fn render(
         vec![],
     );
     // PostgreSQL rereads its certificate on a reload (pg_ctl as the server's user, in the
-    // container); nothing to do while it is not running: it reads them when it starts.
+    // container); nothing to do while it is not running, or while initdb's single-user
+    // backend holds the data directory (a first converge): it reads them when it starts.
     let pg_ctl = crate::shell::quote(&format!("{}/pg_ctl", spec.bin_dir()));
     let data = crate::shell::quote(&paths.data_dir);
     let script = format!(
-        "{pg_ctl} status -D {data} >/dev/null 2>&1 || exit 0; exec {pg_ctl} reload -D {data}"
+        "s=$({pg_ctl} status -D {data} 2>&1) || exit 0; \
+         case \"$s\" in *single-user*) exit 0;; esac; exec {pg_ctl} reload -D {data}"
     );
     out.push(
         cx,

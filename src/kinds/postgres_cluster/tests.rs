@@ -918,7 +918,7 @@ fn a_new_member_certificate_reloads_patroni_postgresql_and_haproxy_only() {
     assert!(c.refresh_only);
     assert_eq!(
         c.run,
-        "/usr/bin/docker-compose exec -T patroni sh -c '/usr/lib/postgresql/15/bin/pg_ctl status -D /home/postgres/postgres-data/data >/dev/null 2>&1 || exit 0; exec /usr/lib/postgresql/15/bin/pg_ctl reload -D /home/postgres/postgres-data/data'"
+        "/usr/bin/docker-compose exec -T patroni sh -c 's=$(/usr/lib/postgresql/15/bin/pg_ctl status -D /home/postgres/postgres-data/data 2>&1) || exit 0; case \"$s\" in *single-user*) exit 0;; esac; exec /usr/lib/postgresql/15/bin/pg_ctl reload -D /home/postgres/postgres-data/data'"
     );
     // Without HAProxy, nothing to reload there.
     let h = pg1(&CLUSTER.replace(
