@@ -5,9 +5,10 @@ use super::converge::{HostArgs, OutputFormat, runtime};
 use super::{EXIT_ERROR, EXIT_OK, RepoArgs, print_diagnostics};
 use crate::converge::backup::{self, RepoHost};
 use crate::converge::cluster::{Session, live_cluster};
-use crate::pg::backup::{BackupSummary, BackupType};
+use crate::converge::restore::RestorePlan;
 use crate::kinds::{Manifest, Spec};
 use crate::load::Repo;
+use crate::pg::backup::{BackupSummary, BackupType, RestoreTarget};
 use crate::pg::health::ClusterReport;
 use crate::report::cluster::{ClusterRun, ClusterStatus};
 use anyhow::{Result, bail};
@@ -31,6 +32,33 @@ pub enum PgCommand {
     /// Take a backup now, on the repository host, through the unit its timer starts (they
     /// never overlap), wait for it (`--backup-timeout`) and show what the repository holds.
     Backup(BackupArgs),
+    /// Restore the whole cluster from its repository (the newest state, a point in time or one
+    /// backup): shows what it will do and asks (or `--yes`), stops every member, removes the
+    /// cluster from the DCS, restores one member, brings the others back as replicas, waits for
+    /// the health gate and takes a new full backup. Refused, with nothing touched, when the
+    /// repository holds no backup that reaches the target.
+    Restore(RestoreArgs),
+}
+
+/// `plumb pg restore`.
+#[derive(Args, Debug)]
+#[command(group(clap::ArgGroup::new("target").required(true).args(["latest", "target_time", "backup"])))]
+pub struct RestoreArgs {
+    /// Common arguments.
+    #[command(flatten)]
+    pub pg: PgArgs,
+    /// The newest backup and every archived WAL segment after it.
+    #[arg(long)]
+    pub latest: bool,
+    /// A point in time, RFC 3339 with its offset (`2026-12-03T10:30:00Z`).
+    #[arg(long, value_name = "TIME")]
+    pub target_time: Option<String>,
+    /// One backup (its label in `plumb pg status`), consistent at its end.
+    #[arg(long, value_name = "LABEL")]
+    pub backup: Option<String>,
+    /// Do not ask: the operator has read what the restore does.
+    #[arg(long)]
+    pub yes: bool,
 }
 
 /// `plumb pg backup`.
@@ -87,6 +115,7 @@ pub fn run(c: &PgCommand) -> Result<i32> {
         PgCommand::Switchover(a) => switchover(a),
         PgCommand::Restart(a) => restart(a),
         PgCommand::Backup(a) => backup(a),
+        PgCommand::Restore(a) => restore(a),
     }
 }
 
@@ -193,14 +222,24 @@ fn read_backups(a: &PgArgs) -> Result<Option<BackupSummary>> {
     Ok(Some(summary))
 }
 
-fn print_status_with(report: &ClusterReport, backups: Option<&BackupSummary>, format: OutputFormat) {
+fn print_status_with(
+    report: &ClusterReport,
+    backups: Option<&BackupSummary>,
+    format: OutputFormat,
+) {
     match format {
         OutputFormat::Json => {
             let mut value = serde_json::to_value(report).unwrap_or_default();
             if let (Some(b), Some(obj)) = (backups, value.as_object_mut()) {
-                obj.insert("backups".into(), serde_json::to_value(b).unwrap_or_default());
+                obj.insert(
+                    "backups".into(),
+                    serde_json::to_value(b).unwrap_or_default(),
+                );
             }
-            println!("{}", serde_json::to_string_pretty(&value).unwrap_or_default())
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&value).unwrap_or_default()
+            )
         }
         OutputFormat::Human => {
             let mut run = ClusterRun::new(&report.cluster);
@@ -327,7 +366,11 @@ fn backup(a: &BackupArgs) -> Result<i32> {
         let info = host.info(&stanza).await;
         let schedules = host.live().schedules.clone();
         host.close().await;
-        Ok::<_, String>((done, info.map(|i| i.summary(backup::now(), &schedules)), started.elapsed()))
+        Ok::<_, String>((
+            done,
+            info.map(|i| i.summary(backup::now(), &schedules)),
+            started.elapsed(),
+        ))
     });
     let (done, info, took) = match outcome {
         Ok(x) => x,
@@ -346,14 +389,23 @@ fn backup(a: &BackupArgs) -> Result<i32> {
                 "seconds": took.as_secs(),
                 "backups": info.as_ref().ok(),
             });
-            println!("{}", serde_json::to_string_pretty(&value).unwrap_or_default());
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&value).unwrap_or_default()
+            );
         }
         OutputFormat::Human => {
             if done.is_ok() {
-                println!("{kind} backup of {stanza} done in {}", crate::pg::backup::age(took.as_secs() as i64));
+                println!(
+                    "{kind} backup of {stanza} done in {}",
+                    crate::pg::backup::age(took.as_secs() as i64)
+                );
             }
             match &info {
-                Ok(s) => println!("backups of {stanza}: {}", crate::text::escape(&s.to_string())),
+                Ok(s) => println!(
+                    "backups of {stanza}: {}",
+                    crate::text::escape(&s.to_string())
+                ),
                 Err(e) => eprintln!("warning: {}", crate::text::escape(e)),
             }
         }
@@ -365,6 +417,95 @@ fn backup(a: &BackupArgs) -> Result<i32> {
             Ok(EXIT_ERROR)
         }
     }
+}
+
+fn restore(a: &RestoreArgs) -> Result<i32> {
+    let target = match (&a.target_time, &a.backup) {
+        (Some(t), _) => RestoreTarget::parse_time(t).map_err(anyhow::Error::msg)?,
+        (None, Some(label)) => RestoreTarget::Backup(label.clone()),
+        (None, None) => RestoreTarget::Latest,
+    };
+    let repo = match super::load_repo(&a.pg.repo, false) {
+        Ok(r) => r,
+        Err(ds) => {
+            print_diagnostics(&ds);
+            return Ok(EXIT_ERROR);
+        }
+    };
+    let m = pick(&repo, a.pg.cluster.as_deref())?;
+    let live = live_cluster(&repo, m).map_err(anyhow::Error::msg)?;
+    let Some(repo_name) = live.backup_repo.clone() else {
+        bail!(
+            "cluster {} has no backup repository: there is nothing to restore from",
+            live.name
+        );
+    };
+    let opts = a.pg.hosts.options(false);
+    let yes = a.yes;
+    let result = runtime()?.block_on(async {
+        let l = backup::live_repo(&repo, &repo_name)?;
+        let host = RepoHost::connect(&repo, l, &opts).await?;
+        let outcome = async {
+            // Checked before anything is touched.
+            let info = host.info(&live.name).await?;
+            let from = target.check(&info, backup::now())?.label.clone();
+            let session = Session::open(&repo, live.clone(), &opts).await;
+            let leader = session.cluster().current_leader().await;
+            let names = live.member_names();
+            let restore_on = leader
+                .filter(|l| names.contains(l))
+                .or_else(|| names.first().cloned())
+                .ok_or_else(|| "the cluster has no member".to_string())?;
+            let plan = RestorePlan {
+                others: names
+                    .iter()
+                    .filter(|n| **n != restore_on)
+                    .cloned()
+                    .collect(),
+                restore_on,
+                target: target.clone(),
+                from_backup: from,
+            };
+            eprintln!("plumb pg restore will:");
+            for (i, line) in plan.describe(&live).iter().enumerate() {
+                eprintln!("  {}. {}", i + 1, crate::text::escape(line));
+            }
+            if !yes && !confirm(&live.name) {
+                session.close().await;
+                return Err("not confirmed: nothing was touched".to_string());
+            }
+            let done = crate::converge::restore::restore(&session, &host, &plan, &opts, &say).await;
+            session.close().await;
+            done
+        }
+        .await;
+        host.close().await;
+        outcome
+    });
+    match result {
+        Ok(done) => {
+            for d in &done {
+                println!("done: {}", crate::text::escape(d));
+            }
+            Ok(EXIT_OK)
+        }
+        Err(e) => {
+            eprintln!("error: {}", crate::text::escape_block(&e, "  "));
+            Ok(EXIT_ERROR)
+        }
+    }
+}
+
+/// Asks the operator to type the cluster's name (only on a terminal; otherwise `--yes` is
+/// needed).
+fn confirm(cluster: &str) -> bool {
+    if !std::io::stdin().is_terminal() {
+        eprintln!("not a terminal: pass --yes to restore without being asked");
+        return false;
+    }
+    eprint!("type the cluster's name ({cluster}) to go on: ");
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line).is_ok() && line.trim() == cluster
 }
 
 fn restart(a: &RestartArgs) -> Result<i32> {

@@ -42,7 +42,9 @@ impl RepoHost {
             ));
         };
         let Some(host) = repo.inventory.host(&name) else {
-            return Err(format!("the repository host {name} is not in the inventory"));
+            return Err(format!(
+                "the repository host {name} is not in the inventory"
+            ));
         };
         let remote = Remote::connect(host, &opts.remote)
             .await

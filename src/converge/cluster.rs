@@ -186,6 +186,20 @@ impl Session {
         Session { live, remotes }
     }
 
+    /// The connection to `member`, if it could be opened.
+    pub fn remote(&self, member: &str) -> Result<&Remote, String> {
+        match self.remotes.iter().find(|(n, _)| n == member) {
+            Some((_, Ok(r))) => Ok(r),
+            Some((_, Err(e))) => Err(format!("{member} is unreachable: {e}")),
+            None => Err(format!("{member} is not a member")),
+        }
+    }
+
+    /// The cluster as declared.
+    pub fn live(&self) -> &LiveCluster {
+        &self.live
+    }
+
     /// The cluster over these connections.
     pub fn cluster(&self) -> Cluster<'_> {
         let conns = self
@@ -449,6 +463,24 @@ impl<'a> Cluster<'a> {
 }
 
 impl Cluster<'_> {
+    /// The member holding the leader lock, when exactly one does.
+    pub async fn current_leader(&self) -> Option<String> {
+        single_leader(&self.view().await.ok()?)
+    }
+
+    /// Waits until the cluster is healthy, at most `within`; `say` sees each new verdict.
+    pub async fn wait_until_healthy(
+        &self,
+        within: Duration,
+        say: &dyn Fn(&str),
+    ) -> Result<(), String> {
+        let reading = self.wait_healthy(within, &|h| say(&h.to_string())).await;
+        match reading.health {
+            Health::Healthy => Ok(()),
+            unhealthy => Err(format!("the cluster is {unhealthy}")),
+        }
+    }
+
     /// `plumb pg status`: one reading of the cluster.
     pub async fn status(&self) -> ClusterReport {
         let reading = self.read().await;

@@ -5,6 +5,7 @@
 pub mod backup;
 pub mod cluster;
 pub mod remote;
+pub mod restore;
 
 use crate::apply::{self, Issuer};
 use crate::kinds::DesiredHost;

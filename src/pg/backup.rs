@@ -123,10 +123,12 @@ const MAX_INFO: usize = 8 * 1024 * 1024;
 /// Reads `pgbackrest info --output=json`.
 pub fn parse_info(json: &[u8]) -> Result<Vec<StanzaInfo>, InfoError> {
     if json.len() > MAX_INFO {
-        return Err(InfoError(format!("{} bytes, more than allowed", json.len())));
+        return Err(InfoError(format!(
+            "{} bytes, more than allowed",
+            json.len()
+        )));
     }
-    let raw: Vec<RawStanza> =
-        serde_json::from_slice(json).map_err(|e| InfoError(e.to_string()))?;
+    let raw: Vec<RawStanza> = serde_json::from_slice(json).map_err(|e| InfoError(e.to_string()))?;
     raw.into_iter()
         .map(|s| {
             let mut backups = s
@@ -369,17 +371,14 @@ impl RestoreTarget {
                 if *t > now {
                     return Err("the target time is in the future".to_string());
                 }
-                info.valid()
-                    .filter(|b| b.stop <= *t)
-                    .last()
-                    .ok_or_else(|| {
-                        format!(
-                            "no valid backup of {} ended before the target time; the oldest \
+                info.valid().filter(|b| b.stop <= *t).last().ok_or_else(|| {
+                    format!(
+                        "no valid backup of {} ended before the target time; the oldest \
                              ended at {} (Unix time)",
-                            info.name,
-                            info.valid().next().map(|b| b.stop).unwrap_or(0)
-                        )
-                    })
+                        info.name,
+                        info.valid().next().map(|b| b.stop).unwrap_or(0)
+                    )
+                })
             }
         }
     }
@@ -486,10 +485,7 @@ mod tests {
         assert!(parse_info(br#"{"name":"x"}"#).is_err());
         let odd = INFO.replace(r#""type":"incr""#, r#""type":"snapshot""#);
         assert!(parse_info(odd.as_bytes()).is_err());
-        let escape = INFO.replace(
-            r#""name":"postgres01""#,
-            r#""name":"postgres01\u001b[2J""#,
-        );
+        let escape = INFO.replace(r#""name":"postgres01""#, r#""name":"postgres01\u001b[2J""#);
         let info = parse_info(escape.as_bytes()).unwrap();
         assert_eq!(info[0].name, "postgres01?[2J");
     }
@@ -541,7 +537,10 @@ mod tests {
         let empty = parse_info(EMPTY.as_bytes()).unwrap().remove(0);
         let now = 1764763200;
         let e = RestoreTarget::Latest.check(&empty, now).unwrap_err();
-        assert!(e.contains("no valid backup") && e.contains("nothing was touched"), "{e}");
+        assert!(
+            e.contains("no valid backup") && e.contains("nothing was touched"),
+            "{e}"
+        );
         assert_eq!(
             RestoreTarget::Latest.check(&info, now).unwrap().label,
             "20261203-100000F_20261203-110000I"
@@ -550,9 +549,15 @@ mod tests {
         assert_eq!(b.check(&info, now).unwrap().kind, BackupType::Full);
         assert_eq!(
             b.pgbackrest_args(),
-            ["--set=20261203-100000F", "--type=immediate", "--target-action=promote"]
+            [
+                "--set=20261203-100000F",
+                "--type=immediate",
+                "--target-action=promote"
+            ]
         );
-        let e = RestoreTarget::Backup("nope".into()).check(&info, now).unwrap_err();
+        let e = RestoreTarget::Backup("nope".into())
+            .check(&info, now)
+            .unwrap_err();
         assert!(e.contains("20261203-100000F"), "{e}");
 
         // 10:30 UTC: after the full backup (10:00:10), before the incremental one (11:00).
@@ -560,7 +565,11 @@ mod tests {
         assert_eq!(t.check(&info, now).unwrap().label, "20261203-100000F");
         assert_eq!(
             t.pgbackrest_args(),
-            ["--type=time", "--target=2025-12-03 10:30:00+00", "--target-action=promote"]
+            [
+                "--type=time",
+                "--target=2025-12-03 10:30:00+00",
+                "--target-action=promote"
+            ]
         );
         // The same instant written with an offset and a space.
         assert_eq!(
@@ -569,11 +578,19 @@ mod tests {
         );
         // Before the first backup ended, and in the future.
         let early = RestoreTarget::parse_time("2025-12-03T09:00:00Z").unwrap();
-        assert!(early.check(&info, now).unwrap_err().contains("no valid backup"));
+        assert!(
+            early
+                .check(&info, now)
+                .unwrap_err()
+                .contains("no valid backup")
+        );
         let late = RestoreTarget::parse_time("2027-01-01T00:00:00Z").unwrap();
         assert!(late.check(&info, now).unwrap_err().contains("future"));
         assert!(RestoreTarget::parse_time("yesterday").is_err());
-        assert!(RestoreTarget::parse_time("2025-12-03 10:30:00").is_err(), "an offset is required");
+        assert!(
+            RestoreTarget::parse_time("2025-12-03 10:30:00").is_err(),
+            "an offset is required"
+        );
     }
 
     #[test]
