@@ -276,8 +276,9 @@ fn systemd_analyze_verifies_every_unit() {
         }
         checked += units.len();
     }
-    // 3 members × 1 stack unit + the repository's stack unit and 2 × (service + timer).
-    assert_eq!(checked, 3 + 1 + 4);
+    // 3 members × 1 stack unit + the repository's stack unit, 3 backup services (full, diff,
+    // incr) and 2 timers (full, incr).
+    assert_eq!(checked, 3 + 1 + 3 + 2);
 }
 
 #[test]

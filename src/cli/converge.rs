@@ -79,6 +79,14 @@ pub struct HostArgs {
     /// databases or the roles the cluster itself uses).
     #[arg(long)]
     pub drop_undeclared: bool,
+    /// Seconds to wait for a backup plumb takes (the first full backup of a new cluster,
+    /// `plumb pg backup`); the backup goes on in its unit past the deadline.
+    #[arg(long, default_value_t = 1800, value_name = "SECS")]
+    pub backup_timeout: u64,
+    /// Do not take the first full backup of a cluster whose repository holds none (it is
+    /// reported instead).
+    #[arg(long)]
+    pub no_first_backup: bool,
 }
 
 impl HostArgs {
@@ -107,6 +115,8 @@ impl HostArgs {
                 health_timeout: Duration::from_secs(self.health_timeout.max(1)),
                 drop_undeclared: self.drop_undeclared,
                 roll: !self.no_roll,
+                backup_timeout: Duration::from_secs(self.backup_timeout.max(1)),
+                first_backup: !self.no_first_backup,
             },
             // `plumb pull` and `plumb serve` set their watchdog (`--run-timeout`); a converge
             // by hand is watched by the person who started it.

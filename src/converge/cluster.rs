@@ -43,6 +43,10 @@ pub struct ClusterOptions {
     pub drop_undeclared: bool,
     /// Restart members whose parameters wait for a restart (rolling).
     pub roll: bool,
+    /// Longest wait for a backup plumb takes.
+    pub backup_timeout: Duration,
+    /// Take a full backup of a healthy cluster whose repository holds no valid backup.
+    pub first_backup: bool,
 }
 
 impl Default for ClusterOptions {
@@ -52,6 +56,8 @@ impl Default for ClusterOptions {
             health_timeout: Duration::from_secs(300),
             drop_undeclared: false,
             roll: true,
+            backup_timeout: Duration::from_secs(1800),
+            first_backup: true,
         }
     }
 }
@@ -138,6 +144,7 @@ async fn converge_one(
         .map(|mb| mb.name.clone())
         .collect();
 
+    let backup_repo = live.backup_repo.clone();
     let session = Session::open(repo, live, opts).await;
     let cluster = session.cluster();
     let phase = Phase {
@@ -149,6 +156,9 @@ async fn converge_one(
     };
     phase.run(&mut run).await;
     session.close().await;
+    if let Some(name) = backup_repo {
+        super::backup::protect(repo, &name, &mut run, opts).await;
+    }
     run
 }
 
@@ -188,6 +198,20 @@ impl Session {
         });
         let remotes = futures::future::join_all(tasks).await;
         Session { live, remotes }
+    }
+
+    /// The connection to `member`, if it could be opened.
+    pub fn remote(&self, member: &str) -> Result<&Remote, String> {
+        match self.remotes.iter().find(|(n, _)| n == member) {
+            Some((_, Ok(r))) => Ok(r),
+            Some((_, Err(e))) => Err(format!("{member} is unreachable: {e}")),
+            None => Err(format!("{member} is not a member")),
+        }
+    }
+
+    /// The cluster as declared.
+    pub fn live(&self) -> &LiveCluster {
+        &self.live
     }
 
     /// The cluster over these connections.
@@ -453,6 +477,24 @@ impl<'a> Cluster<'a> {
 }
 
 impl Cluster<'_> {
+    /// The member holding the leader lock, when exactly one does.
+    pub async fn current_leader(&self) -> Option<String> {
+        single_leader(&self.view().await.ok()?)
+    }
+
+    /// Waits until the cluster is healthy, at most `within`; `say` sees each new verdict.
+    pub async fn wait_until_healthy(
+        &self,
+        within: Duration,
+        say: &dyn Fn(&str),
+    ) -> Result<(), String> {
+        let reading = self.wait_healthy(within, &|h| say(&h.to_string())).await;
+        match reading.health {
+            Health::Healthy => Ok(()),
+            unhealthy => Err(format!("the cluster is {unhealthy}")),
+        }
+    }
+
     /// `plumb pg status`: one reading of the cluster.
     pub async fn status(&self) -> ClusterReport {
         let reading = self.read().await;

@@ -2,8 +2,10 @@
 //! with a bound, one SSH connection per host. A failing or unreachable host fails alone: its
 //! error is recorded and the other hosts carry on.
 
+pub mod backup;
 pub mod cluster;
 pub mod remote;
+pub mod restore;
 
 use crate::apply::{self, Issuer};
 use crate::kinds::DesiredHost;

@@ -56,6 +56,7 @@
 // Every public item here is documented; keep it that way.
 #![warn(missing_docs)]
 
+pub mod backup;
 pub mod client;
 pub mod dynconf;
 pub mod etcd;

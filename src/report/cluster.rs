@@ -34,6 +34,10 @@ pub struct ClusterRun {
     /// Notes that change nothing (undeclared roles left alone, a roll that was not started).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+    /// The cluster's backups in its repository (newest of each type, with their age), when it
+    /// has a repository and it could be read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backups: Option<crate::pg::backup::BackupSummary>,
     /// Why the phase stopped, if it did.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -49,6 +53,7 @@ impl ClusterRun {
             members: Vec::new(),
             changes: Vec::new(),
             warnings: Vec::new(),
+            backups: None,
             error: None,
         }
     }

@@ -484,6 +484,9 @@ fn write_cluster(
     for r in &c.reasons {
         let _ = writeln!(out, "  {}", paint("31", &one_line(r)));
     }
+    if let Some(b) = &c.backups {
+        let _ = writeln!(out, "  backups: {}", one_line(&b.to_string()));
+    }
     for ch in &c.changes {
         let _ = writeln!(
             out,

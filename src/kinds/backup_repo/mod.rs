@@ -20,7 +20,10 @@ use super::directory::DirectorySpec;
 use super::file::FileState;
 use super::systemd_unit::UnitState;
 mod check;
+mod live;
 mod render;
+
+pub use live::LiveRepo;
 #[cfg(test)]
 mod tests;
 

@@ -149,20 +149,22 @@ pub(super) fn render(
         vec![],
     );
 
-    // Backups: a oneshot service per cluster and type (started by its timer only) and the
-    // timer, enabled and active.
+    // Backups: a oneshot service per cluster and type (`plumb pg backup` starts any of them;
+    // systemd never runs one twice at once), and a timer, enabled and active, for each
+    // scheduled type.
     let schedules = spec.schedules();
     for c in &clusters {
-        let unit_of = |t: &str| format!("{}-{}-{t}", m.name, c.name);
-        for (i, (t, when)) in schedules.iter().enumerate() {
-            let service = format!("{}.service", unit_of(t));
-            let timer = format!("{}.timer", unit_of(t));
-            let after: Vec<String> = schedules[..i]
+        for (i, t) in TYPES.iter().enumerate() {
+            let service = super::live::unit_name(&m.name, &c.name, t);
+            let when = schedules.iter().find(|(k, _)| k == t).map(|(_, w)| *w);
+            let timer = format!("{}.timer", service.trim_end_matches(".service"));
+            let after: Vec<String> = TYPES[..i]
                 .iter()
-                .map(|(e, _)| format!("{}.service", unit_of(e)))
+                .map(|e| super::live::unit_name(&m.name, &c.name, e))
                 .collect();
             let b = json!({
-                "kind": t, "stanza": c.name, "service": service, "timer": timer,
+                "kind": t, "stanza": c.name, "service": service,
+                "timer": when.map(|_| timer.clone()),
                 "schedule": when, "after": after,
             });
             let content = render(cx, "backup.service.tera", Some(b.clone()))?;
@@ -172,13 +174,20 @@ pub(super) fn render(
                 PrimitiveSpec::SystemdUnit(UnitState::new(&service, content, None, None)),
                 vec![],
             );
-            let content = render(cx, "backup.timer.tera", Some(b))?;
-            out.push(
-                cx,
-                timer.clone(),
-                PrimitiveSpec::SystemdUnit(UnitState::new(&timer, content, Some(true), Some(true))),
-                vec![],
-            );
+            if when.is_some() {
+                let content = render(cx, "backup.timer.tera", Some(b))?;
+                out.push(
+                    cx,
+                    timer.clone(),
+                    PrimitiveSpec::SystemdUnit(UnitState::new(
+                        &timer,
+                        content,
+                        Some(true),
+                        Some(true),
+                    )),
+                    vec![],
+                );
+            }
         }
     }
 

@@ -47,6 +47,7 @@ fn expands_into_the_repository_host() {
             "Directory//var/lib/pgbackrest",
             "File//home/postgres/pgbackrest/pgbackrest.conf",
             "Group/postgres",
+            "SystemdUnit/repo1-postgres01-diff.service",
             "SystemdUnit/repo1-postgres01-full.service",
             "SystemdUnit/repo1-postgres01-full.timer",
             "SystemdUnit/repo1-postgres01-incr.service",
@@ -132,8 +133,10 @@ fn backup_units_timers_and_stanza_creation() {
     let incr = unit(&h, "repo1-postgres01-incr.service");
     let text = String::from_utf8(incr.content.unwrap().bytes().to_vec()).unwrap();
     assert!(
-        text.contains("After=docker.service repo1-stack.service repo1-postgres01-full.service\n"),
-        "an incremental backup waits for a full one started at the same time:\n{text}"
+        text.contains(
+            "After=docker.service repo1-stack.service repo1-postgres01-full.service repo1-postgres01-diff.service\n"
+        ),
+        "an incremental backup waits for a full or differential one started at the same time:\n{text}"
     );
 
     let PrimitiveSpec::Command(c) = &item(&h, "Command", "repo1-stanza-create-postgres01").spec
@@ -202,7 +205,14 @@ fn schedules_retention_and_several_clusters() {
         "{conf}"
     );
     assert!(conf.contains("[other]\npg1-host=10.0.0.1\n"), "{conf}");
-    assert!(!h.resources.iter().any(|d| d.name.contains("-incr")));
+    // No schedule, no timer; the unit stays, for `plumb pg backup --type incr`.
+    assert!(!h.resources.iter().any(|d| d.name.ends_with("-incr.timer")));
+    let incr = unit(&h, "repo1-postgres01-incr.service");
+    let incr = String::from_utf8(incr.content.unwrap().bytes().to_vec()).unwrap();
+    assert!(
+        incr.contains("`plumb pg backup` only (no schedule)"),
+        "{incr}"
+    );
     let t = unit(&h, "repo1-other-full.timer");
     let t = String::from_utf8(t.content.unwrap().bytes().to_vec()).unwrap();
     assert!(t.contains("OnCalendar=Sun *-*-* 01:00:00\n"), "{t}");

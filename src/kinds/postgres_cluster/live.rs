@@ -5,7 +5,7 @@
 
 use super::{DatabasePrivilegeSpec, Ports, PostgresClusterSpec};
 use crate::kinds::Manifest;
-use crate::kinds::cluster::Member;
+use crate::kinds::cluster::{ClusterPaths, Member};
 use crate::model::inventory::Inventory;
 use crate::pg::dynconf::DeclaredDynamic;
 use crate::pg::roles::{DatabasePrivilege, Declared, DeclaredDatabase, DeclaredRole, Grant};
@@ -70,6 +70,12 @@ pub struct LiveCluster {
     pub dynamic: DeclaredDynamic,
     /// The backup repository's name, if any.
     pub backup_repo: Option<String>,
+    /// Where each member keeps its data, configuration and stack (the same on every member).
+    pub paths: ClusterPaths,
+    /// The compose binary the stack is driven with.
+    pub compose_command: String,
+    /// PostgreSQL's binaries inside the member's container.
+    pub bin_dir: String,
 }
 
 impl LiveCluster {
@@ -193,6 +199,9 @@ impl PostgresClusterSpec {
             declared,
             dynamic,
             backup_repo: model.backup_repo,
+            paths: model.paths,
+            compose_command: self.compose_command.clone(),
+            bin_dir: self.bin_dir(),
         })
     }
 }

@@ -54,6 +54,9 @@ pub(super) fn render(
                 "repo_port": r.port,
                 "archive_command": format!("pgbackrest {config} --stanza={stanza} archive-push \"%p\""),
                 "restore_command": format!("pgbackrest {config} --stanza={stanza} archive-get %f \"%p\""),
+                // A new or wiped replica is restored from the repository (its WAL then
+                // streams from the leader): the leader is not read in full for it.
+                "replica_command": format!("pgbackrest {config} --stanza={stanza} --delta --type=standby restore"),
             }))
         }
     };

@@ -1,0 +1,311 @@
+//! `plumb pg restore`: a whole cluster back from its pgBackRest repository, to the newest
+//! state, a point in time or one backup. The sequence is Patroni's own recovery procedure,
+//! driven over SSH on each member:
+//!
+//! 1. check the repository holds a backup that reaches the target (before anything is touched);
+//! 2. stop Patroni (and with it PostgreSQL) on every member; etcd keeps running;
+//! 3. remove the cluster's keys from the DCS (`patronictl remove`), so the restored data
+//!    starts a new cluster history;
+//! 4. on one member (the leader before the restore, else the first member):
+//!    `pgbackrest restore --delta` to the target, then PostgreSQL started by hand until the
+//!    recovery has ended and the server is promoted, and stopped cleanly;
+//! 5. Patroni started there: it finds a clean data directory and an empty DCS and becomes the
+//!    leader of a new cluster history (the new system identifier is the restored one);
+//! 6. a new full backup on the new timeline (replicas are created from the newest backup: an
+//!    older one may hold changes past the point the restore went back to);
+//! 7. on every other member the old data directory is emptied and Patroni started: each comes
+//!    back as a replica, from the repository first (`create_replica_methods`);
+//! 8. the health gate.
+
+use super::ConvergeOptions;
+use super::backup::RepoHost;
+use super::cluster::Session;
+use super::remote::Remote;
+use crate::kinds::postgres_cluster::live::LiveCluster;
+use crate::pg::backup::{BackupType, RestoreTarget};
+use crate::shell::quote;
+use std::time::Duration;
+
+/// How long PostgreSQL may take to replay the WAL after a restore, before it is promoted.
+const RECOVERY_LIMIT: Duration = Duration::from_secs(3600);
+/// How long Patroni may take to become the leader on the restored member.
+const LEADER_LIMIT: Duration = Duration::from_secs(300);
+
+/// The member the data is restored on and the others.
+pub struct RestorePlan {
+    /// Member restored from the repository.
+    pub restore_on: String,
+    /// Members that come back as replicas.
+    pub others: Vec<String>,
+    /// Where the restore goes.
+    pub target: RestoreTarget,
+    /// The backup it starts from.
+    pub from_backup: String,
+}
+
+impl RestorePlan {
+    /// What the restore will do, one line each, for the operator to confirm.
+    pub fn describe(&self, live: &LiveCluster) -> Vec<String> {
+        vec![
+            format!(
+                "stop Patroni and PostgreSQL on every member of {}",
+                live.name
+            ),
+            format!("remove cluster {} from the DCS", live.name),
+            format!(
+                "restore {} on {} from backup {} (pgbackrest restore --delta), replay the WAL and promote",
+                self.target, self.restore_on, self.from_backup
+            ),
+            format!(
+                "start Patroni on {}: the leader of the restored cluster",
+                self.restore_on
+            ),
+            "take a new full backup (the new timeline)".to_string(),
+            format!(
+                "empty the data directory of {} and start Patroni: replicas from the repository",
+                if self.others.is_empty() {
+                    "no other member".to_string()
+                } else {
+                    self.others.join(", ")
+                }
+            ),
+            "wait until the cluster is healthy".to_string(),
+        ]
+    }
+}
+
+/// sh that runs `inner` (a sh script) as the service user in a one-off container of the
+/// member's `patroni` service (the same image, user, paths and network as Patroni itself).
+fn in_patroni_container(live: &LiveCluster, inner: &str) -> String {
+    format!(
+        "cd -- {} && {} run --rm -T --no-deps patroni sh -c {}",
+        quote(&live.paths.stack_dir),
+        quote(&live.compose_command),
+        quote(inner)
+    )
+}
+
+/// sh for one compose command on the member's stack.
+fn compose(live: &LiveCluster, args: &str) -> String {
+    format!(
+        "cd -- {} && {} {args}",
+        quote(&live.paths.stack_dir),
+        quote(&live.compose_command)
+    )
+}
+
+/// Runs `script` on `remote`; a non-zero exit is an error naming `what` and the last lines of
+/// its output.
+async fn run(remote: &Remote, member: &str, what: &str, script: &str) -> Result<(), String> {
+    let out = remote.run(script.as_bytes()).await?;
+    if out.status == 0 {
+        return Ok(());
+    }
+    let mut text = String::from_utf8_lossy(&out.stderr).into_owned();
+    text.push_str(&String::from_utf8_lossy(&out.stdout));
+    let tail: Vec<&str> = text.lines().rev().take(10).collect();
+    let tail: Vec<&str> = tail.into_iter().rev().collect();
+    Err(format!(
+        "{what} on {member} failed (exit {}): {}",
+        out.status,
+        crate::text::escape(&tail.join(" | "))
+    ))
+}
+
+/// The sh that restores the data on the chosen member and brings PostgreSQL through recovery
+/// to a promoted, cleanly stopped primary.
+fn restore_script(live: &LiveCluster, target: &RestoreTarget) -> String {
+    let pg_ctl = quote(&format!("{}/pg_ctl", live.bin_dir));
+    let controldata = quote(&format!("{}/pg_controldata", live.bin_dir));
+    let data = quote(&live.paths.data_dir);
+    let log = quote(&format!("{}/restore.log", live.paths.log_dir));
+    let mut restore = vec![
+        "pgbackrest".to_string(),
+        format!("--config={}", live.paths.pgbackrest_config),
+        format!("--stanza={}", live.name),
+        "--delta".to_string(),
+    ];
+    restore.extend(target.pgbackrest_args());
+    restore.push("restore".to_string());
+    let restore = restore
+        .iter()
+        .map(|a| quote(a))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let secs = RECOVERY_LIMIT.as_secs();
+    format!(
+        "set -e\n\
+         {restore}\n\
+         {pg_ctl} -D {data} -l {log} -w -t 300 start\n\
+         i=0\n\
+         until {controldata} {data} | grep -q 'in production'; do\n\
+         \x20 i=$((i+1)); if [ $i -gt {secs} ]; then echo 'recovery did not end in time' >&2; {pg_ctl} -D {data} -m fast -w stop; exit 1; fi\n\
+         \x20 if ! {pg_ctl} -D {data} status >/dev/null 2>&1; then echo 'PostgreSQL stopped during recovery:' >&2; tail -n 20 {log} >&2; exit 1; fi\n\
+         \x20 sleep 1\n\
+         done\n\
+         {pg_ctl} -D {data} -m fast -w -t 300 stop\n"
+    )
+}
+
+/// Runs the restore of `plan` over `session`, saying each step; returns what was done.
+pub async fn restore(
+    session: &Session,
+    repo_host: &RepoHost,
+    plan: &RestorePlan,
+    opts: &ConvergeOptions,
+    say: &dyn Fn(&str),
+) -> Result<Vec<String>, String> {
+    let live = session.live();
+    let mut done = Vec::new();
+    let members: Vec<String> = live.member_names();
+    // Every member must be reachable: a member left running would keep the old history.
+    for m in &members {
+        session.remote(m)?;
+    }
+
+    say("stopping Patroni on every member");
+    for m in &members {
+        run(
+            session.remote(m)?,
+            m,
+            "stopping Patroni",
+            &compose(live, "stop -t 120 patroni"),
+        )
+        .await?;
+    }
+    done.push("Patroni stopped on every member".to_string());
+
+    say("removing the cluster from the DCS");
+    let config = format!("{}/patroni.yml", live.paths.config_dir);
+    let remove = format!(
+        "printf '%s\\n%s\\n' {scope} 'Yes I am aware' | patronictl -c {config} remove {scope}",
+        scope = quote(&live.name),
+        config = quote(&config)
+    );
+    run(
+        session.remote(&plan.restore_on)?,
+        &plan.restore_on,
+        "patronictl remove",
+        &in_patroni_container(live, &remove),
+    )
+    .await?;
+    done.push(format!("cluster {} removed from the DCS", live.name));
+
+    say(&format!(
+        "restoring on {} ({})",
+        plan.restore_on, plan.target
+    ));
+    run(
+        session.remote(&plan.restore_on)?,
+        &plan.restore_on,
+        "the restore",
+        &in_patroni_container(live, &restore_script(live, &plan.target)),
+    )
+    .await?;
+    done.push(format!(
+        "{} restored on {} from {}",
+        plan.target, plan.restore_on, plan.from_backup
+    ));
+
+    say(&format!("starting Patroni on {}", plan.restore_on));
+    run(
+        session.remote(&plan.restore_on)?,
+        &plan.restore_on,
+        "starting Patroni",
+        &compose(live, "up -d patroni"),
+    )
+    .await?;
+    let cluster = session.cluster();
+    let deadline = tokio::time::Instant::now() + LEADER_LIMIT;
+    loop {
+        if cluster.current_leader().await.as_deref() == Some(plan.restore_on.as_str()) {
+            break;
+        }
+        if tokio::time::Instant::now() > deadline {
+            return Err(format!(
+                "{} did not become the leader within {LEADER_LIMIT:?} (see its Patroni log: \
+                 docker-compose logs patroni in {})",
+                plan.restore_on, live.paths.stack_dir
+            ));
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    done.push(format!("{} is the leader", plan.restore_on));
+
+    // The new full backup comes before the replicas: they are created from the repository's
+    // newest backup, which must be on the new timeline (an older one may hold changes past
+    // the point the restore went back to).
+    say("taking a full backup of the restored cluster");
+    repo_host
+        .backup(&live.name, BackupType::Full, opts.cluster.backup_timeout)
+        .await?;
+    done.push("a new full backup was taken on the new timeline".to_string());
+
+    let empty = format!("find {} -mindepth 1 -delete", quote(&live.paths.data_dir));
+    for m in &plan.others {
+        say(&format!(
+            "{m}: emptying the old data directory, starting Patroni"
+        ));
+        let remote = session.remote(m)?;
+        run(
+            remote,
+            m,
+            "emptying the data directory",
+            &in_patroni_container(live, &empty),
+        )
+        .await?;
+        run(
+            remote,
+            m,
+            "starting Patroni",
+            &compose(live, "up -d patroni"),
+        )
+        .await?;
+        done.push(format!("{m} rejoins as a replica"));
+    }
+
+    say("waiting until the cluster is healthy");
+    cluster
+        .wait_until_healthy(opts.cluster.health_timeout, say)
+        .await?;
+    done.push("the cluster is healthy".to_string());
+
+    Ok(done)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_restore_script_quotes_what_it_is_given_and_bounds_the_recovery() {
+        // The reference repo at the root of this repository, secrets as placeholders.
+        let repo = crate::load::load(&crate::load::LoadOptions {
+            root: env!("CARGO_MANIFEST_DIR").into(),
+            overlay: None,
+            identity: None,
+            placeholders: true,
+        })
+        .unwrap_or_else(|e| panic!("{e:?}"));
+        let m = repo.find("PostgresCluster", "postgres01").expect("cluster");
+        let crate::kinds::Spec::PostgresCluster(spec) = &m.spec else {
+            panic!("not a cluster")
+        };
+        let ca = |n: &str| repo.ca_certificates.get(n).map(|c| c.bytes().to_vec());
+        let secret = |_: &str| Ok(crate::pg::Password::new("x"));
+        let live = spec.live(m, &repo.inventory, &secret, &ca).expect("live");
+        let s = restore_script(&live, &RestoreTarget::Backup("20261203-100000F".into()));
+        assert!(s.starts_with("set -e\n"), "{s}");
+        assert!(
+            s.contains("--set=20261203-100000F --type=immediate --target-action=promote restore"),
+            "{s}"
+        );
+        assert!(s.contains("grep -q 'in production'"), "{s}");
+        assert!(s.contains("-m fast -w -t 300 stop"), "{s}");
+        let wrapped = in_patroni_container(&live, "echo 'x'");
+        assert!(
+            wrapped.contains("run --rm -T --no-deps patroni sh -c 'echo '\\''x'\\'''"),
+            "{wrapped}"
+        );
+    }
+}
