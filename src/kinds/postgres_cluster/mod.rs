@@ -533,14 +533,28 @@ impl PostgresClusterSpec {
 
     /// The cluster-wide PostgreSQL parameters the DCS must hold (see [`Self::split_parameters`]).
     pub fn dcs_parameters(&self, paths: &ClusterPaths) -> BTreeMap<String, Value> {
-        self.split_parameters(paths, None).1.into_iter().collect()
+        // The certificate files are per member and local (see [`LOCAL_PARAMETERS`]): they do
+        // not reach the DCS side, whatever is passed here.
+        self.split_parameters(paths, ("", "", ""), None)
+            .1
+            .into_iter()
+            .collect()
     }
 }
 
 /// Parameters each member keeps in its own `patroni.yml`: they name host paths or the archive
 /// wiring plumb manages; every other parameter is cluster-wide and lives in the DCS.
-pub const LOCAL_PARAMETERS: &[&str] =
-    &["archive_command", "archive_mode", "unix_socket_directories"];
+/// The TLS parameters name the member's own certificate files, so they are local too.
+pub const LOCAL_PARAMETERS: &[&str] = &[
+    "archive_command",
+    "archive_mode",
+    "ssl",
+    "ssl_ca_file",
+    "ssl_cert_file",
+    "ssl_key_file",
+    "ssl_min_protocol_version",
+    "unix_socket_directories",
+];
 
 impl Kind for PostgresClusterSpec {
     fn check(&self, cx: &mut CheckCx) {
