@@ -44,6 +44,8 @@ pub struct LiveCluster {
     pub dynamic: DeclaredDynamic,
     /// The backup repository's name, if any.
     pub backup_repo: Option<String>,
+    /// etcd runs on the members (`dcs: etcd`), so the health gate asks each of them.
+    pub etcd: bool,
 }
 
 impl LiveCluster {
@@ -152,6 +154,7 @@ impl PostgresClusterSpec {
             declared,
             dynamic,
             backup_repo: model.backup_repo,
+            etcd: self.dcs == super::Dcs::Etcd,
         })
     }
 }

@@ -91,6 +91,8 @@ pub(super) fn render(
         }
     }
     let member = Member::of(host);
+    let consul = consul_vars(spec, m, host)?;
+    let etcd = spec.dcs == Dcs::Etcd;
     let cluster = json!({
         "name": m.name,
         "scope": m.name,
@@ -120,6 +122,8 @@ pub(super) fn render(
         "member_tls": { "cert": member_cert, "key": member_key, "ca": member_ca },
         "backup": backup,
         "haproxy": spec.haproxy,
+        "dcs": spec.dcs.as_str(),
+        "consul": consul,
     });
     let mut vars = Map::new();
     vars.insert("cluster".into(), cluster);
@@ -154,10 +158,12 @@ pub(super) fn render(
         dir(&paths.data_dir, 0o700),
         dir(&paths.log_dir, 0o750),
         dir(&paths.socket_dir, 0o750),
-        dir(&paths.etcd_data_dir, 0o700),
         dir(&paths.config_dir, 0o750),
         dir(&paths.tls_dir, 0o750),
     ];
+    if etcd {
+        dirs.insert(5, dir(&paths.etcd_data_dir, 0o700));
+    }
     if spec.backup.is_some() {
         dirs.push(dir(&paths.pgbackrest_dir, 0o750));
         dirs.push(dir(&paths.pgbackrest_certs, 0o750));
@@ -202,7 +208,9 @@ pub(super) fn render(
     );
     let bundle = trust_bundle(cx, m, &spec.tls, true)?;
     let mut bundle_notify = member_notify;
-    bundle_notify.push(cmd_ref(&restart_etcd));
+    if etcd {
+        bundle_notify.push(cmd_ref(&restart_etcd));
+    }
     out.push(
         cx,
         member_ca.clone(),
@@ -237,14 +245,16 @@ pub(super) fn render(
         PrimitiveSpec::File(file(patroni_yml, 0o600, content)),
         vec![cmd_ref(&reload_patroni)],
     );
-    let etcd_yml = format!("{}/etcd.yml", paths.config_dir);
-    let content = render(cx, "etcd.yml.tera")?;
-    out.push(
-        cx,
-        etcd_yml.clone(),
-        PrimitiveSpec::File(file(etcd_yml, 0o640, content)),
-        vec![],
-    );
+    if etcd {
+        let etcd_yml = format!("{}/etcd.yml", paths.config_dir);
+        let content = render(cx, "etcd.yml.tera")?;
+        out.push(
+            cx,
+            etcd_yml.clone(),
+            PrimitiveSpec::File(file(etcd_yml, 0o640, content)),
+            vec![],
+        );
+    }
     if spec.haproxy.enabled {
         let path = format!("{}/haproxy.cfg", paths.config_dir);
         let content = render(cx, "haproxy.cfg.tera")?;
@@ -277,7 +287,9 @@ pub(super) fn render(
     set("PG_GID", &os.gid.to_string());
     set("CONFIG_PATH", &paths.config_dir);
     set("PG_DATA_ROOT", &paths.pgdata_root);
-    set("ETCD_DATA_PATH", &paths.etcd_data_dir);
+    if etcd {
+        set("ETCD_DATA_PATH", &paths.etcd_data_dir);
+    }
     if spec.backup.is_some() {
         set("PGBACKREST_PATH", &paths.pgbackrest_dir);
         set("PGBACKREST_CONFIG", &paths.pgbackrest_config);
@@ -331,12 +343,14 @@ pub(super) fn render(
         PrimitiveSpec::Command(handler(format!("{compose_cmd} kill -s SIGHUP patroni"))),
         vec![],
     );
-    out.push(
-        cx,
-        restart_etcd,
-        PrimitiveSpec::Command(handler(format!("{compose_cmd} restart etcd"))),
-        vec![],
-    );
+    if etcd {
+        out.push(
+            cx,
+            restart_etcd,
+            PrimitiveSpec::Command(handler(format!("{compose_cmd} restart etcd"))),
+            vec![],
+        );
+    }
     // PostgreSQL rereads its certificate on a reload (pg_ctl as the server's user, in the
     // container); nothing to do while it is not running: it reads them when it starts.
     let pg_ctl = crate::shell::quote(&format!("{}/pg_ctl", spec.bin_dir()));
@@ -370,4 +384,43 @@ pub(super) fn render(
         );
     }
     Ok(out.items)
+}
+
+/// What the templates see of the Consul settings on this member (`null` with etcd): the
+/// agent's URL (the host var `consul_address` over the manifest's address), the name of the
+/// token's secret, TLS and the files to mount into Patroni's container.
+fn consul_vars(spec: &PostgresClusterSpec, m: &Manifest, host: &Host) -> Result<Value, Diagnostic> {
+    let (Dcs::Consul, Some(c)) = (spec.dcs, &spec.consul) else {
+        return Ok(Value::Null);
+    };
+    let address = match host.vars.get("consul_address") {
+        None => c.address.clone(),
+        Some(Value::String(a)) => a.clone(),
+        Some(other) => {
+            return Err(m.error(
+                "consul.address",
+                format!(
+                    "host var `consul_address` of `{}` is {other}, not `host:port`",
+                    host.name
+                ),
+            ));
+        }
+    };
+    let scheme = match c.scheme {
+        ConsulScheme::Https => "https",
+        ConsulScheme::Http => "http",
+    };
+    let mounts: Vec<String> = c.files().iter().map(|f| format!("{f}:{f}:ro")).collect();
+    Ok(json!({
+        "url": format!("{scheme}://{address}"),
+        "token_secret": c.token.secret,
+        "verify": c.verify,
+        "cacert": c.cacert,
+        "cert": c.cert,
+        "key": c.key,
+        "dc": c.dc,
+        "consistency": c.consistency,
+        "register_service": c.register_service,
+        "mounts": mounts,
+    }))
 }
