@@ -51,6 +51,48 @@ pub(super) fn check(spec: &PostgresClusterSpec, cx: &mut CheckCx) {
     let system_users = credentials(spec, cx);
     backup(spec, cx, &members);
     roles_and_databases(spec, cx, &system_users);
+    pgbouncer(spec, cx);
+}
+
+/// PgBouncer: behind HAProxy (which finds the primary), sizes that are sizes, and users that
+/// are declared roles with a password.
+fn pgbouncer(spec: &PostgresClusterSpec, cx: &mut CheckCx) {
+    let Some(b) = &spec.pgbouncer else { return };
+    if !spec.haproxy.enabled {
+        cx.error(
+            "pgbouncer",
+            "PgBouncer connects to the primary through HAProxy, which is off",
+            Some("turn HAProxy on (`haproxy: { enabled: true }`, the default)".into()),
+        );
+    }
+    for (field, n) in [
+        ("pgbouncer.max_client_conn", b.max_client_conn),
+        ("pgbouncer.default_pool_size", b.default_pool_size),
+    ] {
+        if n == 0 {
+            cx.error(field, "0 connections would let no client through", None);
+        }
+    }
+    let mut seen = BTreeSet::new();
+    for (i, u) in b.users.iter().flatten().enumerate() {
+        let field = format!("pgbouncer.users[{i}]");
+        match spec.roles.iter().find(|r| &r.name == u) {
+            None => cx.error(
+                &field,
+                format!("`{u}` is not a declared role"),
+                Some("PgBouncer's users are roles of `roles` with a password".into()),
+            ),
+            Some(r) if r.password.is_none() => cx.error(
+                &field,
+                format!("role `{u}` has no password, so it cannot log in through PgBouncer"),
+                None,
+            ),
+            Some(_) => {}
+        }
+        if !seen.insert(u.as_str()) {
+            cx.error(&field, format!("`{u}` is listed twice"), None);
+        }
+    }
 }
 
 /// The members: at least one, each with an IP address, and the cluster network known.
@@ -277,6 +319,9 @@ fn ports(spec: &PostgresClusterSpec, cx: &mut CheckCx) {
     }
     if spec.backup.is_some() {
         ports.push(("ports.pgbackrest", spec.ports.pgbackrest));
+    }
+    if let Some(b) = &spec.pgbouncer {
+        ports.push(("pgbouncer.port", b.port));
     }
     if spec.haproxy.enabled {
         ports.push(("haproxy.primary_port", spec.haproxy.primary_port));

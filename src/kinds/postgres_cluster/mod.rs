@@ -64,6 +64,10 @@ pub const BUILTIN_TEMPLATES: &[(&str, &str)] = &[
         include_str!("../../../templates/postgres-cluster/haproxy.cfg.tera"),
     ),
     (
+        "postgres-cluster/pgbouncer.ini.tera",
+        include_str!("../../../templates/postgres-cluster/pgbouncer.ini.tera"),
+    ),
+    (
         "postgres-cluster/docker-compose.yml.tera",
         include_str!("../../../templates/postgres-cluster/docker-compose.yml.tera"),
     ),
@@ -343,6 +347,54 @@ impl Default for HaproxySettings {
     }
 }
 
+/// How PgBouncer hands server connections to clients.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PoolMode {
+    /// A server connection per client session.
+    Session,
+    /// A server connection per transaction (the default).
+    #[default]
+    Transaction,
+    /// A server connection per statement.
+    Statement,
+}
+
+/// PgBouncer on each member, in front of the local HAProxy's primary port: clients reach the
+/// current primary through any member's PgBouncer, and after a failover HAProxy's health
+/// checks lead new server connections to the new primary with no change of PgBouncer's
+/// configuration.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PgbouncerSettings {
+    /// Port on the member's address (default 6432).
+    #[serde(default = "p_pgbouncer")]
+    pub port: u16,
+    /// Pool mode (default transaction).
+    #[serde(default)]
+    pub pool_mode: PoolMode,
+    /// Client connections accepted (default 200).
+    #[serde(default = "default_max_client_conn")]
+    pub max_client_conn: u32,
+    /// Server connections per user and database (default 20).
+    #[serde(default = "default_pool_size")]
+    pub default_pool_size: u32,
+    /// Roles (of `roles`, with a password) that may connect through PgBouncer; default: every
+    /// declared role with a password.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub users: Option<Vec<String>>,
+}
+
+fn p_pgbouncer() -> u16 {
+    6432
+}
+fn default_max_client_conn() -> u32 {
+    200
+}
+fn default_pool_size() -> u32 {
+    20
+}
+
 /// Where the cluster's WAL and backups go.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -512,6 +564,9 @@ pub struct PostgresClusterSpec {
     /// HAProxy (on by default: 5000 primary, 5001 replicas, 7000 stats).
     #[serde(default)]
     pub haproxy: HaproxySettings,
+    /// PgBouncer in front of HAProxy's primary port on every member (off unless given).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pgbouncer: Option<PgbouncerSettings>,
     /// Patroni tags of every member (host var `patroni_tags` overrides per host).
     #[serde(default)]
     pub tags: Tags,

@@ -122,6 +122,7 @@ pub(super) fn render(
         "member_tls": { "cert": member_cert, "key": member_key, "ca": member_ca },
         "backup": backup,
         "haproxy": spec.haproxy,
+        "pgbouncer": pgbouncer_vars(spec, paths),
         "dcs": spec.dcs.as_str(),
         "consul": consul,
     });
@@ -139,6 +140,7 @@ pub(super) fn render(
     let reload_haproxy = format!("{}-reload-haproxy", m.name);
     let reload_postgres = format!("{}-reload-postgres", m.name);
     let restart_etcd = format!("{}-restart-etcd", m.name);
+    let reload_pgbouncer = format!("{}-reload-pgbouncer", m.name);
     let cmd_ref = |name: &str| ResourceRef {
         kind: "Command".into(),
         name: name.to_string(),
@@ -164,6 +166,9 @@ pub(super) fn render(
     if etcd {
         dirs.insert(5, dir(&paths.etcd_data_dir, 0o700));
     }
+    if spec.pgbouncer.is_some() {
+        dirs.push(dir(&paths.pgbouncer_dir, 0o750));
+    }
     if spec.backup.is_some() {
         dirs.push(dir(&paths.pgbackrest_dir, 0o750));
         dirs.push(dir(&paths.pgbackrest_certs, 0o750));
@@ -187,6 +192,9 @@ pub(super) fn render(
     let mut member_notify = vec![cmd_ref(&reload_patroni), cmd_ref(&reload_postgres)];
     if spec.haproxy.enabled {
         member_notify.push(cmd_ref(&reload_haproxy));
+    }
+    if spec.pgbouncer.is_some() {
+        member_notify.push(cmd_ref(&reload_pgbouncer));
     }
     let mut state = certificate(
         cx,
@@ -265,6 +273,24 @@ pub(super) fn render(
             vec![cmd_ref(&reload_haproxy)],
         );
     }
+    if spec.pgbouncer.is_some() {
+        let path = format!("{}/pgbouncer.ini", paths.config_dir);
+        let content = render(cx, "pgbouncer.ini.tera")?;
+        out.push(
+            cx,
+            path.clone(),
+            PrimitiveSpec::File(file(path, 0o640, content)),
+            vec![cmd_ref(&reload_pgbouncer)],
+        );
+        let path = format!("{}/pgbouncer-userlist.txt", paths.config_dir);
+        let content = pgbouncer_userlist(spec, m, cx)?;
+        out.push(
+            cx,
+            path.clone(),
+            PrimitiveSpec::File(file(path, 0o600, content)),
+            vec![cmd_ref(&reload_pgbouncer)],
+        );
+    }
     if spec.backup.is_some() {
         let path = paths.pgbackrest_config.clone();
         let content = render(cx, "pgbackrest.conf.tera")?;
@@ -289,6 +315,9 @@ pub(super) fn render(
     set("PG_DATA_ROOT", &paths.pgdata_root);
     if etcd {
         set("ETCD_DATA_PATH", &paths.etcd_data_dir);
+    }
+    if spec.pgbouncer.is_some() {
+        set("PGBOUNCER_PATH", &paths.pgbouncer_dir);
     }
     if spec.backup.is_some() {
         set("PGBACKREST_PATH", &paths.pgbackrest_dir);
@@ -383,7 +412,72 @@ pub(super) fn render(
             vec![],
         );
     }
+    if spec.pgbouncer.is_some() {
+        // PgBouncer rereads its configuration, users and TLS files on SIGHUP.
+        out.push(
+            cx,
+            reload_pgbouncer,
+            PrimitiveSpec::Command(handler(format!("{compose_cmd} kill -s SIGHUP pgbouncer"))),
+            vec![],
+        );
+    }
     Ok(out.items)
+}
+
+/// What the templates see of PgBouncer (`null` when it is off).
+fn pgbouncer_vars(spec: &PostgresClusterSpec, paths: &ClusterPaths) -> Value {
+    match &spec.pgbouncer {
+        None => Value::Null,
+        Some(b) => json!({
+            "port": b.port,
+            "pool_mode": b.pool_mode,
+            "max_client_conn": b.max_client_conn,
+            "default_pool_size": b.default_pool_size,
+            "auth_file": format!("{}/pgbouncer-userlist.txt", paths.config_dir),
+            "socket_dir": paths.pgbouncer_dir,
+        }),
+    }
+}
+
+/// PgBouncer's `auth_file`: `"user" "password"` for each of its users, from the roles' secrets.
+/// The password itself, not a SCRAM verifier: PgBouncer logs in to PostgreSQL with a stored
+/// verifier only when it is byte-identical to the server's (same salt), and the server's comes
+/// from the roles converge with a random salt. Clients still authenticate with SCRAM; the file
+/// is 0600 and sensitive, like `patroni.yml`.
+fn pgbouncer_userlist(
+    spec: &PostgresClusterSpec,
+    m: &Manifest,
+    cx: &HostCx,
+) -> Result<Content, Diagnostic> {
+    let mut text = String::from("; PgBouncer users, rendered by plumb from the roles' secrets.\n");
+    for (i, r) in spec.roles.iter().enumerate() {
+        let listed = match spec.pgbouncer.as_ref().and_then(|b| b.users.as_ref()) {
+            Some(users) => users.contains(&r.name),
+            None => true,
+        };
+        let Some(pw) = r.password.as_ref().filter(|_| listed) else {
+            continue;
+        };
+        let field = format!("roles[{i}].password.secret");
+        let value = cx
+            .secret(&pw.secret)
+            .map_err(|e| m.error(&field, e.to_string()))?;
+        if value.expose().contains(['\n', '\r', '\0']) {
+            return Err(m.error(
+                &field,
+                format!(
+                    "secret `{}` holds a line break or NUL, which PgBouncer's userlist cannot carry",
+                    pw.secret
+                ),
+            ));
+        }
+        text.push_str(&format!(
+            "\"{}\" \"{}\"\n",
+            r.name.replace('"', "\"\""),
+            value.expose().replace('"', "\"\"")
+        ));
+    }
+    Ok(Content::sensitive(text.into_bytes()))
 }
 
 /// What the templates see of the Consul settings on this member (`null` with etcd): the

@@ -1306,3 +1306,110 @@ fn the_live_cluster_asks_etcd_only_when_etcd_is_the_dcs() {
         assert_eq!(live.etcd, etcd);
     }
 }
+
+#[test]
+fn pgbouncer_pools_to_the_local_haproxy_primary_port_with_tls_and_a_closed_console() {
+    let h = pg1(&format!("{CLUSTER}pgbouncer: {{ pool_mode: session }}\n"));
+    let ini = item(&h, "File", "/home/postgres/config/pgbouncer.ini");
+    assert!(!ini.is_sensitive());
+    let ini = text(ini);
+    for line in [
+        "* = host=127.0.0.1 port=5000\n",
+        "listen_addr = 10.0.0.1\n",
+        "listen_port = 6432\n",
+        "unix_socket_dir = /home/postgres/pgbouncer\n",
+        "admin_users =\n",
+        "stats_users =\n",
+        "auth_type = scram-sha-256\n",
+        "auth_file = /home/postgres/config/pgbouncer-userlist.txt\n",
+        "pool_mode = session\n",
+        "client_tls_sslmode = require\n",
+        "client_tls_cert_file = /home/postgres/config/tls/pg1.crt\n",
+        "server_tls_sslmode = verify-ca\n",
+        "server_tls_ca_file = /home/postgres/config/tls/ca.crt\n",
+    ] {
+        assert!(ini.contains(line), "{line}\n{ini}");
+    }
+    assert!(
+        !ini.contains("0.0.0.0") && !ini.contains("listen_addr = *"),
+        "{ini}"
+    );
+    let users = item(&h, "File", "/home/postgres/config/pgbouncer-userlist.txt");
+    assert!(users.is_sensitive(), "the userlist holds passwords");
+    let PrimitiveSpec::File(f) = &users.spec else {
+        panic!()
+    };
+    assert_eq!(f.mode, FileMode(0o600));
+    assert!(
+        text(users).contains("\"app\" \"<secret:app>\"\n"),
+        "{}",
+        text(users)
+    );
+    assert!(!text(users).contains("postgres"), "not the superuser");
+    let d = dir_of(&h, "/home/postgres/pgbouncer");
+    assert_eq!((d.owner.as_str(), d.mode), ("postgres", FileMode(0o750)));
+    // The stack runs it from the same image; a new config, userlist or certificate reloads it.
+    let c = yaml(&text(item(&h, "ComposeStack", "postgres01")));
+    let svc = &c["services"]["pgbouncer"];
+    assert_eq!(
+        svc["command"],
+        json!(["pgbouncer", "${CONFIG_PATH}/pgbouncer.ini"])
+    );
+    assert_eq!(svc["network_mode"], "host");
+    assert_eq!(svc["user"], "${PG_UID}:${PG_GID}");
+    let reload = "Command/postgres01-reload-pgbouncer";
+    for (kind, name) in [
+        ("File", "/home/postgres/config/pgbouncer.ini"),
+        ("File", "/home/postgres/config/pgbouncer-userlist.txt"),
+        ("Certificate", "/home/postgres/config/tls/pg1.crt"),
+    ] {
+        let n: Vec<String> = item(&h, kind, name)
+            .notify
+            .iter()
+            .map(|r| r.to_string())
+            .collect();
+        assert!(n.contains(&reload.to_string()), "{name}: {n:?}");
+    }
+    let PrimitiveSpec::Command(c) = &item(&h, "Command", "postgres01-reload-pgbouncer").spec else {
+        panic!()
+    };
+    assert_eq!(c.run, "/usr/bin/docker-compose kill -s SIGHUP pgbouncer");
+    assert!(c.refresh_only);
+    // Without the option: nothing of it.
+    let h = pg1(CLUSTER);
+    assert!(!h.resources.iter().any(|d| d.name.contains("pgbouncer")));
+}
+
+#[test]
+fn pgbouncer_users_are_chosen_among_roles_and_the_quotes_of_a_password_are_doubled() {
+    let cluster = CLUSTER.replace(
+        "roles:\n  - name: app\n    password: { secret: app }\n",
+        "roles:\n  - name: app\n    password: { secret: app }\n  - name: report\n    password: { secret: su }\n",
+    );
+    let h = pg1(&format!("{cluster}pgbouncer: {{ users: [report] }}\n"));
+    let users = text(item(
+        &h,
+        "File",
+        "/home/postgres/config/pgbouncer-userlist.txt",
+    ));
+    assert!(users.contains("\"report\" \"<secret:su>\"\n"), "{users}");
+    assert!(!users.contains("\"app\""), "{users}");
+}
+
+#[test]
+fn pgbouncer_settings_are_checked_at_their_line() {
+    let e = cluster_errors(&format!(
+        "{CLUSTER}haproxy: {{ enabled: false }}\npgbouncer: {{ port: 8008, default_pool_size: 0, users: [app, nobody, app] }}\n"
+    ));
+    for want in [
+        "manifests/pg.yaml:20:12: error: field `pgbouncer`: PgBouncer connects to the primary through HAProxy, which is off",
+        "manifests/pg.yaml:20:20: error: field `pgbouncer.port`: port 8008 is already used by `ports.rest_api`",
+        "manifests/pg.yaml:20:45: error: field `pgbouncer.default_pool_size`: 0 connections would let no client through",
+        "manifests/pg.yaml:20:61: error: field `pgbouncer.users[1]`: `nobody` is not a declared role",
+        "manifests/pg.yaml:20:69: error: field `pgbouncer.users[2]`: `app` is listed twice",
+    ] {
+        assert!(e.contains(want), "want {want}\n{e}");
+    }
+    let e = cluster_errors(&format!("{CLUSTER}pgbouncer: {{ pool_mode: fast }}\n"));
+    assert!(e.contains("field `pgbouncer.pool_mode`"), "{e}");
+}
