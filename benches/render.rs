@@ -121,6 +121,7 @@ fn run(fleet: bool, sizes: &[usize]) {
                 overlay: None,
                 identity: Some(identity.clone()),
                 placeholders: false,
+                secret_command: None,
             })
             .unwrap_or_else(|e| panic!("{e}"));
             let load = t.elapsed().as_secs_f64() * 1000.0;

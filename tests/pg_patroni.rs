@@ -151,7 +151,7 @@ impl Fixture {
             members,
             cluster,
             replication: replication_ref,
-            etcd: &etcd_health,
+            etcd: Some(&etcd_health),
             backup_check: None,
             max_replay_lag: DEFAULT_MAX_REPLAY_LAG,
         }))

@@ -9,6 +9,12 @@
 //! | `systemd-analyze verify`          | every unit             | systemd, docker.io, docker-compose     |
 //! | `pgbackrest ... help` (parses it) | every `pgbackrest.conf`| pgbackrest                             |
 //!
+//! The `dcs: consul` variant is validated on `examples/nomad-consul` (rendered with its secret
+//! command in demo mode): `patroni --validate-config` (with `python3-consul`, the module
+//! Patroni's consul DCS imports) and `docker-compose config`. Consul itself is not installed
+//! (no package registry here has it, and its licence is no longer open source): the validator
+//! checks the consul section without contacting an agent, and no stand-in agent is run.
+//!
 //! A missing validator fails its test with the package to install; nothing is skipped.
 //!
 //! Patroni's validator checks the network from where it runs: etcd must answer and the REST API
@@ -518,4 +524,140 @@ fn patroni_validates_every_patroni_yml_against_a_running_etcd() {
         "{}",
         show("patroni on a wrong bin_dir", &o)
     );
+}
+
+/// The demo values the nomad-consul example's secret command serves (its demo mode), in a
+/// temp folder: (folder, values).
+fn consul_demo_secrets(dir: &Path) -> Vec<String> {
+    let store = dir.join("vault-demo");
+    std::fs::create_dir_all(&store).unwrap();
+    let mut values = Vec::new();
+    for field in [
+        "patroni_consul_token",
+        "postgres_root_password",
+        "postgres_replication_password",
+        "postgres_rewind_password",
+        "patroni_restapi_password",
+    ] {
+        let v = format!("demo-{field}-{}", std::process::id());
+        std::fs::write(store.join(field), format!("{v}\n")).unwrap();
+        values.push(v);
+    }
+    values
+}
+
+#[test]
+fn patroni_validates_every_patroni_yml_of_the_consul_example() {
+    let patroni = need("patroni", "patroni");
+    // Patroni's consul module imports python-consul.
+    need_file(
+        "/usr/lib/python3/dist-packages/consul/__init__.py",
+        "python3-consul",
+        "Patroni's consul DCS module",
+    );
+    need_file(
+        "/usr/lib/postgresql/15/bin/pg_isready",
+        "postgresql-client-15",
+        "patroni.yml's bin_dir, which Patroni's validator checks",
+    );
+    let example = root().join("examples/nomad-consul");
+    let dir = tempfile::tempdir().unwrap();
+    let values = consul_demo_secrets(dir.path());
+    let out = dir.path().join("rendered");
+    let o = Plumb::cargo_bin("plumb")
+        .unwrap()
+        .arg("render")
+        .arg(&example)
+        .arg("--age-identity")
+        .arg(root().join("examples/lab/demo-age-key.txt"))
+        .arg("--secret-command")
+        .arg(example.join("secret-command/vault-kv.sh"))
+        .arg("--inventory")
+        .arg(root().join("tests/fixtures/loopback-members.yaml"))
+        .arg("--out")
+        .arg(&out)
+        .env("PLUMB_DEMO_SECRETS", dir.path().join("vault-demo"))
+        .env_remove("PLUMB_INVENTORY")
+        .env_remove("PLUMB_AGE_IDENTITY")
+        .env_remove("PLUMB_SECRET_COMMAND")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", show("plumb render", &o));
+    assert!(
+        files_named(&out, "etcd.yml").is_empty(),
+        "no etcd with consul"
+    );
+    let files = files_named(&out, "patroni.yml");
+    assert_eq!(files.len(), 3, "{files:?}");
+    for f in &files {
+        let text = std::fs::read_to_string(f).unwrap();
+        // The token and the passwords came from the secret command.
+        for v in &values {
+            assert!(
+                text.contains(&format!("\"{v}\"")),
+                "{v} not in {}",
+                f.display()
+            );
+        }
+        assert!(!text.contains("etcd"), "{text}");
+        let o = Command::new(&patroni)
+            .arg("--validate-config")
+            .arg(f)
+            .output()
+            .unwrap();
+        let what = format!("patroni --validate-config {}", f.display());
+        assert!(o.status.success(), "{}", show(&what, &o));
+        assert!(
+            o.stdout.is_empty() && o.stderr.is_empty(),
+            "{}",
+            show(&what, &o)
+        );
+    }
+    // Not a rubber stamp: a consul section without the agent's address fails.
+    let text = std::fs::read_to_string(&files[0]).unwrap();
+    assert!(
+        text.contains("\n  url: \"https://127.0.0.1:8501\"\n"),
+        "{text}"
+    );
+    let bad = dir.path().join("bad-patroni.yml");
+    std::fs::write(&bad, text.replace("\n  url: ", "\n  urll: ")).unwrap();
+    let o = Command::new(&patroni)
+        .arg("--validate-config")
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert!(
+        !o.status.success(),
+        "{}",
+        show("patroni without consul.url", &o)
+    );
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("consul.url  is not defined"),
+        "{}",
+        show("patroni without consul.url", &o)
+    );
+    // The stacks carry no etcd service and compose accepts them.
+    let compose = need("docker-compose", "docker-compose");
+    let stacks = files_named(&out, "docker-compose.yml");
+    assert_eq!(stacks.len(), 3, "{stacks:?}");
+    for f in stacks {
+        let o = Command::new(&compose)
+            .current_dir(f.parent().unwrap())
+            .args(["-f", "docker-compose.yml", "config", "--services"])
+            .env_remove("COMPOSE_PROJECT_NAME")
+            .output()
+            .unwrap();
+        let what = format!("docker-compose config --services {}", f.display());
+        assert!(o.status.success(), "{}", show(&what, &o));
+        assert_eq!(
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .collect::<Vec<_>>()
+                .len(),
+            2,
+            "patroni and haproxy: {}",
+            show(&what, &o)
+        );
+        assert!(!String::from_utf8_lossy(&o.stdout).contains("etcd"));
+    }
 }

@@ -165,6 +165,9 @@ pub struct ApplyArgs {
     /// age identity (needed when the plan writes secrets or issues certificates).
     #[arg(long, value_name = "FILE", env = "PLUMB_AGE_IDENTITY")]
     pub age_identity: Option<PathBuf>,
+    /// Secret store options.
+    #[command(flatten)]
+    pub secret_command: super::SecretCommandArgs,
     /// Host options (`--limit` is not allowed: the plan says which hosts).
     #[command(flatten)]
     pub hosts: HostArgs,
@@ -359,6 +362,7 @@ pub fn apply(a: &ApplyArgs) -> Result<i32> {
         repo: file.repo.clone(),
         inventory: file.inventory.clone(),
         age_identity: a.age_identity.clone(),
+        secret_command: a.secret_command.clone(),
     };
     let names: Vec<String> = file.hosts.iter().map(|h| h.host.clone()).collect();
     let limit = names

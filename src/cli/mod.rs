@@ -55,6 +55,31 @@ pub struct RepoArgs {
     /// age identity that decrypts secrets/ (an age key file or an unencrypted SSH key).
     #[arg(long, value_name = "FILE", env = "PLUMB_AGE_IDENTITY")]
     pub age_identity: Option<PathBuf>,
+    /// Secret store options.
+    #[command(flatten)]
+    pub secret_command: SecretCommandArgs,
+}
+
+/// The operator's secret program, on the controller only (the repo can never name one).
+#[derive(Args, Debug, Clone, Default)]
+pub struct SecretCommandArgs {
+    /// Program serving the secrets listed in secrets/external.txt: run as `PROGRAM NAME` (no
+    /// shell), its stdout is the value (held in memory only; its stderr is discarded).
+    #[arg(long, value_name = "PROGRAM", env = "PLUMB_SECRET_COMMAND")]
+    pub secret_command: Option<PathBuf>,
+    /// Seconds one call of the secret program may take before it is killed.
+    #[arg(long, value_name = "SECONDS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=300))]
+    pub secret_command_timeout: u64,
+}
+
+impl SecretCommandArgs {
+    /// The secret command, when one is given.
+    pub fn command(&self) -> Option<crate::secrets::SecretCommand> {
+        self.secret_command.as_ref().map(|p| {
+            crate::secrets::SecretCommand::new(p.clone())
+                .with_timeout(std::time::Duration::from_secs(self.secret_command_timeout))
+        })
+    }
 }
 
 impl RepoArgs {
@@ -65,6 +90,7 @@ impl RepoArgs {
             overlay: self.inventory.clone(),
             identity: self.age_identity.clone(),
             placeholders,
+            secret_command: self.secret_command.command(),
         }
     }
 }
@@ -233,7 +259,9 @@ pub(crate) fn print_diagnostics(ds: &Diagnostics) {
 }
 
 fn validate(a: &ValidateArgs) -> Result<i32> {
-    let placeholders = a.repo.age_identity.is_none();
+    // Without an identity or a secret command, the secrets it would open are placeholders.
+    let placeholders =
+        a.repo.age_identity.is_none() || a.repo.secret_command.secret_command.is_none();
     let (repo, mut ds) = crate::load::load_lenient(&a.repo.load_options(placeholders));
     let Some(repo) = repo else {
         ds.sort();
@@ -259,10 +287,18 @@ fn validate(a: &ValidateArgs) -> Result<i32> {
                 hosts.len(),
                 repo.manifests.len(),
                 resources,
-                if placeholders && !repo.secrets.names().is_empty() {
-                    " (secrets checked for existence only: no --age-identity)"
-                } else {
-                    ""
+                match (
+                    a.repo.age_identity.is_none() && !repo.secrets.age_names().is_empty(),
+                    !repo.secrets.has_command() && !repo.secrets.external_names().is_empty(),
+                ) {
+                    (true, true) => {
+                        " (secrets checked for existence only: no --age-identity, no --secret-command)"
+                    }
+                    (true, false) => " (secrets checked for existence only: no --age-identity)",
+                    (false, true) => {
+                        " (external secrets checked for existence only: no --secret-command)"
+                    }
+                    (false, false) => "",
                 }
             );
             Ok(EXIT_OK)
@@ -393,8 +429,14 @@ fn secrets_set(repo: &Path, name: &str) -> Result<i32> {
 fn secrets_list(repo: &Path) -> Result<i32> {
     let store = crate::secrets::SecretStore::open(repo)?;
     for n in store.names() {
-        // Names are file names under secrets/: shown escaped, one per line.
-        println!("{}", crate::text::escape(n));
+        // Names are file names under secrets/ or lines of external.txt: shown escaped, one
+        // per line.
+        let source = if store.external_names().contains_key(n) {
+            " (secret command)"
+        } else {
+            ""
+        };
+        println!("{}{source}", crate::text::escape(n));
     }
     Ok(EXIT_OK)
 }

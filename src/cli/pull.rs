@@ -40,6 +40,9 @@ pub struct SourceArgs {
     /// age identity that decrypts the repo's secrets.
     #[arg(long, value_name = "FILE", env = "PLUMB_AGE_IDENTITY")]
     pub age_identity: Option<PathBuf>,
+    /// Secret store options.
+    #[command(flatten)]
+    pub secret_command: super::SecretCommandArgs,
     /// Converge only commits signed (git's gpg.format=ssh) by a key of --allowed-signers;
     /// others are refused, reported and touch nothing.
     #[arg(long, requires = "allowed_signers")]
@@ -185,6 +188,7 @@ fn systemd_units(p: &PullArgs, interval: &str, state_dir: &Path) -> Result<Strin
     for (flag, value) in [
         ("--inventory", &a.inventory),
         ("--age-identity", &a.age_identity),
+        ("--secret-command", &a.secret_command.secret_command),
         ("--git-known-hosts", &a.git_known_hosts),
     ] {
         if let Some(v) = value {
@@ -201,6 +205,10 @@ fn systemd_units(p: &PullArgs, interval: &str, state_dir: &Path) -> Result<Strin
         let abs = std::path::absolute(c).unwrap_or_else(|_| c.clone());
         cmd.push("--notify-command".into());
         cmd.push(q(&abs.display().to_string()));
+    }
+    if a.secret_command.secret_command.is_some() {
+        cmd.push("--secret-command-timeout".into());
+        cmd.push(a.secret_command.secret_command_timeout.to_string());
     }
     if a.notify_changes {
         cmd.push("--notify-changes".into());
@@ -820,6 +828,7 @@ fn run_commit(
         repo: checkout.to_path_buf(),
         inventory: a.inventory.clone(),
         age_identity: a.age_identity.clone(),
+        secret_command: a.secret_command.clone(),
     };
     let t0 = Instant::now();
     let mut report_json = None;

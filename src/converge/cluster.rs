@@ -380,9 +380,11 @@ impl<'a> Cluster<'a> {
             },
             None => Err("no single leader to read pg_stat_replication from".to_string()),
         };
-        let etcd_asks = members.iter().map(|name| async move {
-            // etcd's client port takes only clients with a certificate of the cluster CA; its
-            // health is read on the metrics listener, plain HTTP on the member's loopback.
+        // etcd's client port takes only clients with a certificate of the cluster CA; its
+        // health is read on the metrics listener, plain HTTP on the member's loopback. With
+        // Consul, the DCS is not on the members: nothing to ask them.
+        let etcd_members = members.iter().filter(|_| self.live.etcd);
+        let etcd_asks = etcd_members.map(|name| async move {
             match self.conns.get(name) {
                 Some(conn) => {
                     etcd::health(
@@ -410,7 +412,7 @@ impl<'a> Cluster<'a> {
                 .as_ref()
                 .map(Vec::as_slice)
                 .map_err(|_| repl_err.as_str()),
-            etcd: &etcd,
+            etcd: self.live.etcd.then_some(etcd.as_slice()),
             backup_check: None,
             max_replay_lag: health::DEFAULT_MAX_REPLAY_LAG,
         });

@@ -285,6 +285,7 @@ mod tests {
             overlay: None,
             identity: None,
             placeholders: true,
+            secret_command: None,
         })
         .unwrap_or_else(|e| panic!("{e:?}"));
         let m = repo.find("PostgresCluster", "postgres01").expect("cluster");

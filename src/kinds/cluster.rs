@@ -167,6 +167,8 @@ pub struct ClusterPaths {
     pub pgbackrest_log: String,
     /// Async archiving spool.
     pub pgbackrest_spool: String,
+    /// PgBouncer's folder (its unix socket).
+    pub pgbouncer_dir: String,
     /// Compose stack folder.
     pub stack_dir: String,
 }
@@ -191,6 +193,7 @@ impl ClusterPaths {
             pgbackrest_log: format!("{pgbr}/log"),
             pgbackrest_spool: format!("{pgbr}/spool"),
             pgbackrest_dir: pgbr,
+            pgbouncer_dir: format!("{base}/pgbouncer"),
             stack_dir,
         }
     }

@@ -9,7 +9,7 @@ use crate::kinds::{CheckCx, RepoIndex, Spec};
 use crate::model::desired::Content;
 use crate::model::inventory::{self, Inventory};
 use crate::model::manifest::parse_manifest;
-use crate::secrets::{SecretError, SecretStore, SecretValue};
+use crate::secrets::{SecretCommand, SecretError, SecretStore, SecretValue};
 use crate::template::Templates;
 use crate::yaml;
 use std::collections::{BTreeMap, BTreeSet};
@@ -30,6 +30,8 @@ pub struct LoadOptions {
     pub identity: Option<PathBuf>,
     /// Render secrets as placeholders when no identity is given (validation only).
     pub placeholders: bool,
+    /// The operator's program serving the secrets of `secrets/external.txt`.
+    pub secret_command: Option<SecretCommand>,
 }
 
 /// A loaded, validated repo.
@@ -247,11 +249,20 @@ pub fn load_lenient(opts: &LoadOptions) -> (Option<Repo>, Diagnostics) {
     // Secrets.
     let mut store = match SecretStore::open(root) {
         Ok(s) => s,
+        Err(SecretError::External { line, message }) => {
+            let mark = crate::yaml::Mark { line, column: 1 };
+            let file = format!("secrets/{}", crate::secrets::EXTERNAL_FILE);
+            ds.push(Diagnostic::at(file, mark, message));
+            return (None, finish(ds));
+        }
         Err(e) => {
             ds.push(Diagnostic::file("secrets/", e.to_string()));
             return (None, finish(ds));
         }
     };
+    if let Some(command) = &opts.secret_command {
+        store = store.with_command(command.clone());
+    }
     if let Some(id) = &opts.identity {
         match store.with_identity(id) {
             Ok(s) => store = s,
@@ -344,14 +355,27 @@ pub fn load_lenient(opts: &LoadOptions) -> (Option<Repo>, Diagnostics) {
         m.spec.kind().check(&mut cx);
     }
 
-    // Every secret must open with the identity given.
+    // Every secret must open with the identity given, and the secret command must serve every
+    // name it is listed for: a failure stops the run here, before any host is contacted.
     if secrets.has_identity() {
-        for name in &secret_names {
+        for name in secrets.age_names() {
             if let Err(e) = secrets.get(name) {
                 ds.push(Diagnostic::file(
                     format!("secrets/{name}.age"),
                     e.to_string(),
                 ));
+            }
+        }
+    }
+    if secrets.has_command() {
+        for (name, line) in secrets.external_names() {
+            if let Err(e) = secrets.get(name) {
+                let mark = crate::yaml::Mark {
+                    line: *line,
+                    column: 1,
+                };
+                let file = format!("secrets/{}", crate::secrets::EXTERNAL_FILE);
+                ds.push(Diagnostic::at(file, mark, e.to_string()));
             }
         }
     }

@@ -122,8 +122,9 @@ pub struct HealthInput<'a> {
     pub cluster: Result<&'a ClusterView, &'a str>,
     /// `pg_stat_replication` on the leader, or why it could not be read.
     pub replication: Result<&'a [ReplicationRow], &'a str>,
-    /// etcd's health on each member.
-    pub etcd: &'a [EtcdHealth],
+    /// etcd's health on each member; `None` when the DCS does not run on the members (Consul:
+    /// Patroni's cluster view, which needs the DCS, stands for it).
+    pub etcd: Option<&'a [EtcdHealth]>,
     /// `pgbackrest check` when the cluster has a backup repository: `Ok` or its error.
     pub backup_check: Option<Result<(), &'a str>>,
     /// Most bytes of WAL a replica may have yet to replay.
@@ -140,8 +141,13 @@ pub fn evaluate(input: &HealthInput<'_>) -> Health {
         });
     };
 
-    for member in input.members {
-        match input.etcd.iter().find(|e| &e.member == member) {
+    for member in input.members.iter().filter(|_| input.etcd.is_some()) {
+        match input
+            .etcd
+            .unwrap_or_default()
+            .iter()
+            .find(|e| &e.member == member)
+        {
             None => say(Some(member), "etcd was not checked".into()),
             Some(e) if !e.healthy => say(
                 Some(member),
@@ -441,7 +447,7 @@ mod tests {
             members: &members,
             cluster: Ok(&cluster),
             replication: Ok(&rows),
-            etcd: &etcd,
+            etcd: Some(&etcd),
             backup_check: Some(Ok(())),
             max_replay_lag: DEFAULT_MAX_REPLAY_LAG,
         };
@@ -463,7 +469,7 @@ mod tests {
             members: &members,
             cluster: Ok(&cluster),
             replication: Ok(&rows),
-            etcd: &etcd,
+            etcd: Some(&etcd),
             backup_check: None,
             max_replay_lag: DEFAULT_MAX_REPLAY_LAG,
         });
@@ -490,7 +496,7 @@ mod tests {
             members: &members,
             cluster: Ok(&cluster),
             replication: Ok(&rows),
-            etcd: &etcd,
+            etcd: Some(&etcd),
             backup_check: Some(Err("stanza postgres01: archive timeout")),
             max_replay_lag: DEFAULT_MAX_REPLAY_LAG,
         });
@@ -513,7 +519,7 @@ mod tests {
             members: &members,
             cluster: Ok(&cluster),
             replication: Ok(&rows),
-            etcd: &etcd,
+            etcd: Some(&etcd),
             backup_check: None,
             max_replay_lag: DEFAULT_MAX_REPLAY_LAG,
         });
@@ -533,7 +539,7 @@ mod tests {
             members: &members,
             cluster: Ok(&leaderless),
             replication: Err("no leader to ask"),
-            etcd: &etcd,
+            etcd: Some(&etcd),
             backup_check: None,
             max_replay_lag: DEFAULT_MAX_REPLAY_LAG,
         });
@@ -551,7 +557,7 @@ mod tests {
             members: &members,
             cluster: Ok(&split),
             replication: Ok(&rows),
-            etcd: &etcd,
+            etcd: Some(&etcd),
             backup_check: None,
             max_replay_lag: DEFAULT_MAX_REPLAY_LAG,
         });
@@ -561,7 +567,7 @@ mod tests {
             members: &members,
             cluster: Err("Patroni on pg1: GET /cluster: no answer within 10s"),
             replication: Ok(&[]),
-            etcd: &etcd,
+            etcd: Some(&etcd),
             backup_check: None,
             max_replay_lag: DEFAULT_MAX_REPLAY_LAG,
         });
@@ -585,7 +591,7 @@ mod tests {
             members: &members,
             cluster: Ok(&cluster),
             replication: Err("PostgreSQL on pg1: connection refused"),
-            etcd: &etcd,
+            etcd: Some(&etcd),
             backup_check: None,
             max_replay_lag: DEFAULT_MAX_REPLAY_LAG,
         });

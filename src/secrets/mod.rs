@@ -1,13 +1,26 @@
-//! Secrets: values kept age-encrypted in the repo's `secrets/NAME.age`, decrypted in memory only.
+//! Secrets: values a repo's templates read by name, decrypted or fetched in memory only.
 //!
-//! The identity comes from `--age-identity FILE` (or `PLUMB_AGE_IDENTITY`). Recipients, the keys
-//! new secrets are encrypted to, are listed in `secrets/recipients.txt` (age `age1...` keys or
-//! `ssh-ed25519`/`ssh-rsa` public keys, one per line). Every value revealed is remembered so that
-//! [`redact`] can scrub it from any text plumb prints (errors of third-party libraries included).
+//! Two sources sit behind one interface ([`SecretSource`]), and [`SecretStore`] asks the right
+//! one by name:
+//! - `secrets/NAME.age`, age-encrypted in the repo (`age_files.rs`), opened with the identity
+//!   from `--age-identity FILE` (or `PLUMB_AGE_IDENTITY`). Recipients, the keys new secrets are
+//!   encrypted to, are listed in `secrets/recipients.txt` (age `age1...` keys or
+//!   `ssh-ed25519`/`ssh-rsa` public keys, one per line).
+//! - the names listed in `secrets/external.txt`, served by a program the operator names on the
+//!   controller (`--secret-command PROGRAM`, `command.rs`): the repo says which names, never
+//!   which program.
+//!
+//! Every value revealed is remembered so that [`redact`] can scrub it from any text plumb prints
+//! (errors of third-party libraries included).
+
+mod age_files;
+mod command;
+
+pub use command::{DEFAULT_TIMEOUT, MAX_OUTPUT, SecretCommand};
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 
@@ -17,11 +30,20 @@ pub const REDACTED: &str = "<sensitive>";
 /// File listing the public keys secrets are encrypted to.
 pub const RECIPIENTS_FILE: &str = "recipients.txt";
 
+/// File listing the secrets the operator's secret command serves (one name a line, `#`
+/// comments).
+pub const EXTERNAL_FILE: &str = "external.txt";
+
 /// A decrypted secret. Its `Debug` and `Display` never show the value.
 #[derive(Clone, PartialEq, Eq)]
 pub struct SecretValue(String);
 
 impl SecretValue {
+    /// Wraps a value that was just read from a source.
+    fn new(value: String) -> Self {
+        SecretValue(value)
+    }
+
     /// The value itself; whatever uses it must mark its output sensitive.
     pub fn expose(&self) -> &str {
         &self.0
@@ -40,10 +62,19 @@ impl fmt::Display for SecretValue {
     }
 }
 
+/// Where secret values come from: asked by name, a source answers with the value, which stays
+/// in memory. Implemented by the repo's age files and by the operator's secret command.
+pub trait SecretSource: Send + Sync {
+    /// What the source is, for messages (never a value).
+    fn describe(&self) -> String;
+    /// The value of the secret `name` (a valid name, see [`is_valid_name`]).
+    fn fetch(&self, name: &str) -> Result<SecretValue, SecretError>;
+}
+
 /// Why a secret could not be read or written. Never carries the value or the ciphertext.
 #[derive(Debug, thiserror::Error)]
 pub enum SecretError {
-    /// No `secrets/NAME.age`.
+    /// No `secrets/NAME.age` and not in `secrets/external.txt`.
     #[error(
         "secret `{0}` is not defined (no secrets/{0}.age); create it with `plumb secrets set {0}`"
     )]
@@ -53,6 +84,29 @@ pub enum SecretError {
         "secret `{0}` is needed but no age identity was given; pass --age-identity FILE or set PLUMB_AGE_IDENTITY"
     )]
     NoIdentity(String),
+    /// An external secret is needed but the operator gave no secret command.
+    #[error(
+        "secret `{0}` is served by the operator's secret command (secrets/external.txt), but none was given; pass --secret-command PROGRAM or set PLUMB_SECRET_COMMAND on the controller"
+    )]
+    NoCommand(String),
+    /// The secret command failed.
+    #[error("secret `{name}`: the secret command {program} {reason}")]
+    Command {
+        /// Secret name.
+        name: String,
+        /// The program.
+        program: String,
+        /// What went wrong (an exit status, a bound; never its output).
+        reason: String,
+    },
+    /// `secrets/external.txt` is malformed.
+    #[error("secrets/external.txt:{line}: {message}")]
+    External {
+        /// Line, from 1.
+        line: usize,
+        /// What is wrong.
+        message: String,
+    },
     /// The identity does not open the file.
     #[error("secret `{name}` ({file}) cannot be decrypted with the given identity: {reason}")]
     Decrypt {
@@ -96,12 +150,14 @@ pub fn is_valid_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
 }
 
-/// The secrets of one repo, with the identity that opens them.
+/// The secrets of one repo, with the sources that open them.
 pub struct SecretStore {
-    dir: PathBuf,
     names: BTreeSet<String>,
-    identities: Option<Vec<Box<dyn age::Identity + Send + Sync>>>,
-    identity_file: Option<PathBuf>,
+    age: age_files::AgeFiles,
+    age_names: BTreeSet<String>,
+    /// External names and their line in `secrets/external.txt`.
+    external: BTreeMap<String, usize>,
+    command: Option<SecretCommand>,
     placeholders: bool,
     cache: Mutex<BTreeMap<String, SecretValue>>,
 }
@@ -109,18 +165,20 @@ pub struct SecretStore {
 impl fmt::Debug for SecretStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SecretStore")
-            .field("dir", &self.dir)
+            .field("dir", &self.age.dir)
             .field("names", &self.names)
-            .field("has_identity", &self.identities.is_some())
+            .field("has_identity", &self.age.identities.is_some())
+            .field("command", &self.command.as_ref().map(|c| c.program()))
             .finish()
     }
 }
 
 impl SecretStore {
-    /// Lists `secrets/*.age` under the repo root (a missing folder means no secrets).
+    /// Lists `secrets/*.age` and `secrets/external.txt` under the repo root (a missing folder
+    /// means no secrets).
     pub fn open(repo_root: &Path) -> Result<SecretStore, SecretError> {
         let dir = repo_root.join("secrets");
-        let mut names = BTreeSet::new();
+        let mut age_names = BTreeSet::new();
         if dir.is_dir() {
             let entries = std::fs::read_dir(&dir).map_err(|source| SecretError::Io {
                 context: format!("reading {}", dir.display()),
@@ -130,15 +188,23 @@ impl SecretStore {
                 let file_name = entry.file_name();
                 let file_name = file_name.to_string_lossy();
                 if let Some(name) = file_name.strip_suffix(".age") {
-                    names.insert(name.to_string());
+                    age_names.insert(name.to_string());
                 }
             }
         }
+        let external = read_external(&dir.join(EXTERNAL_FILE), &age_names)?;
+        let mut names = age_names.clone();
+        names.extend(external.keys().cloned());
         Ok(SecretStore {
-            dir,
             names,
-            identities: None,
-            identity_file: None,
+            age: age_files::AgeFiles {
+                dir,
+                identities: None,
+                identity_file: None,
+            },
+            age_names,
+            external,
+            command: None,
             placeholders: false,
             cache: Mutex::new(BTreeMap::new()),
         })
@@ -146,21 +212,33 @@ impl SecretStore {
 
     /// Loads the identity (an age identity file, or an unencrypted OpenSSH private key).
     pub fn with_identity(mut self, file: &Path) -> Result<SecretStore, SecretError> {
-        self.identities = Some(load_identities(file)?);
-        self.identity_file = Some(file.to_path_buf());
+        self.age.load_identity(file)?;
         Ok(self)
     }
 
-    /// Without an identity, let rendering use a placeholder for each secret (that must exist)
-    /// instead of failing: `plumb validate` checks a repo this way without the key.
+    /// Serves the names of `secrets/external.txt` with the operator's program.
+    pub fn with_command(mut self, command: SecretCommand) -> SecretStore {
+        self.command = Some(command);
+        self
+    }
+
+    /// Without an identity (or a secret command), let rendering use a placeholder for each
+    /// secret (that must exist) instead of failing: `plumb validate` checks a repo this way
+    /// without the key.
     pub fn allow_placeholders(mut self) -> SecretStore {
         self.placeholders = true;
         self
     }
 
-    /// Like [`SecretStore::get`], but yields a placeholder in placeholder mode.
+    /// Like [`SecretStore::get`], but yields a placeholder in placeholder mode when the
+    /// secret's source is not available.
     pub fn get_for_render(&self, name: &str) -> Result<SecretValue, SecretError> {
-        if self.identities.is_none() && self.placeholders {
+        let unavailable = if self.external.contains_key(name) {
+            self.command.is_none()
+        } else {
+            self.age.identities.is_none()
+        };
+        if unavailable && self.placeholders {
             if !self.names.contains(name) {
                 return Err(SecretError::NotDefined(name.to_string()));
             }
@@ -171,20 +249,35 @@ impl SecretStore {
 
     /// The identity file in use.
     pub fn identity_file(&self) -> Option<&Path> {
-        self.identity_file.as_deref()
+        self.age.identity_file.as_deref()
     }
 
     /// True when an identity was loaded.
     pub fn has_identity(&self) -> bool {
-        self.identities.is_some()
+        self.age.identities.is_some()
     }
 
-    /// Names of the defined secrets.
+    /// True when the operator gave a secret command.
+    pub fn has_command(&self) -> bool {
+        self.command.is_some()
+    }
+
+    /// Names of the defined secrets, from every source.
     pub fn names(&self) -> &BTreeSet<String> {
         &self.names
     }
 
-    /// Decrypts a secret (once per run; later calls hit a cache).
+    /// Names of the secrets in `secrets/*.age`.
+    pub fn age_names(&self) -> &BTreeSet<String> {
+        &self.age_names
+    }
+
+    /// Names served by the secret command, with their line in `secrets/external.txt`.
+    pub fn external_names(&self) -> &BTreeMap<String, usize> {
+        &self.external
+    }
+
+    /// The value of a secret (read once per run; later calls hit a cache).
     pub fn get(&self, name: &str) -> Result<SecretValue, SecretError> {
         if let Some(v) = self.cache.lock().ok().and_then(|c| c.get(name).cloned()) {
             return Ok(v);
@@ -192,34 +285,17 @@ impl SecretStore {
         if !self.names.contains(name) {
             return Err(SecretError::NotDefined(name.to_string()));
         }
-        let Some(ids) = &self.identities else {
-            return Err(SecretError::NoIdentity(name.to_string()));
+        let source: &dyn SecretSource = if self.external.contains_key(name) {
+            match &self.command {
+                Some(c) => c,
+                None => return Err(SecretError::NoCommand(name.to_string())),
+            }
+        } else {
+            &self.age
         };
-        let file = self.dir.join(format!("{name}.age"));
-        let bytes = std::fs::read(&file).map_err(|source| SecretError::Io {
-            context: format!("reading {}", file.display()),
-            source,
-        })?;
-        let fail = |reason: String| SecretError::Decrypt {
-            name: name.to_string(),
-            file: format!("secrets/{name}.age"),
-            reason,
-        };
-        let decryptor = age::Decryptor::new_buffered(age::armor::ArmoredReader::new(&bytes[..]))
-            .map_err(|e| fail(e.to_string()))?;
-        let mut reader = decryptor
-            .decrypt(ids.iter().map(|i| i.as_ref() as &dyn age::Identity))
-            .map_err(|e| fail(e.to_string()))?;
-        let mut plain = Vec::new();
-        reader
-            .read_to_end(&mut plain)
-            .map_err(|e| fail(e.to_string()))?;
-        let text =
-            String::from_utf8(plain).map_err(|_| fail("the value is not UTF-8 text".into()))?;
-        // A trailing newline from `echo value | plumb secrets set` is never part of a password.
-        let text = text.strip_suffix('\n').unwrap_or(&text).to_string();
-        remember(&text);
-        let v = SecretValue(text);
+        let v = source.fetch(name)?;
+        remember(v.expose());
+        tracing::debug!(secret = name, source = %source.describe(), "secret read");
         if let Ok(mut c) = self.cache.lock() {
             c.insert(name.to_string(), v.clone());
         }
@@ -232,6 +308,14 @@ impl SecretStore {
             return Err(SecretError::BadName(name.to_string()));
         }
         let dir = repo_root.join("secrets");
+        if let Some(line) = read_external(&dir.join(EXTERNAL_FILE), &BTreeSet::new())?.get(name) {
+            return Err(SecretError::External {
+                line: *line,
+                message: format!(
+                    "`{name}` is served by the secret command; remove it here before keeping it in secrets/{name}.age"
+                ),
+            });
+        }
         let recipients = load_recipients(&dir.join(RECIPIENTS_FILE))?;
         let armored = encrypt(&recipients, value)?;
         let path = dir.join(format!("{name}.age"));
@@ -243,35 +327,46 @@ impl SecretStore {
     }
 }
 
-fn load_identities(file: &Path) -> Result<Vec<Box<dyn age::Identity + Send + Sync>>, SecretError> {
-    let err = |reason: String| SecretError::Identity {
-        file: file.display().to_string(),
-        reason,
+/// Reads `secrets/external.txt` (missing: no external secrets): valid names, each once and
+/// none that is also an age file.
+fn read_external(
+    file: &Path,
+    age_names: &BTreeSet<String>,
+) -> Result<BTreeMap<String, usize>, SecretError> {
+    let text = match std::fs::read_to_string(file) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(BTreeMap::new()),
+        Err(source) => {
+            return Err(SecretError::Io {
+                context: format!("reading {}", file.display()),
+                source,
+            });
+        }
     };
-    let data = std::fs::read(file).map_err(|e| err(e.to_string()))?;
-    if data.starts_with(b"-----BEGIN OPENSSH PRIVATE KEY-----") {
-        let id = age::ssh::Identity::from_buffer(&data[..], Some(file.display().to_string()))
-            .map_err(|e| err(e.to_string()))?;
-        return match id {
-            age::ssh::Identity::Unencrypted(_) => Ok(vec![Box::new(id)]),
-            _ => Err(err(
-                "encrypted or unsupported SSH keys cannot be used; use an age identity file".into(),
-            )),
-        };
-    }
-    let mut out: Vec<Box<dyn age::Identity + Send + Sync>> = Vec::new();
-    for line in String::from_utf8_lossy(&data).lines() {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') {
+    let mut out = BTreeMap::new();
+    for (i, line) in text.lines().enumerate() {
+        let line_no = i + 1;
+        let name = line.trim();
+        if name.is_empty() || name.starts_with('#') {
             continue;
         }
-        let id: age::x25519::Identity = line
-            .parse()
-            .map_err(|_| err("a line is not an age identity (AGE-SECRET-KEY-1...)".into()))?;
-        out.push(Box::new(id));
-    }
-    if out.is_empty() {
-        return Err(err("no identity found in the file".into()));
+        let bad = |message: String| SecretError::External {
+            line: line_no,
+            message,
+        };
+        if !is_valid_name(name) {
+            return Err(bad(format!(
+                "`{name}` is not a valid secret name: use letters, digits, `_`, `-` and `.`"
+            )));
+        }
+        if age_names.contains(name) {
+            return Err(bad(format!(
+                "`{name}` is also secrets/{name}.age: a secret has one source"
+            )));
+        }
+        if let Some(first) = out.insert(name.to_string(), line_no) {
+            return Err(bad(format!("`{name}` is already listed at line {first}")));
+        }
     }
     Ok(out)
 }
@@ -463,5 +558,84 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("recipients.txt is missing"), "{e}");
+    }
+
+    fn program(dir: &Path) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        let p = dir.join("store.sh");
+        std::fs::write(
+            &p,
+            "#!/bin/sh\ncase \"$1\" in\n  consul_token) echo token-from-the-store-42 ;;\n  *) exit 2 ;;\nesac\n",
+        )
+        .unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        p
+    }
+
+    #[test]
+    fn external_secrets_come_from_the_operators_command_only() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("secrets")).unwrap();
+        std::fs::write(dir.path().join("secrets/su.age"), "x").unwrap();
+        std::fs::write(
+            dir.path().join("secrets/external.txt"),
+            "# served by the operator's program\nconsul_token\n\nmissing_one\n",
+        )
+        .unwrap();
+        let store = SecretStore::open(dir.path()).unwrap();
+        assert!(store.names().contains("consul_token") && store.names().contains("su"));
+        assert_eq!(store.age_names().len(), 1);
+        assert_eq!(store.external_names().get("missing_one"), Some(&4));
+        // No command: a clear error, or a placeholder when validating.
+        let e = store.get("consul_token").unwrap_err().to_string();
+        assert!(e.contains("pass --secret-command PROGRAM"), "{e}");
+        let store = store.allow_placeholders();
+        assert_eq!(
+            store.get_for_render("consul_token").unwrap().expose(),
+            "<secret:consul_token>"
+        );
+        let store = store.with_command(SecretCommand::new(program(dir.path())));
+        let v = store.get_for_render("consul_token").unwrap();
+        assert_eq!(v.expose(), "token-from-the-store-42");
+        assert_eq!(redact("token=token-from-the-store-42"), "token=<sensitive>");
+        let e = store.get("missing_one").unwrap_err().to_string();
+        assert!(e.contains("secret `missing_one`"), "{e}");
+        assert!(e.contains("exit status: 2"), "{e}");
+        // The age files are still asked without the command's help.
+        assert!(matches!(store.get("su"), Err(SecretError::NoIdentity(_))));
+    }
+
+    #[test]
+    fn external_txt_is_strict() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("secrets")).unwrap();
+        std::fs::write(dir.path().join("secrets/su.age"), "x").unwrap();
+        for (text, want) in [
+            (
+                "a\n../etc/passwd\n",
+                "secrets/external.txt:2: `../etc/passwd` is not a valid secret name",
+            ),
+            (
+                "a\nb\na\n",
+                "secrets/external.txt:3: `a` is already listed at line 1",
+            ),
+            (
+                "su\n",
+                "secrets/external.txt:1: `su` is also secrets/su.age: a secret has one source",
+            ),
+            (
+                "$(reboot)\n",
+                "secrets/external.txt:1: `$(reboot)` is not a valid secret name",
+            ),
+        ] {
+            std::fs::write(dir.path().join("secrets/external.txt"), text).unwrap();
+            let e = SecretStore::open(dir.path()).unwrap_err().to_string();
+            assert!(e.starts_with(want), "{text:?}: {e}");
+        }
+        std::fs::write(dir.path().join("secrets/external.txt"), "tok\n").unwrap();
+        let e = SecretStore::set(dir.path(), "tok", b"v")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`tok` is served by the secret command"), "{e}");
     }
 }

@@ -7,7 +7,7 @@ use super::super::cluster::{
     check_cidr, check_common, check_credential, check_project_name, is_pg_identifier, network_var,
     selected_hosts, unknown_backup_repo,
 };
-use super::{MANAGED_PARAMETERS, PostgresClusterSpec, RESERVED_DATABASES};
+use super::{ConsulScheme, Dcs, MANAGED_PARAMETERS, PostgresClusterSpec, RESERVED_DATABASES};
 use crate::kinds::{CheckCx, Spec};
 use crate::model::inventory::Host;
 use serde_json::Value;
@@ -44,12 +44,55 @@ pub(super) fn check(spec: &PostgresClusterSpec, cx: &mut CheckCx) {
         }
     }
     let members = members(spec, cx);
+    dcs(spec, cx, &members);
     ports(spec, cx);
     patroni(spec, cx);
     parameters(spec, cx);
     let system_users = credentials(spec, cx);
     backup(spec, cx, &members);
     roles_and_databases(spec, cx, &system_users);
+    pgbouncer(spec, cx);
+}
+
+/// PgBouncer: behind HAProxy (which finds the primary), sizes that are sizes, and users that
+/// are declared roles with a password.
+fn pgbouncer(spec: &PostgresClusterSpec, cx: &mut CheckCx) {
+    let Some(b) = &spec.pgbouncer else { return };
+    if !spec.haproxy.enabled {
+        cx.error(
+            "pgbouncer",
+            "PgBouncer connects to the primary through HAProxy, which is off",
+            Some("turn HAProxy on (`haproxy: { enabled: true }`, the default)".into()),
+        );
+    }
+    for (field, n) in [
+        ("pgbouncer.max_client_conn", b.max_client_conn),
+        ("pgbouncer.default_pool_size", b.default_pool_size),
+    ] {
+        if n == 0 {
+            cx.error(field, "0 connections would let no client through", None);
+        }
+    }
+    let mut seen = BTreeSet::new();
+    for (i, u) in b.users.iter().flatten().enumerate() {
+        let field = format!("pgbouncer.users[{i}]");
+        match spec.roles.iter().find(|r| &r.name == u) {
+            None => cx.error(
+                &field,
+                format!("`{u}` is not a declared role"),
+                Some("PgBouncer's users are roles of `roles` with a password".into()),
+            ),
+            Some(r) if r.password.is_none() => cx.error(
+                &field,
+                format!("role `{u}` has no password, so it cannot log in through PgBouncer"),
+                None,
+            ),
+            Some(_) => {}
+        }
+        if !seen.insert(u.as_str()) {
+            cx.error(&field, format!("`{u}` is listed twice"), None);
+        }
+    }
 }
 
 /// The members: at least one, each with an IP address, and the cluster network known.
@@ -62,7 +105,7 @@ fn members<'r>(spec: &PostgresClusterSpec, cx: &mut CheckCx<'_, 'r>) -> Vec<&'r 
             None,
         );
     }
-    if members.len() == 2 {
+    if members.len() == 2 && spec.dcs == Dcs::Etcd {
         cx.error(
             "hosts",
             "the cluster has 2 members, but etcd runs on each member and needs a majority: \
@@ -75,8 +118,13 @@ fn members<'r>(spec: &PostgresClusterSpec, cx: &mut CheckCx<'_, 'r>) -> Vec<&'r 
             cx.error(
                 "hosts",
                 format!(
-                    "member `{}` has address `{}`, but etcd needs IP addresses",
-                    h.name, h.address
+                    "member `{}` has address `{}`, but {} needs IP addresses",
+                    h.name,
+                    h.address,
+                    match spec.dcs {
+                        Dcs::Etcd => "etcd",
+                        Dcs::Consul => "the members' listeners and certificates",
+                    }
                 ),
                 Some("give the host an IP address in the inventory".into()),
             );
@@ -99,17 +147,181 @@ fn members<'r>(spec: &PostgresClusterSpec, cx: &mut CheckCx<'_, 'r>) -> Vec<&'r 
     members
 }
 
+/// The DCS: with `consul`, its section, and nothing of it without. The ACL token must never
+/// cross a network in clear or go to an agent whose certificate is not checked, so plain HTTP
+/// and `verify: false` are for an agent on loopback only.
+fn dcs(spec: &PostgresClusterSpec, cx: &mut CheckCx, members: &[&Host]) {
+    let consul = match (spec.dcs, &spec.consul) {
+        (Dcs::Etcd, None) => return,
+        (Dcs::Etcd, Some(_)) => {
+            cx.error(
+                "consul",
+                "`consul` settings are given but the DCS is etcd",
+                Some("set `dcs: consul`, or remove the `consul` section".into()),
+            );
+            return;
+        }
+        (Dcs::Consul, None) => {
+            cx.error(
+                "dcs",
+                "`dcs: consul` needs a `consul` section: at least the ACL token",
+                Some("e.g. `consul: { token: { secret: consul_token } }`".into()),
+            );
+            return;
+        }
+        (Dcs::Consul, Some(c)) => c,
+    };
+    cx.secret("consul.token.secret", &consul.token.secret);
+    // The address each member's Patroni uses: the manifest's, or its host var.
+    let mut addresses = vec![(None, consul.address.clone())];
+    for h in members {
+        match h.vars.get("consul_address") {
+            None => {}
+            Some(Value::String(a)) => addresses.push((Some(h.name.as_str()), a.clone())),
+            Some(other) => cx.error(
+                "consul.address",
+                format!(
+                    "host var `consul_address` of `{}` is {other}, not `host:port`",
+                    h.name
+                ),
+                None,
+            ),
+        }
+    }
+    for (host, address) in &addresses {
+        let whose = match host {
+            None => String::new(),
+            Some(h) => format!(" (host var `consul_address` of `{h}`)"),
+        };
+        let loopback = match parse_host_port(address) {
+            Err(why) => {
+                cx.error(
+                    "consul.address",
+                    format!("`{address}`{whose} is not `host:port`: {why}"),
+                    Some("e.g. `127.0.0.1:8501`, the member's own agent".into()),
+                );
+                continue;
+            }
+            Ok((h, _)) => is_loopback(h),
+        };
+        if consul.scheme == ConsulScheme::Http && !loopback {
+            cx.error(
+                "consul.scheme",
+                format!("plain HTTP to the Consul agent at `{address}`{whose} would send the ACL token across the network in clear"),
+                Some("use `scheme: https` (the default), or an agent on the member's loopback".into()),
+            );
+        }
+        if consul.scheme == ConsulScheme::Https && !consul.verify && !loopback {
+            cx.error(
+                "consul.verify",
+                format!("`verify: false` would send the ACL token to whatever answers at `{address}`{whose}"),
+                Some("keep `verify: true` and give the agent's CA as `cacert`".into()),
+            );
+        }
+    }
+    for (field, path) in [
+        ("consul.cacert", &consul.cacert),
+        ("consul.cert", &consul.cert),
+        ("consul.key", &consul.key),
+    ] {
+        let Some(path) = path else { continue };
+        if consul.scheme == ConsulScheme::Http {
+            cx.error(
+                field,
+                "TLS files are given but the scheme is `http`",
+                Some("use `scheme: https`, or remove the file".into()),
+            );
+        }
+        cx.abs_path(field, path, &[]);
+        // The path is also a bind mount of Patroni's container (`SRC:DST:ro`).
+        if !path
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'/' | b'.' | b'_' | b'-'))
+        {
+            cx.error(
+                field,
+                format!("`{path}` has characters a compose volume cannot carry"),
+                Some("use letters, digits, `/`, `.`, `_` and `-`".into()),
+            );
+        }
+    }
+    if consul.cert.is_some() != consul.key.is_some() {
+        let field = if consul.cert.is_some() {
+            "consul.cert"
+        } else {
+            "consul.key"
+        };
+        cx.error(
+            field,
+            "a client certificate needs both `cert` and `key`",
+            None,
+        );
+    }
+    if let Some(dc) = &consul.dc
+        && (dc.is_empty()
+            || !dc
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.')))
+    {
+        cx.error(
+            "consul.dc",
+            format!("`{dc}` is not a Consul datacenter name"),
+            Some("letters, digits, `_`, `-` and `.`".into()),
+        );
+    }
+}
+
+/// Splits `host:port` (`[v6]:port` for IPv6); the host is a name or an address.
+pub(super) fn parse_host_port(s: &str) -> Result<(&str, u16), &'static str> {
+    let (host, port) = if let Some(rest) = s.strip_prefix('[') {
+        let (h, p) = rest
+            .split_once("]:")
+            .ok_or("an IPv6 address is written `[addr]:port`")?;
+        if h.parse::<std::net::Ipv6Addr>().is_err() {
+            return Err("not an IPv6 address between the brackets");
+        }
+        (h, p)
+    } else {
+        let (h, p) = s.rsplit_once(':').ok_or("no `:port`")?;
+        let name_ok = !h.is_empty()
+            && h.split('.').all(|label| {
+                !label.is_empty()
+                    && !label.starts_with('-')
+                    && label
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            });
+        if !name_ok {
+            return Err("the host is neither a DNS name nor an IPv4 address");
+        }
+        (h, p)
+    };
+    match port.parse::<u16>() {
+        Ok(p) if p > 0 => Ok((host, p)),
+        _ => Err("the port is not a number from 1 to 65535"),
+    }
+}
+
+fn is_loopback(host: &str) -> bool {
+    host == "localhost" || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
 /// Every service of a member on a port of its own.
 fn ports(spec: &PostgresClusterSpec, cx: &mut CheckCx) {
     let mut ports = vec![
         ("ports.postgres", spec.ports.postgres),
         ("ports.rest_api", spec.ports.rest_api),
-        ("ports.etcd_client", spec.ports.etcd_client),
-        ("ports.etcd_peer", spec.ports.etcd_peer),
-        ("ports.etcd_metrics", spec.ports.etcd_metrics),
     ];
+    if spec.dcs == Dcs::Etcd {
+        ports.push(("ports.etcd_client", spec.ports.etcd_client));
+        ports.push(("ports.etcd_peer", spec.ports.etcd_peer));
+        ports.push(("ports.etcd_metrics", spec.ports.etcd_metrics));
+    }
     if spec.backup.is_some() {
         ports.push(("ports.pgbackrest", spec.ports.pgbackrest));
+    }
+    if let Some(b) = &spec.pgbouncer {
+        ports.push(("pgbouncer.port", b.port));
     }
     if spec.haproxy.enabled {
         ports.push(("haproxy.primary_port", spec.haproxy.primary_port));

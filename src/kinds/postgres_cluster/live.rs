@@ -76,6 +76,8 @@ pub struct LiveCluster {
     pub compose_command: String,
     /// PostgreSQL's binaries inside the member's container.
     pub bin_dir: String,
+    /// etcd runs on the members (`dcs: etcd`), so the health gate asks each of them.
+    pub etcd: bool,
 }
 
 impl LiveCluster {
@@ -202,6 +204,7 @@ impl PostgresClusterSpec {
             paths: model.paths,
             compose_command: self.compose_command.clone(),
             bin_dir: self.bin_dir(),
+            etcd: self.dcs == super::Dcs::Etcd,
         })
     }
 }

@@ -64,6 +64,10 @@ pub const BUILTIN_TEMPLATES: &[(&str, &str)] = &[
         include_str!("../../../templates/postgres-cluster/haproxy.cfg.tera"),
     ),
     (
+        "postgres-cluster/pgbouncer.ini.tera",
+        include_str!("../../../templates/postgres-cluster/pgbouncer.ini.tera"),
+    ),
+    (
         "postgres-cluster/docker-compose.yml.tera",
         include_str!("../../../templates/postgres-cluster/docker-compose.yml.tera"),
     ),
@@ -80,6 +84,100 @@ pub enum Dcs {
     /// etcd (v3 API), one member on each cluster host.
     #[default]
     Etcd,
+    /// Consul, run outside the cluster (an agent Patroni talks to, usually the member's own);
+    /// its settings are the manifest's `consul:` section.
+    Consul,
+}
+
+impl Dcs {
+    /// The name as written in a manifest.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Dcs::Etcd => "etcd",
+            Dcs::Consul => "consul",
+        }
+    }
+}
+
+/// How Patroni speaks to its Consul agent.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ConsulScheme {
+    /// HTTPS (the default).
+    #[default]
+    Https,
+    /// Plain HTTP: allowed only to an agent on a loopback address.
+    Http,
+}
+
+/// Consul's read consistency mode for Patroni's reads.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ConsulConsistency {
+    /// Consul's default mode.
+    #[default]
+    Default,
+    /// Reads go through the Raft leader and are always current.
+    Consistent,
+    /// Any server answers, possibly stale.
+    Stale,
+}
+
+/// The Consul agent Patroni uses as its DCS (`dcs: consul`). Consul itself is not run by
+/// plumb: it is the platform's (the Nomad seed's Consul cluster). Patroni talks to one agent,
+/// usually the one on the member itself; Consul's servers give the HA.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsulSettings {
+    /// `host:port` of the agent (default `127.0.0.1:8501`, the agent's HTTPS port on the member);
+    /// a host var `consul_address` overrides it per member.
+    #[serde(default = "default_consul_address")]
+    pub address: String,
+    /// `https` (default) or `http` (only to an agent on loopback: the ACL token must not cross
+    /// a network in clear).
+    #[serde(default)]
+    pub scheme: ConsulScheme,
+    /// The secret holding Patroni's ACL token (needs `key` and `session` write on the
+    /// cluster's prefix, `service` write when `register_service` is on).
+    pub token: SecretRef,
+    /// Verify the agent's certificate (default true; false only for an agent on loopback).
+    #[serde(default = "yes")]
+    pub verify: bool,
+    /// CA certificate of the agent, a file on the member (default: the image's trust store).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cacert: Option<String>,
+    /// Client certificate for agents that verify incoming connections, a file on the member
+    /// (with `key`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert: Option<String>,
+    /// The client certificate's key, a file on the member readable by the OS account.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// Datacenter (default: the agent's own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dc: Option<String>,
+    /// Read consistency (default `default`).
+    #[serde(default)]
+    pub consistency: ConsulConsistency,
+    /// Register the cluster as a Consul service, tagged with each member's role (default false).
+    #[serde(default)]
+    pub register_service: bool,
+}
+
+fn default_consul_address() -> String {
+    "127.0.0.1:8501".into()
+}
+
+impl ConsulSettings {
+    /// The files on the member Patroni reads (CA, certificate, key), to mount into its
+    /// container.
+    pub fn files(&self) -> Vec<&str> {
+        [&self.cacert, &self.cert, &self.key]
+            .into_iter()
+            .flatten()
+            .map(String::as_str)
+            .collect()
+    }
 }
 
 /// Patroni's log level.
@@ -249,6 +347,54 @@ impl Default for HaproxySettings {
     }
 }
 
+/// How PgBouncer hands server connections to clients.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PoolMode {
+    /// A server connection per client session.
+    Session,
+    /// A server connection per transaction (the default).
+    #[default]
+    Transaction,
+    /// A server connection per statement.
+    Statement,
+}
+
+/// PgBouncer on each member, in front of the local HAProxy's primary port: clients reach the
+/// current primary through any member's PgBouncer, and after a failover HAProxy's health
+/// checks lead new server connections to the new primary with no change of PgBouncer's
+/// configuration.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PgbouncerSettings {
+    /// Port on the member's address (default 6432).
+    #[serde(default = "p_pgbouncer")]
+    pub port: u16,
+    /// Pool mode (default transaction).
+    #[serde(default)]
+    pub pool_mode: PoolMode,
+    /// Client connections accepted (default 200).
+    #[serde(default = "default_max_client_conn")]
+    pub max_client_conn: u32,
+    /// Server connections per user and database (default 20).
+    #[serde(default = "default_pool_size")]
+    pub default_pool_size: u32,
+    /// Roles (of `roles`, with a password) that may connect through PgBouncer; default: every
+    /// declared role with a password.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub users: Option<Vec<String>>,
+}
+
+fn p_pgbouncer() -> u16 {
+    6432
+}
+fn default_max_client_conn() -> u32 {
+    200
+}
+fn default_pool_size() -> u32 {
+    20
+}
+
 /// Where the cluster's WAL and backups go.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -362,9 +508,13 @@ pub struct PostgresClusterSpec {
     /// PostgreSQL binaries inside the image (default `/usr/lib/postgresql/<version>/bin`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bin_dir: Option<String>,
-    /// The DCS: `etcd`, run on the members themselves (the only choice for now).
+    /// The DCS: `etcd` (default), run on the members themselves, or `consul`, the platform's,
+    /// with its settings in `consul`.
     #[serde(default)]
     pub dcs: Dcs,
+    /// The Consul agent, token and TLS settings (with `dcs: consul` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consul: Option<ConsulSettings>,
     /// The OS account (default `postgres`, uid/gid 1001, home `/home/postgres`, in `docker`).
     #[serde(default)]
     pub os_user: OsAccount,
@@ -414,6 +564,9 @@ pub struct PostgresClusterSpec {
     /// HAProxy (on by default: 5000 primary, 5001 replicas, 7000 stats).
     #[serde(default)]
     pub haproxy: HaproxySettings,
+    /// PgBouncer in front of HAProxy's primary port on every member (off unless given).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pgbouncer: Option<PgbouncerSettings>,
     /// Patroni tags of every member (host var `patroni_tags` overrides per host).
     #[serde(default)]
     pub tags: Tags,

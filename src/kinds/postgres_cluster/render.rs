@@ -94,6 +94,8 @@ pub(super) fn render(
         }
     }
     let member = Member::of(host);
+    let consul = consul_vars(spec, m, host)?;
+    let etcd = spec.dcs == Dcs::Etcd;
     let cluster = json!({
         "name": m.name,
         "scope": m.name,
@@ -123,6 +125,9 @@ pub(super) fn render(
         "member_tls": { "cert": member_cert, "key": member_key, "ca": member_ca },
         "backup": backup,
         "haproxy": spec.haproxy,
+        "pgbouncer": pgbouncer_vars(spec, paths),
+        "dcs": spec.dcs.as_str(),
+        "consul": consul,
     });
     let mut vars = Map::new();
     vars.insert("cluster".into(), cluster);
@@ -138,6 +143,7 @@ pub(super) fn render(
     let reload_haproxy = format!("{}-reload-haproxy", m.name);
     let reload_postgres = format!("{}-reload-postgres", m.name);
     let restart_etcd = format!("{}-restart-etcd", m.name);
+    let reload_pgbouncer = format!("{}-reload-pgbouncer", m.name);
     let cmd_ref = |name: &str| ResourceRef {
         kind: "Command".into(),
         name: name.to_string(),
@@ -157,10 +163,15 @@ pub(super) fn render(
         dir(&paths.data_dir, 0o700),
         dir(&paths.log_dir, 0o750),
         dir(&paths.socket_dir, 0o750),
-        dir(&paths.etcd_data_dir, 0o700),
         dir(&paths.config_dir, 0o750),
         dir(&paths.tls_dir, 0o750),
     ];
+    if etcd {
+        dirs.insert(5, dir(&paths.etcd_data_dir, 0o700));
+    }
+    if spec.pgbouncer.is_some() {
+        dirs.push(dir(&paths.pgbouncer_dir, 0o750));
+    }
     if spec.backup.is_some() {
         dirs.push(dir(&paths.pgbackrest_dir, 0o750));
         dirs.push(dir(&paths.pgbackrest_certs, 0o750));
@@ -185,6 +196,9 @@ pub(super) fn render(
     if spec.haproxy.enabled {
         member_notify.push(cmd_ref(&reload_haproxy));
     }
+    if spec.pgbouncer.is_some() {
+        member_notify.push(cmd_ref(&reload_pgbouncer));
+    }
     let mut state = certificate(
         cx,
         m,
@@ -205,7 +219,9 @@ pub(super) fn render(
     );
     let bundle = trust_bundle(cx, m, &spec.tls, true)?;
     let mut bundle_notify = member_notify;
-    bundle_notify.push(cmd_ref(&restart_etcd));
+    if etcd {
+        bundle_notify.push(cmd_ref(&restart_etcd));
+    }
     out.push(
         cx,
         member_ca.clone(),
@@ -240,14 +256,16 @@ pub(super) fn render(
         PrimitiveSpec::File(file(patroni_yml, 0o600, content)),
         vec![cmd_ref(&reload_patroni)],
     );
-    let etcd_yml = format!("{}/etcd.yml", paths.config_dir);
-    let content = render(cx, "etcd.yml.tera")?;
-    out.push(
-        cx,
-        etcd_yml.clone(),
-        PrimitiveSpec::File(file(etcd_yml, 0o640, content)),
-        vec![],
-    );
+    if etcd {
+        let etcd_yml = format!("{}/etcd.yml", paths.config_dir);
+        let content = render(cx, "etcd.yml.tera")?;
+        out.push(
+            cx,
+            etcd_yml.clone(),
+            PrimitiveSpec::File(file(etcd_yml, 0o640, content)),
+            vec![],
+        );
+    }
     if spec.haproxy.enabled {
         let path = format!("{}/haproxy.cfg", paths.config_dir);
         let content = render(cx, "haproxy.cfg.tera")?;
@@ -256,6 +274,24 @@ pub(super) fn render(
             path.clone(),
             PrimitiveSpec::File(file(path, 0o640, content)),
             vec![cmd_ref(&reload_haproxy)],
+        );
+    }
+    if spec.pgbouncer.is_some() {
+        let path = format!("{}/pgbouncer.ini", paths.config_dir);
+        let content = render(cx, "pgbouncer.ini.tera")?;
+        out.push(
+            cx,
+            path.clone(),
+            PrimitiveSpec::File(file(path, 0o640, content)),
+            vec![cmd_ref(&reload_pgbouncer)],
+        );
+        let path = format!("{}/pgbouncer-userlist.txt", paths.config_dir);
+        let content = pgbouncer_userlist(spec, m, cx)?;
+        out.push(
+            cx,
+            path.clone(),
+            PrimitiveSpec::File(file(path, 0o600, content)),
+            vec![cmd_ref(&reload_pgbouncer)],
         );
     }
     if spec.backup.is_some() {
@@ -280,7 +316,12 @@ pub(super) fn render(
     set("PG_GID", &os.gid.to_string());
     set("CONFIG_PATH", &paths.config_dir);
     set("PG_DATA_ROOT", &paths.pgdata_root);
-    set("ETCD_DATA_PATH", &paths.etcd_data_dir);
+    if etcd {
+        set("ETCD_DATA_PATH", &paths.etcd_data_dir);
+    }
+    if spec.pgbouncer.is_some() {
+        set("PGBOUNCER_PATH", &paths.pgbouncer_dir);
+    }
     if spec.backup.is_some() {
         set("PGBACKREST_PATH", &paths.pgbackrest_dir);
         set("PGBACKREST_CONFIG", &paths.pgbackrest_config);
@@ -334,12 +375,14 @@ pub(super) fn render(
         PrimitiveSpec::Command(handler(format!("{compose_cmd} kill -s SIGHUP patroni"))),
         vec![],
     );
-    out.push(
-        cx,
-        restart_etcd,
-        PrimitiveSpec::Command(handler(format!("{compose_cmd} restart etcd"))),
-        vec![],
-    );
+    if etcd {
+        out.push(
+            cx,
+            restart_etcd,
+            PrimitiveSpec::Command(handler(format!("{compose_cmd} restart etcd"))),
+            vec![],
+        );
+    }
     // PostgreSQL rereads its certificate on a reload (pg_ctl as the server's user, in the
     // container); nothing to do while it is not running, or while initdb's single-user
     // backend holds the data directory (a first converge): it reads them when it starts.
@@ -374,5 +417,109 @@ pub(super) fn render(
             vec![],
         );
     }
+    if spec.pgbouncer.is_some() {
+        // PgBouncer rereads its configuration, users and TLS files on SIGHUP.
+        out.push(
+            cx,
+            reload_pgbouncer,
+            PrimitiveSpec::Command(handler(format!("{compose_cmd} kill -s SIGHUP pgbouncer"))),
+            vec![],
+        );
+    }
     Ok(out.items)
+}
+
+/// What the templates see of PgBouncer (`null` when it is off).
+fn pgbouncer_vars(spec: &PostgresClusterSpec, paths: &ClusterPaths) -> Value {
+    match &spec.pgbouncer {
+        None => Value::Null,
+        Some(b) => json!({
+            "port": b.port,
+            "pool_mode": b.pool_mode,
+            "max_client_conn": b.max_client_conn,
+            "default_pool_size": b.default_pool_size,
+            "auth_file": format!("{}/pgbouncer-userlist.txt", paths.config_dir),
+            "socket_dir": paths.pgbouncer_dir,
+        }),
+    }
+}
+
+/// PgBouncer's `auth_file`: `"user" "password"` for each of its users, from the roles' secrets.
+/// The password itself, not a SCRAM verifier: PgBouncer logs in to PostgreSQL with a stored
+/// verifier only when it is byte-identical to the server's (same salt), and the server's comes
+/// from the roles converge with a random salt. Clients still authenticate with SCRAM; the file
+/// is 0600 and sensitive, like `patroni.yml`.
+fn pgbouncer_userlist(
+    spec: &PostgresClusterSpec,
+    m: &Manifest,
+    cx: &HostCx,
+) -> Result<Content, Diagnostic> {
+    let mut text = String::from("; PgBouncer users, rendered by plumb from the roles' secrets.\n");
+    for (i, r) in spec.roles.iter().enumerate() {
+        let listed = match spec.pgbouncer.as_ref().and_then(|b| b.users.as_ref()) {
+            Some(users) => users.contains(&r.name),
+            None => true,
+        };
+        let Some(pw) = r.password.as_ref().filter(|_| listed) else {
+            continue;
+        };
+        let field = format!("roles[{i}].password.secret");
+        let value = cx
+            .secret(&pw.secret)
+            .map_err(|e| m.error(&field, e.to_string()))?;
+        if value.expose().contains(['\n', '\r', '\0']) {
+            return Err(m.error(
+                &field,
+                format!(
+                    "secret `{}` holds a line break or NUL, which PgBouncer's userlist cannot carry",
+                    pw.secret
+                ),
+            ));
+        }
+        text.push_str(&format!(
+            "\"{}\" \"{}\"\n",
+            r.name.replace('"', "\"\""),
+            value.expose().replace('"', "\"\"")
+        ));
+    }
+    Ok(Content::sensitive(text.into_bytes()))
+}
+
+/// What the templates see of the Consul settings on this member (`null` with etcd): the
+/// agent's URL (the host var `consul_address` over the manifest's address), the name of the
+/// token's secret, TLS and the files to mount into Patroni's container.
+fn consul_vars(spec: &PostgresClusterSpec, m: &Manifest, host: &Host) -> Result<Value, Diagnostic> {
+    let (Dcs::Consul, Some(c)) = (spec.dcs, &spec.consul) else {
+        return Ok(Value::Null);
+    };
+    let address = match host.vars.get("consul_address") {
+        None => c.address.clone(),
+        Some(Value::String(a)) => a.clone(),
+        Some(other) => {
+            return Err(m.error(
+                "consul.address",
+                format!(
+                    "host var `consul_address` of `{}` is {other}, not `host:port`",
+                    host.name
+                ),
+            ));
+        }
+    };
+    let scheme = match c.scheme {
+        ConsulScheme::Https => "https",
+        ConsulScheme::Http => "http",
+    };
+    let mounts: Vec<String> = c.files().iter().map(|f| format!("{f}:{f}:ro")).collect();
+    Ok(json!({
+        "url": format!("{scheme}://{address}"),
+        "token_secret": c.token.secret,
+        "verify": c.verify,
+        "cacert": c.cacert,
+        "cert": c.cert,
+        "key": c.key,
+        "dc": c.dc,
+        "consistency": c.consistency,
+        "register_service": c.register_service,
+        "mounts": mounts,
+    }))
 }

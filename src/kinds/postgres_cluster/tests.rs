@@ -1060,3 +1060,380 @@ fn an_expired_ca_is_refused_before_any_host_is_touched() {
         "{e}"
     );
 }
+
+/// `CLUSTER` on Consul: lines 19 to 22.
+fn consul_cluster() -> String {
+    format!(
+        "{CLUSTER}dcs: consul\nconsul:\n  token: {{ secret: consul_token }}\n  cacert: /etc/consul.d/tls/ca.pem\n"
+    )
+}
+
+fn consul_files(cluster: &str, inventory: Option<&str>) -> Vec<(String, String)> {
+    let mut files = vec![
+        ("manifests/pg.yaml".to_string(), cluster.to_string()),
+        ("manifests/repo.yaml".to_string(), REPO.to_string()),
+        ("secrets/consul_token.age".to_string(), "x".to_string()),
+    ];
+    if let Some(inv) = inventory {
+        files.push(("inventory/hosts.yaml".to_string(), inv.to_string()));
+    }
+    files
+}
+
+fn consul_pg1(cluster: &str, inventory: Option<&str>) -> DesiredHost {
+    let files = consul_files(cluster, inventory);
+    let refs: Vec<(&str, &str)> = files
+        .iter()
+        .map(|(p, t)| (p.as_str(), t.as_str()))
+        .collect();
+    render(&repo(&refs), "pg1")
+}
+
+fn consul_errors(cluster: &str) -> String {
+    let files = consul_files(cluster, None);
+    let refs: Vec<(&str, &str)> = files
+        .iter()
+        .map(|(p, t)| (p.as_str(), t.as_str()))
+        .collect();
+    errors(&refs)
+}
+
+#[test]
+fn with_consul_patroni_talks_to_the_agent_with_the_token_and_tls() {
+    let h = consul_pg1(&consul_cluster(), None);
+    let d = item(&h, "File", "/home/postgres/config/patroni.yml");
+    assert!(d.is_sensitive(), "patroni.yml holds the ACL token");
+    let y = yaml(&text(d));
+    assert!(y.get("etcd3").is_none(), "{y}");
+    let c = &y["consul"];
+    assert_eq!(c["url"], "https://127.0.0.1:8501");
+    assert_eq!(c["token"], "<secret:consul_token>");
+    assert_eq!(c["verify"], true);
+    assert_eq!(c["cacert"], "/etc/consul.d/tls/ca.pem");
+    assert!(c.get("cert").is_none() && c.get("key").is_none() && c.get("dc").is_none());
+    assert_eq!(c["consistency"], "default");
+    assert_eq!(c["register_service"], false);
+    // The rest of the file is the etcd variant's.
+    assert_eq!(y["scope"], "postgres01");
+    assert_eq!(y["restapi"]["listen"], "10.0.0.1:8008");
+}
+
+#[test]
+fn with_consul_the_stack_has_no_etcd_and_mounts_the_agent_files() {
+    let cluster = consul_cluster().replace(
+        "  cacert: /etc/consul.d/tls/ca.pem\n",
+        "  cacert: /etc/consul.d/tls/ca.pem\n  cert: /etc/consul.d/tls/client.pem\n  key: /etc/consul.d/tls/client-key.pem\n  dc: dc-1\n",
+    );
+    let h = consul_pg1(&cluster, None);
+    let all: Vec<String> = h
+        .resources
+        .iter()
+        .map(|d| format!("{}/{}", d.kind, d.name))
+        .collect();
+    for absent in [
+        "File//home/postgres/config/etcd.yml",
+        "Directory//home/postgres/etcd-data",
+        "Command/postgres01-restart-etcd",
+    ] {
+        assert!(!all.contains(&absent.to_string()), "{absent} in {all:#?}");
+    }
+    let bundle = item(&h, "File", "/home/postgres/config/tls/ca.crt");
+    assert!(
+        bundle.notify.iter().all(|r| !r.name.contains("etcd")),
+        "{:?}",
+        bundle.notify
+    );
+    let d = item(&h, "ComposeStack", "postgres01");
+    let PrimitiveSpec::ComposeStack(s) = &d.spec else {
+        panic!()
+    };
+    let env = String::from_utf8(s.env.as_ref().unwrap().bytes().to_vec()).unwrap();
+    assert!(!env.contains("ETCD"), "{env}");
+    let compose = text(d);
+    assert!(!compose.contains("etcd"), "{compose}");
+    let c = yaml(&compose);
+    let names: Vec<&String> = c["services"].as_object().unwrap().keys().collect();
+    assert_eq!(names, ["patroni", "pgbackrest", "haproxy"]);
+    let patroni = &c["services"]["patroni"];
+    assert!(patroni.get("depends_on").is_none(), "{patroni}");
+    assert_eq!(
+        patroni["volumes"],
+        json!([
+            "${CONFIG_PATH}:${CONFIG_PATH}:ro",
+            "${PG_DATA_ROOT}:${PG_DATA_ROOT}",
+            "/etc/consul.d/tls/ca.pem:/etc/consul.d/tls/ca.pem:ro",
+            "/etc/consul.d/tls/client.pem:/etc/consul.d/tls/client.pem:ro",
+            "/etc/consul.d/tls/client-key.pem:/etc/consul.d/tls/client-key.pem:ro",
+            "${PGBACKREST_PATH}:${PGBACKREST_PATH}",
+        ])
+    );
+    let y = yaml(&text(item(&h, "File", "/home/postgres/config/patroni.yml")));
+    assert_eq!(y["consul"]["cert"], "/etc/consul.d/tls/client.pem");
+    assert_eq!(y["consul"]["key"], "/etc/consul.d/tls/client-key.pem");
+    assert_eq!(y["consul"]["dc"], "dc-1");
+}
+
+#[test]
+fn a_host_var_points_a_member_at_its_own_agent_and_two_members_are_fine_with_consul() {
+    let inventory = crate::testutil::INVENTORY
+        .replace(
+            "pg1: { address: 10.0.0.1, groups: [postgres] }",
+            "pg1: { address: 10.0.0.1, groups: [postgres], vars: { consul_address: \"10.0.0.1:8501\" } }",
+        )
+        .replace("  pg3: { address: 10.0.0.3, groups: [postgres] }\n", "");
+    // Two members load (no etcd majority to keep); pg1 asks its own agent, pg2 the default.
+    let h = consul_pg1(&consul_cluster(), Some(&inventory));
+    let y = yaml(&text(item(&h, "File", "/home/postgres/config/patroni.yml")));
+    assert_eq!(y["consul"]["url"], "https://10.0.0.1:8501");
+    let files = consul_files(&consul_cluster(), Some(&inventory));
+    let refs: Vec<(&str, &str)> = files
+        .iter()
+        .map(|(p, t)| (p.as_str(), t.as_str()))
+        .collect();
+    let h2 = render(&repo(&refs), "pg2");
+    let y = yaml(&text(item(
+        &h2,
+        "File",
+        "/home/postgres/config/patroni.yml",
+    )));
+    assert_eq!(y["consul"]["url"], "https://127.0.0.1:8501");
+    // The same two members on etcd are refused.
+    let e = errors(&[
+        ("manifests/pg.yaml", CLUSTER),
+        ("manifests/repo.yaml", REPO),
+        ("inventory/hosts.yaml", &inventory),
+    ]);
+    assert!(e.contains("the cluster has 2 members"), "{e}");
+}
+
+#[test]
+fn consul_settings_are_checked_at_their_line() {
+    // The section without `dcs: consul`, and `dcs: consul` without the section.
+    let e = consul_errors(&format!(
+        "{CLUSTER}consul:\n  token: {{ secret: consul_token }}\n"
+    ));
+    assert!(
+        e.contains("manifests/pg.yaml:20:3: error: field `consul`: `consul` settings are given but the DCS is etcd\n  hint: set `dcs: consul`"),
+        "{e}"
+    );
+    let e = consul_errors(&format!("{CLUSTER}dcs: consul\n"));
+    assert!(
+        e.contains("manifests/pg.yaml:19:6: error: field `dcs`: `dcs: consul` needs a `consul` section: at least the ACL token"),
+        "{e}"
+    );
+    let e = consul_errors(&format!("{CLUSTER}dcs: zookeeper\n"));
+    assert!(
+        e.contains("manifests/pg.yaml:19:6: error: field `dcs`"),
+        "{e}"
+    );
+    assert!(e.contains("zookeeper"), "{e}");
+    // The token's secret, the address, plain HTTP and no verification off loopback.
+    let bad = consul_cluster()
+        .replace("secret: consul_token", "secret: consul_tokn")
+        .replace(
+            "  cacert: /etc/consul.d/tls/ca.pem\n",
+            "  address: consul.example:x\n  cacert: etc/ca.pem\n  cert: /etc/c.pem\n  dc: \"dc 1\"\n",
+        );
+    let e = consul_errors(&bad);
+    for want in [
+        "manifests/pg.yaml:21:20: error: field `consul.token.secret`: secret `consul_tokn` is not defined",
+        "manifests/pg.yaml:22:12: error: field `consul.address`: `consul.example:x` is not `host:port`: the port is not a number from 1 to 65535",
+        "manifests/pg.yaml:23:11: error: field `consul.cacert`: path `etc/ca.pem` is relative",
+        "manifests/pg.yaml:24:9: error: field `consul.cert`: a client certificate needs both `cert` and `key`",
+        "manifests/pg.yaml:25:7: error: field `consul.dc`: `dc 1` is not a Consul datacenter name",
+    ] {
+        assert!(e.contains(want), "want {want}\n{e}");
+    }
+    let e = consul_errors(&consul_cluster().replace(
+        "  cacert: /etc/consul.d/tls/ca.pem\n",
+        "  address: 10.0.0.5:8500\n  scheme: http\n",
+    ));
+    assert!(
+        e.contains("manifests/pg.yaml:23:11: error: field `consul.scheme`: plain HTTP to the Consul agent at `10.0.0.5:8500` would send the ACL token across the network in clear"),
+        "{e}"
+    );
+    let e = consul_errors(&consul_cluster().replace(
+        "  cacert: /etc/consul.d/tls/ca.pem\n",
+        "  address: consul.service:8501\n  verify: false\n",
+    ));
+    assert!(
+        e.contains("manifests/pg.yaml:23:11: error: field `consul.verify`: `verify: false` would send the ACL token to whatever answers at `consul.service:8501`"),
+        "{e}"
+    );
+    let e = consul_errors(&consul_cluster().replace(
+        "  cacert: /etc/consul.d/tls/ca.pem\n",
+        "  cacert: \"/etc/consul d/ca.pem\"\n",
+    ));
+    assert!(
+        e.contains("field `consul.cacert`: `/etc/consul d/ca.pem` has characters a compose volume cannot carry"),
+        "{e}"
+    );
+    // On loopback, plain HTTP and an unverified agent are allowed.
+    for ok in [
+        "  address: 127.0.0.1:8500\n  scheme: http\n",
+        "  address: localhost:8501\n  verify: false\n",
+    ] {
+        let files = consul_files(
+            &consul_cluster().replace("  cacert: /etc/consul.d/tls/ca.pem\n", ok),
+            None,
+        );
+        let refs: Vec<(&str, &str)> = files
+            .iter()
+            .map(|(p, t)| (p.as_str(), t.as_str()))
+            .collect();
+        crate::testutil::load(&repo(&refs)).unwrap_or_else(|e| panic!("{ok}: {e}"));
+    }
+}
+
+#[test]
+fn host_port_parsing() {
+    use super::check::parse_host_port;
+    assert_eq!(parse_host_port("127.0.0.1:8501"), Ok(("127.0.0.1", 8501)));
+    assert_eq!(
+        parse_host_port("consul.service.dc1:8501"),
+        Ok(("consul.service.dc1", 8501))
+    );
+    assert_eq!(parse_host_port("[::1]:8500"), Ok(("::1", 8500)));
+    for bad in [
+        "",
+        "host",
+        ":8500",
+        "host:0",
+        "host:70000",
+        "[::1]8500",
+        "[zz]:1",
+        "a b:1",
+        "-a:1",
+    ] {
+        assert!(parse_host_port(bad).is_err(), "{bad}");
+    }
+}
+
+#[test]
+fn the_live_cluster_asks_etcd_only_when_etcd_is_the_dcs() {
+    let secret =
+        |_: &str| -> Result<crate::pg::Password, String> { Ok(crate::pg::Password::new("x")) };
+    for (cluster, etcd) in [(CLUSTER.to_string(), true), (consul_cluster(), false)] {
+        let files = consul_files(&cluster, None);
+        let refs: Vec<(&str, &str)> = files
+            .iter()
+            .map(|(p, t)| (p.as_str(), t.as_str()))
+            .collect();
+        let dir = repo(&refs);
+        let r = crate::testutil::load(&dir).unwrap();
+        let m = r.find("PostgresCluster", "postgres01").unwrap();
+        let Spec::PostgresCluster(spec) = &m.spec else {
+            panic!()
+        };
+        let ca = |n: &str| r.ca_certificates.get(n).map(|c| c.bytes().to_vec());
+        let live = spec.live(m, &r.inventory, &secret, &ca).unwrap();
+        assert_eq!(live.etcd, etcd);
+    }
+}
+
+#[test]
+fn pgbouncer_pools_to_the_local_haproxy_primary_port_with_tls_and_a_closed_console() {
+    let h = pg1(&format!("{CLUSTER}pgbouncer: {{ pool_mode: session }}\n"));
+    let ini = item(&h, "File", "/home/postgres/config/pgbouncer.ini");
+    assert!(!ini.is_sensitive());
+    let ini = text(ini);
+    for line in [
+        "* = host=127.0.0.1 port=5000\n",
+        "listen_addr = 10.0.0.1\n",
+        "listen_port = 6432\n",
+        "unix_socket_dir = /home/postgres/pgbouncer\n",
+        "admin_users =\n",
+        "stats_users =\n",
+        "auth_type = scram-sha-256\n",
+        "auth_file = /home/postgres/config/pgbouncer-userlist.txt\n",
+        "pool_mode = session\n",
+        "client_tls_sslmode = require\n",
+        "client_tls_cert_file = /home/postgres/config/tls/pg1.crt\n",
+        "server_tls_sslmode = verify-ca\n",
+        "server_tls_ca_file = /home/postgres/config/tls/ca.crt\n",
+    ] {
+        assert!(ini.contains(line), "{line}\n{ini}");
+    }
+    assert!(
+        !ini.contains("0.0.0.0") && !ini.contains("listen_addr = *"),
+        "{ini}"
+    );
+    let users = item(&h, "File", "/home/postgres/config/pgbouncer-userlist.txt");
+    assert!(users.is_sensitive(), "the userlist holds passwords");
+    let PrimitiveSpec::File(f) = &users.spec else {
+        panic!()
+    };
+    assert_eq!(f.mode, FileMode(0o600));
+    assert!(
+        text(users).contains("\"app\" \"<secret:app>\"\n"),
+        "{}",
+        text(users)
+    );
+    assert!(!text(users).contains("postgres"), "not the superuser");
+    let d = dir_of(&h, "/home/postgres/pgbouncer");
+    assert_eq!((d.owner.as_str(), d.mode), ("postgres", FileMode(0o750)));
+    // The stack runs it from the same image; a new config, userlist or certificate reloads it.
+    let c = yaml(&text(item(&h, "ComposeStack", "postgres01")));
+    let svc = &c["services"]["pgbouncer"];
+    assert_eq!(
+        svc["command"],
+        json!(["pgbouncer", "${CONFIG_PATH}/pgbouncer.ini"])
+    );
+    assert_eq!(svc["network_mode"], "host");
+    assert_eq!(svc["user"], "${PG_UID}:${PG_GID}");
+    let reload = "Command/postgres01-reload-pgbouncer";
+    for (kind, name) in [
+        ("File", "/home/postgres/config/pgbouncer.ini"),
+        ("File", "/home/postgres/config/pgbouncer-userlist.txt"),
+        ("Certificate", "/home/postgres/config/tls/pg1.crt"),
+    ] {
+        let n: Vec<String> = item(&h, kind, name)
+            .notify
+            .iter()
+            .map(|r| r.to_string())
+            .collect();
+        assert!(n.contains(&reload.to_string()), "{name}: {n:?}");
+    }
+    let PrimitiveSpec::Command(c) = &item(&h, "Command", "postgres01-reload-pgbouncer").spec else {
+        panic!()
+    };
+    assert_eq!(c.run, "/usr/bin/docker-compose kill -s SIGHUP pgbouncer");
+    assert!(c.refresh_only);
+    // Without the option: nothing of it.
+    let h = pg1(CLUSTER);
+    assert!(!h.resources.iter().any(|d| d.name.contains("pgbouncer")));
+}
+
+#[test]
+fn pgbouncer_users_are_chosen_among_roles_and_the_quotes_of_a_password_are_doubled() {
+    let cluster = CLUSTER.replace(
+        "roles:\n  - name: app\n    password: { secret: app }\n",
+        "roles:\n  - name: app\n    password: { secret: app }\n  - name: report\n    password: { secret: su }\n",
+    );
+    let h = pg1(&format!("{cluster}pgbouncer: {{ users: [report] }}\n"));
+    let users = text(item(
+        &h,
+        "File",
+        "/home/postgres/config/pgbouncer-userlist.txt",
+    ));
+    assert!(users.contains("\"report\" \"<secret:su>\"\n"), "{users}");
+    assert!(!users.contains("\"app\""), "{users}");
+}
+
+#[test]
+fn pgbouncer_settings_are_checked_at_their_line() {
+    let e = cluster_errors(&format!(
+        "{CLUSTER}haproxy: {{ enabled: false }}\npgbouncer: {{ port: 8008, default_pool_size: 0, users: [app, nobody, app] }}\n"
+    ));
+    for want in [
+        "manifests/pg.yaml:20:12: error: field `pgbouncer`: PgBouncer connects to the primary through HAProxy, which is off",
+        "manifests/pg.yaml:20:20: error: field `pgbouncer.port`: port 8008 is already used by `ports.rest_api`",
+        "manifests/pg.yaml:20:45: error: field `pgbouncer.default_pool_size`: 0 connections would let no client through",
+        "manifests/pg.yaml:20:61: error: field `pgbouncer.users[1]`: `nobody` is not a declared role",
+        "manifests/pg.yaml:20:69: error: field `pgbouncer.users[2]`: `app` is listed twice",
+    ] {
+        assert!(e.contains(want), "want {want}\n{e}");
+    }
+    let e = cluster_errors(&format!("{CLUSTER}pgbouncer: {{ pool_mode: fast }}\n"));
+    assert!(e.contains("field `pgbouncer.pool_mode`"), "{e}");
+}
