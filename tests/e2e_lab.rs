@@ -810,8 +810,20 @@ fn the_cluster_answers_only_over_tls_with_credentials_and_rotates_without_restar
     let before: Vec<[String; 3]> = addrs.iter().map(|a| serials(a)).collect();
     let (code, out, err) = plumb_ref(&repo, &overlay, &["certs", "rotate"]);
     assert_eq!(code, 2, "{out}\n{err}");
-    std::thread::sleep(Duration::from_secs(5));
-    let after: Vec<[String; 3]> = addrs.iter().map(|a| serials(a)).collect();
+    // Patroni applies its SIGHUP at its next loop (loop_wait, 10 s): a bounded wait until
+    // every service serves a new certificate (asserted below, service by service).
+    let mut after: Vec<[String; 3]> = Vec::new();
+    for _ in 0..30 {
+        std::thread::sleep(Duration::from_secs(1));
+        after = addrs.iter().map(|a| serials(a)).collect();
+        let all_new = before
+            .iter()
+            .zip(&after)
+            .all(|(b, a)| b.iter().zip(a).all(|(x, y)| x != y));
+        if all_new {
+            break;
+        }
+    }
     for (i, vm) in members.iter().enumerate() {
         for (j, service) in ["etcd", "Patroni REST", "PostgreSQL"].iter().enumerate() {
             assert_ne!(
@@ -899,7 +911,15 @@ fn the_cluster_answers_only_over_tls_with_credentials_and_rotates_without_restar
                     (8008, ""),
                     (5432, "-starttls postgres"),
                 ] {
-                    let issuer = served(addr, port, extra).1;
+                    // Patroni applies a SIGHUP at its next loop (loop_wait, 10 s): bounded wait.
+                    let mut issuer = served(addr, port, extra).1;
+                    for _ in 0..30 {
+                        if issuer.contains("pg-ca-2") {
+                            break;
+                        }
+                        std::thread::sleep(Duration::from_secs(1));
+                        issuer = served(addr, port, extra).1;
+                    }
                     assert!(
                         issuer.contains("pg-ca-2"),
                         "phase {}: {addr}:{port} serves a certificate of {issuer}",
