@@ -482,3 +482,61 @@ fn backups_are_taken_and_the_cluster_is_restored_to_a_point_in_time() {
     let (code, out, err) = f.plumb(&["converge", "--output", "json"]);
     assert_eq!(code, 0, "{out}\n{err}");
 }
+
+#[test]
+fn a_cluster_recreated_on_empty_vms_comes_back_from_its_backups() {
+    assert!(
+        lab::docker_available(),
+        "no Docker engine: the end-to-end tests need one (start dockerd)"
+    );
+    let _guard = lab::lock();
+    lab::ensure_up();
+    let f = Fixture::new();
+    let pw = format!("empty-{}", std::process::id());
+    f.set_secret("app_password", &pw);
+    f.edit_manifest(
+        "backup: { repo: pgbackrest }",
+        "backup: { repo: pgbackrest, restore_on_empty: true }",
+    );
+    let (code, out, err) = f.plumb(&["converge", "--output", "json"]);
+    assert!(code == 0 || code == 2, "{out}\n{err}");
+    assert_eq!(cluster_of(&out)["status"], "healthy", "{out}");
+
+    // A row, then a backup (which also archives the WAL that holds it).
+    let ip1 = lab::address("pg-srv1");
+    let (ok, text) = psql(
+        "pg-srv1",
+        &ip1,
+        5000,
+        "app",
+        &pw,
+        "DROP TABLE IF EXISTS roe; CREATE TABLE roe(v text); INSERT INTO roe VALUES ('kept')",
+    );
+    assert!(ok, "{text}");
+    let (code, out, err) = f.plumb(&["pg", "backup", "--type", "full"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+
+    // Every member loses its database and its DCS: the VMs as if recreated from scratch.
+    for vm in MEMBERS {
+        let out = lab::exec(
+            vm,
+            "cd /opt/plumb/postgres01 && docker-compose down -t 30 && \
+             rm -rf /home/postgres/postgres-data/data /home/postgres/etcd-data",
+        );
+        assert!(
+            out.status.success(),
+            "{vm}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    // One converge brings the cluster back, from the repository, with its rows.
+    let (code, out, err) = f.plumb(&["converge", "--output", "json"]);
+    assert!(code == 0 || code == 2, "{out}\n{err}");
+    assert_eq!(cluster_of(&out)["status"], "healthy", "{out}");
+    for vm in MEMBERS {
+        let host = lab::address(vm);
+        let (ok, text) = psql(vm, &host, 5432, "app", &pw, "SELECT v FROM roe");
+        assert!(ok && text.trim() == "kept", "{vm}: {text}");
+    }
+}

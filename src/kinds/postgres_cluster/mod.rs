@@ -401,6 +401,13 @@ fn default_pool_size() -> u32 {
 pub struct BackupLink {
     /// Name of the `BackupRepo` (its host, schedule and retention are declared there).
     pub repo: String,
+    /// Restore on empty: when the cluster starts with an empty DCS and an empty data directory
+    /// (VMs recreated from scratch), Patroni bootstraps it from the newest backup and every
+    /// archived WAL instead of `initdb`; a repository without a backup still gets `initdb`, a
+    /// repository that cannot be read stops the bootstrap (Patroni tries again) rather than
+    /// start an empty cluster over the backups. Default off.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub restore_on_empty: bool,
 }
 
 /// Patroni tags of the members (a host var `patroni_tags` overrides them per host).

@@ -6,6 +6,29 @@ use crate::diag::Diagnostic;
 use crate::kinds::{Desired, HostCx, Manifest};
 use serde_json::{Map, Value, json};
 
+/// Patroni's custom bootstrap for `restore_on_empty` (run with no parameters, not through a
+/// shell: Patroni splits it like a shell would): the newest backup when the repository holds
+/// one, `initdb` as Patroni runs it when it holds none, and a failure (Patroni tries again)
+/// when the repository cannot be read, so an empty cluster never starts over its backups.
+fn bootstrap_command(
+    spec: &PostgresClusterSpec,
+    paths: &ClusterPaths,
+    config: &str,
+    stanza: &str,
+) -> String {
+    let q = crate::shell::quote;
+    let initdb = q(&format!("{}/initdb", spec.bin_dir()));
+    let data = q(&paths.data_dir);
+    let (config, stanza) = (q(config), q(&format!("--stanza={stanza}")));
+    let script = format!(
+        "info=$(pgbackrest {config} {stanza} --output=json info) || \
+         {{ echo 'plumb: the backup repository cannot be read: not bootstrapping' >&2; exit 1; }}; \
+         case \"$info\" in *'\"label\"'*) exec pgbackrest {config} {stanza} --delta restore;; esac; \
+         exec {initdb} -D {data} --encoding=UTF8 --data-checksums"
+    );
+    format!("sh -c {}", q(&script))
+}
+
 /// Expands the cluster into the desired state of one member.
 pub(super) fn render(
     spec: &PostgresClusterSpec,
@@ -57,6 +80,8 @@ pub(super) fn render(
                 // A new or wiped replica is restored from the repository (its WAL then
                 // streams from the leader): the leader is not read in full for it.
                 "replica_command": format!("pgbackrest {config} --stanza={stanza} --delta --type=standby restore"),
+                "restore_on_empty": b.restore_on_empty,
+                "bootstrap_command": bootstrap_command(spec, paths, &config, &stanza),
             }))
         }
     };

@@ -1437,3 +1437,76 @@ fn pgbouncer_settings_are_checked_at_their_line() {
     let e = cluster_errors(&format!("{CLUSTER}pgbouncer: {{ pool_mode: fast }}\n"));
     assert!(e.contains("field `pgbouncer.pool_mode`"), "{e}");
 }
+
+#[test]
+fn restore_on_empty_bootstraps_from_the_repository_and_replicas_come_from_it() {
+    let patroni = |cluster: &str| {
+        let h = pg1(cluster);
+        yaml(&text(item(&h, "File", "/home/postgres/config/patroni.yml")))
+    };
+    // Off by default: Patroni's initdb.
+    let y = patroni(CLUSTER);
+    assert!(y["bootstrap"].get("method").is_none(), "{y:?}");
+    // Replicas from the repository first, the leader second.
+    assert_eq!(
+        y["postgresql"]["create_replica_methods"],
+        yaml("[pgbackrest, basebackup]")
+    );
+    assert_eq!(
+        y["postgresql"]["pgbackrest"]["command"],
+        "pgbackrest --config=/home/postgres/pgbackrest/pgbackrest.conf --stanza=postgres01 --delta --type=standby restore"
+    );
+
+    let y = patroni(&CLUSTER.replace(
+        "backup: { repo: repo1 }",
+        "backup: { repo: repo1, restore_on_empty: true }",
+    ));
+    let b = &y["bootstrap"];
+    assert_eq!(b["method"], "plumb_restore");
+    let m = &b["plumb_restore"];
+    assert_eq!(m["no_params"], true);
+    assert_eq!(m["keep_existing_recovery_conf"], false);
+    assert_eq!(m["recovery_conf"]["recovery_target_action"], "promote");
+    assert_eq!(m["recovery_conf"]["recovery_target_timeline"], "latest");
+    assert!(
+        m["recovery_conf"]["restore_command"]
+            .as_str()
+            .unwrap()
+            .contains("archive-get"),
+        "{m:?}"
+    );
+    let cmd = m["command"].as_str().unwrap();
+    assert!(cmd.starts_with("sh -c '"), "{cmd}");
+    // The repository is read first: unreadable stops the bootstrap, a backup is restored,
+    // none means initdb as Patroni runs it.
+    assert!(cmd.contains("--output=json info) ||"), "{cmd}");
+    assert!(cmd.contains("not bootstrapping"), "{cmd}");
+    assert!(cmd.contains("--delta restore"), "{cmd}");
+    assert!(
+        cmd.contains("/usr/lib/postgresql/15/bin/initdb -D /home/postgres/postgres-data/data --encoding=UTF8 --data-checksums"),
+        "{cmd}"
+    );
+    // The script itself is valid sh (run with `sh -n`).
+    let script = cmd
+        .strip_prefix("sh -c ")
+        .map(|q| {
+            let out = std::process::Command::new("sh")
+                .arg("-c")
+                .arg(format!("printf %s {q}"))
+                .output()
+                .unwrap();
+            String::from_utf8(out.stdout).unwrap()
+        })
+        .unwrap();
+    let check = std::process::Command::new("sh")
+        .args(["-n", "-c", &script])
+        .status()
+        .unwrap();
+    assert!(check.success(), "{script}");
+    // A misspelt key is refused.
+    let e = cluster_errors(&CLUSTER.replace(
+        "backup: { repo: repo1 }",
+        "backup: { repo: repo1, restore_on_emtpy: true }",
+    ));
+    assert!(e.contains("restore_on_emtpy"), "{e}");
+}
