@@ -6,6 +6,7 @@ use super::{EXIT_ERROR, EXIT_OK, RepoArgs, print_diagnostics};
 use crate::converge::backup::{self, RepoHost};
 use crate::converge::cluster::{Session, live_cluster};
 use crate::converge::restore::RestorePlan;
+use crate::kinds::postgres_cluster::live::LiveCluster;
 use crate::kinds::{Manifest, Spec};
 use crate::load::Repo;
 use crate::pg::backup::{BackupSummary, BackupType, RestoreTarget};
@@ -318,24 +319,34 @@ fn switchover(a: &SwitchoverArgs) -> Result<i32> {
     finish(&a.pg, result)
 }
 
-fn backup(a: &BackupArgs) -> Result<i32> {
-    let Some(kind) = BackupType::parse(&a.kind) else {
-        bail!("unknown backup type `{}`", crate::text::escape(&a.kind));
-    };
-    let repo = match super::load_repo(&a.pg.repo, false) {
+/// The repo, the cluster the command is about and the name of its backup repository (an
+/// error when it has none); `Err(code)` when the repo does not load (its diagnostics printed).
+fn with_repository(a: &PgArgs) -> Result<std::result::Result<(Repo, LiveCluster, String), i32>> {
+    let repo = match super::load_repo(&a.repo, false) {
         Ok(r) => r,
         Err(ds) => {
             print_diagnostics(&ds);
-            return Ok(EXIT_ERROR);
+            return Ok(Err(EXIT_ERROR));
         }
     };
-    let m = pick(&repo, a.pg.cluster.as_deref())?;
+    let m = pick(&repo, a.cluster.as_deref())?;
     let live = live_cluster(&repo, m).map_err(anyhow::Error::msg)?;
     let Some(repo_name) = live.backup_repo.clone() else {
         bail!(
             "cluster {} has no backup repository: declare `backup: {{ repo: NAME }}` in its manifest",
             live.name
         );
+    };
+    Ok(Ok((repo, live, repo_name)))
+}
+
+fn backup(a: &BackupArgs) -> Result<i32> {
+    let Some(kind) = BackupType::parse(&a.kind) else {
+        bail!("unknown backup type `{}`", crate::text::escape(&a.kind));
+    };
+    let (repo, live, repo_name) = match with_repository(&a.pg)? {
+        Ok(x) => x,
+        Err(code) => return Ok(code),
     };
     let opts = a.pg.hosts.options(false);
     let within = Duration::from_secs(a.pg.hosts.backup_timeout.max(1));
@@ -425,20 +436,9 @@ fn restore(a: &RestoreArgs) -> Result<i32> {
         (None, Some(label)) => RestoreTarget::Backup(label.clone()),
         (None, None) => RestoreTarget::Latest,
     };
-    let repo = match super::load_repo(&a.pg.repo, false) {
-        Ok(r) => r,
-        Err(ds) => {
-            print_diagnostics(&ds);
-            return Ok(EXIT_ERROR);
-        }
-    };
-    let m = pick(&repo, a.pg.cluster.as_deref())?;
-    let live = live_cluster(&repo, m).map_err(anyhow::Error::msg)?;
-    let Some(repo_name) = live.backup_repo.clone() else {
-        bail!(
-            "cluster {} has no backup repository: there is nothing to restore from",
-            live.name
-        );
+    let (repo, live, repo_name) = match with_repository(&a.pg)? {
+        Ok(x) => x,
+        Err(code) => return Ok(code),
     };
     let opts = a.pg.hosts.options(false);
     let yes = a.yes;
