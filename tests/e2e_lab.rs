@@ -555,8 +555,9 @@ fn wait_for_healthy_cluster(addr: &str, bound: Duration) -> String {
 }
 
 /// The serial and issuer of the certificate a TLS server presents, verified against the
-/// member bundle (`openssl s_client` on pg-srv1).
-fn served(addr: &str, port: u16, extra: &str) -> (String, String) {
+/// member bundle (`openssl s_client` on pg-srv1); an error carrying the output when no certificate was read (a
+/// server restarting its listener to load a new certificate, for a moment).
+fn try_served(addr: &str, port: u16, extra: &str) -> Result<(String, String), String> {
     let (_, out) = try_sh(
         "pg-srv1",
         &format!(
@@ -566,15 +567,19 @@ fn served(addr: &str, port: u16, extra: &str) -> (String, String) {
     let field = |name: &str| {
         out.lines()
             .find_map(|l| l.strip_prefix(name))
-            .unwrap_or_else(|| panic!("no certificate served on {addr}:{port}: {out}"))
-            .trim()
-            .to_string()
+            .map(|v| v.trim().to_string())
     };
-    (field("serial="), field("issuer="))
+    match (field("serial="), field("issuer=")) {
+        (Some(serial), Some(issuer)) => Ok((serial, issuer)),
+        _ => Err(out),
+    }
 }
 
+/// The serial of the certificate served, which must be readable.
 fn served_serial(addr: &str, port: u16, extra: &str) -> String {
-    served(addr, port, extra).0
+    try_served(addr, port, extra)
+        .unwrap_or_else(|out| panic!("no certificate served on {addr}:{port}: {out}"))
+        .0
 }
 
 /// `pgbackrest check` from the repository host (archiving and the TLS links both ways).
@@ -812,18 +817,29 @@ fn the_cluster_answers_only_over_tls_with_credentials_and_rotates_without_restar
     assert_eq!(code, 2, "{out}\n{err}");
     // Patroni applies its SIGHUP at its next loop (loop_wait, 10 s): a bounded wait until
     // every service serves a new certificate (asserted below, service by service).
-    let mut after: Vec<[String; 3]> = Vec::new();
+    // A read that finds no certificate (Patroni restarts its REST listener to load the new
+    // one) counts as "not yet"; the final read below must succeed everywhere.
+    let try_serials = |addr: &str| -> Option<[String; 3]> {
+        Some([
+            try_served(addr, 2379, &client).ok()?.0,
+            try_served(addr, 8008, "").ok()?.0,
+            try_served(addr, 5432, "-starttls postgres").ok()?.0,
+        ])
+    };
     for _ in 0..30 {
         std::thread::sleep(Duration::from_secs(1));
-        after = addrs.iter().map(|a| serials(a)).collect();
-        let all_new = before
-            .iter()
-            .zip(&after)
-            .all(|(b, a)| b.iter().zip(a).all(|(x, y)| x != y));
+        let now: Option<Vec<[String; 3]>> = addrs.iter().map(|a| try_serials(a)).collect();
+        let all_new = now.is_some_and(|now| {
+            before
+                .iter()
+                .zip(&now)
+                .all(|(b, a)| b.iter().zip(a).all(|(x, y)| x != y))
+        });
         if all_new {
             break;
         }
     }
+    let after: Vec<[String; 3]> = addrs.iter().map(|a| serials(a)).collect();
     for (i, vm) in members.iter().enumerate() {
         for (j, service) in ["etcd", "Patroni REST", "PostgreSQL"].iter().enumerate() {
             assert_ne!(
@@ -912,13 +928,18 @@ fn the_cluster_answers_only_over_tls_with_credentials_and_rotates_without_restar
                     (5432, "-starttls postgres"),
                 ] {
                     // Patroni applies a SIGHUP at its next loop (loop_wait, 10 s): bounded wait.
-                    let mut issuer = served(addr, port, extra).1;
+                    // A read that finds no certificate (a listener reloading) is retried.
+                    let mut issuer = String::new();
                     for _ in 0..30 {
-                        if issuer.contains("pg-ca-2") {
-                            break;
+                        match try_served(addr, port, extra) {
+                            Ok((_, now)) if now.contains("pg-ca-2") => {
+                                issuer = now;
+                                break;
+                            }
+                            Ok((_, now)) => issuer = now,
+                            Err(out) => issuer = format!("nothing readable: {out}"),
                         }
                         std::thread::sleep(Duration::from_secs(1));
-                        issuer = served(addr, port, extra).1;
                     }
                     assert!(
                         issuer.contains("pg-ca-2"),
