@@ -84,13 +84,15 @@ pub async fn converge_clusters(
     runs: &[HostRun],
     opts: &ConvergeOptions,
     deadline: Option<tokio::time::Instant>,
+    mut rolled: BTreeMap<String, super::rollout::RolloutReport>,
 ) -> Vec<ClusterRun> {
     let mut out = Vec::new();
     if !opts.cluster.enabled || opts.remote.local {
         return out;
     }
     for m in clusters_in_run(repo, runs) {
-        let one = converge_one(repo, m, runs, opts);
+        let rolled = rolled.remove(&m.name).unwrap_or_default();
+        let one = converge_one(repo, m, runs, opts, rolled);
         // The run's watchdog: a cluster phase still going at the deadline is dropped (its
         // tunnels and SSH connections close) and the cluster reported failed.
         let run = match deadline {
@@ -113,8 +115,11 @@ async fn converge_one(
     m: &Manifest,
     runs: &[HostRun],
     opts: &ConvergeOptions,
+    rolled: super::rollout::RolloutReport,
 ) -> ClusterRun {
     let mut run = ClusterRun::new(&m.name);
+    // What the host phase's roll did comes first, and why it stopped is the phase's error.
+    run.changes = rolled.changes;
     let live = match live_cluster(repo, m) {
         Ok(l) => l,
         Err(e) => {
@@ -156,6 +161,12 @@ async fn converge_one(
     };
     phase.run(&mut run).await;
     session.close().await;
+    if let Some(stopped) = rolled.error {
+        run.error = Some(match run.error.take() {
+            Some(e) => format!("{stopped}; {e}"),
+            None => stopped,
+        });
+    }
     if let Some(name) = backup_repo {
         super::backup::protect(repo, &name, &mut run, opts).await;
     }
@@ -567,7 +578,8 @@ impl Cluster<'_> {
             .await
     }
 
-    /// Runs a roll's steps in order, stopping at the first failure or unhealthy gate.
+    /// Runs a roll's steps in order, stopping at the first failure or unhealthy gate; a
+    /// restart is Patroni's `POST /restart`.
     async fn execute(
         &self,
         steps: &[RollStep],
@@ -575,18 +587,51 @@ impl Cluster<'_> {
         within: Duration,
         say: &dyn Fn(&str),
     ) -> Result<Vec<String>, String> {
+        let restart_one = |member: String| async move {
+            let rest = self
+                .rest(&member)
+                .ok_or_else(|| format!("{member} is not reachable over SSH"))?;
+            match rest.restart(restart).await.map_err(|e| e.to_string())? {
+                RestartOutcome::Restarted(_) => Ok(Some(format!("restarted {member}"))),
+                RestartOutcome::NotNeeded(_) => Ok(None),
+            }
+        };
+        self.execute_with(steps, within, say, restart_one).await
+    }
+
+    /// The cluster's view (when some member answers) and its health: what a roll of changes
+    /// that restart members' containers starts from.
+    pub(super) async fn roll_reading(&self) -> (Option<ClusterView>, Health) {
+        let reading = self.read().await;
+        (reading.view, reading.health)
+    }
+
+    /// Runs a roll's steps in order, stopping at the first failure or unhealthy gate;
+    /// `restart_one` does what [`RollStep::Restart`] means to the caller and says what it did.
+    pub(super) async fn execute_with<F, Fut>(
+        &self,
+        steps: &[RollStep],
+        within: Duration,
+        say: &dyn Fn(&str),
+        mut restart_one: F,
+    ) -> Result<Vec<String>, String>
+    where
+        F: FnMut(String) -> Fut,
+        Fut: std::future::Future<Output = Result<Option<String>, String>>,
+    {
         let mut done = Vec::new();
         for step in steps {
             say(&step.to_string());
             match step {
                 RollStep::Restart { member } => {
-                    let rest = self
-                        .rest(member)
-                        .ok_or_else(|| format!("{member} is not reachable over SSH"))?;
-                    match rest.restart(restart).await.map_err(|e| e.to_string())? {
-                        RestartOutcome::Restarted(_) => done.push(format!("restarted {member}")),
-                        RestartOutcome::NotNeeded(_) => {}
-                    }
+                    let what = restart_one(member.clone()).await.map_err(|e| {
+                        if done.is_empty() {
+                            e
+                        } else {
+                            format!("{e} (after {})", done.join(", "))
+                        }
+                    })?;
+                    done.extend(what);
                 }
                 RollStep::Switchover { from, to } => {
                     let rest = self

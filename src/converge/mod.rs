@@ -6,6 +6,7 @@ pub mod backup;
 pub mod cluster;
 pub mod remote;
 pub mod restore;
+pub mod rollout;
 
 use crate::apply::{self, Issuer};
 use crate::kinds::DesiredHost;
@@ -183,8 +184,11 @@ async fn run_all(
     let run_id = new_run_id();
     let sem = Arc::new(Semaphore::new(opts.parallel.max(1)));
     let bar = progress_bar(opts.progress, targets.len());
+    let names = targets.iter().map(|(h, _, _)| h.name.clone()).collect();
+    let (rollouts, mut gates) = rollout::Rollouts::start(&repo, &names, opts);
     let mut tasks = Vec::with_capacity(targets.len());
     for (host, desired, planned) in targets {
+        let gate = gates.remove(&host.name);
         let sem = sem.clone();
         let repo = repo.clone();
         let opts = opts.clone();
@@ -201,14 +205,15 @@ async fn run_all(
                 opts: &opts,
                 run_id: &run_id,
                 commit: commit.as_deref(),
+                parallel: &sem,
             };
             // Waiting for a permit counts against the deadline too. When it fires, the job's
             // future is dropped: its SSH connection closes, which is exactly what the host's
             // watchdog (`pl_watchdog`) treats as a controller gone, so the apply stops through
             // the same path as when plumb dies.
             let work = async {
-                let _permit = sem.acquire().await;
-                job.run(planned).await
+                let permit = sem.acquire().await.ok();
+                job.run(planned, gate, permit).await
             };
             let result = match deadline {
                 Some(d) => match tokio::time::timeout_at(d, work).await {
@@ -238,23 +243,38 @@ async fn run_all(
             run
         }));
     }
-    let mut hosts = Vec::with_capacity(tasks.len());
-    for t in tasks {
-        match t.await {
-            Ok(r) => hosts.push(r),
-            Err(e) => hosts.push(HostRun {
-                host: "?".into(),
-                plan: None,
-                outcome: None,
-                error: Some(format!("internal error: {e}")),
-                duration: Duration::ZERO,
-            }),
+    // The clusters' coordinators run alongside the host jobs, which wait on them for their
+    // turn; each ends once every member of its cluster has reported or gone.
+    let jobs = async {
+        let mut hosts = Vec::with_capacity(tasks.len());
+        for t in tasks {
+            match t.await {
+                Ok(r) => hosts.push(r),
+                Err(e) => hosts.push(HostRun {
+                    host: "?".into(),
+                    plan: None,
+                    outcome: None,
+                    error: Some(format!("internal error: {e}")),
+                    duration: Duration::ZERO,
+                }),
+            }
         }
-    }
+        hosts
+    };
+    // Bounded by the run's watchdog like everything else (a gate can wait long).
+    let coordinators = async {
+        match deadline {
+            Some(d) => tokio::time::timeout_at(d, rollouts.run())
+                .await
+                .unwrap_or_default(),
+            None => rollouts.run().await,
+        }
+    };
+    let (hosts, rolled) = futures::future::join(jobs, coordinators).await;
     if let Some(b) = bar {
         b.finish_and_clear();
     }
-    let clusters = cluster::converge_clusters(&repo, &hosts, opts, deadline).await;
+    let clusters = cluster::converge_clusters(&repo, &hosts, opts, deadline, rolled).await;
     let timed_out = opts.run_timeout.is_some_and(|t| {
         let why = run_timeout_message(t);
         hosts
@@ -484,15 +504,27 @@ struct Job<'a> {
     opts: &'a ConvergeOptions,
     run_id: &'a str,
     commit: Option<&'a str>,
+    /// The run's bound on hosts worked on at once.
+    parallel: &'a Semaphore,
 }
 
-impl Job<'_> {
-    async fn run(&self, planned: Option<HostPlan>) -> Result<HostRun, HostError> {
+impl<'a> Job<'a> {
+    /// Converges the host; `gate` is its cluster's coordinator when it is a member, `permit`
+    /// its place among the hosts worked on at once (given back while it waits for its turn).
+    async fn run(
+        &self,
+        planned: Option<HostPlan>,
+        gate: Option<rollout::MemberGate>,
+        permit: Option<tokio::sync::SemaphorePermit<'a>>,
+    ) -> Result<HostRun, HostError> {
         let remote = Remote::connect(self.host, &self.opts.remote)
             .await
             .map_err(|e| (None, e.to_string()))?;
         let result = match self.probe(&remote).await {
-            Ok((session, records)) => self.plan_apply(session, records, planned).await,
+            Ok((session, records)) => {
+                self.plan_apply(session, records, planned, gate, permit)
+                    .await
+            }
             Err(e) => Err((None, e)),
         };
         remote.close().await;
@@ -533,6 +565,8 @@ impl Job<'_> {
         mut session: Session<'_>,
         records: HostRecords,
         planned: Option<HostPlan>,
+        gate: Option<rollout::MemberGate>,
+        permit: Option<tokio::sync::SemaphorePermit<'a>>,
     ) -> Result<HostRun, HostError> {
         let result = self.plan(&mut session, &records, planned).await;
         let (plan, previous) = match result {
@@ -565,7 +599,38 @@ impl Job<'_> {
                 return Ok(run);
             }
         };
-        self.apply(lock, plan, &previous, run).await
+        let Some(gate) = gate else {
+            return self.apply(lock, plan, &previous, run).await;
+        };
+        // A cluster member waits for its turn (holding its lock, not its place among the
+        // hosts worked on at once: the members before it need theirs).
+        let impact = rollout::impact(&plan, gate.cluster());
+        let waits = impact != rollout::Impact::None;
+        if waits {
+            drop(permit);
+        }
+        let turn = gate.admit(impact).await;
+        let _permit = match waits {
+            true => self.parallel.acquire().await.ok(),
+            false => None,
+        };
+        match turn {
+            Ok(turn) => {
+                let result = self.apply(lock, plan, &previous, run).await;
+                turn.finished(
+                    result
+                        .as_ref()
+                        .is_ok_and(|r| r.status(false) != crate::report::HostStatus::Failed),
+                );
+                result
+            }
+            Err(why) => {
+                lock.release().await;
+                run.error = Some(format!("{why}; nothing was changed on this host"));
+                run.plan = Some(plan);
+                Ok(run)
+            }
+        }
     }
 
     /// Reads what planning needs besides the probe (the folders of what is to be pruned, the
