@@ -75,6 +75,21 @@ impl RepoHost {
             .ok_or_else(|| format!("the repository holds no stanza {stanza}"))
     }
 
+    /// `pgbackrest check` of `stanza`: WAL reaches the repository and the repository reaches
+    /// the members, at most `within`.
+    pub async fn check(&self, stanza: &str, within: Duration) -> Result<(), String> {
+        let secs = within.as_secs().max(1);
+        let out = self
+            .remote
+            .run(self.live.check_command(stanza, secs).as_bytes())
+            .await?;
+        match out.status {
+            0 => Ok(()),
+            124 => Err(format!("it did not end within {secs} s")),
+            code => Err(format!("exit {code}: {}", excerpt(&out.stderr))),
+        }
+    }
+
     /// Takes a `kind` backup of `stanza` now and waits for it, at most `within`.
     pub async fn backup(
         &self,
@@ -107,12 +122,25 @@ impl RepoHost {
     }
 }
 
-/// After the cluster phase of `run.cluster`: reads what its repository `repo_name` holds, takes
-/// the first full backup when it holds none and the cluster is healthy (a new cluster is
-/// protected from its first converge; a dry run says it would), and puts the newest backups
-/// and their warnings in the report. A repository that cannot be read is a warning; a first
-/// backup that fails fails the run.
-pub async fn protect(repo: &Repo, repo_name: &str, run: &mut ClusterRun, opts: &ConvergeOptions) {
+/// Longest `pgbackrest check` of the health gate (it switches WAL and waits for the segment to
+/// reach the repository).
+const CHECK_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// After the cluster phase of `run.cluster`: when the run `changed` a member of a healthy
+/// cluster, the last part of the health gate, `pgbackrest check` (a failure makes the cluster
+/// unhealthy and fails the run; not on every run: each check switches WAL, archiving a
+/// segment); then reads what its repository `repo_name` holds, takes the first full backup
+/// when it holds none and the cluster is healthy (a new cluster is protected from its first
+/// converge; a dry run says it would), and puts the newest backups and their warnings in the
+/// report. A repository that cannot be read is a warning; a first backup that fails fails the
+/// run.
+pub async fn protect(
+    repo: &Repo,
+    repo_name: &str,
+    changed: bool,
+    run: &mut ClusterRun,
+    opts: &ConvergeOptions,
+) {
     let stanza = run.cluster.clone();
     let say = |what: &str| {
         if opts.progress {
@@ -139,6 +167,17 @@ pub async fn protect(repo: &Repo, repo_name: &str, run: &mut ClusterRun, opts: &
         }
     };
     let mut info = host.info(&stanza).await;
+    // A stanza with no backup yet is checked by its first backup below (which fails the run
+    // the same way when archiving does not work).
+    let has_backup = info.as_ref().is_ok_and(|i| i.has_valid_backup());
+    if changed && has_backup && !opts.dry_run && run.status == ClusterStatus::Healthy {
+        say("pgbackrest check");
+        if let Err(e) = host.check(&stanza, CHECK_TIMEOUT).await {
+            run.status = ClusterStatus::Unhealthy;
+            run.reasons
+                .push(format!("pgbackrest check failed: {e}"));
+        }
+    }
     if let Ok(i) = &info
         && !i.has_valid_backup()
     {

@@ -168,7 +168,7 @@ async fn converge_one(
         });
     }
     if let Some(name) = backup_repo {
-        super::backup::protect(repo, &name, &mut run, opts).await;
+        super::backup::protect(repo, &name, changed, &mut run, opts).await;
     }
     run
 }

@@ -45,6 +45,18 @@ impl LiveRepo {
         )
     }
 
+    /// A sh command running `pgbackrest check` for `stanza` (archiving from the primary and
+    /// the TLS links both ways), bounded by `secs` seconds; its output goes to stderr.
+    pub fn check_command(&self, stanza: &str, secs: u64) -> String {
+        format!(
+            "cd -- {} && timeout {secs} {} exec -T pgbackrest pgbackrest {} {} check 1>&2",
+            quote(&self.stack_dir),
+            quote(&self.compose_command),
+            quote(&format!("--config={}", self.config)),
+            quote(&format!("--stanza={stanza}")),
+        )
+    }
+
     /// A sh command that runs the `kind` backup unit of `stanza` and waits for it, at most
     /// `secs` seconds (a oneshot unit's `systemctl start` returns when the backup has ended;
     /// when the timer's run is already going, it waits for that one), then prints the unit's
