@@ -174,8 +174,7 @@ pub async fn protect(
         say("pgbackrest check");
         if let Err(e) = host.check(&stanza, CHECK_TIMEOUT).await {
             run.status = ClusterStatus::Unhealthy;
-            run.reasons
-                .push(format!("pgbackrest check failed: {e}"));
+            run.reasons.push(format!("pgbackrest check failed: {e}"));
         }
     }
     if let Ok(i) = &info
