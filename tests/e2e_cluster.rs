@@ -675,3 +675,118 @@ fn a_cluster_recreated_on_empty_vms_comes_back_from_its_backups() {
         assert!(ok && text.trim() == "kept", "{vm}: {text}");
     }
 }
+
+/// `git` in `dir`, with a fixed identity; panics on failure.
+fn git(dir: &Path, args: &[&str]) {
+    let out = Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .env("GIT_AUTHOR_NAME", "e2e")
+        .env("GIT_AUTHOR_EMAIL", "e2e@example.invalid")
+        .env("GIT_COMMITTER_NAME", "e2e")
+        .env("GIT_COMMITTER_EMAIL", "e2e@example.invalid")
+        .output()
+        .expect("running git");
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn a_commit_that_leaves_the_cluster_unhealthy_is_rolled_back_and_held() {
+    assert!(
+        lab::docker_available(),
+        "no Docker engine: the end-to-end tests need one (start dockerd)"
+    );
+    let _guard = lab::lock();
+    lab::ensure_up();
+    let f = Fixture::new();
+    git(&f.repo, &["init", "-q", "-b", "main"]);
+    git(&f.repo, &["add", "-A"]);
+    git(&f.repo, &["commit", "-q", "-m", "good"]);
+    let state = tempfile::tempdir().expect("a state folder");
+    let state_dir = state.path().to_str().expect("utf-8").to_string();
+    let pull = |extra: &[&str]| {
+        let mut args = vec![
+            "pull",
+            "--branch",
+            "main",
+            "--state-dir",
+            &state_dir,
+            "--health-timeout",
+            "60",
+        ];
+        args.extend_from_slice(extra);
+        f.plumb(&args)
+    };
+
+    // The good commit applies (the lab may need converging) and the cluster is healthy.
+    let (code, out, err) = pull(&[]);
+    assert!(code == 0 || code == 2, "{out}\n{err}");
+    assert_eq!(f.status().0, 0, "healthy after the good commit");
+
+    // A commit whose files apply cleanly but whose cluster cannot come back: shared_buffers
+    // larger than the machine's memory, so the first member the roll restarts cannot start.
+    f.edit_manifest("shared_buffers: 128MB", "shared_buffers: 1TB");
+    git(&f.repo, &["commit", "-q", "-am", "bad: shared_buffers 1TB"]);
+    let (code, out, err) = pull(&[]);
+    assert_eq!(code, 1, "a rollback is never a success: {out}\n{err}");
+    assert!(err.contains("rolled back to"), "{err}");
+    let history = Command::new(plumb_bin())
+        .args(["history", "--state-dir", &state_dir, "--output", "json"])
+        .output()
+        .expect("plumb history");
+    let history = String::from_utf8_lossy(&history.stdout);
+    assert!(
+        history.contains("rolled_back") && history.contains("marked_bad"),
+        "{history}"
+    );
+
+    // The rollback put the DCS back: within a bound the cluster is healthy again and every
+    // member runs the good value.
+    let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        let (code, _) = f.status();
+        let values: Vec<String> = MEMBERS
+            .iter()
+            .map(|vm| {
+                let out = lab::exec(
+                    vm,
+                    "cd /opt/plumb/postgres01 && docker-compose exec -T patroni psql -h /home/postgres/postgres-data/unix -U postgres -Atc 'SHOW shared_buffers'",
+                );
+                String::from_utf8_lossy(&out.stdout).trim().to_string()
+            })
+            .collect();
+        let good = values.iter().all(|v| v == "128MB");
+        if code == 0 && good {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not healthy with 128MB after the rollback: {values:?}"
+        );
+        std::thread::sleep(Duration::from_secs(3));
+    }
+
+    // The next pull does not apply the bad commit again.
+    let (code, out, err) = pull(&[]);
+    assert_ne!(code, 1, "{out}\n{err}");
+    assert!(err.contains("held back"), "{err}");
+    let (_, still) = f.status();
+    assert!(
+        still["members"]
+            .as_array()
+            .is_some_and(|ms| ms.iter().all(|m| m["pending_restart"] == false)),
+        "the held commit was applied: {still}"
+    );
+
+    // A newer (good) commit applies.
+    f.edit_manifest("shared_buffers: 1TB", "shared_buffers: 128MB");
+    git(&f.repo, &["commit", "-q", "-am", "good again"]);
+    let (code, out, err) = pull(&[]);
+    assert!(code == 0 || code == 2, "{out}\n{err}");
+    assert_eq!(f.status().0, 0, "healthy after the good commit");
+}
