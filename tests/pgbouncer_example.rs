@@ -2,7 +2,7 @@
 //! renders with the demo identity; the desired state of a member is a snapshot (sensitive
 //! contents redacted), so a change of the PgBouncer expansion reads as a diff; the userlist
 //! holds the declared user's password and is never shown; compose accepts every stack.
-//! The lab end-to-end test (writes through PgBouncer across a failover) is not written yet.
+//! The lab end-to-end test (writes through PgBouncer across a failover) is tests/e2e_pgbouncer.rs.
 
 use plumb::load::{LoadOptions, load};
 use plumb::render::render_all;

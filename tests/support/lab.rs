@@ -187,6 +187,12 @@ pub fn stop(vm: &str) {
     script_ok(&["stop", vm], VM_OP_TIMEOUT);
 }
 
+/// Power a VM off (`docker kill`: nothing is shut down, its connections are left hanging);
+/// [`start`] brings it back.
+pub fn kill(vm: &str) {
+    script_ok(&["kill", vm], VM_OP_TIMEOUT);
+}
+
 /// Start a stopped VM and wait until it answers SSH and dockerd again.
 pub fn start(vm: &str) {
     script_ok(&["start", vm], VM_OP_TIMEOUT);
@@ -230,6 +236,12 @@ pub fn state_dir() -> PathBuf {
 /// The inventory overlay `up` writes: `plumb --inventory <this>`.
 pub fn inventory_overlay() -> PathBuf {
     state_dir().join("inventory.yaml")
+}
+
+/// The overlay `up` writes for repos whose inventory has only the Postgres VMs (no VM whose
+/// name contains `backup`): examples/pgbouncer, examples/nomad-consul.
+pub fn postgres_overlay() -> PathBuf {
+    state_dir().join("inventory-postgres.yaml")
 }
 
 /// The private key plumb (and the tests) use for every VM.
