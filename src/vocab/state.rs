@@ -29,7 +29,32 @@ pub struct Managed {
     /// True when what plumb last wrote came from a secret: its old content is never shown.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub sensitive: bool,
+    /// The masked texts of what plumb last wrote from secrets (each secret value replaced by
+    /// its placeholder): the old side of the next masked diff, since the host's bytes may hold
+    /// a secret plumb no longer knows (a rotated password) and are never shown.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub masked: Vec<MaskedCopy>,
 }
+
+/// The masked text of content plumb wrote, with the hash of the real bytes: shown as the old
+/// side of a diff only while the host's file still hashes to `sha256`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MaskedCopy {
+    /// Hex SHA-256 of the bytes written (not of the masked text).
+    pub sha256: String,
+    /// The masked text.
+    pub text: String,
+}
+
+/// Largest masked text the host state keeps for one file (what plumb writes, and what it
+/// accepts back).
+pub const MAX_MASKED_COPY: usize = crate::model::desired::MAX_MASKED_BYTES;
+
+/// Largest sum of the masked texts (and their hashes) the host state keeps: the file is read
+/// back by every probe. Past it, files get no masked copy (their next diff shows the new
+/// content only).
+pub const MAX_MASKED_TOTAL: usize = 1024 * 1024;
 
 /// The state file's content.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -92,7 +117,46 @@ impl HostState {
                 return Err(StateError::Corrupt("a unit name is malformed".into()));
             }
         }
+        // The masked copies are shown (escaped) in diffs: bounded as plumb writes them, each
+        // tied to a well-formed hash.
+        let mut total = 0usize;
+        for c in self.resources.iter().flat_map(|m| &m.masked) {
+            if c.sha256.len() != 64
+                || !c
+                    .sha256
+                    .bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+            {
+                return Err(StateError::Corrupt(
+                    "a masked copy's hash is not a SHA-256".into(),
+                ));
+            }
+            if c.text.len() > MAX_MASKED_COPY {
+                return Err(StateError::Corrupt(format!(
+                    "a masked copy is larger than {MAX_MASKED_COPY} bytes"
+                )));
+            }
+            total = total.saturating_add(c.text.len() + c.sha256.len());
+        }
+        if total > MAX_MASKED_TOTAL {
+            return Err(StateError::Corrupt(format!(
+                "the masked copies hold more than {MAX_MASKED_TOTAL} bytes"
+            )));
+        }
         Ok(())
+    }
+
+    /// The masked text of what plumb last wrote at `path`, if the host's file is still exactly
+    /// that (`host_sha256`, as probed). Never built from the host's bytes, which may hold an
+    /// old secret value. `None` when the file changed on the host since plumb wrote it, or
+    /// plumb kept no masked copy of it (written by an older plumb, by hand, too large to keep).
+    pub fn masked_copy(&self, path: &str, host_sha256: &str) -> Option<&str> {
+        self.resources
+            .iter()
+            .filter(|m| m.paths.iter().any(|p| p == path))
+            .flat_map(|m| &m.masked)
+            .find(|c| c.sha256 == host_sha256)
+            .map(|c| c.text.as_str())
     }
 
     /// True when `path` held content from a secret when plumb last wrote it.
