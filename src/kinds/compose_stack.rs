@@ -666,4 +666,27 @@ mod tests {
         );
         assert!(p.steps.is_empty(), "{p:?}");
     }
+
+    /// A `.env` holding a secret has a masked text: the secret's placeholder for its value,
+    /// and for any ordinary value that happens to equal it.
+    #[test]
+    fn an_env_file_with_a_secret_has_a_masked_text_without_it() {
+        let manifest = "kind: ComposeStack\nname: s\nhosts: host:pg1\ndir: /opt/s\ncontent: \"services: {}\\n\"\nenv:\n  IMAGE: app:1\n  DB_PASSWORD: { secret: su }\n  ALSO: env-secret-value\n";
+        let (_dir, r) = crate::testutil::repo_with_secrets(
+            &[("manifests/s.yaml", manifest)],
+            &[("su", "env-secret-value")],
+        );
+        let h = crate::render::render_host(&r, r.inventory.host("pg1").unwrap()).unwrap();
+        let d = crate::testutil::item(&h, "ComposeStack", "s");
+        let PrimitiveSpec::ComposeStack(s) = &d.spec else {
+            panic!()
+        };
+        let env = s.env.as_ref().unwrap();
+        assert!(env.sensitive);
+        assert_eq!(
+            env.masked_text(),
+            Some("ALSO=<secret:su>\nDB_PASSWORD='<secret:su>'\nIMAGE=app:1\n")
+        );
+        assert!(!s.compose.as_ref().unwrap().sensitive);
+    }
 }

@@ -196,3 +196,57 @@ impl fmt::Display for Origin {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn used(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.to_string()))
+            .collect()
+    }
+
+    /// The masked text is checked free of every value read, ordinary text included, or is not
+    /// kept at all.
+    #[test]
+    fn a_masked_text_never_holds_a_value_it_was_rendered_around() {
+        // A value that is also ordinary text is masked there too; the longer value first.
+        let c = Content::sensitive_masked(
+            "user: hunter22\npw: hunter22\nother: hunter22-long\n",
+            "user: hunter22\npw: <secret:pw>\nother: hunter22-long\n".into(),
+            &used(&[("pw", "hunter22"), ("long", "hunter22-long")]),
+        );
+        assert_eq!(
+            c.masked_text(),
+            Some("user: <secret:pw>\npw: <secret:pw>\nother: <secret:long>\n")
+        );
+        // A multi-line value is masked whole.
+        let key = "-----BEGIN-----\nabcdef\n-----END-----";
+        let c = Content::sensitive_masked(
+            format!("k: {key}\n"),
+            format!("k: <secret:k>\ncopy: {key}\n"),
+            &used(&[("k", key)]),
+        );
+        assert_eq!(c.masked_text(), Some("k: <secret:k>\ncopy: <secret:k>\n"));
+        // Too short to mask safely, equal to its own placeholder, or too large: none.
+        for (masked, pairs) in [
+            ("pw: <secret:a>\n".to_string(), used(&[("a", "abc")])),
+            ("pw: <secret:a>\n".to_string(), used(&[("a", "")])),
+            ("v: <secret:a>\n".to_string(), used(&[("a", "<secret:a>")])),
+            (
+                "x".repeat(MAX_MASKED_BYTES + 1),
+                used(&[("a", "long enough")]),
+            ),
+        ] {
+            let c = Content::sensitive_masked("real", masked, &pairs);
+            assert!(c.sensitive && c.masked_text().is_none());
+        }
+        // Plain content has none; a file sensitive as a whole loses its own.
+        assert!(Content::plain("x").masked_text().is_none());
+        let c = Content::sensitive_masked("a", "b".into(), &[]);
+        assert_eq!(c.masked_text(), Some("b"));
+        assert!(c.wholly_sensitive().masked_text().is_none());
+    }
+}

@@ -577,7 +577,7 @@ fn write_resource(
             if let Some(why) = &d.old_not_shown {
                 let _ = writeln!(
                     out,
-                    "      {}: {} {}",
+                    "      {} {}: {}",
                     one_line(&d.path),
                     diff::MASKED_MARK,
                     one_line(why)

@@ -286,4 +286,75 @@ mod tests {
         assert!(e.to_string().contains("then delete it"));
         assert_eq!(HostState::from_probe(None), Err(StateError::Missing));
     }
+
+    fn with_copy(sha256: &str, text: &str) -> HostState {
+        HostState {
+            version: 1,
+            commit: None,
+            resources: vec![Managed {
+                kind: "File".into(),
+                name: "/etc/a".into(),
+                paths: vec!["/etc/a".into()],
+                sensitive: true,
+                masked: vec![MaskedCopy {
+                    sha256: sha256.into(),
+                    text: text.into(),
+                }],
+                ..Default::default()
+            }],
+        }
+    }
+
+    /// A masked copy is the old side of a diff only for its own path and only while the
+    /// host's file hashes to what plumb wrote.
+    #[test]
+    fn a_masked_copy_is_found_by_path_and_the_hash_of_what_was_written() {
+        let sha = "a".repeat(64);
+        let state = with_copy(&sha, "pw: <secret:x>\n");
+        let back = HostState::from_probe(Some(&b64(&state.to_json()))).unwrap();
+        assert_eq!(back, state);
+        assert_eq!(back.masked_copy("/etc/a", &sha), Some("pw: <secret:x>\n"));
+        assert_eq!(back.masked_copy("/etc/a", &"b".repeat(64)), None);
+        assert_eq!(back.masked_copy("/etc/b", &sha), None);
+        // A state written before masked copies decodes, with none.
+        let old = b64(
+            "{\"version\":1,\"resources\":[{\"kind\":\"File\",\"name\":\"/etc/a\",\"paths\":[\"/etc/a\"],\"sensitive\":true}]}",
+        );
+        let old = HostState::from_probe(Some(&old)).unwrap();
+        assert_eq!(old.masked_copy("/etc/a", &sha), None);
+    }
+
+    /// The state file comes from a host: a masked copy that plumb would not have written (a
+    /// malformed hash, an unknown field, too large, too many) makes it unreadable, as any other
+    /// damage does.
+    #[test]
+    fn hostile_masked_copies_are_refused() {
+        let sha = "a".repeat(64);
+        let big = "x".repeat(MAX_MASKED_COPY + 1);
+        let mut many = with_copy(&sha, &"y".repeat(MAX_MASKED_COPY));
+        let copy = many.resources[0].masked[0].clone();
+        many.resources[0].masked = vec![copy; MAX_MASKED_TOTAL / MAX_MASKED_COPY + 1];
+        let cases = [
+            (with_copy("ABC", "t").to_json(), "not a SHA-256"),
+            (with_copy(&"A".repeat(64), "t").to_json(), "not a SHA-256"),
+            (with_copy(&big[..64], "t").to_json(), "not a SHA-256"),
+            (with_copy(&sha, &big).to_json(), "larger than"),
+            (many.to_json(), "more than"),
+            (
+                with_copy(&sha, "t")
+                    .to_json()
+                    .replace("\"text\"", "\"extra\": 1, \"text\""),
+                "not a plumb state",
+            ),
+            (
+                with_copy(&sha, "t").to_json().replace("\"t\"", "3"),
+                "not a plumb state",
+            ),
+        ];
+        for (json, why) in cases {
+            let e = HostState::from_probe(Some(&b64(&json))).unwrap_err();
+            assert!(matches!(e, StateError::Corrupt(_)), "{e:?}");
+            assert!(e.to_string().contains(why), "{why}: {e}");
+        }
+    }
 }
