@@ -8,7 +8,7 @@ use crate::model::inventory::{Host, Inventory};
 use crate::model::manifest::Manifest;
 use crate::secrets::SecretStore;
 use serde_json::{Map, Value, json};
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -16,6 +16,52 @@ use std::sync::Arc;
 thread_local! {
     /// Set when a template calls `secret()`: what it renders is then sensitive.
     static TOUCHED_SECRET: Cell<bool> = const { Cell::new(false) };
+    /// The secrets (name, value) the current rendering read: the masked rendering's text is
+    /// checked free of each.
+    static READ_SECRETS: RefCell<Vec<(String, String)>> = const { RefCell::new(Vec::new()) };
+    /// Set during the masked rendering: `secret()` yields the secret's placeholder and never
+    /// reads its value.
+    static MASKING: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Clears the masking flag however the masked rendering ends.
+struct Masking;
+
+impl Masking {
+    fn start() -> Masking {
+        MASKING.with(|m| m.set(true));
+        Masking
+    }
+}
+
+impl Drop for Masking {
+    fn drop(&mut self) {
+        MASKING.with(|m| m.set(false));
+    }
+}
+
+/// Runs a rendering; when it read a secret, the content is sensitive, and it runs once more
+/// with placeholders in place of the secrets to give the content its masked text (what diffs
+/// show). A masked rendering that fails only leaves the content without one.
+fn render_tracked(run: impl Fn() -> tera::Result<String>) -> tera::Result<Content> {
+    TOUCHED_SECRET.with(|t| t.set(false));
+    READ_SECRETS.with(|r| r.borrow_mut().clear());
+    let out = run();
+    let touched = TOUCHED_SECRET.with(|t| t.replace(false));
+    let used = READ_SECRETS.with(|r| r.take());
+    let text = out?;
+    if !touched {
+        return Ok(Content::plain(text.into_bytes()));
+    }
+    let masked = {
+        let _masking = Masking::start();
+        run()
+    };
+    TOUCHED_SECRET.with(|t| t.set(false));
+    Ok(match masked {
+        Ok(m) => Content::sensitive_masked(text.into_bytes(), m, &used),
+        Err(_) => Content::sensitive(text.into_bytes()),
+    })
 }
 
 /// Name under which inline strings are rendered (for messages).
@@ -223,17 +269,8 @@ impl Templates {
         ctx: &tera::Context,
         host: &Host,
     ) -> Result<Content, RenderFailure> {
-        TOUCHED_SECRET.with(|t| t.set(false));
-        let out = self.tera.render(name, ctx);
-        let touched = TOUCHED_SECRET.with(|t| t.replace(false));
-        match out {
-            Ok(text) => Ok(if touched {
-                Content::sensitive(text.into_bytes())
-            } else {
-                Content::plain(text.into_bytes())
-            }),
-            Err(e) => Err(self.failure(&e, name, None, host)),
-        }
+        render_tracked(|| self.tera.render(name, ctx))
+            .map_err(|e| self.failure(&e, name, None, host))
     }
 
     /// Renders an inline string.
@@ -243,17 +280,8 @@ impl Templates {
         ctx: &tera::Context,
         host: &Host,
     ) -> Result<Content, RenderFailure> {
-        TOUCHED_SECRET.with(|t| t.set(false));
-        let out = tera::Tera::one_off(text, ctx, false);
-        let touched = TOUCHED_SECRET.with(|t| t.replace(false));
-        match out {
-            Ok(s) => Ok(if touched {
-                Content::sensitive(s)
-            } else {
-                Content::plain(s)
-            }),
-            Err(e) => Err(self.failure(&e, INLINE, Some(text), host)),
-        }
+        render_tracked(|| tera::Tera::one_off(text, ctx, false))
+            .map_err(|e| self.failure(&e, INLINE, Some(text), host))
     }
 
     fn failure(
@@ -310,10 +338,20 @@ impl tera::Function for SecretFn {
             ));
         };
         TOUCHED_SECRET.with(|t| t.set(true));
-        self.store
+        if MASKING.with(Cell::get) {
+            return Ok(Value::String(crate::secrets::placeholder(name)));
+        }
+        let v = self
+            .store
             .get_for_render(name)
-            .map(|v| Value::String(v.expose().to_string()))
-            .map_err(|e| tera::Error::msg(format!("[secret:{name}] {e}")))
+            .map_err(|e| tera::Error::msg(format!("[secret:{name}] {e}")))?;
+        READ_SECRETS.with(|r| {
+            let mut r = r.borrow_mut();
+            if !r.iter().any(|(n, _)| n == name) {
+                r.push((name.to_string(), v.expose().to_string()));
+            }
+        });
+        Ok(Value::String(v.expose().to_string()))
     }
 
     fn is_safe(&self) -> bool {

@@ -212,3 +212,39 @@ pub fn managed(kind: &str, name: &str, paths: &[&str]) -> crate::vocab::state::M
         ..Default::default()
     }
 }
+
+/// A repo (see [`repo`]) whose secrets `values` (name, value) are really encrypted, loaded with
+/// their identity: rendering reads the values, as a converge does.
+pub fn repo_with_secrets(
+    files: &[(&str, &str)],
+    values: &[(&str, &str)],
+) -> (tempfile::TempDir, Repo) {
+    use age::secrecy::ExposeSecret;
+    let dir = repo(files);
+    let id = age::x25519::Identity::generate();
+    std::fs::write(
+        dir.path().join("secrets/recipients.txt"),
+        format!("{}\n", id.to_public()),
+    )
+    .unwrap();
+    let id_file = dir.path().join("identity.txt");
+    std::fs::write(&id_file, id.to_string().expose_secret()).unwrap();
+    // Every secret must decrypt with the identity: those the test does not give hold a
+    // stand-in value.
+    for name in SECRETS {
+        if !values.iter().any(|(n, _)| n == name) {
+            let stand_in = format!("stand-in value of {name}");
+            crate::secrets::SecretStore::set(dir.path(), name, stand_in.as_bytes()).unwrap();
+        }
+    }
+    for (name, value) in values {
+        crate::secrets::SecretStore::set(dir.path(), name, value.as_bytes()).unwrap();
+    }
+    let repo = crate::load::load(&LoadOptions {
+        root: dir.path().to_path_buf(),
+        identity: Some(id_file),
+        ..Default::default()
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+    (dir, repo)
+}

@@ -604,3 +604,76 @@ fn a_failing_command_fails_its_host_and_reports_why() {
         "the other host ran its command"
     );
 }
+
+/// A file that holds a secret, converged, then changed on a line that is not the secret while
+/// the secret is rotated: the dry run shows that line as a masked diff (old side from plumb's
+/// host state), with the secret as its placeholder, and neither the old nor the new value
+/// anywhere, in the human or the JSON report; the host state keeps no value either.
+#[test]
+fn a_dry_run_shows_a_masked_diff_of_a_file_that_holds_a_secret() {
+    use age::secrecy::ExposeSecret;
+    const OLD_PW: &str = "first-Passw0rd-value";
+    const NEW_PW: &str = "second-Passw0rd-value";
+    let lab = Lab::new(1);
+    lab.write_inventory("");
+    let id = age::x25519::Identity::generate();
+    write(
+        &lab.repo(),
+        "secrets/recipients.txt",
+        &format!("{}\n", id.to_public()),
+    );
+    let id_file = lab.dir.path().join("age-identity.txt");
+    std::fs::write(&id_file, id.to_string().expose_secret()).unwrap();
+    let id_arg = id_file.display().to_string();
+    write(
+        &lab.repo(),
+        "templates/db.conf.tera",
+        "image: {{ image }}\nshared_buffers: 128MB\npassword: {{ secret(name=\"db_pw\") }}\n",
+    );
+    let manifests = |image: &str| {
+        per_host(&lab, |i, root| {
+            format!(
+                "kind: File\nname: db-{i}\nhosts: host:h{i}\npath: {root}/db.conf\nmode: \"0600\"\ntemplate: db.conf.tera\nvars: {{ image: \"{image}\" }}\n"
+            )
+        })
+    };
+    plumb::secrets::SecretStore::set(&lab.repo(), "db_pw", OLD_PW.as_bytes()).unwrap();
+    lab.write_manifests(&manifests("app:1"));
+    let (code, out, err) = lab.plumb(&["converge", "--age-identity", &id_arg]);
+    assert_eq!(code, 2, "{out}\n{err}");
+    assert!(out.contains("(secrets masked)"), "{out}");
+    assert!(!out.contains(OLD_PW), "{out}");
+    let conf = lab.root(0).join("db.conf");
+    assert!(std::fs::read_to_string(&conf).unwrap().contains(OLD_PW));
+    let state = std::fs::read_to_string(lab.root(0).join("state/state")).unwrap();
+    assert!(state.contains("<secret:db_pw>"), "{state}");
+    assert!(!state.contains(OLD_PW), "{state}");
+
+    plumb::secrets::SecretStore::set(&lab.repo(), "db_pw", NEW_PW.as_bytes()).unwrap();
+    lab.write_manifests(&manifests("app:2"));
+    let (code, out, err) = lab.plumb(&["converge", "--dry-run", "--age-identity", &id_arg]);
+    assert_eq!(code, 2, "{out}\n{err}");
+    assert!(out.contains("(secrets masked)"), "{out}");
+    assert!(out.contains("-image: app:1\n"), "{out}");
+    assert!(out.contains("+image: app:2\n"), "{out}");
+    assert!(out.contains(" password: <secret:db_pw>\n"), "{out}");
+    assert!(!out.contains("sensitive content changed"), "{out}");
+    for text in [&out, &err] {
+        assert!(!text.contains(OLD_PW) && !text.contains(NEW_PW), "{text}");
+    }
+    let (_, json, _) = lab.plumb(&[
+        "converge",
+        "--dry-run",
+        "--output",
+        "json",
+        "--age-identity",
+        &id_arg,
+    ]);
+    assert!(json.contains("\"masked\": true"), "{json}");
+    assert!(json.contains("+image: app:2"), "{json}");
+    assert!(!json.contains(OLD_PW) && !json.contains(NEW_PW), "{json}");
+    assert!(
+        std::fs::read_to_string(&conf).unwrap().contains(OLD_PW),
+        "a dry run writes nothing"
+    );
+}

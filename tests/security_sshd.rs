@@ -543,6 +543,9 @@ fn old_content_from_a_secret_is_never_shown() {
                 !out.contains("Sup3r") && !err.contains("Sup3r"),
                 "{out}{err}"
             );
+            // The old side is the masked copy plumb kept, never the host's bytes.
+            assert!(out.contains("-password=<secret:db_password>"), "{out}");
+            assert!(out.contains("+password=changeme"), "{out}");
         }
     }
     assert_eq!(h.plumb(&["converge"]).0, 2);

@@ -283,7 +283,14 @@ pub fn show_text(r: &RunRecord, report: Option<&Value>) -> String {
                 .into_iter()
                 .flatten()
             {
-                if let Some(text) = d.get("diff").and_then(Value::as_str) {
+                // The run report names a diff's text `text` (a masked diff of a file from
+                // secrets included); `diff` is read too, as earlier records may have it.
+                if let Some(text) = d
+                    .get("text")
+                    .or_else(|| d.get("diff"))
+                    .and_then(Value::as_str)
+                    .filter(|t| !t.is_empty())
+                {
                     let _ = writeln!(
                         out,
                         "      {}\n        {}",
@@ -406,6 +413,22 @@ mod tests {
         // The host's error stays indented under its host: it cannot pass for plumb's own line.
         assert!(
             text.contains("  error: ssh: refused\n    \\e[1mroot# rm -rf"),
+            "{text}"
+        );
+        // The field the run report writes: `text` (here a masked diff).
+        let report = serde_json::json!({
+            "schema": "plumb.run/v1",
+            "hosts": [
+                {"host": "h0", "status": "changed", "resources": [
+                    {"kind": "File", "name": "/etc/db.conf", "action": "update",
+                     "diffs": [{"path": "/etc/db.conf", "masked": true,
+                                "text": "--- a/etc/db.conf (secrets masked)\n+++ b/etc/db.conf (secrets masked)\n-image: 1\n+image: 2\n"}]}
+                ]}
+            ]
+        });
+        let text = show_text(&hostile(), Some(&report));
+        assert!(
+            text.contains("(secrets masked)") && text.contains("+image: 2"),
             "{text}"
         );
         let none = show_text(&hostile(), None);

@@ -685,6 +685,7 @@ impl<'a> Job<'a> {
         };
         plan.next_state.commit = self.commit.map(str::to_string);
         if opts.diffs {
+            plan::masked_diffs(&mut plan, &previous);
             fill_diffs(session, &mut plan, opts.remote.command_timeout).await;
         }
         Ok((plan, previous))

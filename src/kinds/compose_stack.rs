@@ -121,12 +121,14 @@ pub fn render_env(
         return Ok(None);
     }
     let mut text = String::new();
-    let mut sensitive = false;
+    // The same file with each secret's placeholder for its value (what diffs show), and the
+    // secrets read, which that text is checked free of.
+    let mut masked = String::new();
+    let mut used: Vec<(String, String)> = Vec::new();
     for (k, v) in env {
-        let value = match v {
-            EnvValue::Text(t) => t.clone(),
+        let (value, shown) = match v {
+            EnvValue::Text(t) => (t.clone(), t.clone()),
             EnvValue::Secret(s) => {
-                sensitive = true;
                 let v = cx
                     .secret(&s.secret)
                     .map_err(|e| m.error(&format!("env.{k}"), e.to_string()))?
@@ -145,15 +147,17 @@ pub fn render_env(
                         )
                         .with_hint("store the value on one line (`plumb secrets set` drops only a trailing newline)"));
                 }
-                v
+                used.push((s.secret.clone(), v.clone()));
+                (v, crate::secrets::placeholder(&s.secret))
             }
         };
         text.push_str(&format!("{k}={}\n", env_quote(&value)));
+        masked.push_str(&format!("{k}={}\n", env_quote(&shown)));
     }
-    Ok(Some(if sensitive {
-        Content::sensitive(text.into_bytes())
-    } else {
+    Ok(Some(if used.is_empty() {
         Content::plain(text.into_bytes())
+    } else {
+        Content::sensitive_masked(text.into_bytes(), masked, &used)
     }))
 }
 
@@ -661,5 +665,28 @@ mod tests {
             ),
         );
         assert!(p.steps.is_empty(), "{p:?}");
+    }
+
+    /// A `.env` holding a secret has a masked text: the secret's placeholder for its value,
+    /// and for any ordinary value that happens to equal it.
+    #[test]
+    fn an_env_file_with_a_secret_has_a_masked_text_without_it() {
+        let manifest = "kind: ComposeStack\nname: s\nhosts: host:pg1\ndir: /opt/s\ncontent: \"services: {}\\n\"\nenv:\n  IMAGE: app:1\n  DB_PASSWORD: { secret: su }\n  ALSO: env-secret-value\n";
+        let (_dir, r) = crate::testutil::repo_with_secrets(
+            &[("manifests/s.yaml", manifest)],
+            &[("su", "env-secret-value")],
+        );
+        let h = crate::render::render_host(&r, r.inventory.host("pg1").unwrap()).unwrap();
+        let d = crate::testutil::item(&h, "ComposeStack", "s");
+        let PrimitiveSpec::ComposeStack(s) = &d.spec else {
+            panic!()
+        };
+        let env = s.env.as_ref().unwrap();
+        assert!(env.sensitive);
+        assert_eq!(
+            env.masked_text(),
+            Some("ALSO=<secret:su>\nDB_PASSWORD='<secret:su>'\nIMAGE=app:1\n")
+        );
+        assert!(!s.compose.as_ref().unwrap().sensitive);
     }
 }

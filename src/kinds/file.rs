@@ -120,9 +120,14 @@ impl Kind for FileSpec {
             let src = content_source(&self.content, &self.template, &self.source)
                 .map_err(|msg| m.error("", msg))?;
             let resource = serde_json::to_value(self).unwrap_or(Value::Null);
-            let mut c = render_content(cx, m, src, &resource, &self.vars)?;
-            c.sensitive |= self.sensitive;
-            Some(c)
+            let c = render_content(cx, m, src, &resource, &self.vars)?;
+            // `sensitive: true` says the whole file is a secret, not only the values it reads
+            // through `secret()`: nothing of it is shown, masked or not.
+            Some(if self.sensitive {
+                c.wholly_sensitive()
+            } else {
+                c
+            })
         };
         let state = FileState {
             path: self.path.clone(),

@@ -1,5 +1,7 @@
-//! Unified diffs of file content, coloured on a terminal. Sensitive content is never diffed:
-//! only the fact that it changed and the two hashes are shown.
+//! Unified diffs of file content, coloured on a terminal. Sensitive content itself is never
+//! diffed: a file rendered from secrets shows a masked diff (each secret value replaced by its
+//! placeholder, see [`crate::plan::masked_diffs`]), other sensitive content (keys, files
+//! marked sensitive as a whole) only the fact that it changed and the two hashes.
 
 use similar::{ChangeTag, TextDiff};
 
@@ -10,6 +12,37 @@ pub fn unified(path: &str, old: &str, new: &str) -> String {
         .context_radius(3)
         .header(&format!("a{path}"), &format!("b{path}"))
         .to_string()
+}
+
+/// The marker a masked diff's headers carry, wherever its text goes (report, JSON, plan file).
+pub const MASKED_MARK: &str = "(secrets masked)";
+
+/// A unified diff between two masked texts, its headers marked [`MASKED_MARK`]; with
+/// `old_unknown`, the old side is empty and its header says the previous content is not shown.
+/// Empty when the masked texts are equal (only secret values changed).
+pub fn masked(path: &str, old: &str, new: &str, old_unknown: bool) -> String {
+    if old == new && !old_unknown {
+        return String::new();
+    }
+    let old_header = if old_unknown {
+        format!("a{path} (previous content not shown)")
+    } else {
+        format!("a{path} {MASKED_MARK}")
+    };
+    TextDiff::from_lines(old, new)
+        .unified_diff()
+        .context_radius(3)
+        .header(&old_header, &format!("b{path} {MASKED_MARK}"))
+        .to_string()
+}
+
+/// The line shown for a masked diff that has no lines: the masked texts are the same, only
+/// secret values changed.
+pub fn secrets_only_line(path: &str, old: Option<&str>, new: &str) -> String {
+    format!(
+        "{path}: only secret values changed {MASKED_MARK} (sha256 {} -> {new})\n",
+        old.unwrap_or("none")
+    )
 }
 
 /// The line shown instead of a diff for sensitive content.

@@ -10,7 +10,7 @@ use crate::model::desired::{Content, sha256_hex};
 use crate::model::values::{DriftPolicy, ResourceRef};
 use crate::vocab::cx::PlanCx;
 use crate::vocab::records::{HostRecords, Records};
-use crate::vocab::state::{HostState, Managed};
+use crate::vocab::state::{HostState, MAX_MASKED_TOTAL, Managed, MaskedCopy};
 use crate::vocab::step::{Action, Change, DiffSpec, Step};
 use chain::{Chain, ChainError, Domain};
 use serde::{Deserialize, Serialize};
@@ -480,8 +480,10 @@ fn plan_handlers(desired: &DesiredHost, plans: &[ResourcePlan], cx: &PlanCx) -> 
 /// Records of a resource, re-exported for planners.
 pub type Actual<'a> = Records<'a>;
 
-/// The state that results from applying `desired`.
+/// The state that results from applying `desired`, with the masked text of each content from
+/// secrets (the old side of its next diff), within [`MAX_MASKED_TOTAL`] for the host.
 pub fn next_state(desired: &DesiredHost) -> HostState {
+    let mut budget = MAX_MASKED_TOTAL;
     let resources = desired
         .resources
         .iter()
@@ -493,6 +495,20 @@ pub fn next_state(desired: &DesiredHost) -> HostState {
                 sensitive: d.is_sensitive(),
                 ..Default::default()
             };
+            for c in d.spec.contents() {
+                let Some(text) = c.masked_text() else {
+                    continue;
+                };
+                let sha256 = c.sha256();
+                let cost = text.len() + sha256.len();
+                if cost <= budget && !m.masked.iter().any(|x| x.sha256 == sha256) {
+                    budget -= cost;
+                    m.masked.push(MaskedCopy {
+                        sha256,
+                        text: text.to_string(),
+                    });
+                }
+            }
             d.spec.engine().remember(&mut m);
             m
         })
@@ -501,6 +517,51 @@ pub fn next_state(desired: &DesiredHost) -> HostState {
         version: 1,
         commit: None,
         resources,
+    }
+}
+
+/// Why a masked diff shows the new content only.
+pub const OLD_NOT_SHOWN: &str = "previous content not shown: plumb kept no masked copy of what the host has now (changed on the host since plumb wrote it, or written by hand or by an older plumb); the host's bytes are never shown, they may hold a secret";
+
+/// Fills in the diffs of files whose new or old content came from secrets, as masked diffs:
+/// the new side is the content's masked text (each secret value replaced by `<secret:NAME>`),
+/// the old side the masked text plumb kept in the host state of what it last wrote, used only
+/// while the host's file still hashes to what plumb wrote. The host's bytes are never used:
+/// they may hold a secret plumb no longer knows (a rotated password). Without a kept copy, the
+/// diff shows the new content only and says why; content without a masked text (keys,
+/// certificates, files marked sensitive as a whole, too large) keeps no text: its two hashes
+/// are shown. Pure.
+pub fn masked_diffs(plan: &mut HostPlan, previous: &HostState) {
+    for r in &mut plan.resources {
+        if !matches!(r.action, Action::Create | Action::Update | Action::Drift) {
+            continue;
+        }
+        for d in &mut r.diffs {
+            let Some(new) = plan.contents.get(&d.new.sha256) else {
+                continue;
+            };
+            if !new.sensitive && !d.old_sensitive {
+                continue;
+            }
+            let shown = if new.sensitive {
+                new.masked_text()
+            } else {
+                new.display_text()
+            };
+            let Some(shown) = shown else {
+                continue;
+            };
+            let (old, why) = match &d.old_sha256 {
+                None => ("", None),
+                Some(sha) => match previous.masked_copy(&d.path, sha) {
+                    Some(kept) => (kept, None),
+                    None => ("", Some(OLD_NOT_SHOWN.to_string())),
+                },
+            };
+            d.text = Some(diff::masked(&d.path, old, shown, why.is_some()));
+            d.masked = true;
+            d.old_not_shown = why;
+        }
     }
 }
 

@@ -393,3 +393,247 @@ fn every_primitive_kind_says_the_same_of_its_paths_by_name_and_by_resource() {
     assert!(crate::kinds::prune_steps(&managed("Widget", "w", &[]), &plan_cx()).is_none());
     assert!(!crate::kinds::removed_as_owner("Widget"));
 }
+
+// Masked diffs of files rendered from secrets.
+
+/// Settings around secrets: one through `json_encode`, one through `upper`, one on several
+/// lines, and a secret whose value is also ordinary text of the file (`user:`).
+const MASKED_TEMPLATE: &str = "image: {{ image }}\nshared_buffers: 128MB\npassword: {{ secret(name=\"su\") | json_encode }}\nshout: {{ secret(name=\"app\") | upper }}\nkey: {{ secret(name=\"api\") }}\nuser: app-user-name\n";
+
+const OLD_SU: &str = "old-superuser-pw-1";
+const NEW_SU: &str = "new-superuser-pw-2";
+const APP: &str = "app-user-name";
+const KEY: &str = "-----BEGIN KEY-----\nkey-line-one-abc\nkey-line-two-def\n-----END KEY-----";
+
+/// Every secret value (and what a filter made of one) that must appear in no output.
+const LEAKS: &[&str] = &[
+    OLD_SU,
+    NEW_SU,
+    APP,
+    "APP-USER-NAME",
+    "key-line-one-abc",
+    "key-line-two-def",
+    "BEGIN KEY",
+];
+
+fn assert_no_secret(what: &str, text: &str) {
+    for v in LEAKS {
+        assert!(!text.contains(v), "{what} shows `{v}`:\n{text}");
+    }
+}
+
+/// Host pg1 of a repo whose File `/etc/app.yaml` renders [`MASKED_TEMPLATE`] with `image` and
+/// the superuser password `su`.
+fn masked_host(image: &str, su: &str) -> DesiredHost {
+    let manifest = format!(
+        "kind: File\nhosts: host:pg1\npath: /etc/app.yaml\nmode: \"0600\"\ntemplate: app.tera\nvars: {{ image: \"{image}\" }}\n"
+    );
+    let (_dir, repo) = crate::testutil::repo_with_secrets(
+        &[
+            ("manifests/app.yaml", &manifest),
+            ("templates/app.tera", MASKED_TEMPLATE),
+        ],
+        &[("su", su), ("app", APP), ("api", KEY)],
+    );
+    let h = repo.inventory.host("pg1").unwrap();
+    let mut h = crate::render::render_host(&repo, h).unwrap_or_else(|e| panic!("{e}"));
+    h.resources.retain(|d| d.kind == "File");
+    h
+}
+
+fn content_of(h: &DesiredHost) -> Content {
+    h.resources[0].spec.contents()[0].clone()
+}
+
+/// The plan of `h` against a host whose `/etc/app.yaml` hashes to `host_sha`, with the masked
+/// diffs filled in from `previous`.
+fn masked_plan(h: &DesiredHost, host_sha: &str, previous: &HostState) -> HostPlan {
+    let rec = file_rec("600", "root", "root", 10, host_sha);
+    let mut p = plan_text(h, &format!("0\t{rec}\n"), previous, &plan_cx());
+    masked_diffs(&mut p, previous);
+    p
+}
+
+fn report_of(p: &HostPlan) -> crate::report::RunReport {
+    crate::report::RunReport {
+        run_id: "r".into(),
+        commit: None,
+        dry_run: true,
+        hosts: vec![crate::report::HostRun {
+            host: "pg1".into(),
+            plan: Some(p.clone()),
+            outcome: None,
+            error: None,
+            duration: std::time::Duration::from_millis(1),
+        }],
+        clusters: vec![],
+        duration: std::time::Duration::from_millis(1),
+        timed_out: false,
+    }
+}
+
+/// Everything a run writes of a plan: the diff texts, the plan file's JSON, the host state
+/// (unredacted: the checks must not lean on redaction), the human and JSON reports.
+fn all_output(p: &HostPlan) -> String {
+    let r = report_of(p);
+    format!(
+        "{}\n{}\n{}\n{}\n{}",
+        p.resources
+            .iter()
+            .flat_map(|r| &r.diffs)
+            .filter_map(|d| d.text.clone())
+            .collect::<Vec<_>>()
+            .join("\n"),
+        serde_json::to_string(&p.resources).unwrap(),
+        p.next_state.to_json(),
+        r.to_human(false),
+        r.to_json()
+    )
+}
+
+#[test]
+fn a_file_from_secrets_renders_a_masked_text_free_of_every_value() {
+    let h = masked_host("app:1", OLD_SU);
+    let c = content_of(&h);
+    assert!(c.sensitive);
+    let real = String::from_utf8(c.bytes().to_vec()).unwrap();
+    assert!(real.contains(OLD_SU) && real.contains("APP-USER-NAME") && real.contains(KEY));
+    let masked = c.masked_text().expect("a masked text");
+    assert_eq!(
+        masked,
+        "image: app:1\nshared_buffers: 128MB\npassword: \"<secret:su>\"\nshout: <SECRET:APP>\nkey: <secret:api>\n\
+         user: <secret:app>\n"
+    );
+    assert_no_secret("the masked text", masked);
+    // The host state keeps it, tied to the hash of the real bytes, and nothing else of them.
+    let s = next_state(&h);
+    assert_eq!(s.resources[0].masked.len(), 1);
+    assert_eq!(s.resources[0].masked[0].sha256, c.sha256());
+    assert_no_secret("the host state", &s.to_json());
+    // Debug and Serialize of the content still show nothing of it.
+    assert_no_secret("Debug", &format!("{c:?}"));
+    assert_no_secret("Serialize", &serde_json::to_string(&c).unwrap());
+}
+
+/// The operator changes `image:` and rotates the superuser password in one commit: the diff
+/// shows the image line, the password line is the same placeholder on both sides, and neither
+/// password appears anywhere.
+#[test]
+fn a_changed_line_of_a_file_from_secrets_is_a_masked_diff_and_no_value_leaks() {
+    let before = masked_host("app:1", OLD_SU);
+    let state = next_state(&before);
+    let written = content_of(&before).sha256();
+    let after = masked_host("app:2", NEW_SU);
+    let p = masked_plan(&after, &written, &state);
+    let d = &p.resources[0].diffs[0];
+    assert!(d.masked && d.old_not_shown.is_none(), "{d:?}");
+    let text = d.text.as_deref().unwrap();
+    assert!(
+        text.contains("--- a/etc/app.yaml (secrets masked)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("+++ b/etc/app.yaml (secrets masked)"),
+        "{text}"
+    );
+    assert!(text.contains("-image: app:1\n+image: app:2\n"), "{text}");
+    assert!(text.contains(" password: \"<secret:su>\"\n"), "{text}");
+    let out = all_output(&p);
+    assert_no_secret("the run's output", &out);
+    let human = report_of(&p).to_human(false);
+    assert!(human.contains("+image: app:2"), "{human}");
+    assert!(!human.contains("sensitive content changed"), "{human}");
+    let json: serde_json::Value = serde_json::from_str(&report_of(&p).to_json()).unwrap();
+    let jd = &json["hosts"][0]["resources"][0]["diffs"][0];
+    assert_eq!(jd["masked"], true);
+    assert!(jd["text"].as_str().unwrap().contains("+image: app:2"));
+}
+
+#[test]
+fn a_rotated_secret_alone_says_only_secret_values_changed() {
+    let before = masked_host("app:1", OLD_SU);
+    let state = next_state(&before);
+    let p = masked_plan(
+        &masked_host("app:1", NEW_SU),
+        &content_of(&before).sha256(),
+        &state,
+    );
+    let d = &p.resources[0].diffs[0];
+    assert!(d.masked && d.text.as_deref() == Some(""), "{d:?}");
+    let human = report_of(&p).to_human(false);
+    assert!(
+        human.contains("/etc/app.yaml: only secret values changed (secrets masked) (sha256 "),
+        "{human}"
+    );
+    assert_no_secret("the run's output", &all_output(&p));
+}
+
+/// The old side comes only from the host state, and only while the host's file is what plumb
+/// wrote: changed on the host, or written by an older plumb, the diff shows the new content
+/// and says why; the host's bytes (an old password, maybe) are never read.
+#[test]
+fn without_a_kept_copy_of_what_the_host_has_only_the_new_content_is_shown() {
+    let before = masked_host("app:1", OLD_SU);
+    let after = masked_host("app:2", NEW_SU);
+    for previous in [next_state(&before), HostState::default()] {
+        let p = masked_plan(&after, OTHER_SHA, &previous);
+        let d = &p.resources[0].diffs[0];
+        assert!(d.masked, "{d:?}");
+        assert_eq!(d.old_not_shown.as_deref(), Some(OLD_NOT_SHOWN));
+        let text = d.text.as_deref().unwrap();
+        assert!(
+            text.contains("--- a/etc/app.yaml (previous content not shown)"),
+            "{text}"
+        );
+        assert!(!text.contains("\n-"), "{text}");
+        assert!(text.contains("+image: app:2\n"), "{text}");
+        let human = report_of(&p).to_human(false);
+        assert!(
+            human.contains("/etc/app.yaml (secrets masked): previous content not shown"),
+            "{human}"
+        );
+        assert_no_secret("the run's output", &all_output(&p));
+    }
+    // Created: the masked content, all added.
+    let p = plan_text(&after, "0\tabsent\n", &HostState::default(), &plan_cx());
+    let mut p = p;
+    masked_diffs(&mut p, &HostState::default());
+    let d = &p.resources[0].diffs[0];
+    assert!(d.masked && d.old_not_shown.is_none());
+    assert!(d.text.as_deref().unwrap().contains("+user: <secret:app>\n"));
+    assert_no_secret("the run's output", &all_output(&p));
+}
+
+/// Content with no masked text (a file marked sensitive as a whole, a key) keeps the two
+/// hashes; so does a file that reads a secret of fewer than four characters.
+#[test]
+fn content_without_a_masked_text_shows_two_hashes() {
+    let manifest = "kind: File\nhosts: host:pg1\npath: /etc/app.yaml\ntemplate: app.tera\nsensitive: true\nvars: { image: x }\n";
+    let (_dir, repo) = crate::testutil::repo_with_secrets(
+        &[
+            ("manifests/app.yaml", manifest),
+            ("templates/app.tera", MASKED_TEMPLATE),
+        ],
+        &[("su", OLD_SU), ("app", APP), ("api", KEY)],
+    );
+    let h = repo.inventory.host("pg1").unwrap();
+    let mut h = crate::render::render_host(&repo, h).unwrap();
+    h.resources.retain(|d| d.kind == "File");
+    assert!(content_of(&h).masked_text().is_none());
+    assert!(next_state(&h).resources[0].masked.is_empty());
+    let p = masked_plan(&h, OTHER_SHA, &HostState::default());
+    let d = &p.resources[0].diffs[0];
+    assert!(!d.masked && d.text.is_none());
+    let human = report_of(&p).to_human(false);
+    assert!(
+        human.contains("sensitive content changed (sha256"),
+        "{human}"
+    );
+
+    let short = Content::sensitive_masked(
+        "pw: abc\n",
+        "pw: <secret:x>\n".into(),
+        &[("x".into(), "abc".into())],
+    );
+    assert!(short.masked_text().is_none());
+}

@@ -560,7 +560,35 @@ fn write_resource(
         let _ = writeln!(out, "      {}: {arrow}", one_line(&c.field));
     }
     for d in &r.diffs {
-        if d.new.sensitive {
+        if d.masked
+            && let Some(text) = &d.text
+        {
+            // A masked diff: every secret value is a placeholder already; redacted and escaped
+            // all the same, like any diff.
+            if text.is_empty() {
+                let line = diff::secrets_only_line(
+                    &one_line(&d.path),
+                    d.old_sha256.as_deref().map(one_line).as_deref(),
+                    &one_line(&d.new.sha256),
+                );
+                let _ = write!(out, "      {line}");
+                continue;
+            }
+            if let Some(why) = &d.old_not_shown {
+                let _ = writeln!(
+                    out,
+                    "      {} {}: {}",
+                    one_line(&d.path),
+                    diff::MASKED_MARK,
+                    one_line(why)
+                );
+            }
+            let text = escape_multiline(&crate::secrets::redact(text)).into_owned();
+            let text = if colour { diff::colourize(&text) } else { text };
+            for line in text.split_terminator('\n') {
+                let _ = writeln!(out, "      {line}");
+            }
+        } else if d.new.sensitive {
             let line = diff::sensitive_line(
                 &one_line(&d.path),
                 d.old_sha256.as_deref().map(one_line).as_deref(),

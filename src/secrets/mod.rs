@@ -27,6 +27,12 @@ use std::sync::{Mutex, OnceLock};
 /// The placeholder every output shows instead of sensitive content.
 pub const REDACTED: &str = "<sensitive>";
 
+/// What a secret's value is shown as where the text around it may be shown: `<secret:NAME>`
+/// (`plumb validate` without the key, and the masked diffs of files that hold secrets).
+pub fn placeholder(name: &str) -> String {
+    format!("<secret:{name}>")
+}
+
 /// File listing the public keys secrets are encrypted to.
 pub const RECIPIENTS_FILE: &str = "recipients.txt";
 
@@ -242,7 +248,7 @@ impl SecretStore {
             if !self.names.contains(name) {
                 return Err(SecretError::NotDefined(name.to_string()));
             }
-            return Ok(SecretValue(format!("<secret:{name}>")));
+            return Ok(SecretValue(placeholder(name)));
         }
         self.get(name)
     }

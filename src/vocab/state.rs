@@ -29,7 +29,32 @@ pub struct Managed {
     /// True when what plumb last wrote came from a secret: its old content is never shown.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub sensitive: bool,
+    /// The masked texts of what plumb last wrote from secrets (each secret value replaced by
+    /// its placeholder): the old side of the next masked diff, since the host's bytes may hold
+    /// a secret plumb no longer knows (a rotated password) and are never shown.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub masked: Vec<MaskedCopy>,
 }
+
+/// The masked text of content plumb wrote, with the hash of the real bytes: shown as the old
+/// side of a diff only while the host's file still hashes to `sha256`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MaskedCopy {
+    /// Hex SHA-256 of the bytes written (not of the masked text).
+    pub sha256: String,
+    /// The masked text.
+    pub text: String,
+}
+
+/// Largest masked text the host state keeps for one file (what plumb writes, and what it
+/// accepts back).
+pub const MAX_MASKED_COPY: usize = crate::model::desired::MAX_MASKED_BYTES;
+
+/// Largest sum of the masked texts (and their hashes) the host state keeps: the file is read
+/// back by every probe. Past it, files get no masked copy (their next diff shows the new
+/// content only).
+pub const MAX_MASKED_TOTAL: usize = 1024 * 1024;
 
 /// The state file's content.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -92,7 +117,46 @@ impl HostState {
                 return Err(StateError::Corrupt("a unit name is malformed".into()));
             }
         }
+        // The masked copies are shown (escaped) in diffs: bounded as plumb writes them, each
+        // tied to a well-formed hash.
+        let mut total = 0usize;
+        for c in self.resources.iter().flat_map(|m| &m.masked) {
+            if c.sha256.len() != 64
+                || !c
+                    .sha256
+                    .bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+            {
+                return Err(StateError::Corrupt(
+                    "a masked copy's hash is not a SHA-256".into(),
+                ));
+            }
+            if c.text.len() > MAX_MASKED_COPY {
+                return Err(StateError::Corrupt(format!(
+                    "a masked copy is larger than {MAX_MASKED_COPY} bytes"
+                )));
+            }
+            total = total.saturating_add(c.text.len() + c.sha256.len());
+        }
+        if total > MAX_MASKED_TOTAL {
+            return Err(StateError::Corrupt(format!(
+                "the masked copies hold more than {MAX_MASKED_TOTAL} bytes"
+            )));
+        }
         Ok(())
+    }
+
+    /// The masked text of what plumb last wrote at `path`, if the host's file is still exactly
+    /// that (`host_sha256`, as probed). Never built from the host's bytes, which may hold an
+    /// old secret value. `None` when the file changed on the host since plumb wrote it, or
+    /// plumb kept no masked copy of it (written by an older plumb, by hand, too large to keep).
+    pub fn masked_copy(&self, path: &str, host_sha256: &str) -> Option<&str> {
+        self.resources
+            .iter()
+            .filter(|m| m.paths.iter().any(|p| p == path))
+            .flat_map(|m| &m.masked)
+            .find(|c| c.sha256 == host_sha256)
+            .map(|c| c.text.as_str())
     }
 
     /// True when `path` held content from a secret when plumb last wrote it.
@@ -221,5 +285,76 @@ mod tests {
         assert_eq!(e, StateError::Untrusted("folder directory:1001:755".into()));
         assert!(e.to_string().contains("then delete it"));
         assert_eq!(HostState::from_probe(None), Err(StateError::Missing));
+    }
+
+    fn with_copy(sha256: &str, text: &str) -> HostState {
+        HostState {
+            version: 1,
+            commit: None,
+            resources: vec![Managed {
+                kind: "File".into(),
+                name: "/etc/a".into(),
+                paths: vec!["/etc/a".into()],
+                sensitive: true,
+                masked: vec![MaskedCopy {
+                    sha256: sha256.into(),
+                    text: text.into(),
+                }],
+                ..Default::default()
+            }],
+        }
+    }
+
+    /// A masked copy is the old side of a diff only for its own path and only while the
+    /// host's file hashes to what plumb wrote.
+    #[test]
+    fn a_masked_copy_is_found_by_path_and_the_hash_of_what_was_written() {
+        let sha = "a".repeat(64);
+        let state = with_copy(&sha, "pw: <secret:x>\n");
+        let back = HostState::from_probe(Some(&b64(&state.to_json()))).unwrap();
+        assert_eq!(back, state);
+        assert_eq!(back.masked_copy("/etc/a", &sha), Some("pw: <secret:x>\n"));
+        assert_eq!(back.masked_copy("/etc/a", &"b".repeat(64)), None);
+        assert_eq!(back.masked_copy("/etc/b", &sha), None);
+        // A state written before masked copies decodes, with none.
+        let old = b64(
+            "{\"version\":1,\"resources\":[{\"kind\":\"File\",\"name\":\"/etc/a\",\"paths\":[\"/etc/a\"],\"sensitive\":true}]}",
+        );
+        let old = HostState::from_probe(Some(&old)).unwrap();
+        assert_eq!(old.masked_copy("/etc/a", &sha), None);
+    }
+
+    /// The state file comes from a host: a masked copy that plumb would not have written (a
+    /// malformed hash, an unknown field, too large, too many) makes it unreadable, as any other
+    /// damage does.
+    #[test]
+    fn hostile_masked_copies_are_refused() {
+        let sha = "a".repeat(64);
+        let big = "x".repeat(MAX_MASKED_COPY + 1);
+        let mut many = with_copy(&sha, &"y".repeat(MAX_MASKED_COPY));
+        let copy = many.resources[0].masked[0].clone();
+        many.resources[0].masked = vec![copy; MAX_MASKED_TOTAL / MAX_MASKED_COPY + 1];
+        let cases = [
+            (with_copy("ABC", "t").to_json(), "not a SHA-256"),
+            (with_copy(&"A".repeat(64), "t").to_json(), "not a SHA-256"),
+            (with_copy(&big[..64], "t").to_json(), "not a SHA-256"),
+            (with_copy(&sha, &big).to_json(), "larger than"),
+            (many.to_json(), "more than"),
+            (
+                with_copy(&sha, "t")
+                    .to_json()
+                    .replace("\"text\"", "\"extra\": 1, \"text\""),
+                "not a plumb state",
+            ),
+            (
+                with_copy(&sha, "t").to_json().replace("\"t\"", "3"),
+                "not a plumb state",
+            ),
+        ];
+        for (json, why) in cases {
+            let e = HostState::from_probe(Some(&b64(&json))).unwrap_err();
+            assert!(matches!(e, StateError::Corrupt(_)), "{e:?}");
+            assert!(e.to_string().contains(why), "{why}: {e}");
+        }
     }
 }

@@ -179,9 +179,19 @@ pub struct DiffSpec {
     /// it is never fetched nor shown, whatever the new content is.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub old_sensitive: bool,
-    /// Unified diff text, filled in after fetching (never for sensitive content).
+    /// Unified diff text, filled in after fetching. For content from secrets, only the masked
+    /// diff (`masked`), never the content itself.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub text: Option<String>,
+    /// True when `text` is a masked diff: both sides rendered with each secret value replaced
+    /// by its placeholder `<secret:NAME>`, the old side from plumb's host state, never from the
+    /// host's bytes.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub masked: bool,
+    /// Why a masked diff does not show the previous content (it then shows the new content
+    /// only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub old_not_shown: Option<String>,
 }
 
 /// What a kind's planner returns.
@@ -207,6 +217,8 @@ pub fn file_diff(path: &str, old: Option<&str>, new: &Content) -> DiffSpec {
         new: ContentRef::of(new),
         old_sensitive: false,
         text: None,
+        masked: false,
+        old_not_shown: None,
     }
 }
 

@@ -480,6 +480,9 @@ fn pgbouncer_userlist(
     cx: &HostCx,
 ) -> Result<Content, Diagnostic> {
     let mut text = String::from("; PgBouncer users, rendered by plumb from the roles' secrets.\n");
+    // The same file with each password's placeholder (what diffs show), and the secrets read.
+    let mut masked = text.clone();
+    let mut used: Vec<(String, String)> = Vec::new();
     for (i, r) in spec.roles.iter().enumerate() {
         let listed = match spec.pgbouncer.as_ref().and_then(|b| b.users.as_ref()) {
             Some(users) => users.contains(&r.name),
@@ -501,13 +504,18 @@ fn pgbouncer_userlist(
                 ),
             ));
         }
+        let user = r.name.replace('"', "\"\"");
         text.push_str(&format!(
-            "\"{}\" \"{}\"\n",
-            r.name.replace('"', "\"\""),
+            "\"{user}\" \"{}\"\n",
             value.expose().replace('"', "\"\"")
         ));
+        masked.push_str(&format!(
+            "\"{user}\" \"{}\"\n",
+            crate::secrets::placeholder(&pw.secret)
+        ));
+        used.push((pw.secret.clone(), value.expose().to_string()));
     }
-    Ok(Content::sensitive(text.into_bytes()))
+    Ok(Content::sensitive_masked(text.into_bytes(), masked, &used))
 }
 
 /// What the templates see of the Consul settings on this member (`null` with etcd): the

@@ -1510,3 +1510,54 @@ fn restore_on_empty_bootstraps_from_the_repository_and_replicas_come_from_it() {
     ));
     assert!(e.contains("restore_on_emtpy"), "{e}");
 }
+
+/// With real passwords, `patroni.yml` and PgBouncer's userlist carry a masked text: the same
+/// file with `<secret:NAME>` for each password, and nothing of the passwords themselves.
+#[test]
+fn patroni_yml_and_the_userlist_have_a_masked_text_without_the_passwords() {
+    let values = [
+        ("su", "superuser-pw-value"),
+        ("repl", "replication-pw-value"),
+        ("rewind", "rewind-pw-value"),
+        ("api", "rest-api-pw-value"),
+        ("app", "app-role-pw-value"),
+    ];
+    let cluster = format!("{CLUSTER}pgbouncer: {{ pool_mode: session }}\n");
+    let (_dir, r) = crate::testutil::repo_with_secrets(
+        &[
+            ("manifests/pg.yaml", &cluster),
+            ("manifests/repo.yaml", REPO),
+        ],
+        &values,
+    );
+    let h = crate::render::render_host(&r, r.inventory.host("pg1").unwrap()).unwrap();
+    for (path, placeholders) in [
+        (
+            "/home/postgres/config/patroni.yml",
+            &[
+                "<secret:su>",
+                "<secret:repl>",
+                "<secret:rewind>",
+                "<secret:api>",
+            ][..],
+        ),
+        (
+            "/home/postgres/config/pgbouncer-userlist.txt",
+            &["\"app\" \"<secret:app>\"\n"][..],
+        ),
+    ] {
+        let d = item(&h, "File", path);
+        let c = d.spec.contents()[0];
+        let real = String::from_utf8(c.bytes().to_vec()).unwrap();
+        let masked = c.masked_text().expect("a masked text");
+        for (name, value) in values {
+            assert!(!masked.contains(value), "{path} shows {name}:\n{masked}");
+        }
+        for p in placeholders {
+            assert!(masked.contains(p), "{path}: no {p}:\n{masked}");
+        }
+        // Everything else is the real file, line for line.
+        assert_eq!(real.lines().count(), masked.lines().count(), "{path}");
+        assert!(masked.contains("shared_buffers") || path.ends_with(".txt"));
+    }
+}
