@@ -168,8 +168,45 @@ fn muted(text: &str) -> String {
     format!("<span class=\"muted\">{}</span>", html(text))
 }
 
-/// Per cluster of a `plumb.run/v1` report: its health after the run, its leader, and each
-/// member's role, state, replication and lag.
+/// A cluster's `backups` in a `plumb.run/v1` report: the newest backup of each type with when
+/// it ended, and the warnings (none older than its schedule allows, none at all).
+fn backups_cell(c: &Value) -> String {
+    let Some(b) = c.get("backups").filter(|b| b.is_object()) else {
+        return muted("not read");
+    };
+    let mut out: Vec<String> = b
+        .get("newest")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .map(|n| {
+            format!(
+                "{} <code>{}</code>, ended {}",
+                html(field(n, "type")),
+                html(field(n, "label")),
+                html(&when(n.get("stop").and_then(Value::as_i64).unwrap_or(0)))
+            )
+        })
+        .collect();
+    if out.is_empty() {
+        out.push(format!(
+            "<span class=\"failed\">no backup</span> ({})",
+            html(field(b, "status"))
+        ));
+    }
+    out.extend(
+        b.get("warnings")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .map(|w| format!("<span class=\"failed\">{}</span>", html(w))),
+    );
+    out.join("<br>")
+}
+
+/// Per cluster of a `plumb.run/v1` report: its health after the run, its leader, each
+/// member's role, state, replication and lag, and the newest backups.
 fn clusters_table(o: &mut String, report: &Value) {
     let clusters: Vec<&Value> = report
         .get("clusters")
@@ -180,7 +217,7 @@ fn clusters_table(o: &mut String, report: &Value) {
     if clusters.is_empty() {
         return;
     }
-    o.push_str("<h2>Clusters</h2>\n<table><tr><th>Cluster</th><th>Health</th><th>Leader</th><th>Members</th><th>Why not healthy</th></tr>\n");
+    o.push_str("<h2>Clusters</h2>\n<table><tr><th>Cluster</th><th>Health</th><th>Leader</th><th>Members</th><th>Newest backups</th><th>Why not healthy</th></tr>\n");
     for c in clusters {
         let status = field(c, "status");
         let members: Vec<&Value> = c
@@ -229,7 +266,7 @@ fn clusters_table(o: &mut String, report: &Value) {
         let _ = writeln!(
             o,
             "<tr><td>{}</td><td class=\"{status_class}\">{}</td><td class=\"leader\">{}</td>\
-             <td><table><tr><th>Member</th><th>Role</th><th>State</th><th>Replication</th><th>Lag</th></tr>{rows}</table></td><td>{}</td></tr>",
+             <td><table><tr><th>Member</th><th>Role</th><th>State</th><th>Replication</th><th>Lag</th></tr>{rows}</table></td><td>{}</td><td>{}</td></tr>",
             html(field(c, "cluster")),
             html(status),
             if leader.is_empty() {
@@ -241,6 +278,7 @@ fn clusters_table(o: &mut String, report: &Value) {
                     .collect::<Vec<_>>()
                     .join(", ")
             },
+            backups_cell(c),
             if why.is_empty() {
                 muted("-")
             } else {
@@ -250,7 +288,7 @@ fn clusters_table(o: &mut String, report: &Value) {
             },
         );
     }
-    o.push_str("</table>\n<p class=\"muted\">Newest backups: <code>plumb pg status</code> (not in the run report).</p>\n");
+    o.push_str("</table>\n");
 }
 
 fn or_dash(s: &str) -> &str {
@@ -658,6 +696,9 @@ mod tests {
             "clusters": [{
                 "cluster": "pg<main>", "status": "unhealthy",
                 "reasons": ["pg2: replication <b>stopped</b>"],
+                "backups": {"stanza": "pg", "status": "ok", "newest": [
+                    {"type": "full", "label": "20261203-093000F<z>", "stop": 1_764_754_200, "age_secs": 600}
+                ], "warnings": ["the newest diff is <old>"]},
                 "members": [
                     {"name": "pg1", "role": "leader", "state": "running", "lag_bytes": null},
                     {"name": "pg2", "role": "replica", "state": "running", "replication_state": "catchup", "lag_bytes": 4096}
@@ -695,7 +736,21 @@ mod tests {
             certs: Some(&certs),
             now,
         });
-        for bad in ["<main>", "<b>", "<x>", "<i>", "<exit", "<refused>"] {
+        assert!(
+            page.contains("full <code>20261203-093000F&lt;z&gt;</code>, ended 2025-12-03 09:30"),
+            "{page}"
+        );
+        assert!(page.contains("the newest diff is &lt;old&gt;"), "{page}");
+        for bad in [
+            "<main>",
+            "<b>",
+            "<x>",
+            "<i>",
+            "<exit",
+            "<refused>",
+            "<z>",
+            "<old>",
+        ] {
             assert!(!page.contains(bad), "{bad} in\n{page}");
         }
         assert!(page.contains("<h2>Clusters</h2>"), "{page}");
