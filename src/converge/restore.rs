@@ -133,10 +133,30 @@ fn restore_script(live: &LiveCluster, target: &RestoreTarget) -> String {
         .collect::<Vec<_>>()
         .join(" ");
     let secs = RECOVERY_LIMIT.as_secs();
+    // The restored postgresql.conf is the one the backup caught, which may hold a value the
+    // cluster has since gone back on (Patroni does not rewrite the file when the DCS returns
+    // to the running value: a rolled-back `shared_buffers` stays in it, and the server would
+    // not start). The recovery runs with the parameters the repo declares now, as Patroni
+    // will once it starts on the restored data (the DCS is empty: its bootstrap values are
+    // these). `pg_ctl -o` goes through sh: each option is quoted for it, then as a whole.
+    let declared: Vec<String> = live
+        .dynamic
+        .parameters
+        .iter()
+        .filter_map(|(name, value)| {
+            crate::pg::dynconf::setting_text(value)
+                .map(|v| format!("-c {}", quote(&format!("{name}={v}"))))
+        })
+        .collect();
+    let options = if declared.is_empty() {
+        String::new()
+    } else {
+        format!(" -o {}", quote(&declared.join(" ")))
+    };
     format!(
         "set -e\n\
          {restore}\n\
-         {pg_ctl} -D {data} -l {log} -w -t 300 start\n\
+         {pg_ctl} -D {data} -l {log}{options} -w -t 300 start\n\
          i=0\n\
          until {controldata} {data} | grep -q 'in production'; do\n\
          \x20 i=$((i+1)); if [ $i -gt {secs} ]; then echo 'recovery did not end in time' >&2; {pg_ctl} -D {data} -m fast -w stop; exit 1; fi\n\
@@ -302,6 +322,11 @@ mod tests {
             "{s}"
         );
         assert!(s.contains("grep -q 'in production'"), "{s}");
+        // The recovery starts with the parameters declared now, quoted twice (pg_ctl -o).
+        assert!(
+            s.contains(" -o '-c log_directory=") && s.contains(" -c shared_buffers=128MB "),
+            "{s}"
+        );
         assert!(s.contains("-m fast -w -t 300 stop"), "{s}");
         let wrapped = in_patroni_container(&live, "echo 'x'");
         assert!(

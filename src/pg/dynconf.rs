@@ -155,6 +155,14 @@ fn canonical(value: &Value) -> String {
     }
 }
 
+/// A declared parameter's value as PostgreSQL takes it in `-c name=value` (`None`: not set).
+pub fn setting_text(value: &Value) -> Option<String> {
+    match value {
+        Value::Null => None,
+        other => Some(canonical(other)),
+    }
+}
+
 /// How a value is shown in the diff.
 fn shown(value: &Value) -> String {
     match value {
