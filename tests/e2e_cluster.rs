@@ -37,19 +37,8 @@ impl Fixture {
         for sub in ["inventory", "manifests", "templates", "secrets", "pki"] {
             lab::copy_tree(&src.join(sub), &repo.join(sub));
         }
-        let state = lab::state_dir();
-        let text = std::fs::read_to_string(lab::inventory_overlay()).expect("lab overlay");
-        let text = text
-            .replace(
-                "ssh_key: id_ed25519",
-                &format!("ssh_key: {}", state.join("id_ed25519").display()),
-            )
-            .replace(
-                "known_hosts: known_hosts",
-                &format!("known_hosts: {}", state.join("known_hosts").display()),
-            );
         let overlay = dir.path().join("overlay.yaml");
-        std::fs::write(&overlay, text).unwrap();
+        std::fs::write(&overlay, lab::overlay_text(&lab::inventory_overlay())).unwrap();
         Fixture {
             repo,
             overlay,
@@ -676,25 +665,6 @@ fn a_cluster_recreated_on_empty_vms_comes_back_from_its_backups() {
     }
 }
 
-/// `git` in `dir`, with a fixed identity; panics on failure.
-fn git(dir: &Path, args: &[&str]) {
-    let out = Command::new("git")
-        .args(args)
-        .current_dir(dir)
-        .env("GIT_TERMINAL_PROMPT", "0")
-        .env("GIT_AUTHOR_NAME", "e2e")
-        .env("GIT_AUTHOR_EMAIL", "e2e@example.invalid")
-        .env("GIT_COMMITTER_NAME", "e2e")
-        .env("GIT_COMMITTER_EMAIL", "e2e@example.invalid")
-        .output()
-        .expect("running git");
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 #[test]
 fn a_commit_that_leaves_the_cluster_unhealthy_is_rolled_back_and_held() {
     assert!(
@@ -704,9 +674,9 @@ fn a_commit_that_leaves_the_cluster_unhealthy_is_rolled_back_and_held() {
     let _guard = lab::lock();
     lab::ensure_up();
     let f = Fixture::new();
-    git(&f.repo, &["init", "-q", "-b", "main"]);
-    git(&f.repo, &["add", "-A"]);
-    git(&f.repo, &["commit", "-q", "-m", "good"]);
+    lab::git(&f.repo, &["init", "-q", "-b", "main"]);
+    lab::git(&f.repo, &["add", "-A"]);
+    lab::git(&f.repo, &["commit", "-q", "-m", "good"]);
     let state = tempfile::tempdir().expect("a state folder");
     let state_dir = state.path().to_str().expect("utf-8").to_string();
     let pull = |extra: &[&str]| {
@@ -731,7 +701,7 @@ fn a_commit_that_leaves_the_cluster_unhealthy_is_rolled_back_and_held() {
     // A commit whose files apply cleanly but whose cluster cannot come back: shared_buffers
     // larger than the machine's memory, so the first member the roll restarts cannot start.
     f.edit_manifest("shared_buffers: 128MB", "shared_buffers: 1TB");
-    git(&f.repo, &["commit", "-q", "-am", "bad: shared_buffers 1TB"]);
+    lab::git(&f.repo, &["commit", "-q", "-am", "bad: shared_buffers 1TB"]);
     let (code, out, err) = pull(&[]);
     assert_eq!(code, 1, "a rollback is never a success: {out}\n{err}");
     assert!(err.contains("rolled back to"), "{err}");
@@ -785,7 +755,7 @@ fn a_commit_that_leaves_the_cluster_unhealthy_is_rolled_back_and_held() {
 
     // A newer (good) commit applies.
     f.edit_manifest("shared_buffers: 1TB", "shared_buffers: 128MB");
-    git(&f.repo, &["commit", "-q", "-am", "good again"]);
+    lab::git(&f.repo, &["commit", "-q", "-am", "good again"]);
     let (code, out, err) = pull(&[]);
     assert!(code == 0 || code == 2, "{out}\n{err}");
     assert_eq!(f.status().0, 0, "healthy after the good commit");

@@ -64,21 +64,10 @@ fn sh(vm: &str, cmd: &str) -> String {
 /// The lab's overlay with this test's own state folder on the VMs, so tests that use different
 /// repos never prune each other's resources.
 fn overlay(dir: &Path, state_dir: &str) -> PathBuf {
-    let text = std::fs::read_to_string(lab::inventory_overlay()).expect("lab overlay");
-    let state = lab::state_dir();
-    let text = text
-        .replace(
-            "ssh_key: id_ed25519",
-            &format!("ssh_key: {}", state.join("id_ed25519").display()),
-        )
-        .replace(
-            "known_hosts: known_hosts",
-            &format!("known_hosts: {}", state.join("known_hosts").display()),
-        )
-        .replace(
-            "defaults:\n",
-            &format!("defaults:\n  state_dir: {state_dir}\n"),
-        );
+    let text = lab::overlay_text(&lab::inventory_overlay()).replace(
+        "defaults:\n",
+        &format!("defaults:\n  state_dir: {state_dir}\n"),
+    );
     let p = dir.join("overlay.yaml");
     std::fs::write(&p, text).unwrap();
     p

@@ -46,18 +46,7 @@ impl Fixture {
                 lab::copy_tree(&from, &repo.join(sub));
             }
         }
-        let state = lab::state_dir();
-        let text = std::fs::read_to_string(overlay)
-            .unwrap_or_else(|e| panic!("lab overlay {}: {e}", overlay.display()));
-        let text = text
-            .replace(
-                "ssh_key: id_ed25519",
-                &format!("ssh_key: {}", state.join("id_ed25519").display()),
-            )
-            .replace(
-                "known_hosts: known_hosts",
-                &format!("known_hosts: {}", state.join("known_hosts").display()),
-            );
+        let text = lab::overlay_text(overlay);
         let overlay = dir.path().join("overlay.yaml");
         std::fs::write(&overlay, text).expect("write the overlay");
         Fixture {

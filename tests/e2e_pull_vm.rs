@@ -42,24 +42,6 @@ impl Drop for Cleanup {
     }
 }
 
-fn git(dir: &Path, args: &[&str]) {
-    let out = Command::new("git")
-        .args(args)
-        .current_dir(dir)
-        .env("GIT_TERMINAL_PROMPT", "0")
-        .env("GIT_AUTHOR_NAME", "e2e")
-        .env("GIT_AUTHOR_EMAIL", "e2e@example.invalid")
-        .env("GIT_COMMITTER_NAME", "e2e")
-        .env("GIT_COMMITTER_EMAIL", "e2e@example.invalid")
-        .output()
-        .expect("running git");
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 fn head(dir: &Path) -> String {
     let out = Command::new("git")
         .args(["rev-parse", "HEAD"])
@@ -76,8 +58,8 @@ fn commit(work: &Path, text: &str) -> String {
         format!("kind: File\nhosts: all\npath: {MANAGED}\ncontent: \"{text}\\n\"\n"),
     )
     .expect("writing the manifest");
-    git(work, &["add", "-A"]);
-    git(work, &["commit", "-q", "-m", text]);
+    lab::git(work, &["add", "-A"]);
+    lab::git(work, &["commit", "-q", "-m", text]);
     head(work)
 }
 
@@ -151,10 +133,10 @@ fn a_vm_converges_itself_from_its_pull_timer() {
         "hosts:\n  self:\n    address: 127.0.0.1\n    state_dir: /var/lib/plumb-e2e-pull\n",
     )
     .expect("writing the inventory");
-    git(&work, &["init", "-q", "-b", "main"]);
+    lab::git(&work, &["init", "-q", "-b", "main"]);
     let first = commit(&work, "v1");
     let bare = dir.path().join("origin.git");
-    git(dir.path(), &["clone", "-q", "--bare", "work", "origin.git"]);
+    lab::git(dir.path(), &["clone", "-q", "--bare", "work", "origin.git"]);
     publish(&bare);
     let out = Command::new("docker")
         .arg("cp")
@@ -185,7 +167,7 @@ fn a_vm_converges_itself_from_its_pull_timer() {
 
     // A new commit reaches the VM by itself, at a later tick.
     let second = commit(&work, "v2");
-    git(
+    lab::git(
         &work,
         &["push", "-q", bare.to_str().expect("utf-8 path"), "main"],
     );

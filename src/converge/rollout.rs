@@ -360,8 +360,10 @@ async fn roll_members(
         .filter(|name| !serving(&view, name))
         .cloned()
         .collect();
-    let health = if down.is_empty() {
-        health
+    // The reading the roll starts from: the first one, or a new one after the members that
+    // were down have been applied.
+    let (view, health) = if down.is_empty() {
+        (Some(view), health)
     } else {
         let batch: Waiting = down
             .iter()
@@ -396,7 +398,7 @@ async fn roll_members(
             refuse_all(waiting, &why);
             return Err(why);
         }
-        c.roll_reading().await.1
+        c.roll_reading().await
     };
     if !health.is_healthy() {
         let why = format!(
@@ -406,7 +408,6 @@ async fn roll_members(
         refuse_all(waiting, &why);
         return Err(why);
     }
-    let (view, _) = c.roll_reading().await;
     let Some(view) = view else {
         let why = "the roll stopped: the cluster view could not be read".to_string();
         refuse_all(waiting, &why);

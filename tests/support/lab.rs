@@ -382,3 +382,39 @@ pub fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
         }
     }
 }
+
+/// The text of a lab inventory overlay (`overlay`, as `up` writes it) with the key and
+/// known_hosts made absolute, so a copy of it works from any folder.
+pub fn overlay_text(overlay: &std::path::Path) -> String {
+    let state = state_dir();
+    std::fs::read_to_string(overlay)
+        .unwrap_or_else(|e| panic!("lab overlay {}: {e}", overlay.display()))
+        .replace(
+            "ssh_key: id_ed25519",
+            &format!("ssh_key: {}", state.join("id_ed25519").display()),
+        )
+        .replace(
+            "known_hosts: known_hosts",
+            &format!("known_hosts: {}", state.join("known_hosts").display()),
+        )
+}
+
+/// `git ARGS` in `dir` (a repo a test makes), with a fixed identity and no prompt; panics on
+/// failure with git's message.
+pub fn git(dir: &std::path::Path, args: &[&str]) {
+    let out = Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .env("GIT_AUTHOR_NAME", "e2e")
+        .env("GIT_AUTHOR_EMAIL", "e2e@example.invalid")
+        .env("GIT_COMMITTER_NAME", "e2e")
+        .env("GIT_COMMITTER_EMAIL", "e2e@example.invalid")
+        .output()
+        .expect("running git");
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
