@@ -19,7 +19,7 @@ pub fn live_repo(repo: &Repo, name: &str) -> Result<LiveRepo, String> {
     let Spec::BackupRepo(spec) = &m.spec else {
         return Err(format!("`{name}` is not a BackupRepo"));
     };
-    Ok(spec.live(m, &repo.inventory))
+    Ok(spec.live(m, &repo.manifests, &repo.inventory))
 }
 
 /// An SSH connection to a repository's host.

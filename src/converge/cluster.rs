@@ -151,6 +151,25 @@ async fn converge_one(
 
     let backup_repo = live.backup_repo.clone();
     let session = Session::open(repo, live, opts).await;
+    let mut changed = changed;
+    let say = |what: &str| {
+        if opts.progress {
+            eprintln!(
+                "cluster {}: {}",
+                crate::text::escape(&m.name),
+                crate::text::escape(what)
+            );
+        }
+        tracing::info!(cluster = %m.name, "{what}");
+    };
+    match super::restore::on_empty(repo, &session, opts, &say).await {
+        Ok(None) => {}
+        Ok(Some(done)) => {
+            changed = !opts.dry_run;
+            run.changes.extend(done);
+        }
+        Err(e) => run.error = Some(format!("restore on empty: {e}")),
+    }
     let cluster = session.cluster();
     let phase = Phase {
         cluster: &cluster,
@@ -490,6 +509,11 @@ impl<'a> Cluster<'a> {
 }
 
 impl Cluster<'_> {
+    /// Whether some member's Patroni answers `GET /cluster`.
+    pub async fn view_answers(&self) -> Result<(), String> {
+        self.view().await.map(|_| ())
+    }
+
     /// The member holding the leader lock, when exactly one does.
     pub async fn current_leader(&self) -> Option<String> {
         single_leader(&self.view().await.ok()?)

@@ -18,10 +18,11 @@
 //! 8. the health gate.
 
 use super::ConvergeOptions;
-use super::backup::RepoHost;
+use super::backup::{RepoHost, live_repo};
 use super::cluster::Session;
 use super::remote::Remote;
 use crate::kinds::postgres_cluster::live::LiveCluster;
+use crate::load::Repo;
 use crate::pg::backup::{BackupType, RestoreTarget};
 use crate::shell::quote;
 use std::time::Duration;
@@ -291,6 +292,127 @@ pub async fn restore(
     done.push("the cluster is healthy".to_string());
 
     Ok(done)
+}
+
+/// How long an empty cluster is watched before plumb restores it, beyond Patroni's loop: a
+/// bootstrap of Patroni's own (an empty DCS) fills a data directory within seconds.
+const EMPTY_WATCH: Duration = Duration::from_secs(10);
+/// How long plumb waits for some member's Patroni to answer before deciding anything.
+const PATRONI_ANSWER: Duration = Duration::from_secs(90);
+
+/// sh exiting 0 when the data directory is missing or empty.
+fn data_empty_check(live: &LiveCluster) -> String {
+    let data = quote(&live.paths.data_dir);
+    format!("[ ! -e {data} ] || [ -z \"$(ls -A -- {data})\" ]")
+}
+
+/// Whether the cluster is empty as restore-on-empty means it: every member reachable over
+/// SSH, some member's Patroni answering, no leader, and every data directory empty.
+async fn cluster_is_empty(session: &Session) -> Result<bool, String> {
+    let live = session.live();
+    if session.cluster().current_leader().await.is_some() {
+        return Ok(false);
+    }
+    let check = data_empty_check(live);
+    for m in live.member_names() {
+        let out = session.remote(&m)?.run(check.as_bytes()).await?;
+        if out.status != 0 {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// Restore on empty when the DCS outlived the data: a cluster with `backup.restore_on_empty`
+/// whose every member's data directory is empty (a lost data volume, a wiped VM disk) while
+/// its DCS still holds the cluster, so Patroni waits for a leader that will never come instead
+/// of bootstrapping. When that state holds twice, a Patroni loop apart, and the repository
+/// holds a valid backup, the cluster is restored to the newest state the repository reaches
+/// (the `plumb pg restore` sequence). A dry run says it would. `Ok(None)`: nothing to do.
+pub async fn on_empty(
+    repo: &Repo,
+    session: &Session,
+    opts: &ConvergeOptions,
+    say: &dyn Fn(&str),
+) -> Result<Option<Vec<String>>, String> {
+    let live = session.live();
+    let Some(repo_name) = live.backup_repo.clone() else {
+        return Ok(None);
+    };
+    if !live.restore_on_empty {
+        return Ok(None);
+    }
+    // Decide nothing on part of the cluster: an unreachable member may hold the data.
+    for m in live.member_names() {
+        if session.remote(&m).is_err() {
+            return Ok(None);
+        }
+    }
+    // Patroni must be up to tell whether there is a leader (a stack just started).
+    let deadline = tokio::time::Instant::now() + PATRONI_ANSWER;
+    while session.cluster().view_answers().await.is_err() {
+        if opts.dry_run || tokio::time::Instant::now() > deadline {
+            return Ok(None);
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    if !cluster_is_empty(session).await? {
+        return Ok(None);
+    }
+    if !opts.dry_run {
+        let watch = Duration::from_secs(live.dynamic.loop_wait.into()) + EMPTY_WATCH;
+        say(&format!(
+            "every data directory is empty and there is no leader; watching {}s",
+            watch.as_secs()
+        ));
+        tokio::time::sleep(watch).await;
+        if !cluster_is_empty(session).await? {
+            return Ok(None);
+        }
+    }
+    let host = RepoHost::connect(repo, live_repo(repo, &repo_name)?, opts).await?;
+    let outcome = async {
+        let info = host.info(&live.name).await?;
+        if !info.has_valid_backup() {
+            return Err(format!(
+                "every data directory of {} is empty and the repository holds no valid backup \
+                 to restore: initialize it again by removing the cluster from the DCS \
+                 (patronictl remove {})",
+                live.name, live.name
+            ));
+        }
+        let target = RestoreTarget::Latest;
+        let from = target.check(&info, super::backup::now())?.label.clone();
+        let names = live.member_names();
+        let Some((first, rest)) = names.split_first() else {
+            return Ok(None);
+        };
+        let plan = RestorePlan {
+            restore_on: first.clone(),
+            others: rest.to_vec(),
+            target,
+            from_backup: from.clone(),
+        };
+        if opts.dry_run {
+            return Ok(Some(vec![format!(
+                "restore {} from backup {from} and the archived WAL: every data directory is \
+                 empty (restore_on_empty)",
+                live.name
+            )]));
+        }
+        say(&format!(
+            "every data directory is empty: restoring from backup {from} (restore_on_empty)"
+        ));
+        let mut done = vec![format!(
+            "every data directory of {} was empty: restored (restore_on_empty)",
+            live.name
+        )];
+        done.extend(restore(session, &host, &plan, opts, say).await?);
+        Ok(Some(done))
+    }
+    .await;
+    host.close().await;
+    outcome
 }
 
 #[cfg(test)]

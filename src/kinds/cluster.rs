@@ -300,11 +300,11 @@ pub(crate) fn is_pg_identifier(name: &str) -> bool {
         && b.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'_')
 }
 
-/// Shared checks of the OS account, TLS settings and image.
+/// Shared checks of the OS account, TLS settings (when there are any) and image.
 pub(crate) fn check_common(
     cx: &mut CheckCx,
     os: &OsAccount,
-    tls: &TlsSettings,
+    tls: Option<&TlsSettings>,
     image: &Option<String>,
     compose_command: &str,
 ) {
@@ -332,6 +332,23 @@ pub(crate) fn check_common(
     {
         cx.error("image", format!("`{img}` is not an image reference"), None);
     }
+    if let Some(tls) = tls {
+        check_tls(cx, tls);
+    }
+    if !cx.manifest.notify.is_empty() {
+        cx.error(
+            "notify",
+            format!(
+                "a {} wires its own handlers; `notify` is not supported on it",
+                cx.manifest.kind
+            ),
+            None,
+        );
+    }
+}
+
+/// The CA, names, trusted CAs and renewal of a certificate's settings.
+fn check_tls(cx: &mut CheckCx, tls: &TlsSettings) {
     if cx.repo.find("CertificateAuthority", &tls.ca).is_none() {
         let known = cx.repo.names_of("CertificateAuthority");
         let d = unknown_ca(cx.manifest, &tls.ca, &known);
@@ -386,16 +403,6 @@ pub(crate) fn check_common(
                 tls.renew_before, tls.validity
             ),
             Some("a certificate would be reissued on every run".into()),
-        );
-    }
-    if !cx.manifest.notify.is_empty() {
-        cx.error(
-            "notify",
-            format!(
-                "a {} wires its own handlers; `notify` is not supported on it",
-                cx.manifest.kind
-            ),
-            None,
         );
     }
 }

@@ -10,10 +10,45 @@ pub(super) fn check(spec: &BackupRepoSpec, cx: &mut CheckCx) {
     check_common(
         cx,
         &spec.os_user,
-        &spec.tls,
+        spec.tls.as_ref(),
         &spec.image,
         &spec.compose_command,
     );
+    match (spec.local, &spec.tls) {
+        (true, Some(_)) => cx.error(
+            "tls",
+            "a local repository has no TLS server: `tls` does not apply",
+            Some("remove `tls`, or drop `local` for a repository host".into()),
+        ),
+        (false, None) => cx.error(
+            "tls",
+            "a repository host needs `tls` (its members push WAL to it over TLS)",
+            Some(
+                "add `tls: { ca: NAME }` naming the clusters' CA, or `local: true` for the \
+                 backups of a one-member cluster on its own host"
+                    .into(),
+            ),
+        ),
+        _ => {}
+    }
+    if spec.local {
+        let clusters = super::clusters_naming(
+            &cx.manifest.name,
+            cx.repo.manifests.values().copied(),
+            cx.repo.inventory,
+        );
+        if clusters.len() > 1 {
+            let names: Vec<&str> = clusters.iter().map(|c| c.name.as_str()).collect();
+            cx.error(
+                "local",
+                format!(
+                    "a local repository holds one cluster's backups; {} name it",
+                    names.join(", ")
+                ),
+                Some("declare one local BackupRepo per cluster".into()),
+            );
+        }
+    }
     let hosts = selected_hosts(cx.manifest, cx.repo.inventory);
     if hosts.len() != 1 {
         let d = repo_host_count(cx.manifest, &hosts);

@@ -18,8 +18,12 @@ pub struct LiveRepo {
     /// Its host's inventory name (`None` when the manifest selects no single host; validation
     /// refuses that, this is for callers that skip it).
     pub host: Option<String>,
-    /// Folder of its compose stack.
+    /// Folder of the compose stack whose container runs pgBackRest: the repository's own, or
+    /// for a local repository its cluster's.
     pub stack_dir: String,
+    /// The compose service that runs pgBackRest (`pgbackrest`, or `patroni` for a local
+    /// repository).
+    pub service: String,
     /// The compose binary.
     pub compose_command: String,
     /// pgBackRest's configuration file inside the container.
@@ -37,9 +41,10 @@ impl LiveRepo {
     /// A sh command printing `pgbackrest info --output=json` for `stanza`.
     pub fn info_command(&self, stanza: &str) -> String {
         format!(
-            "cd -- {} && {} exec -T pgbackrest pgbackrest {} {} --output=json info",
+            "cd -- {} && {} exec -T {} pgbackrest {} {} --output=json info",
             quote(&self.stack_dir),
             quote(&self.compose_command),
+            quote(&self.service),
             quote(&format!("--config={}", self.config)),
             quote(&format!("--stanza={stanza}")),
         )
@@ -49,9 +54,10 @@ impl LiveRepo {
     /// the TLS links both ways), bounded by `secs` seconds; its output goes to stderr.
     pub fn check_command(&self, stanza: &str, secs: u64) -> String {
         format!(
-            "cd -- {} && timeout {secs} {} exec -T pgbackrest pgbackrest {} {} check 1>&2",
+            "cd -- {} && timeout {secs} {} exec -T {} pgbackrest {} {} check 1>&2",
             quote(&self.stack_dir),
             quote(&self.compose_command),
+            quote(&self.service),
             quote(&format!("--config={}", self.config)),
             quote(&format!("--stanza={stanza}")),
         )
@@ -76,20 +82,39 @@ pub(super) fn unit_name(repo: &str, stanza: &str, kind: &str) -> String {
 }
 
 impl BackupRepoSpec {
-    /// The repository as the cluster commands need it.
-    pub fn live(&self, m: &Manifest, inv: &Inventory) -> LiveRepo {
+    /// The repository as the cluster commands need it (`manifests`: the repo's, where a local
+    /// repository finds its cluster).
+    pub fn live<'m>(
+        &self,
+        m: &Manifest,
+        manifests: impl IntoIterator<Item = &'m Manifest>,
+        inv: &Inventory,
+    ) -> LiveRepo {
         let hosts = selected_hosts(m, inv);
         let host = match hosts.as_slice() {
             [one] => Some(one.name.clone()),
             _ => None,
         };
         let paths = self.paths(m);
+        let (stack_dir, service, config) = match self.local {
+            false => (paths.stack_dir, "pgbackrest", paths.pgbackrest_config),
+            true => match super::clusters_naming(&m.name, manifests, inv).first() {
+                Some(c) => (
+                    c.paths.stack_dir.clone(),
+                    "patroni",
+                    c.paths.pgbackrest_config.clone(),
+                ),
+                // No cluster names it: nothing to back up, and nothing runs there.
+                None => (paths.stack_dir, "patroni", paths.pgbackrest_config),
+            },
+        };
         LiveRepo {
             name: m.name.clone(),
             host,
-            stack_dir: paths.stack_dir.clone(),
+            stack_dir,
+            service: service.to_string(),
             compose_command: self.compose_command.clone(),
-            config: paths.pgbackrest_config.clone(),
+            config,
             schedules: self
                 .schedules()
                 .into_iter()

@@ -112,8 +112,15 @@ pub struct BackupRepoSpec {
     /// Backup schedules (default: full weekly, incremental hourly).
     #[serde(default)]
     pub schedule: Schedule,
-    /// Certificate settings; `ca` must be the CA of every cluster using this repository.
-    pub tls: TlsSettings,
+    /// A local repository: a folder on the host of its one cluster's only member, written by
+    /// that member's own pgBackRest (no TLS server, no certificate, no second host). For a
+    /// single-node cluster (seed 000); default false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub local: bool,
+    /// Certificate settings of a repository host; `ca` must be the CA of every cluster using
+    /// this repository. Required unless `local`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsSettings>,
     /// Port of the repository's TLS server, which members push WAL to (default 8432).
     #[serde(default = "p_pgbackrest")]
     pub port: u16,
@@ -180,19 +187,27 @@ impl BackupRepoSpec {
     /// Clusters that name this repository, sorted by name.
     fn clusters(&self, m: &Manifest, cx: &HostCx) -> Vec<ClusterModel> {
         let repo = cx.repo();
-        let mut v: Vec<ClusterModel> = repo
-            .manifests
-            .iter()
-            .filter_map(|cm| match &cm.spec {
-                Spec::PostgresCluster(c) if c.backup.as_ref().is_some_and(|b| b.repo == m.name) => {
-                    Some(c.model(cm, repo.inventory))
-                }
-                _ => None,
-            })
-            .collect();
-        v.sort_by(|a, b| a.name.cmp(&b.name));
-        v
+        clusters_naming(&m.name, repo.manifests, repo.inventory)
     }
+}
+
+/// The clusters whose `backup.repo` is `name`, sorted by name.
+pub(crate) fn clusters_naming<'m>(
+    name: &str,
+    manifests: impl IntoIterator<Item = &'m Manifest>,
+    inv: &crate::model::inventory::Inventory,
+) -> Vec<ClusterModel> {
+    let mut v: Vec<ClusterModel> = manifests
+        .into_iter()
+        .filter_map(|cm| match &cm.spec {
+            Spec::PostgresCluster(c) if c.backup.as_ref().is_some_and(|b| b.repo == name) => {
+                Some(c.model(cm, inv))
+            }
+            _ => None,
+        })
+        .collect();
+    v.sort_by(|a, b| a.name.cmp(&b.name));
+    v
 }
 
 /// A shell check that succeeds when some member of the cluster is the running primary

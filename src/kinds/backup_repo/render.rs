@@ -19,7 +19,6 @@ pub(super) fn render(
     let (cert, key, ca) = paths.cert_files(&host.name);
     let clusters = spec.clusters(m, cx);
     let stack_unit = format!("{}-stack.service", m.name);
-    let config = format!("--config={}", paths.pgbackrest_config);
     let compose_cmd = &spec.compose_command;
 
     let mut clients: BTreeMap<String, Vec<String>> = BTreeMap::new();
@@ -33,6 +32,7 @@ pub(super) fn render(
     }
     let repo = json!({
         "name": m.name,
+        "local": spec.local,
         "host": Member::of(host),
         "path": spec.path,
         "retention_full": spec.retention_full,
@@ -67,12 +67,16 @@ pub(super) fn render(
     };
 
     let mut out = Expansion::new(m);
+    out.account(cx, os);
+    if spec.local {
+        render_local(spec, m, cx, &clusters, &render, &mut out)?;
+        return Ok(out.items);
+    }
     let restart = format!("{}-restart-server", m.name);
     let restart_ref = ResourceRef {
         kind: "Command".into(),
         name: restart.clone(),
     };
-    out.account(cx, os);
     let dir = |p: &str, owner: &str, mode: u32| DirectorySpec {
         path: p.to_string(),
         owner: owner.to_string(),
@@ -90,7 +94,10 @@ pub(super) fn render(
     ] {
         out.push(cx, d.path.clone(), PrimitiveSpec::Directory(d), vec![]);
     }
-    let state = certificate(cx, m, host, &spec.tls, (&cert, &key, &ca), os, &[])?;
+    let Some(tls) = &spec.tls else {
+        return Err(m.error("tls", "a repository host needs `tls`"));
+    };
+    let state = certificate(cx, m, host, tls, (&cert, &key, &ca), os, &[])?;
     out.push(
         cx,
         cert.clone(),
@@ -149,95 +156,190 @@ pub(super) fn render(
         vec![],
     );
 
-    // Backups: a oneshot service per cluster and type (`plumb pg backup` starts any of them;
-    // systemd never runs one twice at once), and a timer, enabled and active, for each
-    // scheduled type.
-    let schedules = spec.schedules();
+    // pgBackRest runs in the repository's own container.
+    let target = ExecTarget {
+        workdir: paths.stack_dir.clone(),
+        service: "pgbackrest",
+        config: paths.pgbackrest_config.clone(),
+        stack_unit: stack_unit.clone(),
+    };
     for c in &clusters {
-        for (i, t) in TYPES.iter().enumerate() {
-            let service = super::live::unit_name(&m.name, &c.name, t);
-            let when = schedules.iter().find(|(k, _)| k == t).map(|(_, w)| *w);
-            let timer = format!("{}.timer", service.trim_end_matches(".service"));
-            let after: Vec<String> = TYPES[..i]
-                .iter()
-                .map(|e| super::live::unit_name(&m.name, &c.name, e))
-                .collect();
-            let b = json!({
-                "kind": t, "stanza": c.name, "service": service,
-                "timer": when.map(|_| timer.clone()),
-                "schedule": when, "after": after,
-            });
-            let content = render(cx, "backup.service.tera", Some(b.clone()))?;
-            out.push(
-                cx,
-                service.clone(),
-                PrimitiveSpec::SystemdUnit(UnitState::new(&service, content, None, None)),
-                vec![],
-            );
-            if when.is_some() {
-                let content = render(cx, "backup.timer.tera", Some(b))?;
-                out.push(
-                    cx,
-                    timer.clone(),
-                    PrimitiveSpec::SystemdUnit(UnitState::new(
-                        &timer,
-                        content,
-                        Some(true),
-                        Some(true),
-                    )),
-                    vec![],
-                );
-            }
-        }
-    }
-
-    let command =
-        |run: String, unless: Option<String>, refresh_only: bool, timeout: u64| CommandSpec {
-            run,
-            creates: None,
-            unless,
-            onlyif: None,
-            refresh_only,
-            user: None,
-            cwd: Some(paths.stack_dir.clone()),
-            env: BTreeMap::new(),
-            timeout,
-            wait_for: None,
-            wait_timeout: 300,
-        };
-    for c in &clusters {
-        let stanza = &c.name;
-        let mut create = command(
-            format!(
-                "{compose_cmd} exec -T pgbackrest pgbackrest {config} --stanza={stanza} stanza-create"
-            ),
-            Some(format!(
-                "test -f {0}/backup/{stanza}/backup.info && test -f {0}/archive/{stanza}/archive.info",
-                spec.path
-            )),
-            false,
-            600,
-        );
-        // The members converge in parallel with this host: wait (bounded) until one of them
-        // is the running primary, as Patroni's REST API says, before creating the stanza.
-        create.wait_for = Some(primary_check(c, &ca));
-        out.push(
-            cx,
-            format!("{}-stanza-create-{stanza}", m.name),
-            PrimitiveSpec::Command(create),
-            vec![],
-        );
+        stanza(spec, m, cx, c, &target, &ca, &render, &mut out)?;
     }
     out.push(
         cx,
         restart,
-        PrimitiveSpec::Command(command(
-            format!("{compose_cmd} restart pgbackrest"),
-            None,
-            true,
-            120,
-        )),
+        PrimitiveSpec::Command(CommandSpec {
+            run: format!("{compose_cmd} restart pgbackrest"),
+            creates: None,
+            unless: None,
+            onlyif: None,
+            refresh_only: true,
+            user: None,
+            cwd: Some(paths.stack_dir.clone()),
+            env: BTreeMap::new(),
+            timeout: 120,
+            wait_for: None,
+            wait_timeout: 300,
+        }),
         vec![],
     );
     Ok(out.items)
+}
+
+/// Where a backup of a cluster runs pgBackRest: a service of a compose stack, with its
+/// configuration file (the repository's TLS server container, or for a local repository the
+/// cluster's own Patroni container).
+struct ExecTarget {
+    workdir: String,
+    service: &'static str,
+    config: String,
+    stack_unit: String,
+}
+
+/// A oneshot service per backup type of cluster `c` (`plumb pg backup` starts any of them;
+/// systemd never runs one twice at once), and a timer, enabled and active, for each scheduled
+/// type.
+fn backup_units<R>(
+    spec: &BackupRepoSpec,
+    m: &Manifest,
+    cx: &mut HostCx,
+    c: &ClusterModel,
+    target: &ExecTarget,
+    render: &R,
+    out: &mut Expansion,
+) -> Result<(), Diagnostic>
+where
+    R: Fn(&mut HostCx, &str, Option<Value>) -> Result<Content, Diagnostic>,
+{
+    let schedules = spec.schedules();
+    for (i, t) in TYPES.iter().enumerate() {
+        let service = super::live::unit_name(&m.name, &c.name, t);
+        let when = schedules.iter().find(|(k, _)| k == t).map(|(_, w)| *w);
+        let timer = format!("{}.timer", service.trim_end_matches(".service"));
+        let after: Vec<String> = TYPES[..i]
+            .iter()
+            .map(|e| super::live::unit_name(&m.name, &c.name, e))
+            .collect();
+        let b = json!({
+            "kind": t, "stanza": c.name, "service": service,
+            "timer": when.map(|_| timer.clone()),
+            "schedule": when, "after": after,
+            "workdir": target.workdir, "container": target.service,
+            "config": target.config, "stack_unit": target.stack_unit,
+        });
+        let content = render(cx, "backup.service.tera", Some(b.clone()))?;
+        out.push(
+            cx,
+            service.clone(),
+            PrimitiveSpec::SystemdUnit(UnitState::new(&service, content, None, None)),
+            vec![],
+        );
+        if when.is_some() {
+            let content = render(cx, "backup.timer.tera", Some(b))?;
+            out.push(
+                cx,
+                timer.clone(),
+                PrimitiveSpec::SystemdUnit(UnitState::new(&timer, content, Some(true), Some(true))),
+                vec![],
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Everything of cluster `c`'s stanza: its backup units and timers, and its creation once some
+/// member is the primary (checked with the CA bundle at `ca`).
+#[allow(clippy::too_many_arguments)]
+fn stanza<R>(
+    spec: &BackupRepoSpec,
+    m: &Manifest,
+    cx: &mut HostCx,
+    c: &ClusterModel,
+    target: &ExecTarget,
+    ca: &str,
+    render: &R,
+    out: &mut Expansion,
+) -> Result<(), Diagnostic>
+where
+    R: Fn(&mut HostCx, &str, Option<Value>) -> Result<Content, Diagnostic>,
+{
+    backup_units(spec, m, cx, c, target, render, out)?;
+    let create = stanza_create(spec, &c.name, target, primary_check(c, ca));
+    out.push(
+        cx,
+        format!("{}-stanza-create-{}", m.name, c.name),
+        PrimitiveSpec::Command(create),
+        vec![],
+    );
+    Ok(())
+}
+
+/// A `stanza-create` run in `target`'s container once some member is the running primary
+/// (`primary` is that check), skipped when the stanza's files exist.
+fn stanza_create(
+    spec: &BackupRepoSpec,
+    stanza: &str,
+    target: &ExecTarget,
+    primary: String,
+) -> CommandSpec {
+    CommandSpec {
+        run: format!(
+            "{} exec -T {} pgbackrest --config={} --stanza={stanza} stanza-create",
+            spec.compose_command, target.service, target.config
+        ),
+        creates: None,
+        unless: Some(format!(
+            "test -f {0}/backup/{stanza}/backup.info && test -f {0}/archive/{stanza}/archive.info",
+            spec.path
+        )),
+        onlyif: None,
+        refresh_only: false,
+        user: None,
+        cwd: Some(target.workdir.clone()),
+        env: BTreeMap::new(),
+        timeout: 600,
+        // The members converge in parallel with this host (or, local, in the same run on
+        // it): wait, bounded, until one of them is the running primary.
+        wait_for: Some(primary),
+        wait_timeout: 300,
+    }
+}
+
+/// A local repository on the host of its cluster's only member: the repository folder, the
+/// backup units running pgBackRest in the cluster's Patroni container (which mounts the folder
+/// and whose `pgbackrest.conf` names it), and the stanza. No TLS server, no certificate.
+fn render_local<R>(
+    spec: &BackupRepoSpec,
+    m: &Manifest,
+    cx: &mut HostCx,
+    clusters: &[ClusterModel],
+    render: &R,
+    out: &mut Expansion,
+) -> Result<(), Diagnostic>
+where
+    R: Fn(&mut HostCx, &str, Option<Value>) -> Result<Content, Diagnostic>,
+{
+    let host = cx.host().name.clone();
+    let user = spec.os_user.name.clone();
+    let d = DirectorySpec {
+        path: spec.path.clone(),
+        owner: user.clone(),
+        group: user,
+        mode: FileMode(0o750),
+        state: Presence::Present,
+    };
+    out.push(cx, d.path.clone(), PrimitiveSpec::Directory(d), vec![]);
+    for c in clusters {
+        let target = ExecTarget {
+            workdir: c.paths.stack_dir.clone(),
+            service: "patroni",
+            config: c.paths.pgbackrest_config.clone(),
+            stack_unit: format!("{}-stack.service", c.name),
+        };
+        // The primary check reads the member's own REST API with the cluster's CA bundle.
+        let (_, _, ca) = c.paths.member_cert_files(&host);
+        stanza(spec, m, cx, c, &target, &ca, render, out)?;
+    }
+    Ok(())
 }

@@ -272,3 +272,171 @@ fn the_cluster_side_checks_the_link() {
             "{e}"
         );
 }
+
+/// A one-member cluster on `pg1` and a local repository there.
+const SINGLE: &str = "\
+kind: PostgresCluster
+name: solo
+hosts: host:pg1
+tls: { ca: pg-ca }
+backup: { repo: local1, restore_on_empty: true }
+superuser: { password: { secret: su } }
+replication: { password: { secret: repl } }
+rewind: { password: { secret: rewind } }
+rest_api: { password: { secret: api } }
+";
+const LOCAL: &str = "\
+kind: BackupRepo
+name: local1
+hosts: host:pg1
+local: true
+path: /storage/backup
+retention_full: 3
+";
+
+#[test]
+fn a_local_repository_lives_in_the_members_container() {
+    let dir = repo(&[
+        ("manifests/pg.yaml", SINGLE),
+        ("manifests/repo.yaml", LOCAL),
+    ]);
+    let h = render(&dir, "pg1");
+    let names: Vec<String> = h
+        .resources
+        .iter()
+        .map(|d| format!("{}/{}", d.kind, d.name))
+        .collect();
+    // No TLS server, certificate or restart handler on either side.
+    for absent in [
+        "ComposeStack/local1",
+        "SystemdUnit/local1-stack.service",
+        "Command/local1-restart-server",
+        "Command/solo-restart-pgbackrest",
+        "Certificate//home/postgres/pgbackrest/certs/pg1.crt",
+    ] {
+        assert!(!names.iter().any(|n| n == absent), "{absent} in {names:?}");
+    }
+    assert!(
+        names.iter().any(|n| n == "Directory//storage/backup"),
+        "{names:?}"
+    );
+    // Backups and the stanza run in the cluster's Patroni container, in its stack folder.
+    let unit_text = text(item(&h, "SystemdUnit", "local1-solo-incr.service"));
+    assert!(
+        unit_text.contains("WorkingDirectory=/opt/plumb/solo\n")
+            && unit_text.contains(
+                "ExecStart=/usr/bin/docker-compose exec -T patroni pgbackrest \
+                 --config=/home/postgres/pgbackrest/pgbackrest.conf --stanza=solo --type=incr backup"
+            )
+            && unit_text.contains("After=docker.service solo-stack.service"),
+        "{unit_text}"
+    );
+    let PrimitiveSpec::Command(c) = &item(&h, "Command", "local1-stanza-create-solo").spec else {
+        panic!("not a command")
+    };
+    assert_eq!(c.cwd.as_deref(), Some("/opt/plumb/solo"));
+    assert!(c.run.contains("exec -T patroni pgbackrest"), "{}", c.run);
+    assert!(
+        c.wait_for.as_deref().unwrap_or("").contains("/primary"),
+        "{c:?}"
+    );
+    // The member's pgbackrest.conf names the folder; the Patroni service mounts it.
+    let conf = text(item(
+        &h,
+        "File",
+        "/home/postgres/pgbackrest/pgbackrest.conf",
+    ));
+    assert!(
+        conf.contains("repo1-path=/storage/backup\n") && conf.contains("repo1-retention-full=3\n"),
+        "{conf}"
+    );
+    assert!(
+        !conf.contains("repo1-host") && !conf.contains("tls-server"),
+        "{conf}"
+    );
+    let compose = text(item(&h, "ComposeStack", "solo"));
+    assert!(compose.contains("- ${REPO_PATH}:${REPO_PATH}"), "{compose}");
+    assert!(!compose.contains("\n  pgbackrest:"), "{compose}");
+}
+
+#[test]
+fn the_live_view_of_a_local_repository_runs_in_the_cluster_stack() {
+    let dir = repo(&[
+        ("manifests/pg.yaml", SINGLE),
+        ("manifests/repo.yaml", LOCAL),
+    ]);
+    let r = crate::testutil::load(&dir).unwrap_or_else(|e| panic!("{e}"));
+    let m = r.find("BackupRepo", "local1").unwrap();
+    let Spec::BackupRepo(spec) = &m.spec else {
+        panic!("not a repo")
+    };
+    let live = spec.live(m, &r.manifests, &r.inventory);
+    assert_eq!(live.host.as_deref(), Some("pg1"));
+    assert_eq!(live.service, "patroni");
+    assert_eq!(live.stack_dir, "/opt/plumb/solo");
+    assert!(
+        live.info_command("solo")
+            .contains("exec -T patroni pgbackrest"),
+        "{}",
+        live.info_command("solo")
+    );
+}
+
+#[test]
+fn a_local_repository_is_refused_where_it_would_not_be_a_backup() {
+    // Three members.
+    let e = errors(&[
+        (
+            "manifests/pg.yaml",
+            &SINGLE.replace("host:pg1", "group:postgres"),
+        ),
+        ("manifests/repo.yaml", LOCAL),
+    ]);
+    assert!(
+        e.contains("field `backup.repo`: BackupRepo `local1` is local: it can hold the backups of a cluster of one member on its own host, but this cluster has 3 (pg1, pg2, pg3)"),
+        "{e}"
+    );
+    // One member on another host.
+    let e = errors(&[
+        ("manifests/pg.yaml", &SINGLE.replace("host:pg1", "host:pg2")),
+        ("manifests/repo.yaml", LOCAL),
+    ]);
+    assert!(e.contains("is local: it can hold"), "{e}");
+    // tls with local, no tls without.
+    let e = errors(&[
+        ("manifests/pg.yaml", SINGLE),
+        (
+            "manifests/repo.yaml",
+            &format!("{LOCAL}tls: {{ ca: pg-ca }}\n"),
+        ),
+    ]);
+    assert!(
+        e.contains(
+            "manifests/repo.yaml:7:6: error: field `tls`: a local repository has no TLS server"
+        ),
+        "{e}"
+    );
+    let e = errors(&[
+        ("manifests/pg.yaml", SINGLE),
+        ("manifests/repo.yaml", &LOCAL.replace("local: true\n", "")),
+    ]);
+    assert!(
+        e.contains("error: field `tls`: a repository host needs `tls`"),
+        "{e}"
+    );
+    // Two clusters on one local repository.
+    let e = errors(&[
+        ("manifests/pg.yaml", SINGLE),
+        (
+            "manifests/pg2.yaml",
+            &SINGLE.replace("name: solo", "name: duo"),
+        ),
+        ("manifests/repo.yaml", LOCAL),
+    ]);
+    assert!(
+        e.contains(
+            "field `local`: a local repository holds one cluster's backups; duo, solo name it"
+        ),
+        "{e}"
+    );
+}

@@ -30,7 +30,7 @@ pub(super) fn check(spec: &PostgresClusterSpec, cx: &mut CheckCx) {
     check_common(
         cx,
         &spec.os_user,
-        &spec.tls,
+        Some(&spec.tls),
         &spec.image,
         &spec.compose_command,
     );
@@ -438,7 +438,8 @@ fn credentials(spec: &PostgresClusterSpec, cx: &mut CheckCx) -> BTreeMap<String,
     system_users
 }
 
-/// The backup repository exists, trusts the same CA, and lives on a host of its own.
+/// The backup repository exists and either trusts the same CA and lives on a host of its own,
+/// or is local to the cluster's only member.
 fn backup(spec: &PostgresClusterSpec, cx: &mut CheckCx, members: &[&Host]) {
     if let Some(b) = &spec.backup {
         match cx.repo.find("BackupRepo", &b.repo) {
@@ -448,22 +449,49 @@ fn backup(spec: &PostgresClusterSpec, cx: &mut CheckCx, members: &[&Host]) {
                 cx.diags.push(d);
             }
             Some(rm) => {
-                if let Spec::BackupRepo(r) = &rm.spec
-                    && r.tls.ca != spec.tls.ca
+                let Spec::BackupRepo(r) = &rm.spec else {
+                    return;
+                };
+                let repo_hosts: BTreeSet<&str> = selected_hosts(rm, cx.repo.inventory)
+                    .into_iter()
+                    .map(|h| h.name.as_str())
+                    .collect();
+                if r.local {
+                    // A local repository is a folder of the only member: one host holds the
+                    // data and its backups (seed 000), nothing to reach over TLS.
+                    let names: Vec<&str> = members.iter().map(|h| h.name.as_str()).collect();
+                    let on_member = names.len() == 1 && repo_hosts.contains(names[0]);
+                    if !on_member {
+                        cx.error(
+                            "backup.repo",
+                            format!(
+                                "BackupRepo `{}` is local: it can hold the backups of a cluster \
+                                 of one member on its own host, but this cluster has {} ({})",
+                                b.repo,
+                                names.len(),
+                                names.join(", ")
+                            ),
+                            Some(
+                                "give the cluster one member on the repository's host, or make \
+                                 the repository a host of its own (drop `local`, declare `tls`)"
+                                    .into(),
+                            ),
+                        );
+                    }
+                    return;
+                }
+                if let Some(rt) = &r.tls
+                    && rt.ca != spec.tls.ca
                 {
                     cx.error(
                         "backup.repo",
                         format!(
                             "BackupRepo `{}` uses CA `{}` but this cluster uses `{}`",
-                            b.repo, r.tls.ca, spec.tls.ca
+                            b.repo, rt.ca, spec.tls.ca
                         ),
                         Some("both sides of pgBackRest TLS must trust one CA".into()),
                     );
                 }
-                let repo_hosts: BTreeSet<&str> = selected_hosts(rm, cx.repo.inventory)
-                    .into_iter()
-                    .map(|h| h.name.as_str())
-                    .collect();
                 if let Some(h) = members
                     .iter()
                     .find(|h| repo_hosts.contains(h.name.as_str()))
@@ -474,7 +502,11 @@ fn backup(spec: &PostgresClusterSpec, cx: &mut CheckCx, members: &[&Host]) {
                             "host `{}` is both a member of the cluster and its backup repository host",
                             h.name
                         ),
-                        Some("keep backups on a host of their own".into()),
+                        Some(
+                            "keep backups on a host of their own (a cluster of one member may \
+                             use a `local: true` repository on its host)"
+                                .into(),
+                        ),
                     );
                 }
             }

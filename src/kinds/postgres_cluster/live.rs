@@ -70,6 +70,9 @@ pub struct LiveCluster {
     pub dynamic: DeclaredDynamic,
     /// The backup repository's name, if any.
     pub backup_repo: Option<String>,
+    /// `backup.restore_on_empty`: a cluster whose every data directory is empty comes back
+    /// from the newest backup.
+    pub restore_on_empty: bool,
     /// Where each member keeps its data, configuration and stack (the same on every member).
     pub paths: ClusterPaths,
     /// The compose binary the stack is driven with.
@@ -201,6 +204,7 @@ impl PostgresClusterSpec {
             declared,
             dynamic,
             backup_repo: model.backup_repo,
+            restore_on_empty: self.backup.as_ref().is_some_and(|b| b.restore_on_empty),
             paths: model.paths,
             compose_command: self.compose_command.clone(),
             bin_dir: self.bin_dir(),

@@ -73,6 +73,10 @@ pub(super) fn render(
             };
             Some(json!({
                 "repo": b.repo,
+                "local": r.local,
+                "repo_path": r.path,
+                "retention_full": r.retention_full,
+                "retention_diff": r.retention_diff,
                 "repo_host": Member::of(repo_host),
                 "repo_port": r.port,
                 "archive_command": format!("pgbackrest {config} --stanza={stanza} archive-push \"%p\""),
@@ -85,6 +89,11 @@ pub(super) fn render(
             }))
         }
     };
+    // With a repository host, a pgBackRest TLS server runs on the member (the repository host
+    // takes backups through it) with a certificate of its own; a local repository needs none.
+    let tls_server = backup
+        .as_ref()
+        .is_some_and(|b| b["local"] != Value::Bool(true));
     let archive_command = backup
         .as_ref()
         .and_then(|b| b["archive_command"].as_str().map(str::to_string));
@@ -199,7 +208,9 @@ pub(super) fn render(
     }
     if spec.backup.is_some() {
         dirs.push(dir(&paths.pgbackrest_dir, 0o750));
-        dirs.push(dir(&paths.pgbackrest_certs, 0o750));
+        if tls_server {
+            dirs.push(dir(&paths.pgbackrest_certs, 0o750));
+        }
         dirs.push(dir(&paths.pgbackrest_log, 0o750));
         dirs.push(dir(&paths.pgbackrest_spool, 0o750));
     }
@@ -260,7 +271,7 @@ pub(super) fn render(
         bundle_notify,
     );
 
-    if spec.backup.is_some() {
+    if tls_server {
         let state = certificate(cx, m, host, &spec.tls, (&cert, &key, &ca), os, &[])?;
         out.push(
             cx,
@@ -326,7 +337,12 @@ pub(super) fn render(
             cx,
             path.clone(),
             PrimitiveSpec::File(file(path, 0o640, content)),
-            vec![cmd_ref(&restart_pgbackrest)],
+            // pgBackRest reads its configuration at each command; only the TLS server runs on.
+            if tls_server {
+                vec![cmd_ref(&restart_pgbackrest)]
+            } else {
+                vec![]
+            },
         );
     }
 
@@ -349,6 +365,9 @@ pub(super) fn render(
     }
     if spec.backup.is_some() {
         set("PGBACKREST_PATH", &paths.pgbackrest_dir);
+        if !tls_server && let Some(p) = backup.as_ref().and_then(|b| b["repo_path"].as_str()) {
+            set("REPO_PATH", p);
+        }
         set("PGBACKREST_CONFIG", &paths.pgbackrest_config);
     }
     let compose = render(cx, "docker-compose.yml.tera")?;
@@ -426,7 +445,7 @@ pub(super) fn render(
         ))),
         vec![],
     );
-    if spec.backup.is_some() {
+    if tls_server {
         out.push(
             cx,
             restart_pgbackrest,
