@@ -509,9 +509,10 @@ impl<'a> Cluster<'a> {
 }
 
 impl Cluster<'_> {
-    /// Whether some member's Patroni answers `GET /cluster`.
-    pub async fn view_answers(&self) -> Result<(), String> {
-        self.view().await.map(|_| ())
+    /// The leader as the first member whose Patroni answers `GET /cluster` sees it (`None`:
+    /// no single leader); an error when no member answers.
+    pub async fn leader_if_answering(&self) -> Result<Option<String>, String> {
+        self.view().await.map(|v| single_leader(&v))
     }
 
     /// The member holding the leader lock, when exactly one does.

@@ -306,11 +306,11 @@ fn data_empty_check(live: &LiveCluster) -> String {
     format!("[ ! -e {data} ] || [ -z \"$(ls -A -- {data})\" ]")
 }
 
-/// Whether the cluster is empty as restore-on-empty means it: every member reachable over
-/// SSH, some member's Patroni answering, no leader, and every data directory empty.
+/// Whether the cluster is empty as restore-on-empty means it: some member's Patroni answering
+/// with no leader, and every data directory empty (every member is reachable over SSH).
 async fn cluster_is_empty(session: &Session) -> Result<bool, String> {
     let live = session.live();
-    if session.cluster().current_leader().await.is_some() {
+    if !matches!(session.cluster().leader_if_answering().await, Ok(None)) {
         return Ok(false);
     }
     let check = data_empty_check(live);
@@ -348,13 +348,16 @@ pub async fn on_empty(
             return Ok(None);
         }
     }
-    // Patroni must be up to tell whether there is a leader (a stack just started).
+    // Patroni must be up to tell whether there is a leader (a stack just started); a leader
+    // (every converge of a running cluster) ends it at once.
     let deadline = tokio::time::Instant::now() + PATRONI_ANSWER;
-    while session.cluster().view_answers().await.is_err() {
-        if opts.dry_run || tokio::time::Instant::now() > deadline {
-            return Ok(None);
+    loop {
+        match session.cluster().leader_if_answering().await {
+            Ok(Some(_)) => return Ok(None),
+            Ok(None) => break,
+            Err(_) if opts.dry_run || tokio::time::Instant::now() > deadline => return Ok(None),
+            Err(_) => tokio::time::sleep(Duration::from_secs(2)).await,
         }
-        tokio::time::sleep(Duration::from_secs(2)).await;
     }
     if !cluster_is_empty(session).await? {
         return Ok(None);
