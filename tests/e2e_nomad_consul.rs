@@ -59,7 +59,9 @@ fn the_etcd_variant_of_the_nomad_consul_example_converges_on_the_lab() {
     let text = std::fs::read_to_string(&manifest).expect("the example's manifest");
     let variant = etcd_variant(&text);
     assert!(
-        variant.contains("dcs: etcd\n") && !variant.contains("consul:") && !variant.contains("dcs: consul"),
+        variant.contains("dcs: etcd\n")
+            && !variant.contains("consul:")
+            && !variant.contains("dcs: consul"),
         "{variant}"
     );
     std::fs::write(&manifest, variant).expect("write the variant");

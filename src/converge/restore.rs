@@ -453,6 +453,12 @@ mod tests {
             "{s}"
         );
         assert!(s.contains("-m fast -w -t 300 stop"), "{s}");
+        // Restore on empty: missing or empty, the declared path quoted for sh.
+        assert_eq!(
+            data_empty_check(&live),
+            "[ ! -e /home/postgres/postgres-data/data ] || \
+             [ -z \"$(ls -A -- /home/postgres/postgres-data/data)\" ]"
+        );
         let wrapped = in_patroni_container(&live, "echo 'x'");
         assert!(
             wrapped.contains("run --rm -T --no-deps patroni sh -c 'echo '\\''x'\\'''"),
