@@ -317,9 +317,33 @@ fn the_reference_repo_converges_and_stays_converged() {
     // Converge (the lab may already be converged by the demo), then nothing is left to do.
     let (code, out, err) = plumb_ref(&repo, &overlay, &["converge"]);
     assert!(code == 0 || code == 2, "{out}\n{err}");
+    // It reads every VM, the cluster (Patroni, PostgreSQL, etcd) and the backup repository
+    // over one SSH connection per VM: the cluster phase reuses the host phase's connections.
+    let accepted = || -> Vec<usize> {
+        lab::vm_names()
+            .iter()
+            .map(|vm| {
+                sh(
+                    vm,
+                    "journalctl -u ssh --no-pager -o cat | grep -c '^Accepted ' || true",
+                )
+                .trim()
+                .parse()
+                .unwrap_or_else(|e| panic!("{vm}: sshd's log: {e}"))
+            })
+            .collect()
+    };
+    let before = accepted();
     let (code, out, err) = plumb_ref(&repo, &overlay, &["converge"]);
     assert_eq!(code, 0, "a second converge changes nothing\n{out}\n{err}");
     assert!(out.contains("4 hosts: 0 changed, 4 unchanged"), "{out}");
+    let opened: Vec<usize> = accepted().iter().zip(&before).map(|(a, b)| a - b).collect();
+    assert_eq!(
+        opened,
+        vec![1; before.len()],
+        "SSH connections per VM: {:?}",
+        lab::vm_names()
+    );
 
     // The postgres user matches the container user on every VM; files have their owners and modes.
     for vm in lab::vm_names() {

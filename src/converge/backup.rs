@@ -3,7 +3,7 @@
 //! cluster phase (the first backup of a new cluster), `plumb pg backup` and `plumb pg status`.
 
 use super::ConvergeOptions;
-use super::remote::Remote;
+use super::remote::{Parked, Remote};
 use crate::kinds::Spec;
 use crate::kinds::backup_repo::LiveRepo;
 use crate::load::Repo;
@@ -35,6 +35,16 @@ impl RepoHost {
         live: LiveRepo,
         opts: &ConvergeOptions,
     ) -> Result<RepoHost, String> {
+        RepoHost::connect_reusing(repo, live, opts, None).await
+    }
+
+    /// Connects to the host of `live`, over the run's connection to it when `parked` holds one.
+    pub async fn connect_reusing(
+        repo: &Repo,
+        live: LiveRepo,
+        opts: &ConvergeOptions,
+        parked: Option<&Parked>,
+    ) -> Result<RepoHost, String> {
         let Some(name) = live.host.clone() else {
             return Err(format!(
                 "BackupRepo {} does not select exactly one host",
@@ -46,7 +56,7 @@ impl RepoHost {
                 "the repository host {name} is not in the inventory"
             ));
         };
-        let remote = Remote::connect(host, &opts.remote)
+        let remote = Parked::take_or_connect(parked, host, &opts.remote)
             .await
             .map_err(|e| format!("the repository host {name}: {e}"))?;
         Ok(RepoHost { live, remote })
@@ -116,6 +126,13 @@ impl RepoHost {
         }
     }
 
+    /// Leaves the connection in `parked` (closed when the run ends).
+    pub fn park(self, parked: &Parked) {
+        if let Some(host) = &self.live.host {
+            parked.park(host, self.remote);
+        }
+    }
+
     /// Closes the connection.
     pub async fn close(self) {
         self.remote.close().await;
@@ -140,6 +157,7 @@ pub async fn protect(
     changed: bool,
     run: &mut ClusterRun,
     opts: &ConvergeOptions,
+    parked: &Parked,
 ) {
     let stanza = run.cluster.clone();
     let say = |what: &str| {
@@ -159,7 +177,7 @@ pub async fn protect(
             return;
         }
     };
-    let host = match RepoHost::connect(repo, live, opts).await {
+    let host = match RepoHost::connect_reusing(repo, live, opts, Some(parked)).await {
         Ok(h) => h,
         Err(e) => {
             run.warnings.push(format!("backups not checked: {e}"));
@@ -228,7 +246,7 @@ pub async fn protect(
         }
         Err(e) => run.warnings.push(format!("backups not read: {e}")),
     }
-    host.close().await;
+    host.park(parked);
 }
 
 /// Seconds since the Unix epoch.

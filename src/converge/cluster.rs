@@ -10,7 +10,7 @@
 //! would do. The planning is in [`crate::pg`]; this module only sequences the I/O.
 
 use super::ConvergeOptions;
-use super::remote::Remote;
+use super::remote::{Parked, Remote};
 use crate::kinds::Manifest;
 use crate::kinds::Spec;
 use crate::kinds::postgres_cluster::live::LiveCluster;
@@ -85,6 +85,7 @@ pub async fn converge_clusters(
     opts: &ConvergeOptions,
     deadline: Option<tokio::time::Instant>,
     mut rolled: BTreeMap<String, super::rollout::RolloutReport>,
+    parked: &Parked,
 ) -> Vec<ClusterRun> {
     let mut out = Vec::new();
     if !opts.cluster.enabled || opts.remote.local {
@@ -92,7 +93,7 @@ pub async fn converge_clusters(
     }
     for m in clusters_in_run(repo, runs) {
         let rolled = rolled.remove(&m.name).unwrap_or_default();
-        let one = converge_one(repo, m, runs, opts, rolled);
+        let one = converge_one(repo, m, runs, opts, rolled, parked);
         // The run's watchdog: a cluster phase still going at the deadline is dropped (its
         // tunnels and SSH connections close) and the cluster reported failed.
         let run = match deadline {
@@ -116,6 +117,7 @@ async fn converge_one(
     runs: &[HostRun],
     opts: &ConvergeOptions,
     rolled: super::rollout::RolloutReport,
+    parked: &Parked,
 ) -> ClusterRun {
     let mut run = ClusterRun::new(&m.name);
     // What the host phase's roll did comes first, and why it stopped is the phase's error.
@@ -150,7 +152,7 @@ async fn converge_one(
         .collect();
 
     let backup_repo = live.backup_repo.clone();
-    let session = Session::open(repo, live, opts).await;
+    let session = Session::open_reusing(repo, live, opts, Some(parked)).await;
     let mut changed = changed;
     let say = |what: &str| {
         if opts.progress {
@@ -179,7 +181,8 @@ async fn converge_one(
         in_run,
     };
     phase.run(&mut run).await;
-    session.close().await;
+    // Back to the run's connections: the repository host may be a member of another cluster.
+    session.park(parked);
     if let Some(stopped) = rolled.error {
         run.error = Some(match run.error.take() {
             Some(e) => format!("{stopped}; {e}"),
@@ -187,7 +190,7 @@ async fn converge_one(
         });
     }
     if let Some(name) = backup_repo {
-        super::backup::protect(repo, &name, changed, &mut run, opts).await;
+        super::backup::protect(repo, &name, changed, &mut run, opts, parked).await;
     }
     run
 }
@@ -217,9 +220,21 @@ pub struct Session {
 impl Session {
     /// Connects to every member (in parallel).
     pub async fn open(repo: &Repo, live: LiveCluster, opts: &ConvergeOptions) -> Session {
+        Session::open_reusing(repo, live, opts, None).await
+    }
+
+    /// Connects to every member, taking the connections the run's host jobs left in `parked`
+    /// first (the cluster phase of a converge reaches the members over the connections the
+    /// host phase opened).
+    pub async fn open_reusing(
+        repo: &Repo,
+        live: LiveCluster,
+        opts: &ConvergeOptions,
+        parked: Option<&Parked>,
+    ) -> Session {
         let tasks = live.members.iter().map(|mb| async move {
             let remote = match repo.inventory.host(&mb.name) {
-                Some(h) => Remote::connect(h, &opts.remote)
+                Some(h) => Parked::take_or_connect(parked, h, &opts.remote)
                     .await
                     .map_err(|e| e.to_string()),
                 None => Err("not in the inventory".to_string()),
@@ -268,6 +283,15 @@ impl Session {
             live: &self.live,
             conns,
             unreachable,
+        }
+    }
+
+    /// Leaves the open connections in `parked` (closed when the run ends).
+    pub fn park(self, parked: &Parked) {
+        for (name, r) in self.remotes {
+            if let Ok(remote) = r {
+                parked.park(&name, remote);
+            }
         }
     }
 

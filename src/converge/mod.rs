@@ -23,7 +23,7 @@ use crate::vocab::records::HostRecords;
 use crate::vocab::state::HostState;
 use crate::vocab::step::Action;
 use base64::Engine as _;
-use remote::{Lock, Remote, RemoteOptions};
+use remote::{Lock, Parked, Remote, RemoteOptions};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
@@ -186,6 +186,7 @@ async fn run_all(
     let bar = progress_bar(opts.progress, targets.len());
     let names = targets.iter().map(|(h, _, _)| h.name.clone()).collect();
     let (rollouts, mut gates) = rollout::Rollouts::start(&repo, &names, opts);
+    let parked = Arc::new(Parked::default());
     let mut tasks = Vec::with_capacity(targets.len());
     for (host, desired, planned) in targets {
         let gate = gates.remove(&host.name);
@@ -195,6 +196,7 @@ async fn run_all(
         let run_id = run_id.clone();
         let commit = commit.clone();
         let bar = bar.clone();
+        let parked = parked.clone();
         tasks.push(tokio::spawn(async move {
             let t0 = Instant::now();
             let name = host.name.clone();
@@ -206,6 +208,7 @@ async fn run_all(
                 run_id: &run_id,
                 commit: commit.as_deref(),
                 parallel: &sem,
+                parked: &parked,
             };
             // Waiting for a permit counts against the deadline too. When it fires, the job's
             // future is dropped: its SSH connection closes, which is exactly what the host's
@@ -274,7 +277,8 @@ async fn run_all(
     if let Some(b) = bar {
         b.finish_and_clear();
     }
-    let clusters = cluster::converge_clusters(&repo, &hosts, opts, deadline, rolled).await;
+    let clusters = cluster::converge_clusters(&repo, &hosts, opts, deadline, rolled, &parked).await;
+    parked.close_all().await;
     let timed_out = opts.run_timeout.is_some_and(|t| {
         let why = run_timeout_message(t);
         hosts
@@ -506,6 +510,8 @@ struct Job<'a> {
     commit: Option<&'a str>,
     /// The run's bound on hosts worked on at once.
     parallel: &'a Semaphore,
+    /// Where a job that ended cleanly leaves its connection for the cluster phase.
+    parked: &'a Parked,
 }
 
 impl<'a> Job<'a> {
@@ -527,7 +533,10 @@ impl<'a> Job<'a> {
             }
             Err(e) => Err((None, e)),
         };
-        remote.close().await;
+        match &result {
+            Ok(run) if run.error.is_none() => self.parked.park(&self.host.name, remote),
+            _ => remote.close().await,
+        }
         result
     }
 

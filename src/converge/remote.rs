@@ -427,3 +427,52 @@ async fn hold_local(
         Err(_) => Err(format!("timed out after {limit:?}")),
     }
 }
+
+/// Connections of hosts whose job ended cleanly, kept for the cluster phase of the same run
+/// (the members, the repository host) so that it does not connect to them again. Only a job
+/// that ended parks its connection: a job the run's watchdog drops closes its connection,
+/// which is what stops its apply on the host (`pl_watchdog`), and a parked connection has
+/// nothing running on it. Whatever is still parked is closed when the run ends.
+#[derive(Default)]
+pub struct Parked(std::sync::Mutex<std::collections::BTreeMap<String, Remote>>);
+
+impl Parked {
+    /// Keeps `remote`, the connection to `host` (a local "connection" is not kept).
+    pub fn park(&self, host: &str, remote: Remote) {
+        if let Remote::Ssh(_) = remote
+            && let Ok(mut m) = self.0.lock()
+        {
+            m.insert(host.to_string(), remote);
+        }
+    }
+
+    /// The connection kept for `host`, if it is still open.
+    pub fn take(&self, host: &str) -> Option<Remote> {
+        let remote = self.0.lock().ok()?.remove(host)?;
+        match &remote {
+            Remote::Ssh(c) if c.is_closed() => None,
+            _ => Some(remote),
+        }
+    }
+
+    /// `take`, else a new connection.
+    pub async fn take_or_connect(
+        parked: Option<&Parked>,
+        host: &Host,
+        opts: &RemoteOptions,
+    ) -> Result<Remote, ConnectError> {
+        match parked.and_then(|p| p.take(&host.name)) {
+            Some(r) => Ok(r),
+            None => Remote::connect(host, opts).await,
+        }
+    }
+
+    /// Closes every connection still kept.
+    pub async fn close_all(&self) {
+        let all: Vec<Remote> = match self.0.lock() {
+            Ok(mut m) => std::mem::take(&mut *m).into_values().collect(),
+            Err(_) => Vec::new(),
+        };
+        futures::future::join_all(all.into_iter().map(Remote::close)).await;
+    }
+}
