@@ -284,8 +284,12 @@ fn stanza_create(
     primary: String,
 ) -> CommandSpec {
     CommandSpec {
+        // pgBackRest needs the primary running when it creates the stanza; a roll of the
+        // members (a switchover) can demote it between the wait below and the command, so the
+        // command tries again, bounded (10 tries, 15 s apart, within the command's timeout).
         run: format!(
-            "{} exec -T {} pgbackrest --config={} --stanza={stanza} stanza-create",
+            "i=0; until {} exec -T {} pgbackrest --config={} --stanza={stanza} stanza-create; do \
+             i=$((i+1)); if [ $i -ge 10 ]; then exit 1; fi; sleep 15; done",
             spec.compose_command, target.service, target.config
         ),
         creates: None,
